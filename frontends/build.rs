@@ -1,0 +1,14 @@
+//! Generates the ONNX protobuf types from the vendored `proto/onnx.proto`.
+//!
+//! `protox` parses the proto file in pure Rust (no `protoc` binary needed) and
+//! `prost-build` turns the resulting descriptor set into `$OUT_DIR/onnx.rs`.
+
+use std::error::Error;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    println!("cargo:rerun-if-changed=build.rs");
+    let descriptors = protox::compile(["onnx.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

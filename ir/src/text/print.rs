@@ -1,0 +1,92 @@
+//! Graph → text.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use crate::{Attr, DType, Graph, IrError, Op, TensorData, ValueRef};
+
+/// Prints `graph` in the text form. Fails only on a cyclic graph.
+pub fn print(graph: &Graph) -> Result<String, IrError> {
+    let order = graph.topo_order()?;
+    let number: HashMap<_, _> = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let val = |v: ValueRef| -> String {
+        let n = number.get(&v.node).map_or_else(|| "?".to_string(), |n| n.to_string());
+        let multi = graph.node(v.node).is_some_and(|n| n.outputs.len() > 1);
+        if multi { format!("%{n}#{}", v.port) } else { format!("%{n}") }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "graph {:?} {{", graph.name);
+    for (i, &id) in order.iter().enumerate() {
+        let node = graph.try_node(id)?;
+        let _ = write!(out, "  %{i} = ");
+        match &node.op {
+            Op::Input { name } => {
+                let _ = write!(out, "input {name:?}");
+            }
+            Op::Weight { name } => {
+                let _ = write!(out, "weight {name:?}");
+            }
+            Op::Const(t) => {
+                out.push_str("const ");
+                write_data(&mut out, t);
+            }
+            op => {
+                out.push_str(&op.mnemonic());
+                let operands: Vec<String> = graph.operands(id).into_iter().map(val).collect();
+                let _ = write!(out, "({})", operands.join(", "));
+                let attrs = op.attrs();
+                if !attrs.is_empty() {
+                    let parts: Vec<String> =
+                        attrs.iter().map(|(k, v)| format!("{k} = {}", attr_text(v))).collect();
+                    let _ = write!(out, " {{{}}}", parts.join(", "));
+                }
+            }
+        }
+        let tys: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
+        let _ = write!(out, " : {}", tys.join(", "));
+        if let Some(name) = &node.name {
+            let _ = write!(out, " loc({name:?})");
+        }
+        out.push('\n');
+    }
+    for o in &graph.outputs {
+        let _ = writeln!(out, "  output {:?} = {}", o.name, val(o.value));
+    }
+    out.push_str("}\n");
+    Ok(out)
+}
+
+fn attr_text(a: &Attr) -> String {
+    match a {
+        Attr::Int(v) => v.to_string(),
+        Attr::Float(v) => float_text(*v),
+        Attr::Str(s) => format!("{s:?}"),
+        Attr::Ints(v) => format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+        Attr::Floats(v) => {
+            if v.is_empty() {
+                "floats[]".to_string()
+            } else {
+                format!("[{}]", v.iter().map(|x| float_text(*x)).collect::<Vec<_>>().join(", "))
+            }
+        }
+        Attr::Tensor(t) => {
+            let mut s = format!("{}[{}] ", t.dtype(), t.shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            write_data(&mut s, t);
+            s
+        }
+    }
+}
+
+/// `{:?}` of an f64 always has a `.`, an `e`, `inf` or `NaN`, so it never reads back as an integer.
+fn float_text(v: f64) -> String {
+    format!("{v:?}")
+}
+
+fn write_data(out: &mut String, t: &TensorData) {
+    let items: Vec<String> = match t.dtype() {
+        DType::F64 => t.to_f64_vec().into_iter().map(float_text).collect(),
+        d if d.is_float() => t.to_f32_vec().into_iter().map(|v| format!("{v:?}")).collect(),
+        _ => t.to_i64_vec().into_iter().map(|v| v.to_string()).collect(),
+    };
+    let _ = write!(out, "[{}]", items.join(", "));
+}
