@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     println!("cargo:rerun-if-changed=build.rs");
     let descriptors = protox::compile(["onnx.proto"], ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // `bytes` fields become `bytes::Bytes`, so tensor data decoded from a
+    // memory-mapped file is sliced, not copied.
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -12,4 +12,8 @@
 
 pub mod gguf;
 pub mod hf_config;
+pub mod error;
+pub mod onnx;
 pub mod onnx_proto;
+
+pub use error::{ImportError, ImportResult};
