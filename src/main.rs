@@ -1,1 +1,56 @@
-fn main() {}
+//! The `ligerc` binary. Exit codes: 0 success, 1 internal error, 2 bad input
+//! or usage, 3 device unavailable.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Run(args)) => cli::run::run(args),
+        Some(Command::Passes) => {
+            for (name, about) in ligerc::passes::available_passes() {
+                println!("{name:<16} {about}");
+            }
+            Ok(())
+        }
+        None => cli::compile::compile(&cli.compile),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for anything the user's input or arguments caused, 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use ligerc::runtime::RuntimeError;
+    for cause in e.chain() {
+        if cause.is::<cli::common::UsageError>() || cause.is::<ligerc::frontends::ImportError>() {
+            return 2;
+        }
+        if let Some(pe) = cause.downcast_ref::<ligerc::passes::PassError>() {
+            return match pe {
+                ligerc::passes::PassError::Invalid { .. } => 1,
+                _ => 2,
+            };
+        }
+        if let Some(re) = cause.downcast_ref::<RuntimeError>() {
+            return match re {
+                RuntimeError::Input(_) | RuntimeError::Tokenizer(_) => 2,
+                _ => 1,
+            };
+        }
+        if cause.is::<std::io::Error>() {
+            return 2;
+        }
+    }
+    1
+}

@@ -1,1 +1,8 @@
-//! placeholder
+//! `ligerc-codegen`: back ends that turn an IR graph into something another
+//! program runs.
+//!
+//! - [`onnx`]: any graph → an ONNX model that stock onnxruntime runs.
+//!   Generic ops are written as they are; high-level ops are expanded into
+//!   standard-domain ops.
+
+pub mod onnx;

@@ -10,9 +10,10 @@
 //! Nothing here knows about devices; importers only read files and report
 //! typed errors naming the file, key, node or tensor at fault.
 
+pub mod error;
 pub mod gguf;
 pub mod hf_config;
-pub mod error;
+pub mod llama;
 pub mod onnx;
 pub mod onnx_proto;
 

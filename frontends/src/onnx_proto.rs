@@ -39,7 +39,10 @@ mod tests {
             let bytes = fixture(name);
             let model = ModelProto::decode(bytes.as_slice())
                 .unwrap_or_else(|e| panic!("{name}: decode failed: {e}"));
-            let graph = model.graph.as_ref().unwrap_or_else(|| panic!("{name}: no graph"));
+            let graph = model
+                .graph
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no graph"));
             assert!(!graph.node.is_empty(), "{name}: graph has no nodes");
             assert!(
                 model

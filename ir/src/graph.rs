@@ -66,6 +66,9 @@ pub struct Graph {
     pub outputs: Vec<GraphOutput>,
     /// Weights by name. Data is shared, never copied per node.
     pub weights: BTreeMap<String, TensorData>,
+    /// The ONNX opset whose semantics the generic ops follow (`None` when the
+    /// graph did not come from ONNX; exporters then choose one).
+    pub opset: Option<i64>,
 }
 
 impl Graph {
@@ -154,7 +157,8 @@ impl Graph {
 
     /// The node `id`, or an error naming it.
     pub fn try_node(&self, id: NodeId) -> Result<&Node, IrError> {
-        self.node(id).ok_or(IrError::DanglingNode { node: id.index() })
+        self.node(id)
+            .ok_or(IrError::DanglingNode { node: id.index() })
     }
 
     /// The type of a value, or an error when it does not exist.
@@ -269,14 +273,7 @@ impl Graph {
         for e in old {
             self.g.remove_edge(e);
         }
-        self.g.add_edge(
-            v.node,
-            id,
-            Edge {
-                port: v.port,
-                slot,
-            },
-        );
+        self.g.add_edge(v.node, id, Edge { port: v.port, slot });
     }
 
     /// Removes a node and its edges.

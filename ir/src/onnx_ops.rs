@@ -19,7 +19,13 @@ pub struct OnnxSchema {
     pub max_outputs: usize,
 }
 
-const fn s(op_type: &'static str, min_in: usize, max_in: usize, min_out: usize, max_out: usize) -> OnnxSchema {
+const fn s(
+    op_type: &'static str,
+    min_in: usize,
+    max_in: usize,
+    min_out: usize,
+    max_out: usize,
+) -> OnnxSchema {
     OnnxSchema {
         op_type,
         min_inputs: min_in,
@@ -106,7 +112,12 @@ mod tests {
     #[test]
     fn table_is_sorted_so_lookup_works() {
         for w in ONNX_OPS.windows(2) {
-            assert!(w[0].op_type < w[1].op_type, "{} !< {}", w[0].op_type, w[1].op_type);
+            assert!(
+                w[0].op_type < w[1].op_type,
+                "{} !< {}",
+                w[0].op_type,
+                w[1].op_type
+            );
         }
         assert_eq!(onnx_schema("MatMul").map(|s| s.max_inputs), Some(2));
         assert!(onnx_schema("LSTM").is_none());

@@ -276,7 +276,9 @@ impl Op {
             "Linear" => Op::Linear,
             "SwiGlu" => Op::SwiGlu,
             "LmHead" => Op::LmHead,
-            "RmsNorm" => Op::RmsNorm { eps: r.float("eps")? },
+            "RmsNorm" => Op::RmsNorm {
+                eps: r.float("eps")?,
+            },
             "Rope" => Op::Rope(RopeSpec {
                 heads: r.usize("heads")?,
                 head_dim: r.usize("head_dim")?,

@@ -35,10 +35,7 @@ impl TensorData {
             })?;
         if bytes.len() != want {
             return Err(IrError::TensorSize {
-                what: format!(
-                    "{dtype}{shape:?} needs {want} bytes, got {}",
-                    bytes.len()
-                ),
+                what: format!("{dtype}{shape:?} needs {want} bytes, got {}", bytes.len()),
             });
         }
         Ok(TensorData {

@@ -29,21 +29,35 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
         let edges = graph.operand_edges(id);
         for (i, (slot, v)) in edges.iter().enumerate() {
             if *slot as usize != i {
-                errors.push(format!("{at}: operand slots are not 0..{} (slot {slot} at position {i})", edges.len()));
+                errors.push(format!(
+                    "{at}: operand slots are not 0..{} (slot {slot} at position {i})",
+                    edges.len()
+                ));
                 break;
             }
             if graph.value_type(*v).is_err() {
-                errors.push(format!("{at}: operand {slot} reads missing result {}#{}", v.node.index(), v.port));
+                errors.push(format!(
+                    "{at}: operand {slot} reads missing result {}#{}",
+                    v.node.index(),
+                    v.port
+                ));
             }
         }
         match node.op.arity() {
             Err(e) => errors.push(format!("{at}: {e}")),
             Ok(((lo, hi), (olo, ohi))) => {
                 if edges.len() < lo || edges.len() > hi {
-                    errors.push(format!("{at}: takes {lo}..={hi} operands, has {}", edges.len()));
+                    errors.push(format!(
+                        "{at}: takes {lo}..={hi} operands, has {}",
+                        edges.len()
+                    ));
                 }
                 if node.outputs.len() < olo || node.outputs.len() > ohi {
-                    errors.push(format!("{at}: has {}..={ohi} results, declares {}", olo, node.outputs.len()));
+                    errors.push(format!(
+                        "{at}: has {}..={ohi} results, declares {}",
+                        olo,
+                        node.outputs.len()
+                    ));
                 }
             }
         }
@@ -58,14 +72,19 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
                 Some(w) => {
                     let want = TensorType::fixed(w.dtype(), w.shape());
                     if node.outputs.first() != Some(&want) {
-                        errors.push(format!("{at}: weight `{name}` is {want}, node declares {:?}", node.outputs.first().map(|t| t.to_string())));
+                        errors.push(format!(
+                            "{at}: weight `{name}` is {want}, node declares {:?}",
+                            node.outputs.first().map(|t| t.to_string())
+                        ));
                     }
                 }
             },
             Op::Const(t) => {
                 let want = TensorType::fixed(t.dtype(), t.shape());
                 if node.outputs.first() != Some(&want) {
-                    errors.push(format!("{at}: const data is {want}, node declares another type"));
+                    errors.push(format!(
+                        "{at}: const data is {want}, node declares another type"
+                    ));
                 }
             }
             _ => check_types(graph, id, &at, &mut errors),
@@ -73,7 +92,12 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
     }
     for o in &graph.outputs {
         if graph.value_type(o.value).is_err() {
-            errors.push(format!("output `{}` reads missing result {}#{}", o.name, o.value.node.index(), o.value.port));
+            errors.push(format!(
+                "output `{}` reads missing result {}#{}",
+                o.name,
+                o.value.node.index(),
+                o.value.port
+            ));
         }
     }
     if errors.is_empty() {
@@ -131,7 +155,9 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
         Op::RmsNorm { eps } => {
             float(errors, 0);
             if !(eps.is_finite() && *eps >= 0.0) {
-                errors.push(format!("{at}: eps must be finite and non-negative, is {eps}"));
+                errors.push(format!(
+                    "{at}: eps must be finite and non-negative, is {eps}"
+                ));
             }
             if let (Some(x), Some(w)) = (ops.first(), ops.get(1))
                 && let Some(wd) = w.dim(0)
@@ -150,10 +176,19 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
         Op::Rope(r) => {
             float(errors, 0);
             if r.head_dim % 2 != 0 || r.head_dim == 0 {
-                errors.push(format!("{at}: head_dim must be even and positive, is {}", r.head_dim));
+                errors.push(format!(
+                    "{at}: head_dim must be even and positive, is {}",
+                    r.head_dim
+                ));
             }
             if let Some(x) = ops.first() {
-                expect_dim(errors, at, "features", last_dim(x), &Dim::Fixed(r.heads * r.head_dim));
+                expect_dim(
+                    errors,
+                    at,
+                    "features",
+                    last_dim(x),
+                    &Dim::Fixed(r.heads * r.head_dim),
+                );
             }
         }
         Op::Attention(s) => {
@@ -161,7 +196,10 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                 float(errors, i);
             }
             if s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
-                errors.push(format!("{at}: heads ({}) must be a multiple of kv_heads ({})", s.heads, s.kv_heads));
+                errors.push(format!(
+                    "{at}: heads ({}) must be a multiple of kv_heads ({})",
+                    s.heads, s.kv_heads
+                ));
             }
             let q_w = Dim::Fixed(s.heads * s.head_dim);
             let kv_w = Dim::Fixed(s.kv_heads * s.head_dim);

@@ -2,7 +2,7 @@
 
 use ligerc_ir::*;
 
-const SAMPLE: &str = r#"graph "sample" {
+const SAMPLE: &str = r#"graph "sample" opset 18 {
   %0 = input "input_ids" : i64[batch, seq]
   %1 = weight "embed" : f32[16, 8]
   %2 = const [4, 4] : i64[2]
@@ -69,23 +69,47 @@ fn verifier_reports_every_problem_with_its_node() {
 }
 "#;
     let mut g = text::parse(src).unwrap();
-    g.weights.insert("w".into(), TensorData::from_f32(vec![4, 6], &[0.0; 24]).unwrap());
-    let IrError::Verify { errors } = verify(&g).unwrap_err() else { panic!() };
+    g.weights.insert(
+        "w".into(),
+        TensorData::from_f32(vec![4, 6], &[0.0; 24]).unwrap(),
+    );
+    let IrError::Verify { errors } = verify(&g).unwrap_err() else {
+        panic!()
+    };
     let all = errors.join("\n");
     assert!(all.contains("input features is 8, expected 6"), "{all}");
     assert!(all.contains("multiple of kv_heads"), "{all}");
     assert!(all.contains("duplicate input name"), "{all}");
     // Missing weight data is a verifier error too.
     g.weights.clear();
-    assert!(verify(&g).unwrap_err().to_string().contains("not in the weight store"));
+    assert!(
+        verify(&g)
+            .unwrap_err()
+            .to_string()
+            .contains("not in the weight store")
+    );
 }
 
 #[test]
 fn cycles_are_detected() {
     let mut g = Graph::new("cyc");
     let x = g.add_input("x", TensorType::fixed(DType::F32, &[2]));
-    let a = g.add(Op::Onnx(OnnxOp { op_type: "Neg".into(), attrs: Attrs::new() }), &[x], TensorType::fixed(DType::F32, &[2]));
-    let b = g.add(Op::Onnx(OnnxOp { op_type: "Neg".into(), attrs: Attrs::new() }), &[a], TensorType::fixed(DType::F32, &[2]));
+    let a = g.add(
+        Op::Onnx(OnnxOp {
+            op_type: "Neg".into(),
+            attrs: Attrs::new(),
+        }),
+        &[x],
+        TensorType::fixed(DType::F32, &[2]),
+    );
+    let b = g.add(
+        Op::Onnx(OnnxOp {
+            op_type: "Neg".into(),
+            attrs: Attrs::new(),
+        }),
+        &[a],
+        TensorType::fixed(DType::F32, &[2]),
+    );
     g.set_operand(a.node, 0, b);
     assert!(matches!(g.topo_order(), Err(IrError::Cycle { .. })));
     assert!(verify(&g).is_err());
@@ -98,7 +122,12 @@ fn rope_llama3_inv_freq_matches_transformers_formula() {
         heads: 1,
         head_dim: 128,
         theta: 500000.0,
-        scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 },
+        scaling: RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192.0,
+        },
     };
     let f = spec.inv_freq();
     assert_eq!(f.len(), 64);

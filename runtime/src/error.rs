@@ -21,12 +21,12 @@ pub enum RuntimeError {
     #[error(transparent)]
     Ir(#[from] ligerc_ir::IrError),
     /// An op failed; names the node.
-    #[error("{node}: {source}")]
+    #[error("{node}: {inner}")]
     Node {
         /// The failing node, described.
         node: String,
         /// What went wrong.
-        source: Box<RuntimeError>,
+        inner: Box<RuntimeError>,
     },
     /// Tokenizer failure.
     #[error("tokenizer: {0}")]

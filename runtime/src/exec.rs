@@ -51,7 +51,11 @@ impl Executor {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::new(Tensor::from_data(v))))
             .collect();
-        Ok(Executor { graph, order, weights })
+        Ok(Executor {
+            graph,
+            order,
+            weights,
+        })
     }
 
     /// The graph being executed.
@@ -68,7 +72,9 @@ impl Executor {
         let graph = &self.graph;
         for (_, name) in graph.inputs() {
             if !inputs.contains_key(name) {
-                return Err(RuntimeError::Input(format!("graph input `{name}` was not given")));
+                return Err(RuntimeError::Input(format!(
+                    "graph input `{name}` was not given"
+                )));
             }
         }
         // How many consumers each value still has, so dead values are freed early.
@@ -85,24 +91,37 @@ impl Executor {
         for &id in &self.order {
             let node = graph.try_node(id)?;
             let results: Vec<Arc<Tensor>> = match &node.op {
-                Op::Input { name } => vec![Arc::new(inputs.get(name).cloned().ok_or_else(|| {
-                    RuntimeError::Input(format!("graph input `{name}` was not given"))
-                })?)],
-                Op::Weight { name } => vec![self.weights.get(name).cloned().ok_or_else(|| {
-                    RuntimeError::Input(format!("weight `{name}` has no data"))
-                })?],
+                Op::Input { name } => {
+                    vec![Arc::new(inputs.get(name).cloned().ok_or_else(|| {
+                        RuntimeError::Input(format!("graph input `{name}` was not given"))
+                    })?)]
+                }
+                Op::Weight { name } => {
+                    vec![self.weights.get(name).cloned().ok_or_else(|| {
+                        RuntimeError::Input(format!("weight `{name}` has no data"))
+                    })?]
+                }
                 Op::Const(t) => vec![Arc::new(Tensor::from_data(t))],
                 op => {
                     let operands = graph.operands(id);
                     let args: Vec<&Tensor> = operands
                         .iter()
-                        .map(|v| values.get(v).map(|t| t.as_ref()).ok_or(ligerc_ir::IrError::DanglingNode { node: v.node.index() }))
+                        .map(|v| {
+                            values.get(v).map(|t| t.as_ref()).ok_or(
+                                ligerc_ir::IrError::DanglingNode {
+                                    node: v.node.index(),
+                                },
+                            )
+                        })
                         .collect::<Result<_, _>>()?;
                     let r = match op {
                         Op::Onnx(o) => eval_onnx(o, &args, &node.outputs),
                         other => eval_high_level(other, id, &args, state),
                     };
-                    let r = r.map_err(|e| RuntimeError::Node { node: graph.describe(id), source: Box::new(e) })?;
+                    let r = r.map_err(|e| RuntimeError::Node {
+                        node: graph.describe(id),
+                        inner: Box::new(e),
+                    })?;
                     for v in operands {
                         if let Some(n) = remaining.get_mut(&v) {
                             *n -= 1;
@@ -115,7 +134,10 @@ impl Executor {
                 }
             };
             for (port, t) in results.into_iter().enumerate() {
-                let v = ValueRef { node: id, port: port as u32 };
+                let v = ValueRef {
+                    node: id,
+                    port: port as u32,
+                };
                 if remaining.get(&v).copied().unwrap_or(0) > 0 {
                     values.insert(v, t);
                 }
@@ -125,9 +147,12 @@ impl Executor {
             .outputs
             .iter()
             .map(|o| {
-                values.get(&o.value).map(|t| t.as_ref().clone()).ok_or_else(|| {
-                    RuntimeError::Input(format!("output `{}` was not computed", o.name))
-                })
+                values
+                    .get(&o.value)
+                    .map(|t| t.as_ref().clone())
+                    .ok_or_else(|| {
+                        RuntimeError::Input(format!("output `{}` was not computed", o.name))
+                    })
             })
             .collect()
     }

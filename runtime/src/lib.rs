@@ -7,9 +7,17 @@
 
 mod error;
 mod exec;
+mod generate;
 pub mod ops;
+mod perplexity;
+mod session;
+mod tokenizer;
 mod value;
 
 pub use error::RuntimeError;
 pub use exec::{ExecState, Executor, KvCache};
+pub use generate::{GenerateOptions, Sampler, SplitMix64};
+pub use perplexity::{Perplexity, PerplexityOptions, perplexity, perplexity_with};
+pub use session::{ATTENTION_MASK, INPUT_IDS, POSITION_IDS, Session};
+pub use tokenizer::{BpePreTokenizer, TextStream, Tokenizer};
 pub use value::{Data, Tensor};

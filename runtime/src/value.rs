@@ -28,19 +28,28 @@ impl Tensor {
     /// An f32 tensor; errors when the element count does not match the shape.
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, RuntimeError> {
         check_len(&shape, data.len())?;
-        Ok(Tensor { shape, data: Data::F32(data) })
+        Ok(Tensor {
+            shape,
+            data: Data::F32(data),
+        })
     }
 
     /// An i64 tensor; errors when the element count does not match the shape.
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor, RuntimeError> {
         check_len(&shape, data.len())?;
-        Ok(Tensor { shape, data: Data::I64(data) })
+        Ok(Tensor {
+            shape,
+            data: Data::I64(data),
+        })
     }
 
     /// A bool tensor; errors when the element count does not match the shape.
     pub fn bool(shape: Vec<usize>, data: Vec<bool>) -> Result<Tensor, RuntimeError> {
         check_len(&shape, data.len())?;
-        Ok(Tensor { shape, data: Data::Bool(data) })
+        Ok(Tensor {
+            shape,
+            data: Data::Bool(data),
+        })
     }
 
     /// Converts IR tensor data (weights, constants) to a run-time tensor.
@@ -67,7 +76,10 @@ impl Tensor {
     pub fn as_f32(&self, what: &str) -> Result<&[f32], RuntimeError> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            _ => Err(RuntimeError::Type(format!("{what}: expected a float tensor, got {}", self.kind()))),
+            _ => Err(RuntimeError::Type(format!(
+                "{what}: expected a float tensor, got {}",
+                self.kind()
+            ))),
         }
     }
 
@@ -75,7 +87,10 @@ impl Tensor {
     pub fn as_i64(&self, what: &str) -> Result<&[i64], RuntimeError> {
         match &self.data {
             Data::I64(v) => Ok(v),
-            _ => Err(RuntimeError::Type(format!("{what}: expected an integer tensor, got {}", self.kind()))),
+            _ => Err(RuntimeError::Type(format!(
+                "{what}: expected an integer tensor, got {}",
+                self.kind()
+            ))),
         }
     }
 
@@ -93,7 +108,9 @@ fn check_len(shape: &[usize], len: usize) -> Result<(), RuntimeError> {
     let want = ligerc_ir::checked_numel(shape)
         .ok_or_else(|| RuntimeError::Shape(format!("shape {shape:?} overflows")))?;
     if want != len {
-        return Err(RuntimeError::Shape(format!("shape {shape:?} needs {want} elements, got {len}")));
+        return Err(RuntimeError::Shape(format!(
+            "shape {shape:?} needs {want} elements, got {len}"
+        )));
     }
     Ok(())
 }

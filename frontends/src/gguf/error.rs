@@ -132,13 +132,15 @@ pub enum GgufError {
     BadShape {
         /// The tensor name.
         tensor: String,
-        /// Its dims in GGUF order (ne[0] first).
+        /// Its dims in GGUF order (`ne[0]` first).
         dims: Vec<u64>,
         /// What is wrong.
         reason: String,
     },
     /// A tensor data offset that is not a multiple of the file's alignment.
-    #[error("tensor `{tensor}`: data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor `{tensor}`: data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         /// The tensor name.
         tensor: String,
@@ -148,7 +150,9 @@ pub enum GgufError {
         alignment: u64,
     },
     /// Tensor data that does not lie inside the file (or the given bytes).
-    #[error("tensor `{tensor}`: data [{start}, {start} + {n_bytes}) lies outside the {len} bytes available")]
+    #[error(
+        "tensor `{tensor}`: data [{start}, {start} + {n_bytes}) lies outside the {len} bytes available"
+    )]
     TensorOutOfBounds {
         /// The tensor name.
         tensor: String,
@@ -160,7 +164,9 @@ pub enum GgufError {
         len: usize,
     },
     /// [`super::GgufFile::dequantize`] does not handle this ggml type.
-    #[error("tensor `{tensor}`: dequantization of ggml type {ggml_type} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error(
+        "tensor `{tensor}`: dequantization of ggml type {ggml_type} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+    )]
     UnsupportedDequant {
         /// The tensor name.
         tensor: String,

@@ -40,7 +40,7 @@ pub use value::GgufValue;
 pub struct GgufTensorInfo {
     /// Tensor name (`"blk.0.attn_q.weight"`).
     pub name: String,
-    /// Dimensions in GGUF order: `dims[0]` (ne\[0\]) is the fastest-varying.
+    /// Dimensions in GGUF order: `dims[0]` (`ne[0]`) is the fastest-varying.
     pub dims: Vec<u64>,
     /// Element type.
     pub ggml_type: GgmlType,
@@ -51,9 +51,13 @@ pub struct GgufTensorInfo {
 }
 
 impl GgufTensorInfo {
-    /// Number of elements (product of `dims`; checked at parse time).
+    /// Number of elements (product of `dims`; bounded at parse time, and
+    /// saturating at `u64::MAX` for a hand-made info).
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// The shape in row-major order, outermost first (`dims` reversed): the
@@ -97,7 +101,11 @@ impl GgufFile {
     }
 
     /// The raw data of `t` inside `bytes` (the same bytes that were parsed).
-    pub fn tensor_data<'a>(&self, bytes: &'a [u8], t: &GgufTensorInfo) -> Result<&'a [u8], GgufError> {
+    pub fn tensor_data<'a>(
+        &self,
+        bytes: &'a [u8],
+        t: &GgufTensorInfo,
+    ) -> Result<&'a [u8], GgufError> {
         t.offset
             .checked_add(t.n_bytes)
             .and_then(|end| bytes.get(t.offset..end))
@@ -126,7 +134,9 @@ impl GgufFile {
 
     /// The value of `key`, or [`GgufError::MissingKey`].
     pub fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
-        self.metadata.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
+        self.metadata.get(key).ok_or_else(|| GgufError::MissingKey {
+            key: key.to_owned(),
+        })
     }
 
     fn wrong_type(key: &str, expected: &'static str, found: &GgufValue) -> GgufError {
@@ -194,13 +204,17 @@ impl GgufFile {
     /// `key` as a string.
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
         let value = self.require(key)?;
-        value.as_str().ok_or_else(|| Self::wrong_type(key, "string", value))
+        value
+            .as_str()
+            .ok_or_else(|| Self::wrong_type(key, "string", value))
     }
 
     /// `key` as an array of any element type.
     pub fn get_array(&self, key: &str) -> Result<&[GgufValue], GgufError> {
         let value = self.require(key)?;
-        value.as_array().ok_or_else(|| Self::wrong_type(key, "array", value))
+        value
+            .as_array()
+            .ok_or_else(|| Self::wrong_type(key, "array", value))
     }
 
     /// `key` as an array of strings (e.g. `tokenizer.ggml.tokens`).
@@ -208,7 +222,12 @@ impl GgufFile {
         let value = self.require(key)?;
         value
             .as_array()
-            .and_then(|items| items.iter().map(GgufValue::as_str).collect::<Option<Vec<_>>>())
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(GgufValue::as_str)
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| Self::wrong_type(key, "array of strings", value))
     }
 

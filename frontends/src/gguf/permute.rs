@@ -20,8 +20,10 @@ use super::GgufError;
 fn head_len(len: usize, n_head: usize, rows: usize, cols: usize) -> Result<usize, GgufError> {
     let bad = |reason: String| Err(GgufError::BadPermute { reason });
     let per_pair = n_head.checked_mul(2).filter(|&d| d > 0);
-    if per_pair.is_none_or(|d| rows % d != 0) {
-        return bad(format!("{rows} rows do not split into {n_head} heads of an even number of rows"));
+    if per_pair.is_none_or(|d| !rows.is_multiple_of(d)) {
+        return bad(format!(
+            "{rows} rows do not split into {n_head} heads of an even number of rows"
+        ));
     }
     if rows.checked_mul(cols) != Some(len) {
         return bad(format!("{len} values are not {rows} rows × {cols} columns"));
@@ -35,7 +37,12 @@ fn head_len(len: usize, n_head: usize, rows: usize, cols: usize) -> Result<usize
 ///
 /// `data` is row-major `rows × cols`. Errors if `rows` is not a multiple of
 /// `2 · n_head` or `data.len() != rows · cols`.
-pub fn unpermute_qk_rows(data: &mut [f32], n_head: usize, rows: usize, cols: usize) -> Result<(), GgufError> {
+pub fn unpermute_qk_rows(
+    data: &mut [f32],
+    n_head: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), GgufError> {
     let head = head_len(data.len(), n_head, rows, cols)?;
     if head == 0 {
         return Ok(());
@@ -63,7 +70,12 @@ pub fn unpermute_qk_rows(data: &mut [f32], n_head: usize, rows: usize, cols: usi
 /// `w.reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)`.
 ///
 /// Same shape requirements as [`unpermute_qk_rows`].
-pub fn permute_qk_rows(data: &mut [f32], n_head: usize, rows: usize, cols: usize) -> Result<(), GgufError> {
+pub fn permute_qk_rows(
+    data: &mut [f32],
+    n_head: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), GgufError> {
     let head = head_len(data.len(), n_head, rows, cols)?;
     if head == 0 {
         return Ok(());

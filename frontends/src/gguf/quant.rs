@@ -20,19 +20,22 @@ fn half_le(lo: u8, hi: u8) -> f32 {
 }
 
 /// Decodes the `data` of tensor `t` (exactly `t.n_bytes` bytes) to `f32`s in
-/// storage order (ne[0] fastest).
+/// storage order (`ne[0]` fastest).
 pub(crate) fn dequantize(data: &[u8], t: &GgufTensorInfo) -> Result<Vec<f32>, GgufError> {
     let n_elements = usize::try_from(t.n_elements()).ok();
     let expected_bytes = n_elements.and_then(|n| {
         let block = usize::try_from(t.ggml_type.block_size()).ok()?;
         let size = usize::try_from(t.ggml_type.type_size()).ok()?;
-        (n % block == 0).then(|| n / block * size)
+        n.is_multiple_of(block).then(|| n / block * size)
     });
     let (Some(n_elements), Some(expected)) = (n_elements, expected_bytes) else {
         return Err(GgufError::BadShape {
             tensor: t.name.clone(),
             dims: t.dims.clone(),
-            reason: format!("element count is not a whole number of {} blocks", t.ggml_type),
+            reason: format!(
+                "element count is not a whole number of {} blocks",
+                t.ggml_type
+            ),
         });
     };
     if data.len() != expected || expected != t.n_bytes {

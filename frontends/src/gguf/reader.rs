@@ -266,7 +266,10 @@ fn alignment(metadata: &BTreeMap<String, GgufValue>) -> Result<u64, GgufError> {
     }
 }
 
-fn read_tensor_info(cur: &mut Cursor<'_>, limits: &GgufLimits) -> Result<(GgufTensorInfo, u64), GgufError> {
+fn read_tensor_info(
+    cur: &mut Cursor<'_>,
+    limits: &GgufLimits,
+) -> Result<(GgufTensorInfo, u64), GgufError> {
     let name = cur.string(limits)?;
     let ctx = || format!(" in tensor `{name}`");
     let dims_at = cur.pos;
@@ -297,7 +300,7 @@ fn read_tensor_info(cur: &mut Cursor<'_>, limits: &GgufLimits) -> Result<(GgufTe
         .ok_or_else(|| bad_shape(format!("more than {} elements", limits.max_tensor_elements)))?;
     let block = ggml_type.block_size();
     let ne0 = dims.first().copied().unwrap_or(1);
-    if ne0 % block != 0 {
+    if !ne0.is_multiple_of(block) {
         return Err(bad_shape(format!(
             "ne[0] = {ne0} is not a multiple of the {ggml_type} block size {block}"
         )));
@@ -305,7 +308,8 @@ fn read_tensor_info(cur: &mut Cursor<'_>, limits: &GgufLimits) -> Result<(GgufTe
     let n_bytes = (n_elements / block)
         .checked_mul(ggml_type.type_size())
         .ok_or_else(|| bad_shape("byte size overflows".to_owned()))?;
-    let n_bytes = usize::try_from(n_bytes).map_err(|_| bad_shape("byte size overflows".to_owned()))?;
+    let n_bytes =
+        usize::try_from(n_bytes).map_err(|_| bad_shape("byte size overflows".to_owned()))?;
     let info = GgufTensorInfo {
         name,
         dims,
@@ -321,7 +325,9 @@ pub(crate) fn parse(bytes: &[u8], limits: &GgufLimits) -> Result<GgufFile, GgufE
     let mut cur = Cursor { bytes, pos: 0 };
     let magic = bytes.get(..4).unwrap_or(bytes);
     if magic != b"GGUF" {
-        return Err(GgufError::BadMagic { found: magic.to_vec() });
+        return Err(GgufError::BadMagic {
+            found: magic.to_vec(),
+        });
     }
     cur.pos = 4;
     let version = cur.u32("version")?;
@@ -330,10 +336,20 @@ pub(crate) fn parse(bytes: &[u8], limits: &GgufLimits) -> Result<GgufFile, GgufE
     }
     let count_at = cur.pos;
     let tensor_count = cur.u64("tensor count")?;
-    limit("tensor count", tensor_count, limits.max_tensor_count, count_at)?;
+    limit(
+        "tensor count",
+        tensor_count,
+        limits.max_tensor_count,
+        count_at,
+    )?;
     let kv_at = cur.pos;
     let kv_count = cur.u64("metadata key/value count")?;
-    limit("metadata key/value count", kv_count, limits.max_kv_count, kv_at)?;
+    limit(
+        "metadata key/value count",
+        kv_count,
+        limits.max_kv_count,
+        kv_at,
+    )?;
     cur.ensure_fits("metadata key/value pairs", kv_count, MIN_KV_BYTES)?;
 
     let mut metadata = BTreeMap::new();
@@ -347,7 +363,10 @@ pub(crate) fn parse(bytes: &[u8], limits: &GgufLimits) -> Result<GgufFile, GgufE
         let ty = cur.u32("value type").map_err(|e| e.within(ctx))?;
         let value = read_value(&mut cur, ty, type_at, 0, limits).map_err(|e| e.within(ctx))?;
         if metadata.contains_key(&key) {
-            return Err(GgufError::DuplicateKey { key, offset: key_at });
+            return Err(GgufError::DuplicateKey {
+                key,
+                offset: key_at,
+            });
         }
         metadata.insert(key, value);
     }
@@ -362,7 +381,7 @@ pub(crate) fn parse(bytes: &[u8], limits: &GgufLimits) -> Result<GgufFile, GgufE
         if !names.insert(info.name.clone()) {
             return Err(GgufError::DuplicateTensor { name: info.name });
         }
-        if rel % alignment != 0 {
+        if !rel.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 tensor: info.name,
                 offset: rel,

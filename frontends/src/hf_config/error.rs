@@ -60,7 +60,9 @@ pub enum HfConfigError {
         model_type: String,
     },
     /// A RoPE scaling type other than default, linear and llama3.
-    #[error("{file}: key `{key}`: unsupported RoPE type {rope_type:?} (supported: default, linear, llama3)")]
+    #[error(
+        "{file}: key `{key}`: unsupported RoPE type {rope_type:?} (supported: default, linear, llama3)"
+    )]
     UnsupportedRopeType {
         /// The config file.
         file: PathBuf,
@@ -70,7 +72,9 @@ pub enum HfConfigError {
         rope_type: String,
     },
     /// A `layer_types` entry other than `full_attention`.
-    #[error("{file}: layer_types[{index}] = {value:?}: only \"full_attention\" layers are supported")]
+    #[error(
+        "{file}: layer_types[{index}] = {value:?}: only \"full_attention\" layers are supported"
+    )]
     UnsupportedLayerType {
         /// The config file.
         file: PathBuf,

@@ -54,7 +54,12 @@ impl<'a> Fields<'a> {
         format!("{}{key}", self.prefix)
     }
 
-    pub(crate) fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> HfConfigError {
+    pub(crate) fn wrong_type(
+        &self,
+        key: &str,
+        expected: &'static str,
+        found: &Value,
+    ) -> HfConfigError {
         HfConfigError::WrongType {
             file: self.file.to_owned(),
             key: self.path(key),
@@ -130,7 +135,10 @@ impl<'a> Fields<'a> {
 
     pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>, HfConfigError> {
         self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| self.wrong_type(key, "a number", v)))
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| self.wrong_type(key, "a number", v))
+            })
             .transpose()
     }
 
@@ -158,7 +166,10 @@ impl<'a> Fields<'a> {
 
     pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, HfConfigError> {
         self.get(key)
-            .map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "a string", v)))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| self.wrong_type(key, "a string", v))
+            })
             .transpose()
     }
 

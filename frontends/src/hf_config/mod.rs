@@ -130,7 +130,7 @@ impl LlamaConfig {
         let num_key_value_heads = match root.opt_usize("num_key_value_heads")? {
             None => num_attention_heads,
             Some(0) => return Err(root.invalid("num_key_value_heads", "must be at least 1")),
-            Some(n) if num_attention_heads % n != 0 => {
+            Some(n) if !num_attention_heads.is_multiple_of(n) => {
                 return Err(root.invalid(
                     "num_key_value_heads",
                     format!("{n} does not divide num_attention_heads = {num_attention_heads}"),
@@ -140,7 +140,9 @@ impl LlamaConfig {
         };
         let head_dim = match root.opt_usize("head_dim")? {
             Some(d) => d,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None if hidden_size.is_multiple_of(num_attention_heads) => {
+                hidden_size / num_attention_heads
+            }
             None => {
                 return Err(root.invalid(
                     "hidden_size",
@@ -148,15 +150,22 @@ impl LlamaConfig {
                 ));
             }
         };
-        if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(root.invalid("head_dim", format!("{head_dim} must be even and at least 2 for RoPE")));
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(root.invalid(
+                "head_dim",
+                format!("{head_dim} must be even and at least 2 for RoPE"),
+            ));
         }
         let max_position_embeddings = root.positive("max_position_embeddings")?;
 
         let (qkv_bias, o_bias, mlp_bias) = match model_type {
             ModelType::Llama => {
                 let attention_bias = root.bool_or("attention_bias", false)?;
-                (attention_bias, attention_bias, root.bool_or("mlp_bias", false)?)
+                (
+                    attention_bias,
+                    attention_bias,
+                    root.bool_or("mlp_bias", false)?,
+                )
             }
             ModelType::Qwen2 => (true, false, false),
             ModelType::Mistral => (false, false, false),
@@ -218,7 +227,10 @@ fn check_layer_types(root: &Fields<'_>, num_hidden_layers: usize) -> Result<(), 
     if items.len() != num_hidden_layers {
         return Err(root.invalid(
             "layer_types",
-            format!("{} entries for num_hidden_layers = {num_hidden_layers}", items.len()),
+            format!(
+                "{} entries for num_hidden_layers = {num_hidden_layers}",
+                items.len()
+            ),
         ));
     }
     for (index, item) in items.iter().enumerate() {
@@ -231,7 +243,9 @@ fn check_layer_types(root: &Fields<'_>, num_hidden_layers: usize) -> Result<(), 
                     value: other.to_owned(),
                 });
             }
-            None => return Err(root.wrong_type(&format!("layer_types[{index}]"), "a string", item)),
+            None => {
+                return Err(root.wrong_type(&format!("layer_types[{index}]"), "a string", item));
+            }
         }
     }
     Ok(())

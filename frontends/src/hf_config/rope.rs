@@ -51,7 +51,10 @@ impl RopeConfig {
     /// Reads the RoPE settings from the root object of a config (either
     /// transformers generation); `max_position_embeddings` is the fallback
     /// for llama3's `original_max_position_embeddings`.
-    pub(crate) fn parse(root: &Fields<'_>, max_position_embeddings: usize) -> Result<Self, HfConfigError> {
+    pub(crate) fn parse(
+        root: &Fields<'_>,
+        max_position_embeddings: usize,
+    ) -> Result<Self, HfConfigError> {
         let params = match root.opt_object("rope_parameters")? {
             Some(p) => Some(p),
             None => root.opt_object("rope_scaling")?,
@@ -93,7 +96,11 @@ impl RopeConfig {
                 scaling: RopeScaling::None,
             });
         };
-        let type_key = if p.has("rope_type") { "rope_type" } else { "type" };
+        let type_key = if p.has("rope_type") {
+            "rope_type"
+        } else {
+            "type"
+        };
         let scaling = match p.opt_str(type_key)?.unwrap_or("default") {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear {
@@ -140,7 +147,9 @@ impl RopeConfig {
     /// and `_compute_llama3_parameters` do, but in f64 (transformers uses f32).
     pub fn inv_freq(&self, head_dim: usize) -> Vec<f64> {
         let d = head_dim as f64;
-        let plain = (0..head_dim).step_by(2).map(|i| 1.0 / self.theta.powf(i as f64 / d));
+        let plain = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / self.theta.powf(i as f64 / d));
         match self.scaling {
             RopeScaling::None => plain.collect(),
             RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
@@ -161,7 +170,8 @@ impl RopeConfig {
                         } else if wavelen < high_freq_wavelen {
                             inv
                         } else {
-                            let smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            let smooth = (original / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * inv / factor + smooth * inv
                         }
                     })

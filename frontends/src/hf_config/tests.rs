@@ -152,8 +152,14 @@ fn without(mut value: Value, key: &str) -> Value {
 fn llama2_uses_defaults() {
     let c = ok(&llama2());
     assert_eq!(c.model_type, ModelType::Llama);
-    assert_eq!((c.hidden_size, c.intermediate_size, c.num_hidden_layers), (4096, 11008, 32));
-    assert_eq!((c.num_attention_heads, c.num_key_value_heads, c.head_dim), (32, 32, 128));
+    assert_eq!(
+        (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
+        (4096, 11008, 32)
+    );
+    assert_eq!(
+        (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+        (32, 32, 128)
+    );
     assert_eq!((c.vocab_size, c.max_position_embeddings), (32000, 4096));
     assert_eq!(c.rms_norm_eps, 1e-5);
     assert!(!c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
@@ -171,7 +177,10 @@ fn llama2_uses_defaults() {
 #[test]
 fn llama31_has_llama3_scaling() {
     let c = ok(&llama31());
-    assert_eq!((c.num_key_value_heads, c.head_dim, c.vocab_size), (8, 128, 128_256));
+    assert_eq!(
+        (c.num_key_value_heads, c.head_dim, c.vocab_size),
+        (8, 128, 128_256)
+    );
     assert_eq!(c.rope.theta, 500_000.0);
     assert_eq!(
         c.rope.scaling,
@@ -190,25 +199,32 @@ fn llama31_has_llama3_scaling() {
     let inv = c.rope_inv_freq();
     assert_eq!(inv.len(), 64);
     let expected = [
-        (0, 1.0),                      // high frequency: kept
-        (1, 0.8146172338565447),       // high frequency: kept
-        (28, 0.0032114459947525913),   // last kept
-        (29, 0.002166570763503359),    // smoothed (unscaled 0.0026160992529250353)
-        (30, 0.0013718935677611381),   // smoothed
-        (34, 0.00017850781276799638),  // smoothed (unscaled 0.0009384738703573801)
-        (35, 9.556212353964683e-05),   // low frequency: divided by 8
-        (40, 3.428102195952591e-05),   // low frequency
-        (63, 3.068925988914511e-07),   // low frequency
+        (0, 1.0),                     // high frequency: kept
+        (1, 0.8146172338565447),      // high frequency: kept
+        (28, 0.0032114459947525913),  // last kept
+        (29, 0.002166570763503359),   // smoothed (unscaled 0.0026160992529250353)
+        (30, 0.0013718935677611381),  // smoothed
+        (34, 0.00017850781276799638), // smoothed (unscaled 0.0009384738703573801)
+        (35, 9.556212353964683e-05),  // low frequency: divided by 8
+        (40, 3.428102195952591e-05),  // low frequency
+        (63, 3.068925988914511e-07),  // low frequency
     ];
     for (k, want) in expected {
-        assert!(close(inv[k], want), "inv_freq[{k}] = {}, Python says {want}", inv[k]);
+        assert!(
+            close(inv[k], want),
+            "inv_freq[{k}] = {}, Python says {want}",
+            inv[k]
+        );
     }
 }
 
 #[test]
 fn smollm2_4x() {
     let c = ok(&smollm2());
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.head_dim), (576, 30, 64));
+    assert_eq!(
+        (c.hidden_size, c.num_hidden_layers, c.head_dim),
+        (576, 30, 64)
+    );
     assert_eq!((c.num_attention_heads, c.num_key_value_heads), (9, 3));
     assert!(c.tie_word_embeddings);
     assert_eq!(c.rope.theta, 100_000.0); // written as the integer 100000
@@ -222,7 +238,14 @@ fn transformers_5x_rope_parameters() {
     let c = ok(&llama32_v5());
     assert_eq!((c.head_dim, c.num_hidden_layers), (64, 16));
     assert_eq!(c.rope.theta, 500_000.0);
-    assert!(matches!(c.rope.scaling, RopeScaling::Llama3 { factor: 32.0, original_max_position_embeddings: 8192, .. }));
+    assert!(matches!(
+        c.rope.scaling,
+        RopeScaling::Llama3 {
+            factor: 32.0,
+            original_max_position_embeddings: 8192,
+            ..
+        }
+    ));
     assert_eq!(c.dtype.as_deref(), Some("bfloat16"));
     assert!(c.tie_word_embeddings);
 
@@ -259,26 +282,45 @@ fn mistral_records_sliding_window() {
 
 #[test]
 fn llama_attention_and_mlp_bias() {
-    let c = ok(&with(with(llama2(), "attention_bias", json!(true)), "mlp_bias", json!(true)));
+    let c = ok(&with(
+        with(llama2(), "attention_bias", json!(true)),
+        "mlp_bias",
+        json!(true),
+    ));
     assert!(c.qkv_bias && c.o_bias && c.mlp_bias);
 }
 
 #[test]
 fn linear_scaling_and_old_type_key() {
-    let c = ok(&with(llama2(), "rope_scaling", json!({"type": "linear", "factor": 4.0})));
+    let c = ok(&with(
+        llama2(),
+        "rope_scaling",
+        json!({"type": "linear", "factor": 4.0}),
+    ));
     assert_eq!(c.rope.scaling, RopeScaling::Linear { factor: 4.0 });
     let inv = c.rope_inv_freq();
     // From Python: 1.0/10000.0**(2/64) / 4 would be index 1 for d=64; here d=128.
     assert!(close(inv[1], 10_000f64.powf(-2.0 / 128.0) / 4.0));
-    let c = ok(&with(llama2(), "rope_scaling", json!({"rope_type": "default"})));
+    let c = ok(&with(
+        llama2(),
+        "rope_scaling",
+        json!({"rope_type": "default"}),
+    ));
     assert_eq!(c.rope.scaling, RopeScaling::None);
 }
 
 #[test]
 fn llama3_original_context_defaults_to_max_positions() {
-    let scaling = json!({"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4});
+    let scaling =
+        json!({"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4});
     let c = ok(&with(llama31(), "rope_scaling", scaling));
-    assert!(matches!(c.rope.scaling, RopeScaling::Llama3 { original_max_position_embeddings: 131_072, .. }));
+    assert!(matches!(
+        c.rope.scaling,
+        RopeScaling::Llama3 {
+            original_max_position_embeddings: 131_072,
+            ..
+        }
+    ));
 }
 
 // ── errors ─────────────────────────────────────────────────────────────────
@@ -296,25 +338,46 @@ fn missing_required_keys_are_named() {
         "model_type",
     ] {
         let e = err(&without(llama2(), key));
-        assert!(matches!(&e, HfConfigError::Missing { key: k, .. } if k == key), "{key}: {e}");
+        assert!(
+            matches!(&e, HfConfigError::Missing { key: k, .. } if k == key),
+            "{key}: {e}"
+        );
         assert!(e.to_string().contains("test/config.json"), "{e}");
         let e = err(&with(llama2(), key, Value::Null));
-        assert!(matches!(&e, HfConfigError::Missing { .. }), "{key} null: {e}");
+        assert!(
+            matches!(&e, HfConfigError::Missing { .. }),
+            "{key} null: {e}"
+        );
     }
 }
 
 #[test]
 fn wrong_types_are_named() {
     let e = err(&with(llama2(), "hidden_size", json!("4096")));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "hidden_size"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "hidden_size"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "num_hidden_layers", json!(32.5)));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "num_hidden_layers"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "num_hidden_layers"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "tie_word_embeddings", json!(1)));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "tie_word_embeddings"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "tie_word_embeddings"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "rope_theta", json!("big")));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "rope_theta"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "rope_theta"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "rope_scaling", json!([1, 2])));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "rope_scaling"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "rope_scaling"),
+        "{e}"
+    );
     let e = err(&json!([1, 2, 3]));
     assert!(matches!(&e, HfConfigError::WrongType { .. }), "{e}");
 }
@@ -322,32 +385,69 @@ fn wrong_types_are_named() {
 #[test]
 fn unsupported_model_and_rope_types() {
     let e = err(&with(llama2(), "model_type", json!("gemma")));
-    assert!(matches!(&e, HfConfigError::UnsupportedModelType { model_type, .. } if model_type == "gemma"), "{e}");
-    let e = err(&with(llama2(), "rope_scaling", json!({"rope_type": "yarn", "factor": 4.0})));
+    assert!(
+        matches!(&e, HfConfigError::UnsupportedModelType { model_type, .. } if model_type == "gemma"),
+        "{e}"
+    );
+    let e = err(&with(
+        llama2(),
+        "rope_scaling",
+        json!({"rope_type": "yarn", "factor": 4.0}),
+    ));
     assert!(
         matches!(&e, HfConfigError::UnsupportedRopeType { key, rope_type, .. }
             if key == "rope_scaling.rope_type" && rope_type == "yarn"),
         "{e}"
     );
-    let e = err(&with(llama2(), "rope_scaling", json!({"type": "dynamic", "factor": 2.0})));
-    assert!(matches!(&e, HfConfigError::UnsupportedRopeType { key, .. } if key == "rope_scaling.type"), "{e}");
+    let e = err(&with(
+        llama2(),
+        "rope_scaling",
+        json!({"type": "dynamic", "factor": 2.0}),
+    ));
+    assert!(
+        matches!(&e, HfConfigError::UnsupportedRopeType { key, .. } if key == "rope_scaling.type"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "hidden_act", json!("gelu")));
-    assert!(matches!(&e, HfConfigError::Unsupported { key, .. } if key == "hidden_act"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Unsupported { key, .. } if key == "hidden_act"),
+        "{e}"
+    );
 }
 
 #[test]
 fn incomplete_rope_scaling_names_the_nested_key() {
-    let e = err(&with(llama2(), "rope_scaling", json!({"rope_type": "linear"})));
-    assert!(matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_scaling.factor"), "{e}");
+    let e = err(&with(
+        llama2(),
+        "rope_scaling",
+        json!({"rope_type": "linear"}),
+    ));
+    assert!(
+        matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_scaling.factor"),
+        "{e}"
+    );
     let scaling = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0});
     let e = err(&with(llama31(), "rope_scaling", scaling));
-    assert!(matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_scaling.high_freq_factor"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_scaling.high_freq_factor"),
+        "{e}"
+    );
     let scaling = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0});
     let e = err(&with(llama31(), "rope_scaling", scaling));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "rope_scaling.high_freq_factor"), "{e}");
-    let v5 = with(llama32_v5(), "rope_parameters", json!({"rope_type": "linear", "rope_theta": 1e4}));
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "rope_scaling.high_freq_factor"),
+        "{e}"
+    );
+    let v5 = with(
+        llama32_v5(),
+        "rope_parameters",
+        json!({"rope_type": "linear", "rope_theta": 1e4}),
+    );
     let e = err(&v5);
-    assert!(matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_parameters.factor"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Missing { key, .. } if key == "rope_parameters.factor"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -359,25 +459,57 @@ fn layer_types_must_be_full_attention() {
         "{e}"
     );
     let e = err(&with(qwen2_v5(), "layer_types", json!(["full_attention"])));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "layer_types"), "{e}");
-    let e = err(&with(qwen2_v5(), "layer_types", json!(["full_attention", 3, "full_attention"])));
-    assert!(matches!(&e, HfConfigError::WrongType { key, .. } if key == "layer_types[1]"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "layer_types"),
+        "{e}"
+    );
+    let e = err(&with(
+        qwen2_v5(),
+        "layer_types",
+        json!(["full_attention", 3, "full_attention"]),
+    ));
+    assert!(
+        matches!(&e, HfConfigError::WrongType { key, .. } if key == "layer_types[1]"),
+        "{e}"
+    );
     let e = err(&with(qwen2(), "use_sliding_window", json!(true)));
-    assert!(matches!(&e, HfConfigError::Unsupported { key, .. } if key == "use_sliding_window"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Unsupported { key, .. } if key == "use_sliding_window"),
+        "{e}"
+    );
 }
 
 #[test]
 fn inconsistent_shapes_are_invalid() {
     let e = err(&with(llama2(), "num_key_value_heads", json!(5)));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "num_key_value_heads"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "num_key_value_heads"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "num_attention_heads", json!(0)));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "num_attention_heads"), "{e}");
-    let e = err(&with(llama2(), "num_attention_heads", json!(3)));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "hidden_size"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "num_attention_heads"),
+        "{e}"
+    );
+    let e = err(&with(
+        without(llama2(), "num_key_value_heads"),
+        "num_attention_heads",
+        json!(3),
+    ));
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "hidden_size"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "head_dim", json!(7)));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "head_dim"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "head_dim"),
+        "{e}"
+    );
     let e = err(&with(llama2(), "rms_norm_eps", json!(-1.0)));
-    assert!(matches!(&e, HfConfigError::Invalid { key, .. } if key == "rms_norm_eps"), "{e}");
+    assert!(
+        matches!(&e, HfConfigError::Invalid { key, .. } if key == "rms_norm_eps"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use ligerc_ir::{Attr, Attrs, Graph, OnnxOp, Op, TensorData, TensorType, ValueRef, onnx_ops::onnx_schema};
+use ligerc_ir::{
+    Attr, Attrs, Graph, OnnxOp, Op, TensorData, TensorType, ValueRef, onnx_ops::onnx_schema,
+};
 use prost::Message;
 
 use super::tensor::{ExternalData, tensor_data};
@@ -27,7 +29,10 @@ const INLINE_CONST_LIMIT: usize = 64;
 
 /// Reads and imports an ONNX file (external data is looked up next to it).
 pub fn import_onnx(path: &Path) -> ImportResult<Graph> {
-    let io = |source| ImportError::Io { path: path.to_path_buf(), source };
+    let io = |source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: read-only map; ligerc does not modify model files while importing them.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
@@ -37,8 +42,13 @@ pub fn import_onnx(path: &Path) -> ImportResult<Graph> {
 /// Imports an ONNX model already in memory; `path` names it in errors and
 /// locates external data.
 pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
-    let malformed = |detail: String| ImportError::Malformed { path: path.to_path_buf(), format: "ONNX", detail };
-    let model = ModelProto::decode(bytes).map_err(|e| malformed(format!("protobuf decode failed: {e}")))?;
+    let malformed = |detail: String| ImportError::Malformed {
+        path: path.to_path_buf(),
+        format: "ONNX",
+        detail,
+    };
+    let model =
+        ModelProto::decode(bytes).map_err(|e| malformed(format!("protobuf decode failed: {e}")))?;
     let opset = model
         .opset_import
         .iter()
@@ -48,13 +58,26 @@ pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
     if !OPSETS.contains(&opset) {
         return Err(ImportError::Unsupported {
             path: path.to_path_buf(),
-            detail: format!("opset {opset}; ligerc imports opsets {}..={}", OPSETS.start(), OPSETS.end()),
+            detail: format!(
+                "opset {opset}; ligerc imports opsets {}..={}",
+                OPSETS.start(),
+                OPSETS.end()
+            ),
         });
     }
-    let g = model.graph.as_ref().ok_or_else(|| malformed("the model has no graph".into()))?;
-    let name = if g.name().is_empty() { "model" } else { g.name() };
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| malformed("the model has no graph".into()))?;
+    let name = if g.name().is_empty() {
+        "model"
+    } else {
+        g.name()
+    };
+    let mut graph = Graph::new(name);
+    graph.opset = Some(opset);
     let mut b = Builder {
-        graph: Graph::new(name),
+        graph,
         names: HashMap::new(),
         declared: HashMap::new(),
         path,
@@ -74,9 +97,14 @@ pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
         if b.names.contains_key(input.name()) {
             continue; // IR < 4 lists initializers as inputs too.
         }
-        let ty = input.r#type.as_ref().and_then(tensor_type).ok_or_else(|| ImportError::Unsupported {
-            path: path.to_path_buf(),
-            detail: format!("graph input `{}` is not a tensor of a supported element type", input.name()),
+        let ty = input.r#type.as_ref().and_then(tensor_type).ok_or_else(|| {
+            ImportError::Unsupported {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "graph input `{}` is not a tensor of a supported element type",
+                    input.name()
+                ),
+            }
         })?;
         let v = b.graph.add_input(input.name(), ty);
         b.names.insert(input.name().to_string(), v);
@@ -88,7 +116,10 @@ pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
         let v = b.lookup(out.name(), "graph output")?;
         b.graph.add_output(out.name(), v);
     }
-    ligerc_ir::verify(&b.graph).map_err(|source| ImportError::Graph { path: path.to_path_buf(), source })?;
+    ligerc_ir::verify(&b.graph).map_err(|source| ImportError::Graph {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(b.graph)
 }
 
@@ -104,15 +135,24 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn lookup(&self, name: &str, user: &str) -> ImportResult<ValueRef> {
-        self.names.get(name).copied().ok_or_else(|| ImportError::Malformed {
-            path: self.path.to_path_buf(),
-            format: "ONNX",
-            detail: format!("{user} reads `{name}`, which no earlier node, input or initializer defines"),
-        })
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| ImportError::Malformed {
+                path: self.path.to_path_buf(),
+                format: "ONNX",
+                detail: format!(
+                    "{user} reads `{name}`, which no earlier node, input or initializer defines"
+                ),
+            })
     }
 
     fn node(&mut self, node: &NodeProto) -> ImportResult<()> {
-        let label = if node.name().is_empty() { node.output.first().map_or("?", String::as_str) } else { node.name() };
+        let label = if node.name().is_empty() {
+            node.output.first().map_or("?", String::as_str)
+        } else {
+            node.name()
+        };
         let unsupported = || ImportError::UnsupportedOp {
             path: self.path.to_path_buf(),
             op: node.op_type().to_string(),
@@ -128,13 +168,20 @@ impl Builder<'_> {
         }
         let schema = onnx_schema(node.op_type()).ok_or_else(unsupported)?;
         // Trailing empty names are omitted optional inputs; one in the middle is not supported.
-        let n_in = node.input.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1);
+        let n_in = node
+            .input
+            .iter()
+            .rposition(|s| !s.is_empty())
+            .map_or(0, |i| i + 1);
         let mut operands = Vec::with_capacity(n_in);
         for (i, name) in node.input.iter().take(n_in).enumerate() {
             if name.is_empty() {
                 return Err(ImportError::Unsupported {
                     path: self.path.to_path_buf(),
-                    detail: format!("node `{label}` ({}): omitted optional input {i} before a given one", node.op_type()),
+                    detail: format!(
+                        "node `{label}` ({}): omitted optional input {i} before a given one",
+                        node.op_type()
+                    ),
                 });
             }
             operands.push(self.lookup(name, &format!("node `{label}`"))?);
@@ -152,12 +199,20 @@ impl Builder<'_> {
                 ),
             });
         }
-        let n_out = node.output.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1).max(1);
+        let n_out = node
+            .output
+            .iter()
+            .rposition(|s| !s.is_empty())
+            .map_or(0, |i| i + 1)
+            .max(1);
         let operand_dtypes: Vec<_> = operands
             .iter()
             .map(|v| self.graph.value_type(*v).map(|t| t.dtype))
             .collect::<Result<_, _>>()
-            .map_err(|source| ImportError::Graph { path: self.path.to_path_buf(), source })?;
+            .map_err(|source| ImportError::Graph {
+                path: self.path.to_path_buf(),
+                source,
+            })?;
         let outputs: Vec<TensorType> = (0..n_out)
             .map(|port| {
                 let name = node.output.get(port).map_or("", String::as_str);
@@ -166,11 +221,22 @@ impl Builder<'_> {
                 })
             })
             .collect();
-        let op = Op::Onnx(OnnxOp { op_type: node.op_type().to_string(), attrs });
-        let id = self.graph.add_node(op, &operands, outputs, Some(label.to_string()));
+        let op = Op::Onnx(OnnxOp {
+            op_type: node.op_type().to_string(),
+            attrs,
+        });
+        let id = self
+            .graph
+            .add_node(op, &operands, outputs, Some(label.to_string()));
         for (port, name) in node.output.iter().enumerate().take(n_out) {
             if !name.is_empty() {
-                self.names.insert(name.clone(), ValueRef { node: id, port: port as u32 });
+                self.names.insert(
+                    name.clone(),
+                    ValueRef {
+                        node: id,
+                        port: port as u32,
+                    },
+                );
             }
         }
         Ok(())
@@ -188,9 +254,10 @@ impl Builder<'_> {
         let data = match (key.as_str(), value) {
             ("value", Attr::Tensor(t)) => Ok(t),
             ("value_float", Attr::Float(f)) => TensorData::from_f32(vec![], &[f as f32]),
-            ("value_floats", Attr::Floats(v)) => {
-                TensorData::from_f32(vec![v.len()], &v.iter().map(|&x| x as f32).collect::<Vec<_>>())
-            }
+            ("value_floats", Attr::Floats(v)) => TensorData::from_f32(
+                vec![v.len()],
+                &v.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+            ),
             ("value_int", Attr::Int(i)) => TensorData::from_i64(vec![], &[i]),
             ("value_ints", Attr::Ints(v)) => TensorData::from_i64(vec![v.len()], &v),
             (k, _) => return Err(bad(format!("unsupported value attribute `{k}`"))),
@@ -198,7 +265,11 @@ impl Builder<'_> {
         .map_err(|e| bad(e.to_string()))?;
         let out = node.output.first().ok_or_else(|| bad("no output".into()))?;
         let v = if data.numel() > INLINE_CONST_LIMIT {
-            let name = if self.graph.weights.contains_key(out) { format!("{out}.const") } else { out.clone() };
+            let name = if self.graph.weights.contains_key(out) {
+                format!("{out}.const")
+            } else {
+                out.clone()
+            };
             self.graph.add_weight(&name, data)
         } else {
             self.graph.add_const(data)
@@ -221,7 +292,11 @@ impl Builder<'_> {
     fn attr(&self, a: &AttributeProto, node: &NodeProto, label: &str) -> ImportResult<Attr> {
         let unsupported = |what: &str| ImportError::Unsupported {
             path: self.path.to_path_buf(),
-            detail: format!("node `{label}` ({}): attribute `{}` {what}", node.op_type(), a.name()),
+            detail: format!(
+                "node `{label}` ({}): attribute `{}` {what}",
+                node.op_type(),
+                a.name()
+            ),
         };
         if !a.ref_attr_name().is_empty() {
             return Err(unsupported("refers to a function attribute"));

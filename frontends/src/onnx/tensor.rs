@@ -51,7 +51,10 @@ pub struct ExternalData<'a> {
 impl<'a> ExternalData<'a> {
     /// External data next to `model_path`.
     pub fn new(model_path: &'a Path) -> Self {
-        ExternalData { model_path, maps: Default::default() }
+        ExternalData {
+            model_path,
+            maps: Default::default(),
+        }
     }
 }
 
@@ -69,7 +72,8 @@ pub fn tensor_data(t: &TensorProto, ext: &ExternalData<'_>) -> ImportResult<Tens
     for &d in &t.dims {
         shape.push(usize::try_from(d).map_err(|_| bad(format!("negative dim {d}")))?);
     }
-    let numel = ligerc_ir::checked_numel(&shape).ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let numel = ligerc_ir::checked_numel(&shape)
+        .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
     let bytes: Bytes = if t.data_location() == DataLocation::External {
         read_external(t, ext, numel * dtype.size()).map_err(bad)?
     } else if let Some(raw) = &t.raw_data {
@@ -85,24 +89,34 @@ fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, St
     let mut out = Vec::with_capacity(numel * dtype.size());
     let count = match dtype {
         DType::F32 => {
-            t.float_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            t.float_data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             t.float_data.len()
         }
         DType::F64 => {
-            t.double_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            t.double_data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             t.double_data.len()
         }
         DType::I64 => {
-            t.int64_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            t.int64_data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             t.int64_data.len()
         }
         // int32_data holds the bit patterns of every narrower type.
         DType::I32 => {
-            t.int32_data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            t.int32_data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             t.int32_data.len()
         }
         DType::F16 | DType::BF16 => {
-            t.int32_data.iter().for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes()));
+            t.int32_data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes()));
             t.int32_data.len()
         }
         DType::I8 | DType::U8 | DType::Bool => {
@@ -121,20 +135,39 @@ fn read_external(t: &TensorProto, ext: &ExternalData<'_>, want: usize) -> Result
     for kv in &t.external_data {
         match kv.key() {
             "location" => location = Some(kv.value().to_string()),
-            "offset" => offset = kv.value().parse().map_err(|_| format!("bad external offset `{}`", kv.value()))?,
-            "length" => length = Some(kv.value().parse::<usize>().map_err(|_| format!("bad external length `{}`", kv.value()))?),
+            "offset" => {
+                offset = kv
+                    .value()
+                    .parse()
+                    .map_err(|_| format!("bad external offset `{}`", kv.value()))?
+            }
+            "length" => {
+                length = Some(
+                    kv.value()
+                        .parse::<usize>()
+                        .map_err(|_| format!("bad external length `{}`", kv.value()))?,
+                )
+            }
             _ => {}
         }
     }
     let location = location.ok_or("external data without a location")?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("external data location `{location}` must be a relative path inside the model's folder"));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location `{location}` must be a relative path inside the model's folder"
+        ));
     }
     if let Some(len) = length
         && len != want
     {
-        return Err(format!("external length {len} but the shape needs {want} bytes"));
+        return Err(format!(
+            "external length {len} but the shape needs {want} bytes"
+        ));
     }
     let dir = ext.model_path.parent().unwrap_or(Path::new("."));
     let file_path = dir.join(rel);
@@ -142,15 +175,19 @@ fn read_external(t: &TensorProto, ext: &ExternalData<'_>, want: usize) -> Result
     let map = match cached {
         Some(m) => m,
         None => {
-            let file = std::fs::File::open(&file_path).map_err(|e| format!("{}: {e}", file_path.display()))?;
+            let file = std::fs::File::open(&file_path)
+                .map_err(|e| format!("{}: {e}", file_path.display()))?;
             // SAFETY: the map is read-only; ligerc never writes the file while it is mapped.
-            let m = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", file_path.display()))?;
+            let m = unsafe { memmap2::Mmap::map(&file) }
+                .map_err(|e| format!("{}: {e}", file_path.display()))?;
             let m = Bytes::from_owner(m);
             ext.maps.borrow_mut().insert(file_path.clone(), m.clone());
             m
         }
     };
-    let end = offset.checked_add(want).ok_or("external offset overflows")?;
+    let end = offset
+        .checked_add(want)
+        .ok_or("external offset overflows")?;
     if end > map.len() {
         return Err(format!(
             "external data {}[{offset}..{end}] is past the end of the file ({} bytes)",

@@ -3,13 +3,17 @@
 use ligerc_ir::{Attrs, DType, Dim, TensorType};
 
 use super::tensor::dtype_from_onnx;
-use crate::onnx_proto::{TypeProto, type_proto, tensor_shape_proto::dimension};
+use crate::onnx_proto::{TypeProto, tensor_shape_proto::dimension, type_proto};
 
 /// The IR type of an ONNX `TypeProto`, if it is a tensor of a supported dtype.
 pub fn tensor_type(t: &TypeProto) -> Option<TensorType> {
-    let type_proto::Value::TensorType(tt) = t.value.as_ref()? else { return None };
+    let type_proto::Value::TensorType(tt) = t.value.as_ref()? else {
+        return None;
+    };
     let dtype = dtype_from_onnx(tt.elem_type())?;
-    let Some(shape) = &tt.shape else { return Some(TensorType::unranked(dtype)) };
+    let Some(shape) = &tt.shape else {
+        return Some(TensorType::unranked(dtype));
+    };
     let dims = shape
         .dim
         .iter()
@@ -27,7 +31,8 @@ pub fn infer_dtype(op_type: &str, attrs: &Attrs, operands: &[DType], port: usize
     let first = operands.first().copied().unwrap_or(DType::F32);
     match op_type {
         "Shape" => DType::I64,
-        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Not" | "IsNaN" | "IsInf" => DType::Bool,
+        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Not"
+        | "IsNaN" | "IsInf" => DType::Bool,
         "Cast" => match attrs.get("to") {
             Some(ligerc_ir::Attr::Int(code)) => dtype_from_onnx(*code as i32).unwrap_or(first),
             _ => first,

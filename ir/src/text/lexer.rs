@@ -57,7 +57,10 @@ pub(super) fn lex(src: &str) -> Result<Vec<Spanned>, IrError> {
         let tok = if c == '%' {
             let start = i + 1;
             let mut j = start;
-            while chars.get(j).is_some_and(|&c| c.is_alphanumeric() || c == '_') {
+            while chars
+                .get(j)
+                .is_some_and(|&c| c.is_alphanumeric() || c == '_')
+            {
                 j += 1;
             }
             if j == start {
@@ -72,7 +75,11 @@ pub(super) fn lex(src: &str) -> Result<Vec<Spanned>, IrError> {
                     k += 1;
                 }
                 let digits: String = chars[ps..k].iter().collect();
-                port = Some(digits.parse::<u32>().map_err(|_| err(tl, tc, format!("bad result index `#{digits}`")))?);
+                port = Some(
+                    digits
+                        .parse::<u32>()
+                        .map_err(|_| err(tl, tc, format!("bad result index `#{digits}`")))?,
+                );
                 j = k;
             }
             let n = j - i;
@@ -86,7 +93,8 @@ pub(super) fn lex(src: &str) -> Result<Vec<Spanned>, IrError> {
                     None | Some('\n') => return Err(err(tl, tc, "unterminated string".into())),
                     Some('"') => break,
                     Some('\\') => {
-                        let (ch, used) = unescape(&chars, j + 1).ok_or_else(|| err(tl, tc, "bad escape in string".into()))?;
+                        let (ch, used) = unescape(&chars, j + 1)
+                            .ok_or_else(|| err(tl, tc, "bad escape in string".into()))?;
                         s.push(ch);
                         j += 1 + used;
                     }
@@ -99,9 +107,18 @@ pub(super) fn lex(src: &str) -> Result<Vec<Spanned>, IrError> {
             let n = j + 1 - i;
             bump(&mut i, n);
             Tok::Str(s)
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit() || *c == 'i')) {
+        } else if c.is_ascii_digit()
+            || (c == '-'
+                && chars
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii_digit() || *c == 'i'))
+        {
             let mut j = i + 1;
-            while chars.get(j).is_some_and(|&c| c.is_alphanumeric() || c == '.' || ((c == '-' || c == '+') && matches!(chars.get(j - 1), Some('e') | Some('E')))) {
+            while chars.get(j).is_some_and(|&c| {
+                c.is_alphanumeric()
+                    || c == '.'
+                    || ((c == '-' || c == '+') && matches!(chars.get(j - 1), Some('e') | Some('E')))
+            }) {
                 j += 1;
             }
             let s: String = chars[i..j].iter().collect();
@@ -116,14 +133,22 @@ pub(super) fn lex(src: &str) -> Result<Vec<Spanned>, IrError> {
             let s: String = chars[i..j].iter().collect();
             let n = j - i;
             bump(&mut i, n);
-            if s == "inf" || s == "NaN" { Tok::Num(s) } else { Tok::Ident(s) }
+            if s == "inf" || s == "NaN" {
+                Tok::Num(s)
+            } else {
+                Tok::Ident(s)
+            }
         } else if "=:,()[]{}*?".contains(c) {
             bump(&mut i, 1);
             Tok::Punct(c)
         } else {
             return Err(err(tl, tc, format!("unexpected character `{c}`")));
         };
-        toks.push(Spanned { tok, line: tl, col: tc });
+        toks.push(Spanned {
+            tok,
+            line: tl,
+            col: tc,
+        });
     }
     Ok(toks)
 }
@@ -144,7 +169,10 @@ fn unescape(chars: &[char], at: usize) -> Option<(char, usize)> {
             }
             let close = (at + 2..chars.len().min(at + 10)).find(|&k| chars.get(k) == Some(&'}'))?;
             let hex: String = chars.get(at + 2..close)?.iter().collect();
-            (char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?, close - at + 1)
+            (
+                char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?,
+                close - at + 1,
+            )
         }
         _ => return None,
     })

@@ -1,7 +1,7 @@
 //! The stable text form of a graph.
 //!
 //! ```text
-//! graph "tiny" {
+//! graph "tiny" opset 18 {
 //!   %0 = input "input_ids" : i64[batch, seq]
 //!   %1 = weight "embed" : f32[256, 64]
 //!   %2 = Embedding(%1, %0) : f32[batch, seq, 64]

@@ -11,7 +11,11 @@ use crate::{Attr, Attrs, DType, Dim, Graph, IrError, Op, TensorData, TensorType,
 /// the returned graph's weight store is empty.
 pub fn parse(src: &str) -> Result<Graph, IrError> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, pos: 0, values: HashMap::new() };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        values: HashMap::new(),
+    };
     p.graph()
 }
 
@@ -31,11 +35,19 @@ impl Parser {
             Some(t) => (t.line, t.col),
             None => (1, 1),
         };
-        IrError::Parse { line, col, msg: msg.into() }
+        IrError::Parse {
+            line,
+            col,
+            msg: msg.into(),
+        }
     }
 
     fn next(&mut self) -> Result<Tok, IrError> {
-        let t = self.toks.get(self.pos).map(|t| t.tok.clone()).ok_or_else(|| self.err("unexpected end of input"))?;
+        let t = self
+            .toks
+            .get(self.pos)
+            .map(|t| t.tok.clone())
+            .ok_or_else(|| self.err("unexpected end of input"))?;
         self.pos += 1;
         Ok(t)
     }
@@ -84,6 +96,20 @@ impl Parser {
         self.keyword("graph")?;
         let name = self.string()?;
         let mut g = Graph::new(&name);
+        if matches!(self.peek(), Some(Tok::Ident(s)) if s == "opset") {
+            self.pos += 1;
+            g.opset = Some(match self.next()? {
+                Tok::Num(n) => n
+                    .parse()
+                    .map_err(|_| self.err(format!("bad opset `{n}`")))?,
+                other => {
+                    return Err(self.err(format!(
+                        "expected an opset number, found {}",
+                        describe(Some(&other))
+                    )));
+                }
+            });
+        }
         self.punct('{')?;
         loop {
             match self.peek() {
@@ -99,7 +125,12 @@ impl Parser {
                     g.add_output(&name, v);
                 }
                 Some(Tok::Value(..)) => self.node(&mut g)?,
-                other => return Err(self.err(format!("expected a node, `output` or `}}`, found {}", describe(other)))),
+                other => {
+                    return Err(self.err(format!(
+                        "expected a node, `output` or `}}`, found {}",
+                        describe(other)
+                    )));
+                }
             }
         }
         if self.pos != self.toks.len() {
@@ -126,7 +157,10 @@ impl Parser {
             }
             other => {
                 self.pos = at;
-                Err(self.err(format!("expected a value like `%3`, found {}", describe(Some(&other)))))
+                Err(self.err(format!(
+                    "expected a value like `%3`, found {}",
+                    describe(Some(&other))
+                )))
             }
         }
     }
@@ -143,16 +177,33 @@ impl Parser {
         let head_pos = self.pos;
         let head = match self.next()? {
             Tok::Ident(s) => s,
-            other => return Err(self.err(format!("expected an op, found {}", describe(Some(&other))))),
+            other => {
+                return Err(self.err(format!("expected an op, found {}", describe(Some(&other)))));
+            }
         };
         // Literal data of a const node, parsed once its type is known.
         let mut const_data: Option<Vec<String>> = None;
         let (op, operands) = match head.as_str() {
-            "input" => (Op::Input { name: self.string()? }, vec![]),
-            "weight" => (Op::Weight { name: self.string()? }, vec![]),
+            "input" => (
+                Op::Input {
+                    name: self.string()?,
+                },
+                vec![],
+            ),
+            "weight" => (
+                Op::Weight {
+                    name: self.string()?,
+                },
+                vec![],
+            ),
             "const" => {
                 const_data = Some(self.number_list()?);
-                (Op::Input { name: String::new() }, vec![])
+                (
+                    Op::Input {
+                        name: String::new(),
+                    },
+                    vec![],
+                )
             }
             mnemonic => {
                 self.punct('(')?;
@@ -166,7 +217,11 @@ impl Parser {
                         self.punct(',')?;
                     }
                 }
-                let attrs = if self.eat('{') { self.attrs()? } else { Attrs::new() };
+                let attrs = if self.eat('{') {
+                    self.attrs()?
+                } else {
+                    Attrs::new()
+                };
                 let op = Op::from_parts(mnemonic, attrs).map_err(|e| {
                     self.pos = head_pos;
                     self.err(e.to_string())
@@ -182,7 +237,9 @@ impl Parser {
         let op = match const_data {
             Some(items) => {
                 let ty = &types[0];
-                let dims = ty.fixed_dims().ok_or_else(|| self.err("a const needs fixed dims"))?;
+                let dims = ty
+                    .fixed_dims()
+                    .ok_or_else(|| self.err("a const needs fixed dims"))?;
                 Op::Const(self.tensor(ty.dtype, dims, &items)?)
             }
             None => op,
@@ -203,7 +260,12 @@ impl Parser {
     fn tensor_type(&mut self) -> Result<TensorType, IrError> {
         let dtype = match self.next()? {
             Tok::Ident(s) => s.parse::<DType>().map_err(|e| self.err(e))?,
-            other => return Err(self.err(format!("expected a type like f32[2, seq], found {}", describe(Some(&other))))),
+            other => {
+                return Err(self.err(format!(
+                    "expected a type like f32[2, seq], found {}",
+                    describe(Some(&other))
+                )));
+            }
         };
         self.punct('[')?;
         if self.eat('*') {
@@ -214,10 +276,16 @@ impl Parser {
         if !self.eat(']') {
             loop {
                 dims.push(match self.next()? {
-                    Tok::Num(n) => Dim::Fixed(n.parse().map_err(|_| self.err(format!("bad dim `{n}`")))?),
+                    Tok::Num(n) => {
+                        Dim::Fixed(n.parse().map_err(|_| self.err(format!("bad dim `{n}`")))?)
+                    }
                     Tok::Ident(s) => Dim::Sym(s),
                     Tok::Punct('?') => Dim::Unknown,
-                    other => return Err(self.err(format!("expected a dim, found {}", describe(Some(&other))))),
+                    other => {
+                        return Err(
+                            self.err(format!("expected a dim, found {}", describe(Some(&other))))
+                        );
+                    }
                 });
                 if self.eat(']') {
                     break;
@@ -238,7 +306,12 @@ impl Parser {
         loop {
             match self.next()? {
                 Tok::Num(n) => items.push(n),
-                other => return Err(self.err(format!("expected a number, found {}", describe(Some(&other))))),
+                other => {
+                    return Err(self.err(format!(
+                        "expected a number, found {}",
+                        describe(Some(&other))
+                    )));
+                }
             }
             if self.eat(']') {
                 return Ok(items);
@@ -247,17 +320,34 @@ impl Parser {
         }
     }
 
-    fn tensor(&self, dtype: DType, dims: Vec<usize>, items: &[String]) -> Result<TensorData, IrError> {
+    fn tensor(
+        &self,
+        dtype: DType,
+        dims: Vec<usize>,
+        items: &[String],
+    ) -> Result<TensorData, IrError> {
         let bad = |s: &str| self.err(format!("`{s}` is not a valid {dtype} value"));
         let mut bytes = Vec::with_capacity(items.len() * dtype.size());
         for s in items {
             match dtype {
-                DType::F32 => bytes.extend_from_slice(&s.parse::<f32>().map_err(|_| bad(s))?.to_le_bytes()),
-                DType::F64 => bytes.extend_from_slice(&s.parse::<f64>().map_err(|_| bad(s))?.to_le_bytes()),
-                DType::F16 => bytes.extend_from_slice(&half::f16::from_f32(s.parse::<f32>().map_err(|_| bad(s))?).to_le_bytes()),
-                DType::BF16 => bytes.extend_from_slice(&half::bf16::from_f32(s.parse::<f32>().map_err(|_| bad(s))?).to_le_bytes()),
-                DType::I64 => bytes.extend_from_slice(&s.parse::<i64>().map_err(|_| bad(s))?.to_le_bytes()),
-                DType::I32 => bytes.extend_from_slice(&s.parse::<i32>().map_err(|_| bad(s))?.to_le_bytes()),
+                DType::F32 => {
+                    bytes.extend_from_slice(&s.parse::<f32>().map_err(|_| bad(s))?.to_le_bytes())
+                }
+                DType::F64 => {
+                    bytes.extend_from_slice(&s.parse::<f64>().map_err(|_| bad(s))?.to_le_bytes())
+                }
+                DType::F16 => bytes.extend_from_slice(
+                    &half::f16::from_f32(s.parse::<f32>().map_err(|_| bad(s))?).to_le_bytes(),
+                ),
+                DType::BF16 => bytes.extend_from_slice(
+                    &half::bf16::from_f32(s.parse::<f32>().map_err(|_| bad(s))?).to_le_bytes(),
+                ),
+                DType::I64 => {
+                    bytes.extend_from_slice(&s.parse::<i64>().map_err(|_| bad(s))?.to_le_bytes())
+                }
+                DType::I32 => {
+                    bytes.extend_from_slice(&s.parse::<i32>().map_err(|_| bad(s))?.to_le_bytes())
+                }
                 DType::I8 => bytes.push(s.parse::<i8>().map_err(|_| bad(s))? as u8),
                 DType::U8 => bytes.push(s.parse::<u8>().map_err(|_| bad(s))?),
                 DType::Bool => bytes.push(match s.as_str() {
@@ -278,7 +368,12 @@ impl Parser {
         loop {
             let key = match self.next()? {
                 Tok::Ident(k) => k,
-                other => return Err(self.err(format!("expected an attribute name, found {}", describe(Some(&other))))),
+                other => {
+                    return Err(self.err(format!(
+                        "expected an attribute name, found {}",
+                        describe(Some(&other))
+                    )));
+                }
             };
             self.punct('=')?;
             let v = self.attr_value()?;
@@ -305,10 +400,13 @@ impl Parser {
             Some(Tok::Punct('[')) => {
                 let items = self.number_list()?;
                 if items.iter().all(|s| s.parse::<i64>().is_ok()) {
-                    Ok(Attr::Ints(items.iter().filter_map(|s| s.parse().ok()).collect()))
+                    Ok(Attr::Ints(
+                        items.iter().filter_map(|s| s.parse().ok()).collect(),
+                    ))
                 } else {
                     let v: Option<Vec<f64>> = items.iter().map(|s| s.parse().ok()).collect();
-                    v.map(Attr::Floats).ok_or_else(|| self.err("bad number in list"))
+                    v.map(Attr::Floats)
+                        .ok_or_else(|| self.err("bad number in list"))
                 }
             }
             Some(Tok::Ident(s)) if s == "floats" => {
@@ -319,11 +417,16 @@ impl Parser {
             }
             Some(Tok::Ident(_)) => {
                 let ty = self.tensor_type()?;
-                let dims = ty.fixed_dims().ok_or_else(|| self.err("a tensor attribute needs fixed dims"))?;
+                let dims = ty
+                    .fixed_dims()
+                    .ok_or_else(|| self.err("a tensor attribute needs fixed dims"))?;
                 let items = self.number_list()?;
                 Ok(Attr::Tensor(self.tensor(ty.dtype, dims, &items)?))
             }
-            other => Err(self.err(format!("expected an attribute value, found {}", describe(other.as_ref())))),
+            other => Err(self.err(format!(
+                "expected an attribute value, found {}",
+                describe(other.as_ref())
+            ))),
         }
     }
 }

@@ -10,12 +10,25 @@ pub fn print(graph: &Graph) -> Result<String, IrError> {
     let order = graph.topo_order()?;
     let number: HashMap<_, _> = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let val = |v: ValueRef| -> String {
-        let n = number.get(&v.node).map_or_else(|| "?".to_string(), |n| n.to_string());
+        let n = number
+            .get(&v.node)
+            .map_or_else(|| "?".to_string(), |n| n.to_string());
         let multi = graph.node(v.node).is_some_and(|n| n.outputs.len() > 1);
-        if multi { format!("%{n}#{}", v.port) } else { format!("%{n}") }
+        if multi {
+            format!("%{n}#{}", v.port)
+        } else {
+            format!("%{n}")
+        }
     };
     let mut out = String::new();
-    let _ = writeln!(out, "graph {:?} {{", graph.name);
+    match graph.opset {
+        Some(v) => {
+            let _ = writeln!(out, "graph {:?} opset {v} {{", graph.name);
+        }
+        None => {
+            let _ = writeln!(out, "graph {:?} {{", graph.name);
+        }
+    }
     for (i, &id) in order.iter().enumerate() {
         let node = graph.try_node(id)?;
         let _ = write!(out, "  %{i} = ");
@@ -36,8 +49,10 @@ pub fn print(graph: &Graph) -> Result<String, IrError> {
                 let _ = write!(out, "({})", operands.join(", "));
                 let attrs = op.attrs();
                 if !attrs.is_empty() {
-                    let parts: Vec<String> =
-                        attrs.iter().map(|(k, v)| format!("{k} = {}", attr_text(v))).collect();
+                    let parts: Vec<String> = attrs
+                        .iter()
+                        .map(|(k, v)| format!("{k} = {}", attr_text(v)))
+                        .collect();
                     let _ = write!(out, " {{{}}}", parts.join(", "));
                 }
             }
@@ -61,16 +76,36 @@ fn attr_text(a: &Attr) -> String {
         Attr::Int(v) => v.to_string(),
         Attr::Float(v) => float_text(*v),
         Attr::Str(s) => format!("{s:?}"),
-        Attr::Ints(v) => format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+        Attr::Ints(v) => format!(
+            "[{}]",
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Attr::Floats(v) => {
             if v.is_empty() {
                 "floats[]".to_string()
             } else {
-                format!("[{}]", v.iter().map(|x| float_text(*x)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "[{}]",
+                    v.iter()
+                        .map(|x| float_text(*x))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         }
         Attr::Tensor(t) => {
-            let mut s = format!("{}[{}] ", t.dtype(), t.shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let mut s = format!(
+                "{}[{}] ",
+                t.dtype(),
+                t.shape()
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             write_data(&mut s, t);
             s
         }
@@ -85,7 +120,11 @@ fn float_text(v: f64) -> String {
 fn write_data(out: &mut String, t: &TensorData) {
     let items: Vec<String> = match t.dtype() {
         DType::F64 => t.to_f64_vec().into_iter().map(float_text).collect(),
-        d if d.is_float() => t.to_f32_vec().into_iter().map(|v| format!("{v:?}")).collect(),
+        d if d.is_float() => t
+            .to_f32_vec()
+            .into_iter()
+            .map(|v| format!("{v:?}"))
+            .collect(),
         _ => t.to_i64_vec().into_iter().map(|v| v.to_string()).collect(),
     };
     let _ = write!(out, "[{}]", items.join(", "));

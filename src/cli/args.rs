@@ -1,0 +1,118 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ligerc compiles pretrained Llama-family models into Liger-linearized ones.
+///
+/// Import a model (an .onnx file, a Hugging Face directory with config.json and
+/// safetensors, or a llama.cpp .gguf file), run passes over its graph, and emit
+/// the result as text IR or ONNX — or run it on the CPU reference backend.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ligerc",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "EXAMPLES:\n  \
+        ligerc model.onnx --emit ir                       print the imported graph\n  \
+        ligerc ./SmolLM2-135M --emit onnx -o model.onnx   Hugging Face directory → ONNX\n  \
+        ligerc model.gguf --pass dce --print-after-all    run passes, show the IR after each\n  \
+        ligerc run model.gguf --prompt \"The capital of France is\" --max-new-tokens 16\n  \
+        ligerc run model.onnx --ids 5,17,3 --ids 9,2,4 --logits out.npy\n\n\
+        EXIT CODES:\n  0 success · 1 internal error · 2 bad input or usage · 3 device unavailable"
+)]
+pub struct Cli {
+    /// What to do; without a subcommand, compile INPUT.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Compile options (when no subcommand is given).
+    #[command(flatten)]
+    pub compile: CompileArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a model on the CPU: generate text from a prompt, or dump logits for token ids.
+    Run(RunArgs),
+    /// List the passes `--pass` accepts.
+    Passes,
+}
+
+/// Passes to apply, shared by every command that loads a model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PassArgs {
+    /// A pass to run, in order (repeatable). `ligerc passes` lists them; options
+    /// go after a colon: `--pass NAME:key=value,key=value`.
+    #[arg(long = "pass", value_name = "PASS")]
+    pub passes: Vec<String>,
+    /// Print the IR after every pass (to stderr).
+    #[arg(long)]
+    pub print_after_all: bool,
+}
+
+/// What `--emit` writes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// The stable text form of the graph.
+    Ir,
+    /// An ONNX model that onnxruntime runs.
+    Onnx,
+}
+
+/// `ligerc INPUT …`
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    /// The model: an .onnx file, a Hugging Face directory, or a .gguf file.
+    #[arg(value_name = "INPUT", required = true)]
+    pub input: Option<PathBuf>,
+    /// Passes.
+    #[command(flatten)]
+    pub passes: PassArgs,
+    /// What to write.
+    #[arg(long, value_enum, default_value = "ir")]
+    pub emit: Emit,
+    /// Output file (default: stdout for `ir`; required for `onnx`).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `ligerc run MODEL …`
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The model: an .onnx file, a Hugging Face directory, or a .gguf file.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Passes applied before running.
+    #[command(flatten)]
+    pub passes: PassArgs,
+    /// Text to continue (needs the model's tokenizer).
+    #[arg(long, conflicts_with = "ids")]
+    pub prompt: Option<String>,
+    /// Token ids of one sequence, comma-separated (repeatable; equal lengths).
+    #[arg(long, value_name = "ID,ID,…", action = clap::ArgAction::Append)]
+    pub ids: Vec<String>,
+    /// With --ids: write the logits [rows, len, vocab] as a NumPy .npy file.
+    #[arg(long, value_name = "FILE", requires = "ids")]
+    pub logits: Option<PathBuf>,
+    /// Tokens to generate after the prompt.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only within the smallest set of tokens whose probability reaches P.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prepend the tokenizer's BOS token to the prompt.
+    #[arg(long)]
+    pub add_bos: bool,
+}

@@ -1,0 +1,6 @@
+//! The `ligerc` command line: argument definitions and one module per command.
+
+pub mod args;
+pub mod common;
+pub mod compile;
+pub mod run;

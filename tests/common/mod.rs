@@ -1,0 +1,165 @@
+//! Helpers shared by the end-to-end tests: the repo's Python environment, the
+//! real model files, `.npy` reading and running the `ligerc` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the repo's venv (made by `scripts/setup-python.sh`), or `$LIGERC_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIGERC_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = root().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-python.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A fixture from `tests/fixtures/onnx`.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/onnx").join(name)
+}
+
+/// Every ONNX fixture, sorted.
+pub fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/onnx"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The SmolLM2 GGUF and its converted Hugging Face directory (`scripts/fetch-smollm2.sh`).
+pub fn smollm2() -> (PathBuf, PathBuf) {
+    let g = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let h = root().join("models/SmolLM2-135M-Instruct-hf");
+    assert!(
+        g.exists() && h.join("model.safetensors").exists(),
+        "SmolLM2 files are missing: run scripts/fetch-smollm2.sh (scripts/test.sh does)"
+    );
+    (g, h)
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ligerc-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the `ligerc` binary.
+pub fn ligerc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ligerc"))
+        .args(args)
+        .output()
+        .expect("running ligerc")
+}
+
+/// Runs `ligerc`, failing the test with its stderr on a non-zero exit.
+pub fn ligerc_ok(args: &[&str]) -> Output {
+    let out = ligerc(args);
+    assert!(
+        out.status.success(),
+        "ligerc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a repo Python script, failing the test with its stderr on error.
+pub fn py(script: &str, args: &[&str]) -> Output {
+    let out = Command::new(python())
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads a little-endian f32 `.npy` file: (shape, data).
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY", "{} is not .npy", path.display());
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'<f4'"),
+        "{}: expected f32, header {header}",
+        path.display()
+    );
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data: Vec<f32> = b[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (shape, data)
+}
+
+/// Deterministic pseudo-random token ids in `0..vocab` (SplitMix64).
+pub fn random_ids(seed: u64, rows: usize, len: usize, vocab: u64) -> Vec<Vec<i64>> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..rows)
+        .map(|_| (0..len).map(|_| (next() % vocab) as i64).collect())
+        .collect()
+}
+
+/// `--ids` arguments for rows of ids.
+pub fn ids_args(rows: &[Vec<i64>]) -> Vec<String> {
+    rows.iter()
+        .flat_map(|r| {
+            [
+                "--ids".to_string(),
+                r.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect()
+}
+
+/// max |a − b| and max |b|.
+pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let m = b.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    (d, m)
+}

@@ -1,0 +1,71 @@
+//! Every exporter fixture: ligerc's CPU logits equal onnxruntime's on the same
+//! random `input_ids` (two rows; two lengths), to 1e-4 × max|logit| — f32
+//! accumulation-order noise over a 2-layer model is ~1e-6 relative, so 1e-4
+//! leaves margin without hiding a wrong op.
+
+mod common;
+use common::*;
+
+fn compare(model: &std::path::Path, rows: &[Vec<i64>], dir: &std::path::Path, tag: &str) {
+    let ours = dir.join(format!("{tag}-ours.npy"));
+    let theirs = dir.join(format!("{tag}-ort.npy"));
+    let ids = ids_args(rows);
+    let mut args: Vec<&str> = vec!["run", model.to_str().unwrap()];
+    args.extend(ids.iter().map(String::as_str));
+    args.extend(["--logits", ours.to_str().unwrap()]);
+    ligerc_ok(&args);
+    let mut pargs: Vec<&str> = vec![model.to_str().unwrap()];
+    pargs.extend(ids.iter().map(String::as_str));
+    pargs.extend(["-o", theirs.to_str().unwrap()]);
+    py("scripts/ort_logits.py", &pargs);
+    let (s1, a) = read_npy(&ours);
+    let (s2, b) = read_npy(&theirs);
+    assert_eq!(s1, s2, "{tag}: logits shapes differ");
+    let (d, m) = max_diff(&a, &b);
+    assert!(
+        d <= 1e-4 * m,
+        "{tag}: max|diff| {d} > 1e-4 × max|logit| {m}"
+    );
+}
+
+#[test]
+fn fixtures_match_onnxruntime() {
+    let dir = tempdir("ort");
+    for model in fixtures() {
+        let name = model.file_stem().unwrap().to_string_lossy().into_owned();
+        // onnxruntime runs the opset-23 export only at batch 1 (see tests/fixtures/README.md).
+        let rows = if name.contains("op23") { 1 } else { 2 };
+        for (i, len) in [5usize, 12].into_iter().enumerate() {
+            let ids = random_ids(17 + i as u64, rows, len, 256);
+            compare(&model, &ids, &dir, &format!("{name}-{len}"));
+        }
+    }
+}
+
+#[test]
+fn op23_fixture_broadcasts_rotary_caches_over_the_batch() {
+    // onnxruntime refuses batch 2 here; PyTorch broadcasts. Row-by-row at batch 1
+    // must equal our batch-2 run.
+    let dir = tempdir("op23");
+    let model = fixture("tiny_dynamo_op23_sdpa.onnx");
+    let rows = random_ids(5, 2, 7, 256);
+    let both = dir.join("both.npy");
+    let ids = ids_args(&rows);
+    let mut args: Vec<&str> = vec!["run", model.to_str().unwrap()];
+    args.extend(ids.iter().map(String::as_str));
+    args.extend(["--logits", both.to_str().unwrap()]);
+    ligerc_ok(&args);
+    let (_, all) = read_npy(&both);
+    let per_row = all.len() / 2;
+    for (r, row) in rows.iter().enumerate() {
+        let one = dir.join(format!("row{r}.npy"));
+        let ids = ids_args(std::slice::from_ref(row));
+        let mut pargs: Vec<&str> = vec![model.to_str().unwrap()];
+        pargs.extend(ids.iter().map(String::as_str));
+        pargs.extend(["-o", one.to_str().unwrap()]);
+        py("scripts/ort_logits.py", &pargs);
+        let (_, b) = read_npy(&one);
+        let (d, m) = max_diff(&all[r * per_row..(r + 1) * per_row], &b);
+        assert!(d <= 1e-4 * m, "row {r}: {d} > 1e-4 × {m}");
+    }
+}
