@@ -28,7 +28,7 @@ pub use attr::{Attr, AttrReader, Attrs};
 pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Edge, Graph, GraphOutput, Node, NodeId, ValueRef};
-pub use op::{AttentionSpec, OnnxOp, Op, RopeScaling, RopeSpec};
+pub use op::{Arity, AttentionSpec, OnnxOp, Op, RopeScaling, RopeSpec};
 pub use shape::{Dim, TensorType};
 pub use tensor::{TensorData, checked_numel};
 pub use verify::verify;

@@ -112,6 +112,15 @@ pub struct AttentionSpec {
     pub causal: bool,
 }
 
+/// Operand and result counts an op accepts, as inclusive `(fewest, most)` ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arity {
+    /// Operands.
+    pub inputs: (usize, usize),
+    /// Results.
+    pub outputs: (usize, usize),
+}
+
 /// One operation of the graph.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -166,9 +175,9 @@ impl Op {
         }
     }
 
-    /// `(fewest, most)` operands and `(fewest, most)` results.
-    pub fn arity(&self) -> Result<((usize, usize), (usize, usize)), IrError> {
-        Ok(match self {
+    /// How many operands and results the op takes.
+    pub fn arity(&self) -> Result<Arity, IrError> {
+        let (inputs, outputs) = match self {
             Op::Input { .. } | Op::Weight { .. } | Op::Const(_) => ((0, 0), (1, 1)),
             Op::Onnx(o) => {
                 let s = onnx_schema(&o.op_type).ok_or_else(|| IrError::UnknownOp {
@@ -180,7 +189,8 @@ impl Op {
             Op::Linear => ((2, 3), (1, 1)),
             Op::Rope(_) => ((1, 1), (1, 1)),
             Op::Attention(_) => ((3, 4), (1, 1)),
-        })
+        };
+        Ok(Arity { inputs, outputs })
     }
 
     /// The op's parameters as attributes (what the text form prints in `{…}`).

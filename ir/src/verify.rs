@@ -45,7 +45,7 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
         }
         match node.op.arity() {
             Err(e) => errors.push(format!("{at}: {e}")),
-            Ok(((lo, hi), (olo, ohi))) => {
+            Ok(crate::op::Arity { inputs: (lo, hi), outputs: (olo, ohi) }) => {
                 if edges.len() < lo || edges.len() > hi {
                     errors.push(format!(
                         "{at}: takes {lo}..={hi} operands, has {}",

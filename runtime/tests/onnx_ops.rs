@@ -329,7 +329,7 @@ fn cast_rounds_to_half_precisions_and_truncates_to_ints() {
     // bf16: 8 significant bits.
     close(
         fv(&cast(16, &f(&[3], &[1.01, 3.14159, -0.1]))),
-        &[1.007_812_5, 3.140_625, -0.100_097_66],
+        &[1.007_812_5, 3.140_625, -0.100_097_656_25],
         0.0,
     );
     let t = cast(7, &f(&[4], &[2.7, -2.7, 0.0, 1e3]));

@@ -187,13 +187,13 @@ fn check_shape(s: &LlamaShape, path: &std::path::Path) -> ImportResult<()> {
         path: path.to_path_buf(),
         detail,
     };
-    if s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+    if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
         return Err(bad(format!(
             "{} attention heads are not a multiple of {} KV heads",
             s.heads, s.kv_heads
         )));
     }
-    if s.head_dim == 0 || s.head_dim % 2 != 0 {
+    if s.head_dim == 0 || !s.head_dim.is_multiple_of(2) {
         return Err(bad(format!(
             "head_dim {} must be even for rotary embeddings",
             s.head_dim

