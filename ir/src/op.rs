@@ -5,6 +5,7 @@
 //! (`heads × head_dim`), linear weights are `[out, in]`.
 
 use crate::attr::{Attr, AttrReader, Attrs};
+use crate::liger::{GateSpec, LigerSpec, LigerVariant};
 use crate::onnx_ops::onnx_schema;
 use crate::{IrError, TensorData};
 
@@ -155,6 +156,16 @@ pub enum Op {
     SwiGlu,
     /// Output projection to vocabulary logits: operands `(x [..,D], w [V,D])`.
     LmHead,
+    /// The key-derived forget gate of Liger Attention.
+    LigerGate(GateSpec),
+    /// Liger Attention (gated recurrence + sliding-window attention).
+    LigerAttention(LigerSpec),
+    /// A linear layer with a LoRA branch: operands `(x, w [out,in], a [rank,in], b [out,rank] [, bias])`,
+    /// `y = x·Wᵀ + (alpha/rank)·(x·Aᵀ)·Bᵀ (+ bias)`.
+    Lora {
+        /// LoRA alpha; the branch is scaled by `alpha / rank`.
+        alpha: f64,
+    },
 }
 
 impl Op {
@@ -172,6 +183,9 @@ impl Op {
             Op::Attention(_) => "Attention".into(),
             Op::SwiGlu => "SwiGlu".into(),
             Op::LmHead => "LmHead".into(),
+            Op::LigerGate(_) => "LigerGate".into(),
+            Op::LigerAttention(_) => "LigerAttention".into(),
+            Op::Lora { .. } => "Lora".into(),
         }
     }
 
@@ -189,6 +203,10 @@ impl Op {
             Op::Linear => ((2, 3), (1, 1)),
             Op::Rope(_) => ((1, 1), (1, 1)),
             Op::Attention(_) => ((3, 4), (1, 1)),
+            Op::LigerGate(_) => ((1, 1), (1, 1)),
+            Op::LigerAttention(s) if s.variant.has_gate() => ((6, 6), (1, 1)),
+            Op::LigerAttention(_) => ((5, 5), (1, 1)),
+            Op::Lora { .. } => ((4, 5), (1, 1)),
         };
         Ok(Arity { inputs, outputs })
     }
@@ -233,6 +251,28 @@ impl Op {
                 put("scale", Attr::Float(s.scale));
                 put("causal", Attr::Int(i64::from(s.causal)));
             }
+            Op::LigerGate(g) => {
+                put("variant", Attr::Str(g.variant.name().into()));
+                put("kv_heads", Attr::Int(g.kv_heads as i64));
+                put("head_dim", Attr::Int(g.head_dim as i64));
+                put("normalizer", Attr::Float(g.normalizer));
+                if g.variant == LigerVariant::Gsa {
+                    put("slots", Attr::Int(g.slots as i64));
+                }
+            }
+            Op::LigerAttention(l) => {
+                put("variant", Attr::Str(l.variant.name().into()));
+                put("heads", Attr::Int(l.heads as i64));
+                put("kv_heads", Attr::Int(l.kv_heads as i64));
+                put("head_dim", Attr::Int(l.head_dim as i64));
+                put("window", Attr::Int(l.window as i64));
+                put("mix_window", Attr::Float(l.mix_window));
+                put("mix_linear", Attr::Float(l.mix_linear));
+                if l.variant == LigerVariant::Gsa {
+                    put("slots", Attr::Int(l.slots as i64));
+                }
+            }
+            Op::Lora { alpha } => put("alpha", Attr::Float(*alpha)),
             Op::Input { .. }
             | Op::Weight { .. }
             | Op::Const(_)
@@ -272,6 +312,9 @@ impl Op {
                 "original_max_position",
             ],
             "Attention" => &["heads", "kv_heads", "head_dim", "scale", "causal"],
+            "LigerGate" => &["variant", "kv_heads", "head_dim", "normalizer", "slots"],
+            "LigerAttention" => &["variant", "heads", "kv_heads", "head_dim", "window", "mix_window", "mix_linear", "slots"],
+            "Lora" => &["alpha"],
             _ => &[],
         };
         if let Some(k) = attrs.keys().find(|k| !known.contains(&k.as_str())) {
@@ -320,6 +363,30 @@ impl Op {
                 scale: r.float("scale")?,
                 causal: r.int_or("causal", 1)? != 0,
             }),
+            "LigerGate" => {
+                let variant = variant_attr(&r, mnemonic)?;
+                Op::LigerGate(GateSpec {
+                    variant,
+                    kv_heads: r.usize("kv_heads")?,
+                    head_dim: r.usize("head_dim")?,
+                    normalizer: r.float("normalizer")?,
+                    slots: r.int_or("slots", 0)?.max(0) as usize,
+                })
+            }
+            "LigerAttention" => {
+                let variant = variant_attr(&r, mnemonic)?;
+                Op::LigerAttention(LigerSpec {
+                    variant,
+                    heads: r.usize("heads")?,
+                    kv_heads: r.usize("kv_heads")?,
+                    head_dim: r.usize("head_dim")?,
+                    window: r.usize("window")?,
+                    mix_window: r.float("mix_window")?,
+                    mix_linear: r.float("mix_linear")?,
+                    slots: r.int_or("slots", 0)?.max(0) as usize,
+                })
+            }
+            "Lora" => Op::Lora { alpha: r.float("alpha")? },
             other => {
                 return Err(IrError::UnknownOp {
                     op: other.to_string(),
@@ -328,4 +395,12 @@ impl Op {
         };
         Ok(op)
     }
+}
+
+fn variant_attr(r: &AttrReader<'_>, op: &str) -> Result<LigerVariant, IrError> {
+    r.str_or("variant", "")?.parse().map_err(|problem| IrError::Attr {
+        op: op.to_string(),
+        key: "variant".into(),
+        problem,
+    })
 }

@@ -212,6 +212,55 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                 }
             }
         }
+        Op::LigerGate(g) => {
+            float(errors, 0);
+            if g.variant.has_gate() {
+                if let Some(k) = ops.first() {
+                    expect_dim(errors, at, "key features", last_dim(k), &Dim::Fixed(g.kv_heads * g.head_dim));
+                }
+                if let Some(out) = node.outputs.first() {
+                    expect_dim(errors, at, "gate width", last_dim(out), &Dim::Fixed(g.kv_heads * g.width()));
+                }
+            } else {
+                errors.push(format!("{at}: variant {} has no gate", g.variant));
+            }
+            if g.variant == crate::LigerVariant::Gsa && (g.slots == 0 || g.slots > g.head_dim) {
+                errors.push(format!("{at}: GSA needs 1..={} slots, has {}", g.head_dim, g.slots));
+            }
+        }
+        Op::LigerAttention(l) => {
+            for i in 0..ops.len() {
+                float(errors, i);
+            }
+            if l.kv_heads == 0 || !l.heads.is_multiple_of(l.kv_heads) {
+                errors.push(format!("{at}: heads ({}) must be a multiple of kv_heads ({})", l.heads, l.kv_heads));
+            }
+            if l.variant == crate::LigerVariant::Gsa && (l.slots == 0 || l.slots > l.head_dim) {
+                errors.push(format!("{at}: GSA needs 1..={} slots, has {}", l.head_dim, l.slots));
+            }
+            let q_w = Dim::Fixed(l.heads * l.head_dim);
+            let kv_w = Dim::Fixed(l.kv_heads * l.head_dim);
+            let gate_w = Dim::Fixed(l.kv_heads * l.variant.gate_width(l.head_dim, l.slots));
+            let names = [("q", &q_w), ("k", &kv_w), ("v", &kv_w), ("q_rot", &q_w), ("k_rot", &kv_w), ("gate", &gate_w)];
+            for (i, (name, want)) in names.into_iter().enumerate() {
+                if let Some(t) = ops.get(i) {
+                    expect_dim(errors, at, &format!("{name} features"), last_dim(t), want);
+                }
+            }
+        }
+        Op::Lora { alpha } => {
+            if !alpha.is_finite() {
+                errors.push(format!("{at}: alpha must be finite, is {alpha}"));
+            }
+            if let (Some(x), Some(w), Some(a), Some(b)) = (ops.first(), ops.get(1), ops.get(2), ops.get(3))
+                && let (Some(win), Some(wout), Some(rank)) = (w.dim(1), w.dim(0), a.dim(0))
+            {
+                expect_dim(errors, at, "input features", last_dim(x), win);
+                expect_dim(errors, at, "lora_A input features", a.dim(1), win);
+                expect_dim(errors, at, "lora_B output features", b.dim(0), wout);
+                expect_dim(errors, at, "lora_B rank", b.dim(1), rank);
+            }
+        }
         Op::SwiGlu => {
             float(errors, 0);
             float(errors, 1);

@@ -75,6 +75,9 @@ pub fn eval_high_level(
             operand_count(op, inputs, 2, 2)?;
             swiglu(inputs[0], inputs[1])?
         }
+        Op::LigerGate(_) | Op::LigerAttention(_) | Op::Lora { .. } => {
+            return Err(RuntimeError::Unsupported(format!("{} is not implemented on the CPU yet", op.mnemonic())));
+        }
         Op::Input { .. } | Op::Weight { .. } | Op::Const(_) | Op::Onnx(_) => {
             return Err(RuntimeError::Unsupported(format!(
                 "{} is not a high-level op",
