@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Run(args)) => cli::run::run(args),
+        Some(Command::Bench(args)) => cli::bench::bench(args),
         Some(Command::Passes) => {
             for (name, about) in ligerc::passes::available_passes() {
                 println!("{name:<16} {about}");

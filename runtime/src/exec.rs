@@ -3,15 +3,15 @@
 //! Weights are converted to f32 once, when an [`Executor`] is built. A run
 //! binds graph inputs by name, evaluates every node and returns the graph
 //! outputs. [`ExecState`] carries what incremental decoding needs across runs:
-//! the position offset of the first new token, and each attention node's KV
-//! cache (keyed by node).
+//! the position offset of the first new token, each attention node's KV
+//! cache and each LigerAttention node's recurrent state (keyed by node).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ligerc_ir::{Graph, NodeId, Op, ValueRef};
 
-use crate::ops::{eval_high_level, eval_onnx};
+use crate::ops::{LigerMode, LigerState, eval_high_level, eval_onnx};
 use crate::{RuntimeError, Tensor};
 
 /// Keys and values an attention node has seen so far: `[B, S, kv_features]`.
@@ -32,6 +32,12 @@ pub struct ExecState {
     pub use_cache: bool,
     /// Per attention node.
     pub kv: HashMap<NodeId, KvCache>,
+    /// How LigerAttention nodes evaluate their recurrence (chunked by default);
+    /// with `use_cache` they always carry state (recurrent or chunked).
+    pub liger_mode: LigerMode,
+    /// Per LigerAttention node, when `use_cache`: the constant-size recurrent
+    /// state and window ring.
+    pub liger: HashMap<NodeId, LigerState>,
 }
 
 /// A graph prepared for execution on the CPU.

@@ -9,8 +9,10 @@
 //! input is refused when the session is built.
 //!
 //! Incremental decoding ([`Session::prefill`], [`Session::decode_step`]) keeps
-//! each high-level `Attention` node's keys and values in the session's
-//! [`ExecState`] and advances the position offset that `Rope` reads. A graph
+//! each high-level `Attention` node's keys and values, and each
+//! `LigerAttention` node's constant-size recurrent state and window ring, in
+//! the session's [`ExecState`] and advances the position offset that `Rope`
+//! reads. A graph
 //! still holding generic ONNX attention (`onnx.Softmax` or `onnx.Attention`)
 //! recomputes every position from its inputs, so it cannot decode
 //! incrementally: [`Session::supports_kv_cache`] is false, `prefill` and
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 
 use ligerc_ir::{Graph, Op};
 
+use crate::ops::LigerMode;
 use crate::{ExecState, Executor, RuntimeError, Tensor};
 
 /// Name of the token-id input.
@@ -101,8 +104,8 @@ impl Session {
         &self.exec
     }
 
-    /// Whether the graph can decode incrementally with a KV cache (no generic
-    /// ONNX attention left in it).
+    /// Whether the graph can decode incrementally with a KV cache or Liger
+    /// state (no generic ONNX attention left in it).
     pub fn supports_kv_cache(&self) -> bool {
         self.kv_cache
     }
@@ -112,9 +115,28 @@ impl Session {
         self.cached
     }
 
-    /// Forgets the KV cache.
+    /// How LigerAttention nodes compute (kept across [`Session::reset`]).
+    pub fn liger_mode(&self) -> LigerMode {
+        self.state.liger_mode
+    }
+
+    /// Sets how LigerAttention nodes compute full passes and prefills; decode
+    /// steps always carry the recurrent state.
+    pub fn set_liger_mode(&mut self, mode: LigerMode) {
+        self.state.liger_mode = mode;
+    }
+
+    /// The decode state: KV caches and Liger states.
+    pub fn state(&self) -> &ExecState {
+        &self.state
+    }
+
+    /// Forgets the KV cache and the Liger states (keeps the Liger mode).
     pub fn reset(&mut self) {
-        self.state = ExecState::default();
+        self.state = ExecState {
+            liger_mode: self.state.liger_mode,
+            ..ExecState::default()
+        };
         self.cached = 0;
         self.cached_batch = 0;
     }
@@ -122,7 +144,10 @@ impl Session {
     /// Logits `[batch, seq, vocab]` of a full pass over `ids` (one row per
     /// sequence, all of the same length), without touching the KV cache.
     pub fn forward(&self, ids: &[Vec<i64>]) -> Result<Tensor, RuntimeError> {
-        let mut state = ExecState::default();
+        let mut state = ExecState {
+            liger_mode: self.state.liger_mode,
+            ..ExecState::default()
+        };
         self.run(ids, 0, &mut state)
     }
 

@@ -1297,3 +1297,38 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(run(&op("MatMul", &[]), &[&broken, &broken]).is_err());
     assert!(run(&op("Add", &[]), &[&broken, &f(&[4, 1], &[0.; 4])]).is_err());
 }
+
+#[test]
+fn every_listed_op_is_implemented_and_odd_operands_never_panic() {
+    let pool = [
+        f(&[2, 3], &[1., -2., 3., 0.5, 0., 7.]),
+        f(&[], &[2.]),
+        f(&[1, 2, 2, 2], &[0.5; 8]),
+        i(&[2], &[1, -1]),
+        i(&[], &[3]),
+        i(&[0], &[]),
+        b(&[3], &[true, false, true]),
+    ];
+    for schema in ligerc_ir::onnx_ops::ONNX_OPS {
+        let name = schema.op_type;
+        let o = op(
+            name,
+            &[("axis", int(1)), ("to", int(1)), ("num_heads", int(2))],
+        );
+        let arities = schema.min_inputs..=schema.max_inputs.min(schema.min_inputs + 2).min(6);
+        for n in arities {
+            for first in &pool {
+                for rest in &pool {
+                    let mut inputs = vec![first];
+                    inputs.extend(std::iter::repeat_n(rest, n.saturating_sub(1)));
+                    for results in [1, schema.max_outputs.min(3)] {
+                        // Must not panic; an error is fine, but never "not implemented".
+                        if let Err(RuntimeError::Unsupported(msg)) = run_n(&o, &inputs, results) {
+                            assert_ne!(msg, format!("ONNX op {name}"), "{name} is not implemented");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the passes `--pass` accepts.
     Passes,
+    /// Time import, weight preparation and forward/decode passes on the CPU.
+    Bench(BenchArgs),
 }
 
 /// Passes to apply, shared by every command that loads a model.
@@ -115,4 +117,45 @@ pub struct RunArgs {
     /// Prepend the tokenizer's BOS token to the prompt.
     #[arg(long)]
     pub add_bos: bool,
+}
+
+/// `ligerc bench MODEL …`
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The model: an .onnx file, a Hugging Face directory, or a .gguf file.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Passes applied before running (their time is reported too).
+    #[command(flatten)]
+    pub passes: PassArgs,
+    /// Sequence lengths of the forward passes, comma-separated.
+    #[arg(long, value_name = "N,N,…", default_value = "128,512")]
+    pub seq: String,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed runs per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// After a prefill of each sequence length, time this many KV-cache decode steps.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub decode: usize,
+    /// Times to import the model (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub import_reps: usize,
+    /// Only time the import (and passes); run nothing.
+    #[arg(long)]
+    pub import_only: bool,
+    /// Seed of the random token ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A free-form tag carried into every output row (e.g. `linearized`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print one JSON object per measurement instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

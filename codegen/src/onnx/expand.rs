@@ -4,7 +4,7 @@
 //! |---|---|
 //! | Embedding | `Gather(table, ids, axis 0)` |
 //! | Linear, LmHead | `MatMul(x, Transpose(W)) (+ b)` |
-//! | RmsNorm | `x / Sqrt(MatMul(x², 1/D) + eps) · w` (the mean as a MatMul, so no ReduceMean-opset split) |
+//! | RmsNorm | `w · x · Reciprocal(Sqrt(ReduceMean(x², -1) + eps))` (as torch exports it) |
 //! | Rope | positions `Range(0, seq)`, angles `pos ⊗ inv_freq`, rotate-half with Slice/Neg/Concat |
 //! | Attention | heads split by Reshape/Transpose, KV heads repeated by Expand, `Softmax(q·kᵀ·scale + mask)·v` |
 //! | SwiGlu | `g · Sigmoid(g) · u` |
@@ -19,13 +19,9 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     super::builder::attr(name, &ligerc_ir::Attr::Ints(v.to_vec()))
 }
 
-/// Appends the expansion of `op` reading `inputs`, writing its result to `out`.
-pub fn expand(
-    b: &mut OnnxBuilder,
-    op: &Op,
-    inputs: &[String],
-    out: &str,
-) -> Result<(), ExportError> {
+/// Appends the expansion of `op` reading `inputs`, writing its result to `out`,
+/// in ops valid at `opset`.
+pub fn expand(b: &mut OnnxBuilder, op: &Op, inputs: &[String], out: &str, opset: i64) -> Result<(), ExportError> {
     let arg = |i: usize| -> Result<&str, ExportError> {
         inputs
             .get(i)
@@ -54,7 +50,7 @@ pub fn expand(
                 b.op_named("MatMul", &[arg(0)?, &wt], vec![], &out);
             }
         }
-        Op::RmsNorm { eps } => rms_norm(b, arg(0)?, arg(1)?, *eps, &out)?,
+        Op::RmsNorm { eps } => rms_norm(b, arg(0)?, arg(1)?, *eps, opset, &out),
         Op::Rope(spec) => rope(b, arg(0)?, spec, &out),
         Op::Attention(spec) => attention(
             b,
@@ -80,33 +76,22 @@ pub fn expand(
     Ok(())
 }
 
-fn rms_norm(
-    b: &mut OnnxBuilder,
-    x: &str,
-    w: &str,
-    eps: f64,
-    out: &[String],
-) -> Result<(), ExportError> {
-    // The width is the weight's length, known from its initializer.
-    let width = b
-        .initializers
-        .iter()
-        .find(|t| t.name() == w)
-        .and_then(|t| t.dims.first().copied())
-        .ok_or_else(|| ExportError::Unsupported("RmsNorm weight must be an initializer".into()))?;
-    let sq = b.op("Mul", &[x, x], vec![], "sq");
-    let mean_w = b.floats(
-        "mean_w",
-        &[width, 1],
-        &vec![1.0 / width as f32; width as usize],
-    );
-    let ms = b.op("MatMul", &[&sq, &mean_w], vec![], "mean_sq");
+fn rms_norm(b: &mut OnnxBuilder, x: &str, w: &str, eps: f64, opset: i64, out: &[String]) {
+    let two = b.floats("two", &[], &[2.0]);
+    let sq = b.op("Pow", &[x, &two], vec![], "sq");
+    // ReduceMean took its axes as an attribute before opset 18, as an input since.
+    let ms = if opset >= 18 {
+        let axes = b.ints("axes", &[-1]);
+        b.op("ReduceMean", &[&sq, &axes], vec![int_attr("keepdims", 1)], "mean_sq")
+    } else {
+        b.op("ReduceMean", &[&sq], vec![ints_attr("axes", &[-1]), int_attr("keepdims", 1)], "mean_sq")
+    };
     let eps = b.floats("eps", &[], &[eps as f32]);
     let ms = b.op("Add", &[&ms, &eps], vec![], "mean_sq_eps");
     let rms = b.op("Sqrt", &[&ms], vec![], "rms");
-    let xn = b.op("Div", &[x, &rms], vec![], "normed");
-    b.op_named("Mul", &[&xn, w], vec![], out);
-    Ok(())
+    let inv = b.op("Reciprocal", &[&rms], vec![], "inv_rms");
+    let xn = b.op("Mul", &[x, &inv], vec![], "normed");
+    b.op_named("Mul", &[w, &xn], vec![], out);
 }
 
 /// Positions `0..seq` of a `[batch, seq, …]` value, as f32 `[seq, 1]`.

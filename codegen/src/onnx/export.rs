@@ -115,7 +115,7 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, Ex
                 let out = out_names.first().ok_or_else(|| {
                     ExportError::Unsupported(format!("{} has no result", op.mnemonic()))
                 })?;
-                expand(&mut b, op, &operands, out)?;
+                expand(&mut b, op, &operands, out, opset)?;
             }
         }
         for (p, n) in out_names.into_iter().enumerate() {

@@ -1,9 +1,12 @@
 //! Op kernels of the CPU backend, one file per op family.
 //!
-//! `onnx/` executes generic ONNX ops; `high/` executes high-level ops.
+//! `onnx/` executes generic ONNX ops; `high/` executes high-level ops;
+//! `liger/` executes the Liger ops (dispatched from `high/`).
 
 mod high;
+mod liger;
 mod onnx;
 
 pub use high::eval_high_level;
+pub use liger::{DEFAULT_CHUNK, LigerMode, LigerState};
 pub use onnx::eval_onnx;

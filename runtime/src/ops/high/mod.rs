@@ -12,19 +12,22 @@
 
 mod attention;
 mod embedding;
-mod kernels;
+pub(super) mod kernels;
 mod linear;
+mod lora;
 mod rms_norm;
 mod rope;
 mod swiglu;
 
 use ligerc_ir::{NodeId, Op};
 
+use super::liger::{liger_attention, liger_gate};
 use crate::{ExecState, RuntimeError, Tensor};
 
 use attention::attention;
 use embedding::embedding;
 use linear::linear;
+use lora::lora;
 use rms_norm::rms_norm;
 use rope::rope;
 use swiglu::swiglu;
@@ -32,7 +35,9 @@ use swiglu::swiglu;
 /// Executes one high-level op; `node` keys its KV cache in `state`.
 ///
 /// `Rope` reads `state.position_offset`; `Attention` reads and, when
-/// `state.use_cache` is set, appends to `state.kv[node]`.
+/// `state.use_cache` is set, appends to `state.kv[node]`; `LigerAttention`
+/// reads `state.liger_mode` and, when `state.use_cache` is set, continues from
+/// and updates `state.liger[node]`.
 pub fn eval_high_level(
     op: &Op,
     node: NodeId,
@@ -75,9 +80,22 @@ pub fn eval_high_level(
             operand_count(op, inputs, 2, 2)?;
             swiglu(inputs[0], inputs[1])?
         }
-        Op::LigerGate(_) | Op::LigerAttention(_) | Op::Lora { .. } => {
-            return Err(RuntimeError::Unsupported(format!("{} is not implemented on the CPU yet", op.mnemonic())));
+        Op::Lora { alpha } => {
+            operand_count(op, inputs, 4, 5)?;
+            lora(
+                inputs[0],
+                inputs[1],
+                inputs[2],
+                inputs[3],
+                inputs.get(4).copied(),
+                *alpha,
+            )?
         }
+        Op::LigerGate(spec) => {
+            operand_count(op, inputs, 1, 1)?;
+            liger_gate(spec, inputs[0])?
+        }
+        Op::LigerAttention(spec) => liger_attention(spec, node, inputs, state)?,
         Op::Input { .. } | Op::Weight { .. } | Op::Const(_) | Op::Onnx(_) => {
             return Err(RuntimeError::Unsupported(format!(
                 "{} is not a high-level op",

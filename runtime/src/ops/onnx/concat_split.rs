@@ -96,8 +96,10 @@ pub(super) fn split(ctx: &Ctx) -> Result<Vec<Tensor>, RuntimeError> {
         (0, n) => ctx.dim(n, "num_outputs")?,
         (n, _) => n,
     };
+    // An empty `split` operand means "not given".
     let explicit: Option<Vec<i64>> = match ctx.opt_input(1) {
-        Some(_) => Some(ctx.ints_input(1, "split")?.to_vec()),
+        Some(t) if t.numel() > 0 => Some(ctx.ints_input(1, "split")?.to_vec()),
+        Some(_) => None,
         None => ctx.attrs.ints_opt("split")?.map(<[i64]>::to_vec),
     };
     let sizes: Vec<usize> = match explicit {
