@@ -78,6 +78,7 @@ hfdir="$(sed -n 2p <<<"$fetched")"
 onnx="$dir/smollm2.onnx"
 
 export RAYON_NUM_THREADS="$threads" MATMUL_NUM_THREADS="$threads"
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 bench=(--seq "$seq" --batch 1 --reps "$reps" --warmup "$warmup" --json)
 
 echo "bench-cpu.sh: exporting $gguf to ONNX" >&2
@@ -102,10 +103,11 @@ echo "bench-cpu.sh: onnxruntime on $onnx" >&2
 cpu="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 rev="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty="$(git -C "$root" status --porcelain 2>/dev/null | grep -q . && echo ' (with uncommitted changes)' || true)"
-"$py" - "$dir" "$cpu" "$(nproc)" "$threads" "$rev$dirty" <<'PY'
+load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+"$py" - "$dir" "$cpu" "$(nproc)" "$threads" "$rev$dirty" "$load_start" "$load_end" <<'PY'
 import datetime, glob, json, os, sys
 
-d, cpu, ncpu, threads, rev = sys.argv[1:]
+d, cpu, ncpu, threads, rev, load_start, load_end = sys.argv[1:]
 rows = []
 for f in sorted(glob.glob(os.path.join(d, "*.jsonl"))):
     with open(f) as fh:
@@ -126,7 +128,8 @@ def ms(r):
 ort_v = next((r["version"] for r in rows if r["tool"] == "onnxruntime"), "?")
 print(f"CPU: {cpu}, {ncpu} cores; threads: {threads} (RAYON_NUM_THREADS = MATMUL_NUM_THREADS = "
       f"onnxruntime intra_op_num_threads); ligerc {rev}; onnxruntime {ort_v} (CPU EP, graph opt all); "
-      f"{datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
+      f"{datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
+      f"load average (1, 5, 15 min) {load_start} before, {load_end} after")
 print()
 print("Forward pass, batch 1, random ids, no KV cache (median ms):")
 print()

@@ -9,6 +9,7 @@
 mod adapter;
 mod dce;
 pub mod fold;
+mod linearize;
 pub mod raise;
 pub mod rewrite;
 mod lora;
@@ -23,6 +24,7 @@ pub use adapter::{
 pub use dce::DeadCodeElimination;
 pub use lora::{InsertLora, LoraConfig, LoraTarget, insert_lora, lora_a_init};
 pub use merge_lora::{MergeLora, merge_lora};
+pub use linearize::{KeepSoftmax, Linearize};
 pub use raise::Raise;
 pub use manager::{Pass, PassContext, PassError, PassManager};
 pub use registry::{PassSpec, available_passes, make_pass};

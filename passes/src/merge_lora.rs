@@ -190,14 +190,15 @@ pub fn merge_lora(graph: &mut Graph) -> Result<usize, PassError> {
     for id in maybe_dead {
         let Some(node) = graph.node(id) else { continue };
         let is_data = matches!(node.op, Op::Weight { .. } | Op::Const(_));
-        if is_data && graph.users(id).is_empty() && !outputs.contains(&id) {
-            if let Some(Node {
+        if is_data
+            && graph.users(id).is_empty()
+            && !outputs.contains(&id)
+            && let Some(Node {
                 op: Op::Weight { name },
                 ..
             }) = graph.remove_node(id)
-            {
-                removed_weights.push(name);
-            }
+        {
+            removed_weights.push(name);
         }
     }
     let still_read: HashSet<String> = graph

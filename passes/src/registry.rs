@@ -46,6 +46,7 @@ impl std::str::FromStr for PassSpec {
 pub fn available_passes() -> Vec<(&'static str, &'static str)> {
     vec![
         ("dce", "remove nodes no output depends on"),
+        ("linearize", "softmax attention → Liger Attention (options variant, window, mix, keep-softmax, slots, normalizer)"),
         ("lora", "insert LoRA adapters (options targets=q,k,v rank=8 alpha=8 seed=0 adapter=PATH)"),
         ("merge-lora", "fold every LoRA branch into its weight: W += (alpha/rank)·B·A"),
         ("raise", "decomposed exporter patterns → RmsNorm, Rope, Attention, SwiGlu, Linear (option allow-partial=true)"),]
@@ -65,6 +66,7 @@ pub fn make_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
     match spec.name.as_str() {
         "dce" => no_options(Box::new(DeadCodeElimination)),
         "lora" => Ok(Box::new(InsertLora::from_options(&spec.options)?)),
+        "linearize" => Ok(Box::new(crate::Linearize::from_options(&spec.options)?)),
         "merge-lora" => no_options(Box::new(MergeLora)),
         "raise" => {
             let mut allow_partial = false;

@@ -53,6 +53,74 @@ pub struct PassArgs {
     /// Print the IR after every pass (to stderr).
     #[arg(long)]
     pub print_after_all: bool,
+    /// linearize: the recurrence (gla, hgrn2, gsa, retention, linear, swa-only).
+    #[arg(long, value_name = "VARIANT", help_heading = "Linearize")]
+    pub variant: Option<String>,
+    /// linearize: a query sees itself and the N previous tokens in the window branch (N + 1 keys) [default: 64].
+    #[arg(long, value_name = "N", help_heading = "Linearize")]
+    pub window: Option<usize>,
+    /// linearize: weights of the recurrent and the window branch [default: 0.5,0.5].
+    #[arg(long, value_name = "RECURRENT,WINDOW", help_heading = "Linearize")]
+    pub mix: Option<String>,
+    /// linearize: layers that keep softmax attention: 0-based indices `7,15,23` or `every:8`.
+    #[arg(long, value_name = "LIST|every:K", help_heading = "Linearize")]
+    pub keep_softmax: Option<String>,
+    /// linearize: GSA slots [default: 64].
+    #[arg(long, value_name = "M", help_heading = "Linearize")]
+    pub slots: Option<usize>,
+    /// raise: continue when some attention blocks cannot be raised.
+    #[arg(long, help_heading = "Raise")]
+    pub allow_partial: bool,
+    /// lora: projections to adapt, any of q,k,v,o,gate,up,down [default: q,k,v].
+    #[arg(long, value_name = "LIST", help_heading = "LoRA")]
+    pub lora_targets: Option<String>,
+    /// lora: rank [default: 8].
+    #[arg(long, value_name = "R", help_heading = "LoRA")]
+    pub lora_rank: Option<usize>,
+    /// lora: alpha; the branch is scaled by alpha/rank [default: 8].
+    #[arg(long, value_name = "ALPHA", help_heading = "LoRA")]
+    pub lora_alpha: Option<f64>,
+    /// lora: load trained adapter weights (a PEFT adapter_model.safetensors or its directory).
+    #[arg(long, value_name = "PATH", help_heading = "LoRA")]
+    pub adapter: Option<std::path::PathBuf>,
+}
+
+impl PassArgs {
+    /// `(pass, option, value)` for every pass-specific flag given.
+    pub fn flag_options(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(x) = &self.variant {
+            v.push(("linearize", "variant", x.clone()));
+        }
+        if let Some(x) = self.window {
+            v.push(("linearize", "window", x.to_string()));
+        }
+        if let Some(x) = &self.mix {
+            v.push(("linearize", "mix", x.replace(',', "/")));
+        }
+        if let Some(x) = &self.keep_softmax {
+            v.push(("linearize", "keep-softmax", x.replace(',', "/")));
+        }
+        if let Some(x) = self.slots {
+            v.push(("linearize", "slots", x.to_string()));
+        }
+        if self.allow_partial {
+            v.push(("raise", "allow-partial", "true".into()));
+        }
+        if let Some(x) = &self.lora_targets {
+            v.push(("lora", "targets", x.clone()));
+        }
+        if let Some(x) = self.lora_rank {
+            v.push(("lora", "rank", x.to_string()));
+        }
+        if let Some(x) = self.lora_alpha {
+            v.push(("lora", "alpha", x.to_string()));
+        }
+        if let Some(x) = &self.adapter {
+            v.push(("lora", "adapter", x.display().to_string()));
+        }
+        v
+    }
 }
 
 /// What `--emit` writes.

@@ -44,11 +44,31 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 /// Runs the `--pass` pipeline on `graph`; notes and `--print-after-all` go to stderr.
 pub fn apply_passes(graph: &mut Graph, args: &PassArgs) -> Result<()> {
     let mut pm = PassManager::new();
+    let flags = args.flag_options();
+    let mut used = vec![false; flags.len()];
     for p in &args.passes {
-        let spec: PassSpec = p
+        let mut spec: PassSpec = p
             .parse()
             .map_err(|e: ligerc::passes::PassError| UsageError(e.to_string()))?;
+        // Flags like --variant fill in options of the pass they belong to (the
+        // spec's own options win). --allow-partial also reaches the raise that
+        // linearize runs first, through the pipeline's raise step.
+        for (i, (pass, key, value)) in flags.iter().enumerate() {
+            if spec.name == *pass || (*key == "allow-partial" && spec.name == "linearize") {
+                used[i] = true;
+                if !spec.options.iter().any(|(k, _)| k == key) {
+                    spec.options.push((key.to_string(), value.clone()));
+                }
+            }
+        }
         pm.add(make_pass(&spec).map_err(|e| UsageError(e.to_string()))?);
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        let (pass, key, _) = &flags[i];
+        return Err(UsageError(format!(
+            "--{key} applies to `--pass {pass}`, which is not in the pipeline"
+        ))
+        .into());
     }
     if pm.is_empty() {
         return Ok(());
