@@ -629,3 +629,37 @@ fn adapter_config_options_the_graph_cannot_hold_are_refused() {
             .all(|s| matches!(g.node(s.nodes[0]).unwrap().op, Op::Lora { alpha } if alpha == 16.0))
     );
 }
+
+/// The real SmolLM2-135M checkpoint, when `models/` has it (it is not in git).
+#[test]
+fn smollm2_fresh_adapter_is_exact_and_merge_agrees() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct-hf");
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!("skipped: {} is absent", dir.display());
+        return;
+    }
+    let base = ligerc_frontends::llama::import_hf_dir(&dir).unwrap();
+    let mut g = base.clone();
+    run_passes(&mut g, &["lora:targets=all"]).unwrap();
+    let want: Vec<u32> = logits(&base).iter().map(|v| v.to_bits()).collect();
+    let adapted_logits = logits(&g);
+    let got: Vec<u32> = adapted_logits.iter().map(|v| v.to_bits()).collect();
+    assert!(want == got, "a B = 0 adapter changed SmolLM2's logits");
+    randomize_b(&mut g, 3);
+    let adapted = logits(&g);
+    run_passes(&mut g, &["merge-lora"]).unwrap();
+    let merged = logits(&g);
+    let scale = adapted.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = adapted
+        .iter()
+        .zip(&merged)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    let moved = adapted
+        .iter()
+        .zip(&adapted_logits)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    eprintln!("smollm2: merged vs adapted {err:e}, adapter effect {moved:e}");
+    assert!(err <= 1e-5, "merged logits differ by {err:e} (relative)");
+}

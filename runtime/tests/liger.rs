@@ -344,7 +344,7 @@ fn quadratic_chunked_and_recurrent_forms_agree() {
     let mut rng = Rng(11);
     let mut worst = [0.0f64; 2];
     for variant in LigerVariant::ALL {
-        for (window, chunk) in [(4, 4), (8, 16), (4, 16), (8, 4)] {
+        for (window, chunk) in [(4, 4), (8, 16), (4, 16), (8, 4), (4, 1), (8, 64)] {
             let spec = spec(variant, window);
             for len in LENGTHS {
                 for gates in ALL_GATES {

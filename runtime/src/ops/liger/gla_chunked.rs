@@ -9,10 +9,11 @@
 //! ```
 //!
 //! Pair weights come from cumsum differences `e^{b_t − b_s}` (≤ 1), never
-//! from `e^{b_t}·e^{−b_s}`, which overflows over long spans.
+//! from `e^{b_t}·e^{−b_s}`, which overflows over long spans. The cumsums are
+//! accumulated in f64 (see [`super::cumsum`]); everything else is f32.
 
 use super::high::kernels::{axpy, dot};
-use super::{Dims, Operands};
+use super::{Dims, Operands, cumsum};
 
 /// Runs `q [T][G·key]`, `k [T][key]`, `v [T][value]`, `g [T][key]` in chunks
 /// of `chunk` tokens from the initial `state` (`key × value`); writes
@@ -27,25 +28,18 @@ pub(super) fn chunked(
     let Operands { q, k, v, g } = ops;
     let (groups, dk, dv) = (dims.groups, dims.key, dims.value);
     let chunk = chunk.max(1);
-    let mut b = vec![0.0f32; chunk * dk];
     let mut decay = vec![0.0f32; dk];
     let mut weighted = vec![0.0f32; dk];
     let mut start = 0;
     while start < dims.len {
         let len = chunk.min(dims.len - start);
-        for t in 0..len {
-            let gt = &g[(start + t) * dk..][..dk];
-            for d in 0..dk {
-                let prev = if t == 0 { 0.0 } else { b[(t - 1) * dk + d] };
-                b[t * dk + d] = prev + gt[d];
-            }
-        }
+        let b = cumsum(&g[start * dk..], dk, len);
         for t in 0..len {
             let bt = &b[t * dk..(t + 1) * dk];
             let qt = &q[(start + t) * groups * dk..][..groups * dk];
             let ot = &mut out[(start + t) * groups * dv..][..groups * dv];
             for (e, &x) in decay.iter_mut().zip(bt) {
-                *e = x.exp();
+                *e = (x as f32).exp();
             }
             for (oh, qh) in ot.chunks_mut(dv).zip(qt.chunks(dk)) {
                 for d in 0..dk {
@@ -56,7 +50,7 @@ pub(super) fn chunked(
                 let bs = &b[s * dk..(s + 1) * dk];
                 let ks = &k[(start + s) * dk..][..dk];
                 for d in 0..dk {
-                    weighted[d] = ks[d] * (bt[d] - bs[d]).exp();
+                    weighted[d] = ks[d] * ((bt[d] - bs[d]) as f32).exp();
                 }
                 let vs = &v[(start + s) * dv..][..dv];
                 for (oh, qh) in ot.chunks_mut(dv).zip(qt.chunks(dk)) {
@@ -66,7 +60,7 @@ pub(super) fn chunked(
         }
         let last = &b[(len - 1) * dk..len * dk];
         for (row, &bl) in state.chunks_mut(dv).zip(last) {
-            let e = bl.exp();
+            let e = (bl as f32).exp();
             row.iter_mut().for_each(|x| *x *= e);
         }
         for s in 0..len {
@@ -74,7 +68,7 @@ pub(super) fn chunked(
             let ks = &k[(start + s) * dk..][..dk];
             let vs = &v[(start + s) * dv..][..dv];
             for (d, row) in state.chunks_mut(dv).enumerate().take(dk) {
-                axpy(row, ks[d] * (last[d] - bs[d]).exp(), vs);
+                axpy(row, ks[d] * ((last[d] - bs[d]) as f32).exp(), vs);
             }
         }
         start += len;

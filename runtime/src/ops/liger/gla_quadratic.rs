@@ -1,10 +1,10 @@
 //! The key-gated linear recurrence as an O(T²) sum (the tests' reference form,
 //! LIGER.md §2.4): with `B` the global inclusive cumsum of the log-gates,
 //! `o_t = Σ_{s≤t} (Σ_d q_{t,d} k_{s,d} e^{B_{t,d} − B_{s,d}}) v_s`, from a zero
-//! state.
+//! state. `B` is accumulated in f64 (see [`super::cumsum`]).
 
 use super::high::kernels::{axpy, dot};
-use super::{Dims, Operands};
+use super::{Dims, Operands, cumsum};
 
 /// `q [T][G·key]`, `k [T][key]`, `v [T][value]`, `g [T][key]` →
 /// `out [T][G·value]` (added to; pass zeros).
@@ -21,7 +21,7 @@ pub(super) fn quadratic(dims: Dims, ops: Operands<'_>, out: &mut [f32]) {
             let bs = &cum[s * dk..(s + 1) * dk];
             let ks = &k[s * dk..(s + 1) * dk];
             for d in 0..dk {
-                weighted[d] = ks[d] * (bt[d] - bs[d]).exp();
+                weighted[d] = ks[d] * ((bt[d] - bs[d]) as f32).exp();
             }
             let vs = &v[s * dv..(s + 1) * dv];
             for (oh, qh) in ot.chunks_mut(dv).zip(qt.chunks(dk)) {
@@ -29,15 +29,4 @@ pub(super) fn quadratic(dims: Dims, ops: Operands<'_>, out: &mut [f32]) {
             }
         }
     }
-}
-
-/// Inclusive cumsum over tokens of `g [len][width]`.
-pub(super) fn cumsum(g: &[f32], width: usize, len: usize) -> Vec<f32> {
-    let mut cum = g[..len * width].to_vec();
-    for t in 1..len {
-        for d in 0..width {
-            cum[t * width + d] += cum[(t - 1) * width + d];
-        }
-    }
-    cum
 }

@@ -18,9 +18,8 @@
 //! then the softmax, then the value pass.
 
 use super::feature::softmax_rows;
-use super::gla_quadratic::cumsum;
 use super::high::kernels::{axpy, dot};
-use super::{Dims, Form, Operands, gla_chunked, gla_quadratic, gla_recurrent};
+use super::{Dims, Form, Operands, cumsum, gla_chunked, gla_quadratic, gla_recurrent};
 
 /// Sizes of one (batch row, KV head) of GSA.
 #[derive(Clone, Copy, Debug)]
@@ -171,7 +170,7 @@ fn slot_chunked(dims: Dims, ops: Operands<'_>, chunk: usize, hk: &mut [f32], log
                     axpy(&mut carried, qd, row);
                 }
                 for ((l, &c), &x) in lg.iter_mut().zip(&carried).zip(bt) {
-                    *l = c * x.exp();
+                    *l = c * (x as f32).exp();
                 }
             }
             for s in 0..=t {
@@ -185,7 +184,7 @@ fn slot_chunked(dims: Dims, ops: Operands<'_>, chunk: usize, hk: &mut [f32], log
         let last = &b[(len - 1) * m..len * m];
         for row in hk.chunks_mut(m) {
             for (h, &x) in row.iter_mut().zip(last) {
-                *h *= x.exp();
+                *h *= (x as f32).exp();
             }
         }
         for s in 0..len {
@@ -225,9 +224,9 @@ fn slot_quadratic(dims: Dims, ops: Operands<'_>, logits: &mut [f32]) {
 }
 
 /// `weights = s_s ⊙ e^{b_t − b_s}` from the cumsums `b [·][M]`.
-fn pair_weights(b: &[f32], slot_write: &[f32], t: usize, s: usize, m: usize, weights: &mut [f32]) {
+fn pair_weights(b: &[f64], slot_write: &[f32], t: usize, s: usize, m: usize, weights: &mut [f32]) {
     let (bt, bs) = (&b[t * m..(t + 1) * m], &b[s * m..(s + 1) * m]);
     for i in 0..m {
-        weights[i] = slot_write[i] * (bt[i] - bs[i]).exp();
+        weights[i] = slot_write[i] * ((bt[i] - bs[i]) as f32).exp();
     }
 }

@@ -79,6 +79,23 @@ impl<'a> Operands<'a> {
     }
 }
 
+/// Inclusive cumsum over tokens of the log-gates `g [len][width]`, in f64.
+///
+/// The chunked and quadratic forms weight a pair `(t, s)` by `e^{b_t − b_s}`;
+/// in f32 that difference loses `ulp(|b_s|)` to cancellation (3e-5 once the
+/// sum reaches −400, as with gates near −30), while the recurrent form has no
+/// such error. Accumulating in f64 keeps the three forms within rounding of
+/// each other; the differences are taken in f64 and exponentiated in f32.
+fn cumsum(g: &[f32], width: usize, len: usize) -> Vec<f64> {
+    let mut cum: Vec<f64> = g[..len * width].iter().map(|&x| f64::from(x)).collect();
+    for t in 1..len {
+        for d in 0..width {
+            cum[t * width + d] += cum[(t - 1) * width + d];
+        }
+    }
+    cum
+}
+
 /// The form one run evaluates the recurrence in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Form {

@@ -91,7 +91,7 @@ impl Ring {
     /// the last `capacity` can remain, so only those are copied.
     pub(super) fn extend(&mut self, keys: &[f32], values: &[f32]) {
         let w = self.width;
-        let n = if w == 0 { 0 } else { keys.len() / w };
+        let n = keys.len().checked_div(w).unwrap_or(0);
         for t in n.saturating_sub(self.capacity)..n {
             self.push(&keys[t * w..(t + 1) * w], &values[t * w..(t + 1) * w]);
         }

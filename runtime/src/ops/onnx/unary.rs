@@ -66,9 +66,9 @@ fn float_fn(ctx: &Ctx, op: &str) -> Result<fn(f32) -> f32, RuntimeError> {
     })
 }
 
-/// `max(x, 0)`, keeping NaN.
+/// `max(x, 0)`, keeping NaN and `-0.0` as onnxruntime does.
 fn relu(x: f32) -> f32 {
-    if x > 0.0 || x.is_nan() { x } else { 0.0 }
+    if x < 0.0 { 0.0 } else { x }
 }
 
 /// The logistic function, stable for large `|x|`.
