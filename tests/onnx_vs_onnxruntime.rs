@@ -69,3 +69,29 @@ fn op23_fixture_broadcasts_rotary_caches_over_the_batch() {
         assert!(d <= 1e-4 * m, "row {r}: {d} > 1e-4 × {m}");
     }
 }
+
+#[test]
+fn external_data_files_are_read() {
+    // The onnx package rewrites a fixture with every initializer in one `.onnx.data` file.
+    let dir = tempdir("external");
+    let src = fixture("tiny_dynamo_op18_eager.onnx");
+    let out = dir.join("ext.onnx");
+    let script = format!(
+        "import onnx; m = onnx.load({:?}); onnx.save_model(m, {:?}, save_as_external_data=True, all_tensors_to_one_file=True, location='ext.onnx.data', size_threshold=1024)",
+        src.to_str().unwrap(),
+        out.to_str().unwrap()
+    );
+    let o = std::process::Command::new(python()).args(["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.join("ext.onnx.data").exists());
+    let (model_len, data_len) = (std::fs::metadata(&out).unwrap().len(), std::fs::metadata(dir.join("ext.onnx.data")).unwrap().len());
+    assert!(data_len > 2 * model_len, "weights should live in the data file ({model_len} vs {data_len} bytes)");
+    compare(&out, &random_ids(2, 2, 6, 256), &dir, "external");
+    // A data file that is too short is an error naming the tensor, not a panic.
+    let data = std::fs::read(dir.join("ext.onnx.data")).unwrap();
+    std::fs::write(dir.join("ext.onnx.data"), &data[..data.len() / 2]).unwrap();
+    let o = ligerc(&[out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("past the end of the file"), "{err}");
+}

@@ -344,7 +344,7 @@ fn quadratic_chunked_and_recurrent_forms_agree() {
     let mut rng = Rng(11);
     let mut worst = [0.0f64; 2];
     for variant in LigerVariant::ALL {
-        for (window, chunk) in [(4, 4), (8, 16), (4, 16), (8, 4), (4, 1), (8, 64)] {
+        for (window, chunk) in [(4, 4), (8, 16), (4, 16), (8, 4), (4, 1), (8, 64), (0, 4)] {
             let spec = spec(variant, window);
             for len in LENGTHS {
                 for gates in ALL_GATES {
@@ -875,6 +875,11 @@ fn bad_operands_are_errors() {
     let mut nan_mix = gla.clone();
     nan_mix.mix_linear = f64::NAN;
     expect_err(&nan_mix, &good, "NaN mix");
+    // An empty run is fine.
+    let empty = operands(&mut rng, LigerVariant::Gla, 1, 0, Gates::Typical);
+    for mode in [LigerMode::Quadratic, LigerMode::Chunked { chunk: 4 }, LigerMode::Recurrent] {
+        assert_eq!(run_mode(&gla, &empty, mode).shape, [1, 0, HEADS * HEAD_DIM]);
+    }
     let mut zero_chunk = ExecState {
         liger_mode: LigerMode::Chunked { chunk: 0 },
         ..ExecState::default()

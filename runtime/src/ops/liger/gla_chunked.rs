@@ -1,6 +1,6 @@
 //! The key-gated linear recurrence in chunk-parallel form (prefill; LIGER.md
 //! §2.4). For the chunk `[c, c+L)` with inclusive in-chunk cumsums
-//! `b_t = Σ_{s=c..t} g_s` (fp32, every entry ≤ 0):
+//! `b_t = Σ_{s=c..t} g_s` (every entry ≤ 0):
 //!
 //! ```text
 //! inter: o_t += (q_t ⊙ e^{b_t}) · S
