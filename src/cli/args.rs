@@ -185,6 +185,16 @@ pub struct RunArgs {
     /// Prepend the tokenizer's BOS token to the prompt.
     #[arg(long)]
     pub add_bos: bool,
+    /// Perplexity of the model over a text file (tokenized with the model's tokenizer), printed as JSON.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "ids"])]
+    pub perplexity: Option<PathBuf>,
+    /// With --perplexity: tokens per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "perplexity")]
+    pub ppl_window: usize,
+    /// With --perplexity: distance between window starts [default: the window]; each
+    /// window scores only tokens no earlier window scored.
+    #[arg(long, value_name = "N", requires = "perplexity")]
+    pub ppl_stride: Option<usize>,
 }
 
 /// `ligerc bench MODEL …`

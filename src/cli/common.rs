@@ -33,6 +33,20 @@ pub fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
+/// A bar with a known length on stderr, hidden when stderr is not a terminal.
+pub fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
 /// Imports a model, showing a spinner.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     let pb = spinner(&format!("importing {}", path.display()));

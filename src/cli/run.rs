@@ -12,19 +12,44 @@ use super::common::{UsageError, apply_passes, load, spinner, tokenizer};
 
 /// Runs a model on the CPU reference backend.
 pub fn run(args: &RunArgs) -> Result<()> {
-    if args.prompt.is_none() && args.ids.is_empty() {
+    if args.prompt.is_none() && args.ids.is_empty() && args.perplexity.is_none() {
         return Err(UsageError(
-            "give --prompt TEXT or --ids ID,ID,… (see `ligerc run --help`)".into(),
+            "give --prompt TEXT, --ids ID,ID,… or --perplexity FILE (see `ligerc run --help`)".into(),
         )
         .into());
     }
     let rows = parse_ids(&args.ids)?;
     let mut model = load(&args.model)?;
     apply_passes(&mut model.graph, &args.passes)?;
-    let tok = match &args.prompt {
-        Some(_) => Some(tokenizer(&model, &args.model)?),
-        None => None,
+    let tok = match (&args.prompt, &args.perplexity) {
+        (None, None) => None,
+        _ => Some(tokenizer(&model, &args.model)?),
     };
+    if let (Some(file), Some(tok)) = (&args.perplexity, &tok) {
+        let text = std::fs::read_to_string(file).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+        let ids = tok.encode(&text, args.add_bos)?;
+        let pb = spinner("preparing weights");
+        let session = Session::new(model.graph)?;
+        pb.finish_and_clear();
+        let opts = ligerc::runtime::PerplexityOptions { window: args.ppl_window, stride: args.ppl_stride.unwrap_or(args.ppl_window) };
+        let pb = super::common::bar(1, "perplexity");
+        let r = ligerc::runtime::perplexity_with(&session, &ids, &opts, |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        })?;
+        pb.finish_and_clear();
+        println!(
+            "{{\"file\": {:?}, \"tokens\": {}, \"tokens_scored\": {}, \"window\": {}, \"stride\": {}, \"mean_nll\": {}, \"perplexity\": {}}}",
+            file.display().to_string(),
+            ids.len(),
+            r.tokens_scored,
+            opts.window,
+            opts.stride,
+            r.mean_nll,
+            r.ppl
+        );
+        return Ok(());
+    }
     check_vocab(&model.graph, &rows)?;
     let pb = spinner("preparing weights");
     let mut session = Session::new(model.graph)?;

@@ -13,6 +13,8 @@ use thiserror::Error;
 
 use super::builder::{OnnxBuilder, attr, tensor_proto};
 use super::expand::expand;
+use super::liger::Extensions;
+use super::step::OnnxForm;
 
 /// Why a graph could not be exported.
 #[derive(Debug, Error)]
@@ -32,6 +34,8 @@ pub struct ExportOptions {
     pub default_opset: i64,
     /// Producer name written into the model.
     pub producer: String,
+    /// The whole sequence, or one decode step with states as inputs and outputs.
+    pub form: OnnxForm,
 }
 
 impl Default for ExportOptions {
@@ -39,6 +43,7 @@ impl Default for ExportOptions {
         ExportOptions {
             default_opset: 18,
             producer: "ligerc".into(),
+            form: OnnxForm::Full,
         }
     }
 }
@@ -58,6 +63,7 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, Ex
     ligerc_ir::verify(graph)?;
     let opset = graph.opset.unwrap_or(opts.default_opset);
     let mut b = OnnxBuilder::default();
+    let mut ext = Extensions::new(opts.form, opset);
     let mut names: HashMap<ValueRef, String> = HashMap::new();
     let mut inputs = Vec::new();
     for (name, w) in &graph.weights {
@@ -111,6 +117,7 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, Ex
                 let refs: Vec<&str> = operands.iter().map(String::as_str).collect();
                 b.op_named(&o.op_type, &refs, attrs, &out_names);
             }
+            _ if ext.emit(&mut b, graph, id, &operands, &out_names)? => {}
             op => {
                 let out = out_names.first().ok_or_else(|| {
                     ExportError::Unsupported(format!("{} has no result", op.mnemonic()))
@@ -143,7 +150,7 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, Ex
             graph.opset.is_none(),
         ));
     }
-    Ok(ModelProto {
+    let mut model = ModelProto {
         ir_version: Some(ir_version(opset)),
         producer_name: Some(opts.producer.clone()),
         producer_version: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -160,7 +167,9 @@ pub fn export_onnx(graph: &Graph, opts: &ExportOptions) -> Result<ModelProto, Ex
             ..Default::default()
         }),
         ..Default::default()
-    })
+    };
+    ext.finish(&mut model);
+    Ok(model)
 }
 
 /// Encodes `graph` as ONNX bytes. Fails when the model would exceed
