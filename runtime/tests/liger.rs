@@ -877,7 +877,11 @@ fn bad_operands_are_errors() {
     expect_err(&nan_mix, &good, "NaN mix");
     // An empty run is fine.
     let empty = operands(&mut rng, LigerVariant::Gla, 1, 0, Gates::Typical);
-    for mode in [LigerMode::Quadratic, LigerMode::Chunked { chunk: 4 }, LigerMode::Recurrent] {
+    for mode in [
+        LigerMode::Quadratic,
+        LigerMode::Chunked { chunk: 4 },
+        LigerMode::Recurrent,
+    ] {
         assert_eq!(run_mode(&gla, &empty, mode).shape, [1, 0, HEADS * HEAD_DIM]);
     }
     let mut zero_chunk = ExecState {

@@ -132,6 +132,16 @@ pub enum Emit {
     Onnx,
 }
 
+/// Which graph `--emit onnx` writes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnnxFormArg {
+    /// The whole sequence: input_ids [batch, seq] → logits [batch, seq, vocab].
+    #[default]
+    Full,
+    /// One decode step: the token, its position and every layer's state in; logits and the new states out.
+    Step,
+}
+
 /// `ligerc INPUT …`
 #[derive(Args, Debug)]
 pub struct CompileArgs {
@@ -144,6 +154,9 @@ pub struct CompileArgs {
     /// What to write.
     #[arg(long, value_enum, default_value = "ir")]
     pub emit: Emit,
+    /// With `--emit onnx`: the full-sequence graph, or a one-token decode step with states as inputs/outputs.
+    #[arg(long, value_enum, default_value = "full", value_name = "FORM")]
+    pub onnx_form: OnnxFormArg,
     /// Output file (default: stdout for `ir`; required for `onnx`).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -1,10 +1,10 @@
 //! `ligerc INPUT [--pass …] --emit ir|onnx [-o FILE]`.
 
 use anyhow::{Context, Result};
-use ligerc::codegen::onnx::{ExportOptions, export_onnx_bytes};
+use ligerc::codegen::onnx::{ExportOptions, OnnxForm, export_onnx_bytes};
 use ligerc::output::write_atomic;
 
-use super::args::{CompileArgs, Emit};
+use super::args::{CompileArgs, Emit, OnnxFormArg};
 use super::common::{UsageError, apply_passes, load, spinner};
 
 /// Imports, rewrites and emits one model.
@@ -13,6 +13,9 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         .input
         .as_ref()
         .ok_or_else(|| UsageError("no INPUT model given (see --help)".into()))?;
+    if args.emit != Emit::Onnx && args.onnx_form != OnnxFormArg::Full {
+        return Err(UsageError("--onnx-form applies to --emit onnx".into()).into());
+    }
     let mut model = load(input)?;
     apply_passes(&mut model.graph, &args.passes)?;
     match args.emit {
@@ -30,7 +33,14 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 .as_ref()
                 .ok_or_else(|| UsageError("--emit onnx needs -o FILE".into()))?;
             let pb = spinner(&format!("writing {}", path.display()));
-            let bytes = export_onnx_bytes(&model.graph, &ExportOptions::default())?;
+            let opts = ExportOptions {
+                form: match args.onnx_form {
+                    OnnxFormArg::Full => OnnxForm::Full,
+                    OnnxFormArg::Step => OnnxForm::Step,
+                },
+                ..ExportOptions::default()
+            };
+            let bytes = export_onnx_bytes(&model.graph, &opts)?;
             write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             pb.finish_and_clear();
         }

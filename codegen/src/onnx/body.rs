@@ -65,11 +65,6 @@ impl Body {
         format!("{}{stem}_{}", self.prefix, self.counter)
     }
 
-    /// Appends a node that also carries a subgraph attribute (`Scan`'s `body`).
-    pub fn push(&mut self, node: NodeProto) {
-        self.nodes.push(node);
-    }
-
     /// The body as a subgraph with typed f32 inputs and outputs of the given names.
     pub fn into_graph(self, name: &str, inputs: &[&str], outputs: &[&str]) -> GraphProto {
         GraphProto {

@@ -364,7 +364,7 @@ pub(super) fn prepare<S: NodeSink>(b: &mut S, spec: &LigerSpec, lead: &[i64], q:
     let (kv, d) = (spec.kv_heads as i64, spec.head_dim as i64);
     let g = (spec.heads / spec.kv_heads) as i64;
     let width = spec.variant.gate_width(spec.head_dim, spec.slots) as i64;
-    let mut shape = |b: &mut S, tail: &[i64], stem: &str| b.ints(stem, &[lead, tail].concat());
+    let shape = |b: &mut S, tail: &[i64], stem: &str| b.ints(stem, &[lead, tail].concat());
     let qs = shape(b, &[kv, g, d], "q_shape");
     let kvs = shape(b, &[kv, d], "kv_shape");
     let gs = shape(b, &[kv, width], "gate_shape");
