@@ -197,6 +197,7 @@ def make(name, out_dir):
         os.makedirs(dest)
         for f in ("config.json", "model.safetensors"):
             shutil.copy(os.path.join(tmp, f), os.path.join(dest, f))
+            os.chmod(os.path.join(dest, f), 0o644)
     style = "4.x" if name in V4_STYLE else "5.x"
     if style == "4.x":
         rewrite_v4(os.path.join(dest, "config.json"))
