@@ -148,3 +148,20 @@ fn usage_errors_exit_2() {
         None,
     );
 }
+
+#[test]
+fn a_config_that_does_not_match_its_weights_is_refused() {
+    // Qwen2 weights (with q/k/v biases) under a config that says Llama (no biases).
+    let dir = tempdir("mismatch");
+    let src = root().join("tests/fixtures/hf/qwen2");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"qwen2\"", "\"llama\"");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    expect_bad(&[dir.to_str().unwrap()], "q_proj.bias", None);
+    // A weight whose shape disagrees with the config.
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    expect_bad(&[dir.to_str().unwrap()], "the config implies", None);
+}

@@ -1,7 +1,7 @@
 //! `ligerc INPUT [--pass …] --emit ir|onnx [-o FILE]`.
 
 use anyhow::{Context, Result};
-use ligerc::codegen::onnx::{ExportOptions, OnnxForm, export_onnx_bytes};
+use ligerc::codegen::onnx::{ExportError, ExportOptions, OnnxForm, export_onnx_bytes};
 use ligerc::output::write_atomic;
 
 use super::args::{CompileArgs, Emit, OnnxFormArg};
@@ -40,7 +40,11 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 },
                 ..ExportOptions::default()
             };
-            let bytes = export_onnx_bytes(&model.graph, &opts)?;
+            // A graph the step form cannot carry (softmax attention with a mask) is the user's input.
+            let bytes = export_onnx_bytes(&model.graph, &opts).map_err(|e| match e {
+                ExportError::Unsupported(m) if opts.form == OnnxForm::Step => UsageError(format!("ONNX export: {m}")).into(),
+                e => anyhow::Error::from(e),
+            })?;
             write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             pb.finish_and_clear();
         }

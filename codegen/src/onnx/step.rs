@@ -10,7 +10,7 @@
 //! | input | shape | first step | meaning |
 //! |---|---|---|---|
 //! | `input_ids` | `[B, 1]` | | the new token (every input of the source graph is fed for the new token only: its sequence axis is 1, e.g. `attention_mask [B, 1]`) |
-//! | `position` | int64 scalar or `[B]` | `0` | absolute position of the new token: RoPE angle, and which window slots are filled |
+//! | `position` | int64 `[B]` (or `[1]`: one for all rows) | `0` | absolute position of the new token: RoPE angle, and which window slots are filled |
 //! | `state.L` | `[B, KV, D, D]` | zeros | recurrent state `S` (GLA, HGRN2, retention, linear) |
 //! | `state_k.L`, `state_v.L` | `[B, KV, D, M]`, `[B, KV, M, D]` | zeros | GSA's slot memories `Hk`, `Hv` (instead of `state.L`) |
 //! | `window_k.L`, `window_v.L` | `[B, KV, W, D]` | zeros | the last `W` rotated keys / values, oldest first (absent when `W = 0`) |
@@ -66,9 +66,9 @@ enum D {
     Unknown,
 }
 
-fn value_info(name: &str, dtype: DType, dims: Option<&[D]>) -> ValueInfoProto {
+fn value_info(name: &str, dtype: DType, dims: &[D]) -> ValueInfoProto {
     use tensor_shape_proto::dimension::Value;
-    let shape = dims.map(|dims| TensorShapeProto {
+    let shape = Some(TensorShapeProto {
         dim: dims
             .iter()
             .map(|d| tensor_shape_proto::Dimension {
@@ -103,8 +103,8 @@ impl StepIo {
     /// Declares a state: input `name.L`, output `present_name.L`; returns both names.
     fn state(&mut self, name: &str, dims: [D; 4], out_dims: [D; 4]) -> (String, String) {
         let (i, o) = (format!("{name}.{}", self.layer), format!("present_{name}.{}", self.layer));
-        self.inputs.push(value_info(&i, DType::F32, Some(&dims)));
-        self.outputs.push(value_info(&o, DType::F32, Some(&out_dims)));
+        self.inputs.push(value_info(&i, DType::F32, &dims));
+        self.outputs.push(value_info(&o, DType::F32, &out_dims));
         (i, o)
     }
 
@@ -166,8 +166,8 @@ impl StepIo {
         let (pk, pv) = (format!("past_k.{l}"), format!("past_v.{l}"));
         let (pk_out, pv_out) = (format!("present_k.{l}"), format!("present_v.{l}"));
         for (i, o) in [(&pk, &pk_out), (&pv, &pv_out)] {
-            self.inputs.push(value_info(i, DType::F32, Some(&past())));
-            self.outputs.push(value_info(o, DType::F32, Some(&present())));
+            self.inputs.push(value_info(i, DType::F32, &past()));
+            self.outputs.push(value_info(o, DType::F32, &present()));
         }
         self.layer += 1;
         let qs = b.ints("q_shape", &[0, kv, h / kv, d]);
@@ -229,7 +229,7 @@ impl StepIo {
                 dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(1));
             }
         }
-        g.input.push(value_info(POSITION, DType::I64, None));
+        g.input.push(value_info(POSITION, DType::I64, &[D::Sym("batch")]));
         g.input.extend(self.inputs);
         g.output.extend(self.outputs);
     }

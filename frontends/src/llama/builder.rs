@@ -60,6 +60,11 @@ pub trait WeightSource {
     fn take(&mut self, name: &str) -> ImportResult<Option<TensorData>>;
     /// The file, for error messages.
     fn path(&self) -> &std::path::Path;
+    /// Tensors the file has that no `take` asked for (a config that does not
+    /// match its weights, e.g. biases the config says the model lacks).
+    fn unused(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Builds the graph, checking every weight's presence, dtype and shape.
@@ -174,6 +179,19 @@ pub fn build_llama(name: &str, s: &LlamaShape, src: &mut dyn WeightSource) -> Im
     };
     let logits = b.g.add(Op::LmHead, &[x, head], act(s.vocab));
     b.g.add_output("logits", logits);
+    let unused = b.src.unused();
+    if !unused.is_empty() {
+        let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+        return Err(ImportError::Unsupported {
+            path: b.src.path().to_path_buf(),
+            detail: format!(
+                "the checkpoint has {} tensors its config does not use ({}{}); is config.json for these weights?",
+                unused.len(),
+                shown.join(", "),
+                if unused.len() > shown.len() { ", …" } else { "" }
+            ),
+        });
+    }
     ligerc_ir::verify(&b.g).map_err(|source| ImportError::Graph {
         path: b.src.path().to_path_buf(),
         source,

@@ -96,6 +96,7 @@ pub struct SafetensorsDir {
     dir: PathBuf,
     shards: Vec<(PathBuf, Bytes)>,
     entries: HashMap<String, Entry>,
+    taken: std::collections::HashSet<String>,
 }
 
 impl SafetensorsDir {
@@ -114,6 +115,7 @@ impl SafetensorsDir {
             dir: dir.to_path_buf(),
             shards: Vec::new(),
             entries: HashMap::new(),
+            taken: Default::default(),
         };
         for path in files {
             me.add_shard(path)?;
@@ -205,6 +207,7 @@ impl WeightSource for SafetensorsDir {
         let Some(e) = self.entries.get(name) else {
             return Ok(None);
         };
+        self.taken.insert(name.to_string());
         let Some((path, bytes)) = self.shards.get(e.shard) else {
             return Ok(None);
         };
@@ -219,5 +222,13 @@ impl WeightSource for SafetensorsDir {
 
     fn path(&self) -> &Path {
         &self.dir
+    }
+
+    fn unused(&self) -> Vec<String> {
+        // Buffers some checkpoints carry that the graph recomputes.
+        let ignorable = |n: &str| n.ends_with("rotary_emb.inv_freq");
+        let mut v: Vec<String> = self.entries.keys().filter(|n| !self.taken.contains(*n) && !ignorable(n)).cloned().collect();
+        v.sort();
+        v
     }
 }
