@@ -56,7 +56,14 @@ impl Case {
         let out = self.file(&format!("{form}.onnx"));
         let mut a = vec![self.model.to_str().unwrap()];
         a.extend(self.pass_args());
-        a.extend(["--emit", "onnx", "--onnx-form", form, "-o", out.to_str().unwrap()]);
+        a.extend([
+            "--emit",
+            "onnx",
+            "--onnx-form",
+            form,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         ligerc_ok(&a);
         out
     }
@@ -89,20 +96,38 @@ fn ort_step(model: &Path, rows: &[Vec<i64>], out: &Path) -> ((Vec<usize>, Vec<f3
     let ids = ids_args(rows);
     let mut a: Vec<&str> = vec![model.to_str().unwrap()];
     a.extend(ids.iter().map(String::as_str));
-    a.extend(["--report", report.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    a.extend([
+        "--report",
+        report.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     py("scripts/ort_step.py", &a);
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let bytes = r["state_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let bytes = r["state_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
     (read_npy(out), bytes)
 }
 
 /// Asserts `got` is within 1e-4 × max|want| of `want`; returns max|diff| and max|want|.
-fn assert_close(what: &str, got: &(Vec<usize>, Vec<f32>), want: &(Vec<usize>, Vec<f32>)) -> (f32, f32) {
+fn assert_close(
+    what: &str,
+    got: &(Vec<usize>, Vec<f32>),
+    want: &(Vec<usize>, Vec<f32>),
+) -> (f32, f32) {
     assert_eq!(got.0, want.0, "{what}: shapes");
     let (d, m) = max_diff(&got.1, &want.1);
     assert!(m > 0.0 && d.is_finite(), "{what}: degenerate logits");
     assert!(d <= 1e-4 * m, "{what}: max|diff| {d} > 1e-4 × {m}");
-    eprintln!("{what}: max|diff| {d:.3e} (max|logit| {m:.3e}, relative {:.2e})", d / m);
+    eprintln!(
+        "{what}: max|diff| {d:.3e} (max|logit| {m:.3e}, relative {:.2e})",
+        d / m
+    );
     (d, m)
 }
 
@@ -118,14 +143,21 @@ fn check_both_forms(case: &Case, rows: &[Vec<i64>]) -> Vec<u64> {
     bytes
 }
 
-/// A variant on the tiny model with a 4-token window and 12-token rows; the
-/// step inputs keep one size.
+/// A variant on the tiny model with 12-token rows (`--window 4` unless
+/// `flags` set one); the step inputs keep one size.
 fn tiny_variant(tag: &str, flags: &[&str]) {
-    let mut all = vec!["--window", "4"];
+    let mut all = if flags.contains(&"--window") {
+        vec![]
+    } else {
+        vec!["--window", "4"]
+    };
     all.extend(flags);
     let case = Case::tiny(tag, &all);
     let bytes = check_both_forms(&case, &random_ids(7, 2, 12, 256));
-    assert!(bytes[0] > 0 && bytes.iter().all(|&b| b == bytes[0]), "{tag}: state bytes per step {bytes:?}");
+    assert!(
+        bytes[0] > 0 && bytes.iter().all(|&b| b == bytes[0]),
+        "{tag}: state bytes per step {bytes:?}"
+    );
 }
 
 #[test]
@@ -178,8 +210,15 @@ fn hybrid_keeps_a_softmax_layer_with_a_growing_kv_cache() {
 #[test]
 fn other_importers_and_masks_export_too() {
     // opset 17 (legacy exporter, with an attention_mask input) and opset 23 graphs.
-    for name in ["tiny_legacy_op17_eager_mask.onnx", "tiny_dynamo_op23_sdpa.onnx"] {
-        let case = Case::new(name.trim_end_matches(".onnx"), fixture(name), &["--window", "4", "--variant", "gla"]);
+    for name in [
+        "tiny_legacy_op17_eager_mask.onnx",
+        "tiny_dynamo_op23_sdpa.onnx",
+    ] {
+        let case = Case::new(
+            name.trim_end_matches(".onnx"),
+            fixture(name),
+            &["--window", "4", "--variant", "gla"],
+        );
         check_both_forms(&case, &random_ids(9, 2, 10, 256));
     }
 }
@@ -188,7 +227,16 @@ fn other_importers_and_masks_export_too() {
 fn lora_adapters_export_as_matmuls() {
     let case = Case::tiny(
         "lora",
-        &["--window", "4", "--pass", "lora", "--lora-alpha", "16", "--adapter", "ADAPTER"],
+        &[
+            "--window",
+            "4",
+            "--pass",
+            "lora",
+            "--lora-alpha",
+            "16",
+            "--adapter",
+            "ADAPTER",
+        ],
     );
     // Non-zero B, so the branch changes the logits.
     let adapter = case.file("adapter_model.safetensors");
@@ -199,22 +247,50 @@ fn lora_adapters_export_as_matmuls() {
          t[n + '.lora_B.weight'] = rng.normal(0, 0.1, (o, 8)).astype(np.float32)\nsave_file(t, {:?})\n",
         adapter.to_str().unwrap()
     );
-    let o = std::process::Command::new(python()).args(["-c", &script]).output().unwrap();
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let case = Case {
-        flags: case.flags.iter().map(|f| if f == "ADAPTER" { adapter.to_str().unwrap().to_string() } else { f.clone() }).collect(),
+        flags: case
+            .flags
+            .iter()
+            .map(|f| {
+                if f == "ADAPTER" {
+                    adapter.to_str().unwrap().to_string()
+                } else {
+                    f.clone()
+                }
+            })
+            .collect(),
         ..case
     };
     let rows = random_ids(10, 2, 9, 256);
     check_both_forms(&case, &rows);
     let plain = Case::tiny("lora-plain", &["--window", "4"]).reference(&rows);
     let (d, _) = max_diff(&case.reference(&rows).1, &plain.1);
-    assert!(d > 1e-2, "the adapter should change the logits (max diff {d})");
+    assert!(
+        d > 1e-2,
+        "the adapter should change the logits (max diff {d})"
+    );
 }
 
 #[test]
 fn liger_ops_are_model_local_functions() {
-    let case = Case::tiny("structure", &["--window", "4", "--variant", "gsa", "--slots", "8", "--keep-softmax", "1"]);
+    let case = Case::tiny(
+        "structure",
+        &[
+            "--window",
+            "4",
+            "--variant",
+            "gsa",
+            "--slots",
+            "8",
+            "--keep-softmax",
+            "1",
+        ],
+    );
     let (full, step) = (case.export("full"), case.export("step"));
     let script = format!(
         r#"
@@ -252,7 +328,10 @@ for path, form in (({full:?}, "full"), ({step:?}, "step")):
         assert shapes["window_k.0"] == ["batch", 2, 4, 16] and shapes["past_k.1"] == ["batch", 2, "past", 16], shapes
 "#
     );
-    let o = std::process::Command::new(python()).args(["-c", &script]).output().unwrap();
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -280,7 +359,12 @@ fn step_form_refuses_softmax_attention_with_a_padding_mask() {
     assert!(!out.exists(), "no half-written output");
     // --onnx-form belongs to --emit onnx.
     let o = ligerc(&[model.to_str().unwrap(), "--onnx-form", "step"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -288,7 +372,10 @@ fn smollm2_gla_matches_in_both_forms() {
     let (gguf, _) = smollm2();
     let case = Case::new("smollm2-gla", gguf, &["--window", "8", "--variant", "gla"]);
     let bytes = check_both_forms(&case, &random_ids(12, 2, 20, 49152));
-    assert!(bytes.iter().all(|&b| b == bytes[0]), "state bytes per step {bytes:?}");
+    assert!(
+        bytes.iter().all(|&b| b == bytes[0]),
+        "state bytes per step {bytes:?}"
+    );
     for f in ["full.onnx", "step.onnx"] {
         let _ = std::fs::remove_file(case.file(f));
     }

@@ -7,25 +7,7 @@ mod common;
 use common::*;
 
 fn compare(model: &std::path::Path, rows: &[Vec<i64>], dir: &std::path::Path, tag: &str) {
-    let ours = dir.join(format!("{tag}-ours.npy"));
-    let theirs = dir.join(format!("{tag}-ort.npy"));
-    let ids = ids_args(rows);
-    let mut args: Vec<&str> = vec!["run", model.to_str().unwrap()];
-    args.extend(ids.iter().map(String::as_str));
-    args.extend(["--logits", ours.to_str().unwrap()]);
-    ligerc_ok(&args);
-    let mut pargs: Vec<&str> = vec![model.to_str().unwrap()];
-    pargs.extend(ids.iter().map(String::as_str));
-    pargs.extend(["-o", theirs.to_str().unwrap()]);
-    py("scripts/ort_logits.py", &pargs);
-    let (s1, a) = read_npy(&ours);
-    let (s2, b) = read_npy(&theirs);
-    assert_eq!(s1, s2, "{tag}: logits shapes differ");
-    let (d, m) = max_diff(&a, &b);
-    assert!(
-        d <= 1e-4 * m,
-        "{tag}: max|diff| {d} > 1e-4 × max|logit| {m}"
-    );
+    assert_matches_ort(model, &[], model, rows, dir, tag, 1e-4);
 }
 
 #[test]

@@ -5,4 +5,5 @@
 //!   Generic ops are written as they are; high-level ops are expanded into
 //!   standard-domain ops.
 
+pub mod cuda;
 pub mod onnx;

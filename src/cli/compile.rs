@@ -42,7 +42,9 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
             };
             // A graph the step form cannot carry (softmax attention with a mask) is the user's input.
             let bytes = export_onnx_bytes(&model.graph, &opts).map_err(|e| match e {
-                ExportError::Unsupported(m) if opts.form == OnnxForm::Step => UsageError(format!("ONNX export: {m}")).into(),
+                ExportError::Unsupported(m) if opts.form == OnnxForm::Step => {
+                    UsageError(format!("ONNX export: {m}")).into()
+                }
                 e => anyhow::Error::from(e),
             })?;
             write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;

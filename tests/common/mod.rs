@@ -163,3 +163,27 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     let m = b.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     (d, m)
 }
+
+/// Runs `ligerc run OURS [passes] --ids … --logits` and onnxruntime on `ORT_MODEL`
+/// with the same ids, and asserts max|diff| ≤ `tol` × max|logit|.
+pub fn assert_matches_ort(ours_model: &Path, passes: &[&str], ort_model: &Path, rows: &[Vec<i64>], dir: &Path, tag: &str, tol: f32) {
+    let ours = dir.join(format!("{tag}-ours.npy"));
+    let theirs = dir.join(format!("{tag}-ort.npy"));
+    let ids = ids_args(rows);
+    let mut args: Vec<&str> = vec!["run", ours_model.to_str().unwrap()];
+    for p in passes {
+        args.extend(["--pass", p]);
+    }
+    args.extend(ids.iter().map(String::as_str));
+    args.extend(["--logits", ours.to_str().unwrap()]);
+    ligerc_ok(&args);
+    let mut pargs: Vec<&str> = vec![ort_model.to_str().unwrap()];
+    pargs.extend(ids.iter().map(String::as_str));
+    pargs.extend(["-o", theirs.to_str().unwrap()]);
+    py("scripts/ort_logits.py", &pargs);
+    let (s1, a) = read_npy(&ours);
+    let (s2, b) = read_npy(&theirs);
+    assert_eq!(s1, s2, "{tag}: logits shapes differ");
+    let (d, m) = max_diff(&a, &b);
+    assert!(d <= tol * m, "{tag}: max|diff| {d} > {tol} × max|logit| {m}");
+}

@@ -8,8 +8,8 @@
 
 use ligerc_frontends::onnx::tensor::dtype_to_onnx;
 use ligerc_frontends::onnx_proto::{
-    AttributeProto, GraphProto, NodeProto, TensorProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    type_proto,
+    AttributeProto, GraphProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, type_proto,
 };
 use ligerc_ir::DType;
 
@@ -18,9 +18,21 @@ use super::builder::OnnxBuilder;
 /// Where generated nodes go: the main graph or a body.
 pub trait NodeSink {
     /// Appends a node with one output named after `stem`; returns the output name.
-    fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, stem: &str) -> String;
+    fn op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        stem: &str,
+    ) -> String;
     /// Appends a node with the given output names.
-    fn op_named(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, outputs: &[String]);
+    fn op_named(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: &[String],
+    );
     /// A 1-D i64 constant.
     fn ints(&mut self, stem: &str, values: &[i64]) -> String;
     /// An f32 constant of `dims` (`values.len()` is the product of `dims`).
@@ -28,11 +40,23 @@ pub trait NodeSink {
 }
 
 impl NodeSink for OnnxBuilder {
-    fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, stem: &str) -> String {
+    fn op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        stem: &str,
+    ) -> String {
         OnnxBuilder::op(self, op_type, inputs, attrs, stem)
     }
 
-    fn op_named(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, outputs: &[String]) {
+    fn op_named(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: &[String],
+    ) {
         OnnxBuilder::op_named(self, op_type, inputs, attrs, outputs)
     }
 
@@ -56,7 +80,11 @@ pub struct Body {
 impl Body {
     /// An empty body whose generated names start with `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Body { nodes: Vec::new(), prefix: prefix.to_string(), counter: 0 }
+        Body {
+            nodes: Vec::new(),
+            prefix: prefix.to_string(),
+            counter: 0,
+        }
     }
 
     /// A fresh value name with a readable stem.
@@ -78,7 +106,11 @@ impl Body {
 
     fn constant(&mut self, stem: &str, t: TensorProto) -> String {
         let out = self.fresh(stem);
-        let mut value = AttributeProto { name: Some("value".into()), t: Some(t), ..Default::default() };
+        let mut value = AttributeProto {
+            name: Some("value".into()),
+            t: Some(t),
+            ..Default::default()
+        };
         value.set_type(AttributeType::Tensor);
         self.op_named("Constant", &[], vec![value], std::slice::from_ref(&out));
         out
@@ -86,13 +118,25 @@ impl Body {
 }
 
 impl NodeSink for Body {
-    fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, stem: &str) -> String {
+    fn op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        stem: &str,
+    ) -> String {
         let out = self.fresh(stem);
         self.op_named(op_type, inputs, attrs, std::slice::from_ref(&out));
         out
     }
 
-    fn op_named(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, outputs: &[String]) {
+    fn op_named(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: &[String],
+    ) {
         let name = self.fresh(op_type);
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),

@@ -55,12 +55,13 @@
 //!
 //! The step form ([`super::step`]) reuses the same step functions for one token
 //! with the state as an input. `Lora` nodes need no function: they become
-//! `MatMul(x, Wᵀ) + (alpha/rank) · MatMul(MatMul(x, Aᵀ), Bᵀ)` ([`lora`]).
+//! `MatMul(x, Wᵀ) + (alpha/rank) · MatMul(MatMul(x, Aᵀ), Bᵀ)` (`lora.rs`).
 
 use std::collections::BTreeMap;
 
 use ligerc_frontends::onnx_proto::{
-    AttributeProto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto, attribute_proto::AttributeType,
+    AttributeProto, FunctionProto, ModelProto, NodeProto, OperatorSetIdProto,
+    attribute_proto::AttributeType,
 };
 use ligerc_ir::{GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op};
 
@@ -90,7 +91,12 @@ pub(super) struct Extensions {
 impl Extensions {
     /// Settings for one export of a graph at `opset`.
     pub(super) fn new(form: OnnxForm, opset: i64) -> Self {
-        Extensions { form, opset, functions: BTreeMap::new(), step: StepIo::default() }
+        Extensions {
+            form,
+            opset,
+            functions: BTreeMap::new(),
+            step: StepIo::default(),
+        }
     }
 
     /// Emits node `id` (its op `op`, operand names, result names) if this
@@ -104,16 +110,20 @@ impl Extensions {
         outputs: &[String],
     ) -> Result<bool, ExportError> {
         let op = &graph.try_node(id)?.op;
-        let out = outputs
-            .first()
-            .ok_or_else(|| ExportError::Unsupported(format!("{} has no result", graph.describe(id))))?;
+        let out = outputs.first().ok_or_else(|| {
+            ExportError::Unsupported(format!("{} has no result", graph.describe(id)))
+        })?;
         let at = |e: ExportError| match e {
-            ExportError::Unsupported(m) => ExportError::Unsupported(format!("{}: {m}", graph.describe(id))),
+            ExportError::Unsupported(m) => {
+                ExportError::Unsupported(format!("{}: {m}", graph.describe(id)))
+            }
             e => e,
         };
         match (op, self.form) {
             (Op::LigerGate(spec), _) => self.gate(b, spec, operands, out).map_err(at)?,
-            (Op::LigerAttention(spec), OnnxForm::Full) => self.attention(b, spec, operands, out).map_err(at)?,
+            (Op::LigerAttention(spec), OnnxForm::Full) => {
+                self.attention(b, spec, operands, out).map_err(at)?
+            }
             (Op::LigerAttention(spec), OnnxForm::Step) => {
                 check_attention(spec).map_err(at)?;
                 let key = attention_key(spec);
@@ -123,9 +133,15 @@ impl Extensions {
                     .or_insert_with(|| super::step::attention_step_function(spec, &key, opset));
                 self.step.liger_attention(b, spec, &key, operands, out);
             }
-            (Op::Lora { alpha }, _) => super::lora::lora(b, graph, id, *alpha, operands, out).map_err(at)?,
-            (Op::Rope(spec), OnnxForm::Step) => self.step.rope(b, spec, operands, out).map_err(at)?,
-            (Op::Attention(spec), OnnxForm::Step) => self.step.attention(b, spec, operands, out).map_err(at)?,
+            (Op::Lora { alpha }, _) => {
+                super::lora::lora(b, graph, id, *alpha, operands, out).map_err(at)?
+            }
+            (Op::Rope(spec), OnnxForm::Step) => {
+                self.step.rope(b, spec, operands, out).map_err(at)?
+            }
+            (Op::Attention(spec), OnnxForm::Step) => {
+                self.step.attention(b, spec, operands, out).map_err(at)?
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -140,39 +156,83 @@ impl Extensions {
         if self.functions.is_empty() {
             return;
         }
-        model.opset_import.push(OperatorSetIdProto { domain: Some(DOMAIN.into()), version: Some(1) });
+        model.opset_import.push(OperatorSetIdProto {
+            domain: Some(DOMAIN.into()),
+            version: Some(1),
+        });
         model.ir_version = Some(model.ir_version().max(OVERLOAD_IR_VERSION));
         model.functions = self.functions.into_values().collect();
     }
 
-    fn gate(&mut self, b: &mut OnnxBuilder, spec: &GateSpec, operands: &[String], out: &str) -> Result<(), ExportError> {
+    fn gate(
+        &mut self,
+        b: &mut OnnxBuilder,
+        spec: &GateSpec,
+        operands: &[String],
+        out: &str,
+    ) -> Result<(), ExportError> {
         check_gate(spec)?;
         let key = gate_key(spec);
         let attrs = spec_attrs(&Op::LigerGate(spec.clone()));
         let opset = self.opset;
-        self.functions.entry(("LigerGate".into(), key.clone())).or_insert_with(|| {
-            let mut body = Body::new("");
-            let g = gate_body(&mut body, spec, "k_raw");
-            body.op_named("Identity", &[&g], vec![], &["gate".into()]);
-            function("LigerGate", &key, &["k_raw"], &["gate"], attrs.clone(), body, opset, "LigerGate: log-space forget gate from the key projection")
-        });
-        b.nodes.push(call("LigerGate", &key, attrs, operands, &[out.to_string()]));
+        self.functions
+            .entry(("LigerGate".into(), key.clone()))
+            .or_insert_with(|| {
+                let mut body = Body::new("");
+                let g = gate_body(&mut body, spec, "k_raw");
+                body.op_named("Identity", &[&g], vec![], &["gate".into()]);
+                function(
+                    "LigerGate",
+                    &key,
+                    &["k_raw"],
+                    &["gate"],
+                    attrs.clone(),
+                    body,
+                    opset,
+                    "LigerGate: log-space forget gate from the key projection",
+                )
+            });
+        b.nodes
+            .push(call("LigerGate", &key, attrs, operands, &[out.to_string()]));
         Ok(())
     }
 
-    fn attention(&mut self, b: &mut OnnxBuilder, spec: &LigerSpec, operands: &[String], out: &str) -> Result<(), ExportError> {
+    fn attention(
+        &mut self,
+        b: &mut OnnxBuilder,
+        spec: &LigerSpec,
+        operands: &[String],
+        out: &str,
+    ) -> Result<(), ExportError> {
         check_attention(spec)?;
         let key = attention_key(spec);
         let attrs = spec_attrs(&Op::LigerAttention(spec.clone()));
         let opset = self.opset;
-        self.functions.entry(("LigerAttention".into(), key.clone())).or_insert_with(|| {
-            let mut body = Body::new("");
-            let o = attention_body(&mut body, spec);
-            body.op_named("Identity", &[&o], vec![], &["o".into()]);
-            let inputs = attention_inputs(spec);
-            function("LigerAttention", &key, &inputs, &["o"], attrs.clone(), body, opset, "LigerAttention: mix_window · SWA + mix_linear · gated recurrence")
-        });
-        b.nodes.push(call("LigerAttention", &key, attrs, operands, &[out.to_string()]));
+        self.functions
+            .entry(("LigerAttention".into(), key.clone()))
+            .or_insert_with(|| {
+                let mut body = Body::new("");
+                let o = attention_body(&mut body, spec);
+                body.op_named("Identity", &[&o], vec![], &["o".into()]);
+                let inputs = attention_inputs(spec);
+                function(
+                    "LigerAttention",
+                    &key,
+                    &inputs,
+                    &["o"],
+                    attrs.clone(),
+                    body,
+                    opset,
+                    "LigerAttention: mix_window · SWA + mix_linear · gated recurrence",
+                )
+            });
+        b.nodes.push(call(
+            "LigerAttention",
+            &key,
+            attrs,
+            operands,
+            &[out.to_string()],
+        ));
         Ok(())
     }
 }
@@ -183,11 +243,20 @@ pub(super) fn spec_attrs(op: &Op) -> Vec<AttributeProto> {
 }
 
 /// A node of domain `ai.ligerc` calling function `name`/`overload`.
-pub(super) fn call(name: &str, overload: &str, attrs: Vec<AttributeProto>, inputs: &[String], outputs: &[String]) -> NodeProto {
+pub(super) fn call(
+    name: &str,
+    overload: &str,
+    attrs: Vec<AttributeProto>,
+    inputs: &[String],
+    outputs: &[String],
+) -> NodeProto {
     NodeProto {
         input: inputs.to_vec(),
         output: outputs.to_vec(),
-        name: Some(format!("{name}_{}", outputs.first().map_or("", String::as_str))),
+        name: Some(format!(
+            "{name}_{}",
+            outputs.first().map_or("", String::as_str)
+        )),
         op_type: Some(name.to_string()),
         domain: Some(DOMAIN.into()),
         overload: Some(overload.to_string()),
@@ -214,8 +283,13 @@ pub(super) fn function(
         output: outputs.iter().map(|s| s.to_string()).collect(),
         attribute_proto: attrs,
         node: body.nodes,
-        doc_string: Some(format!("{doc} ({overload}); generated by ligerc, constants baked in")),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+        doc_string: Some(format!(
+            "{doc} ({overload}); generated by ligerc, constants baked in"
+        )),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
         domain: Some(DOMAIN.into()),
         overload: Some(overload.to_string()),
         ..Default::default()
@@ -233,13 +307,21 @@ pub(super) fn attention_inputs(spec: &LigerSpec) -> Vec<&'static str> {
 
 fn check_gate(spec: &GateSpec) -> Result<(), ExportError> {
     if !spec.variant.has_gate() || spec.kv_heads == 0 || spec.head_dim == 0 {
-        return Err(ExportError::Unsupported(format!("LigerGate {spec:?} is not a valid gate")));
+        return Err(ExportError::Unsupported(format!(
+            "LigerGate {spec:?} is not a valid gate"
+        )));
     }
     if spec.variant == LigerVariant::Gsa && !(1..=spec.head_dim).contains(&spec.slots) {
-        return Err(ExportError::Unsupported(format!("LigerGate: GSA needs 1..={} slots, has {}", spec.head_dim, spec.slots)));
+        return Err(ExportError::Unsupported(format!(
+            "LigerGate: GSA needs 1..={} slots, has {}",
+            spec.head_dim, spec.slots
+        )));
     }
     if !(spec.normalizer.is_finite() && spec.normalizer > 0.0) {
-        return Err(ExportError::Unsupported(format!("LigerGate: normalizer {} must be finite and positive", spec.normalizer)));
+        return Err(ExportError::Unsupported(format!(
+            "LigerGate: normalizer {} must be finite and positive",
+            spec.normalizer
+        )));
     }
     Ok(())
 }
@@ -253,16 +335,24 @@ pub(super) fn check_attention(spec: &LigerSpec) -> Result<(), ExportError> {
         )));
     }
     if spec.variant == LigerVariant::Gsa && !(1..=spec.head_dim).contains(&spec.slots) {
-        return Err(ExportError::Unsupported(format!("LigerAttention: GSA needs 1..={} slots, has {}", spec.head_dim, spec.slots)));
+        return Err(ExportError::Unsupported(format!(
+            "LigerAttention: GSA needs 1..={} slots, has {}",
+            spec.head_dim, spec.slots
+        )));
     }
     if !(spec.mix_window.is_finite() && spec.mix_linear.is_finite()) {
-        return Err(ExportError::Unsupported("LigerAttention: mix weights must be finite".into()));
+        return Err(ExportError::Unsupported(
+            "LigerAttention: mix weights must be finite".into(),
+        ));
     }
     Ok(())
 }
 
 fn gate_key(s: &GateSpec) -> String {
-    let mut k = format!("{}_kv{}_d{}_n{}", s.variant, s.kv_heads, s.head_dim, s.normalizer);
+    let mut k = format!(
+        "{}_kv{}_d{}_n{}",
+        s.variant, s.kv_heads, s.head_dim, s.normalizer
+    );
     if s.variant == LigerVariant::Gsa {
         k.push_str(&format!("_m{}", s.slots));
     }
@@ -271,7 +361,10 @@ fn gate_key(s: &GateSpec) -> String {
 
 /// The overload key of a LigerAttention spec.
 pub(super) fn attention_key(s: &LigerSpec) -> String {
-    let mut k = format!("{}_h{}_kv{}_d{}_w{}_mix{}_{}", s.variant, s.heads, s.kv_heads, s.head_dim, s.window, s.mix_linear, s.mix_window);
+    let mut k = format!(
+        "{}_h{}_kv{}_d{}_w{}_mix{}_{}",
+        s.variant, s.heads, s.kv_heads, s.head_dim, s.window, s.mix_linear, s.mix_window
+    );
     if s.variant == LigerVariant::Gsa {
         k.push_str(&format!("_m{}", s.slots));
     }
@@ -360,7 +453,15 @@ fn one_minus_exp<S: NodeSink>(b: &mut S, gate: &str, decay: &str) -> String {
 }
 
 /// Feature maps, keys and decays (see the module doc).
-pub(super) fn prepare<S: NodeSink>(b: &mut S, spec: &LigerSpec, lead: &[i64], q: &str, k: &str, v: &str, gate: Option<&str>) -> Prepared {
+pub(super) fn prepare<S: NodeSink>(
+    b: &mut S,
+    spec: &LigerSpec,
+    lead: &[i64],
+    q: &str,
+    k: &str,
+    v: &str,
+    gate: Option<&str>,
+) -> Prepared {
     let (kv, d) = (spec.kv_heads as i64, spec.head_dim as i64);
     let g = (spec.heads / spec.kv_heads) as i64;
     let width = spec.variant.gate_width(spec.head_dim, spec.slots) as i64;
@@ -380,19 +481,39 @@ pub(super) fn prepare<S: NodeSink>(b: &mut S, spec: &LigerSpec, lead: &[i64], q:
         _ => (None, None),
     };
     let write = match (&gamma, &decay) {
-        (Some(gm), Some(a)) if matches!(spec.variant, LigerVariant::Hgrn2 | LigerVariant::Gsa) => Some(one_minus_exp(b, gm, a)),
+        (Some(gm), Some(a)) if matches!(spec.variant, LigerVariant::Hgrn2 | LigerVariant::Gsa) => {
+            Some(one_minus_exp(b, gm, a))
+        }
         _ => None,
     };
     match spec.variant {
-        LigerVariant::Gsa => Prepared { q: qh, k: kh, v: vh, decay, slot_write: write },
+        LigerVariant::Gsa => Prepared {
+            q: qh,
+            k: kh,
+            v: vh,
+            decay,
+            slot_write: write,
+        },
         LigerVariant::Hgrn2 => {
             let qf = softmax_last(b, &qh, "q_feat");
-            Prepared { q: qf, k: write.unwrap_or(kh), v: vh, decay, slot_write: None }
+            Prepared {
+                q: qf,
+                k: write.unwrap_or(kh),
+                v: vh,
+                decay,
+                slot_write: None,
+            }
         }
         _ => {
             let qf = softmax_last(b, &qh, "q_feat");
             let kf = softmax_last(b, &kh, "k_feat");
-            Prepared { q: qf, k: kf, v: vh, decay, slot_write: None }
+            Prepared {
+                q: qf,
+                k: kf,
+                v: vh,
+                decay,
+                slot_write: None,
+            }
         }
     }
 }
@@ -400,7 +521,14 @@ pub(super) fn prepare<S: NodeSink>(b: &mut S, spec: &LigerSpec, lead: &[i64], q:
 /// One keyed step: `S ← S ⊙ α[…,:,None] + k[…,:,None] ⊙ v[…,None,:]`,
 /// `o = q · S`. Shapes `S [B,KV,D,D]`, `q [B,KV,G,D]`, `k`, `v [B,KV,D]`,
 /// `α [B,KV,D or 1]`. Returns `(S, o)`.
-pub(super) fn keyed_step<S: NodeSink>(b: &mut S, state: &str, q: &str, k: &str, v: &str, decay: Option<&str>) -> (String, String) {
+pub(super) fn keyed_step<S: NodeSink>(
+    b: &mut S,
+    state: &str,
+    q: &str,
+    k: &str,
+    v: &str,
+    decay: Option<&str>,
+) -> (String, String) {
     let last = b.ints("axis_last", &[-1]);
     let second = b.ints("axis_second_last", &[-2]);
     let kc = b.op("Unsqueeze", &[k, &last], vec![], "k_col");
@@ -454,15 +582,28 @@ pub(super) fn gsa_step<S: NodeSink>(
 /// Zeros of shape `[batch of x, tail…]`.
 fn zeros_like_batch<S: NodeSink>(b: &mut S, x: &str, tail: &[i64]) -> String {
     let shape = b.op("Shape", &[x], vec![], "shape");
-    let (s0, s1, ax) = (b.ints("start", &[0]), b.ints("end", &[1]), b.ints("axis0", &[0]));
+    let (s0, s1, ax) = (
+        b.ints("start", &[0]),
+        b.ints("end", &[1]),
+        b.ints("axis0", &[0]),
+    );
     let batch = b.op("Slice", &[&shape, &s0, &s1, &ax], vec![], "batch");
     let tail = b.ints("state_dims", tail);
-    let full = b.op("Concat", &[&batch, &tail], vec![int_attr("axis", 0)], "state_shape");
+    let full = b.op(
+        "Concat",
+        &[&batch, &tail],
+        vec![int_attr("axis", 0)],
+        "state_shape",
+    );
     b.op("ConstantOfShape", &[&full], vec![], "zero_state")
 }
 
 fn graph_attr(name: &str, g: ligerc_frontends::onnx_proto::GraphProto) -> AttributeProto {
-    let mut a = AttributeProto { name: Some(name.into()), g: Some(g), ..Default::default() };
+    let mut a = AttributeProto {
+        name: Some(name.into()),
+        g: Some(g),
+        ..Default::default()
+    };
     a.set_type(AttributeType::Graph);
     a
 }
@@ -473,12 +614,30 @@ fn scan_recurrence(b: &mut Body, spec: &LigerSpec, p: &Prepared) -> String {
     let mut body = Body::new("scan_");
     let (init, scan_in, body_in, body_out) = if spec.variant == LigerVariant::Gsa {
         let m = spec.slots as i64;
-        let (decay, write) = (p.decay.clone().unwrap_or_default(), p.slot_write.clone().unwrap_or_default());
+        let (decay, write) = (
+            p.decay.clone().unwrap_or_default(),
+            p.slot_write.clone().unwrap_or_default(),
+        );
         let hk0 = zeros_like_batch(b, &p.q, &[kv, d, m]);
         let hv0 = zeros_like_batch(b, &p.q, &[kv, m, d]);
-        let names = ["scan_slot_keys", "scan_slot_values", "scan_q", "scan_k", "scan_v", "scan_decay", "scan_write"];
-        let (hk, hv, o) = gsa_step(&mut body, names[0], names[1], names[2], names[3], names[4], names[5], names[6]);
-        (vec![hk0, hv0], vec![p.q.clone(), p.k.clone(), p.v.clone(), decay, write], names.to_vec(), vec![hk, hv, o])
+        let names = [
+            "scan_slot_keys",
+            "scan_slot_values",
+            "scan_q",
+            "scan_k",
+            "scan_v",
+            "scan_decay",
+            "scan_write",
+        ];
+        let (hk, hv, o) = gsa_step(
+            &mut body, names[0], names[1], names[2], names[3], names[4], names[5], names[6],
+        );
+        (
+            vec![hk0, hv0],
+            vec![p.q.clone(), p.k.clone(), p.v.clone(), decay, write],
+            names.to_vec(),
+            vec![hk, hv, o],
+        )
     } else {
         let s0 = zeros_like_batch(b, &p.q, &[kv, d, d]);
         let mut names = vec!["scan_state", "scan_q", "scan_k", "scan_v"];
@@ -511,19 +670,48 @@ fn scan_recurrence(b: &mut Body, spec: &LigerSpec, p: &Prepared) -> String {
 }
 
 /// The sliding-window branch over all tokens: `[B,T,H·D]` (not yet weighted).
-fn window_full<S: NodeSink>(b: &mut S, spec: &LigerSpec, q_rot: &str, k_rot: &str, v: &str) -> String {
-    let (h, kv, d) = (spec.heads as i64, spec.kv_heads as i64, spec.head_dim as i64);
+fn window_full<S: NodeSink>(
+    b: &mut S,
+    spec: &LigerSpec,
+    q_rot: &str,
+    k_rot: &str,
+    v: &str,
+) -> String {
+    let (h, kv, d) = (
+        spec.heads as i64,
+        spec.kv_heads as i64,
+        spec.head_dim as i64,
+    );
     let g = h / kv;
     let qs = b.ints("q_shape", &[0, 0, kv, g, d]);
     let kvs = b.ints("kv_shape", &[0, 0, kv, 1, d]);
     let qh = b.op("Reshape", &[q_rot, &qs], vec![], "q_rot_heads");
-    let qh = b.op("Transpose", &[&qh], vec![ints_attr("perm", &[0, 2, 3, 1, 4])], "q_bkgtd");
+    let qh = b.op(
+        "Transpose",
+        &[&qh],
+        vec![ints_attr("perm", &[0, 2, 3, 1, 4])],
+        "q_bkgtd",
+    );
     let kh = b.op("Reshape", &[k_rot, &kvs], vec![], "k_rot_heads");
-    let kt = b.op("Transpose", &[&kh], vec![ints_attr("perm", &[0, 2, 3, 4, 1])], "k_bk1dt");
+    let kt = b.op(
+        "Transpose",
+        &[&kh],
+        vec![ints_attr("perm", &[0, 2, 3, 4, 1])],
+        "k_bk1dt",
+    );
     let vh = b.op("Reshape", &[v, &kvs], vec![], "v_heads");
-    let vh = b.op("Transpose", &[&vh], vec![ints_attr("perm", &[0, 2, 3, 1, 4])], "v_bk1td");
+    let vh = b.op(
+        "Transpose",
+        &[&vh],
+        vec![ints_attr("perm", &[0, 2, 3, 1, 4])],
+        "v_bk1td",
+    );
     let scores = b.op("MatMul", &[&qh, &kt], vec![], "scores");
-    let scale = b.floats("scale", &[], &[(1.0 / (spec.head_dim as f64).sqrt()) as f32]);
+    let scale = b.floats(
+        "scale",
+        &[],
+        &[(1.0 / (spec.head_dim as f64).sqrt()) as f32],
+    );
     let scores = b.op("Mul", &[&scores, &scale], vec![], "scaled");
     // Band mask: query t sees keys s with 0 ≤ t − s ≤ window.
     let shape = b.op("Shape", &[q_rot], vec![], "shape");
@@ -548,13 +736,23 @@ fn window_full<S: NodeSink>(b: &mut S, spec: &LigerSpec, q_rot: &str, k_rot: &st
     let scores = b.op("Where", &[&band, &scores, &neg], vec![], "band_scores");
     let p = softmax_last(b, &scores, "probs");
     let y = b.op("MatMul", &[&p, &vh], vec![], "window_out");
-    let y = b.op("Transpose", &[&y], vec![ints_attr("perm", &[0, 3, 1, 2, 4])], "window_btkgd");
+    let y = b.op(
+        "Transpose",
+        &[&y],
+        vec![ints_attr("perm", &[0, 3, 1, 2, 4])],
+        "window_btkgd",
+    );
     let merge = b.ints("merge_shape", &[0, 0, h * d]);
     b.op("Reshape", &[&y, &merge], vec![], "window_flat")
 }
 
 /// `mix_window · y (+ mix_linear · r)`.
-pub(super) fn mix<S: NodeSink>(b: &mut S, spec: &LigerSpec, window: &str, recurrent: Option<&str>) -> String {
+pub(super) fn mix<S: NodeSink>(
+    b: &mut S,
+    spec: &LigerSpec,
+    window: &str,
+    recurrent: Option<&str>,
+) -> String {
     let mw = b.floats("mix_window", &[], &[spec.mix_window as f32]);
     let y = b.op("Mul", &[window, &mw], vec![], "window_mixed");
     match recurrent {

@@ -37,14 +37,17 @@
 
 use ligerc_frontends::onnx::tensor::dtype_to_onnx;
 use ligerc_frontends::onnx_proto::{
-    FunctionProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    FunctionProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto,
+    type_proto,
 };
 use ligerc_ir::{AttentionSpec, DType, LigerSpec, LigerVariant, Op, RopeSpec};
 
 use super::body::{Body, NodeSink};
 use super::builder::{OnnxBuilder, int_attr};
 use super::export::ExportError;
-use super::liger::{attention_inputs, call, function, gsa_step, ints_attr, keyed_step, mix, prepare, spec_attrs};
+use super::liger::{
+    attention_inputs, call, function, gsa_step, ints_attr, keyed_step, mix, prepare, spec_attrs,
+};
 
 /// Which graph `--emit onnx` writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,7 +87,10 @@ fn value_info(name: &str, dtype: DType, dims: &[D]) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.to_string()),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(dtype_to_onnx(dtype)), shape })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dtype_to_onnx(dtype)),
+                shape,
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -102,18 +108,31 @@ pub(super) struct StepIo {
 impl StepIo {
     /// Declares a state: input `name.L`, output `present_name.L`; returns both names.
     fn state(&mut self, name: &str, dims: [D; 4], out_dims: [D; 4]) -> (String, String) {
-        let (i, o) = (format!("{name}.{}", self.layer), format!("present_{name}.{}", self.layer));
+        let (i, o) = (
+            format!("{name}.{}", self.layer),
+            format!("present_{name}.{}", self.layer),
+        );
         self.inputs.push(value_info(&i, DType::F32, &dims));
         self.outputs.push(value_info(&o, DType::F32, &out_dims));
         (i, o)
     }
 
     /// Rope of one token at `position`: operand `[B, 1, heads·D]`.
-    pub(super) fn rope(&mut self, b: &mut OnnxBuilder, spec: &RopeSpec, operands: &[String], out: &str) -> Result<(), ExportError> {
-        let x = operands.first().ok_or_else(|| ExportError::Unsupported("Rope lacks its operand".into()))?;
+    pub(super) fn rope(
+        &mut self,
+        b: &mut OnnxBuilder,
+        spec: &RopeSpec,
+        operands: &[String],
+        out: &str,
+    ) -> Result<(), ExportError> {
+        let x = operands
+            .first()
+            .ok_or_else(|| ExportError::Unsupported("Rope lacks its operand".into()))?;
         let (h, d) = (spec.heads as i64, spec.head_dim as i64);
         if d == 0 || d % 2 != 0 {
-            return Err(ExportError::Unsupported(format!("Rope head_dim must be even and positive, is {d}")));
+            return Err(ExportError::Unsupported(format!(
+                "Rope head_dim must be even and positive, is {d}"
+            )));
         }
         let inv: Vec<f32> = spec.inv_freq().into_iter().map(|f| f as f32).collect();
         let col = b.ints("col_shape", &[-1, 1]);
@@ -130,7 +149,12 @@ impl StepIo {
         let sin = b.op("Reshape", &[&sin, &bcast], vec![], "sin_b");
         let split = b.ints("heads_shape", &[0, 0, h, d]);
         let xh = b.op("Reshape", &[x, &split], vec![], "x_heads");
-        let (s0, s1, s2, ax) = (b.ints("s0", &[0]), b.ints("s1", &[d / 2]), b.ints("s2", &[d]), b.ints("ax", &[3]));
+        let (s0, s1, s2, ax) = (
+            b.ints("s0", &[0]),
+            b.ints("s1", &[d / 2]),
+            b.ints("s2", &[d]),
+            b.ints("ax", &[3]),
+        );
         let x1 = b.op("Slice", &[&xh, &s0, &s1, &ax], vec![], "x1");
         let x2 = b.op("Slice", &[&xh, &s1, &s2, &ax], vec![], "x2");
         let nx2 = b.op("Neg", &[&x2], vec![], "neg_x2");
@@ -144,20 +168,30 @@ impl StepIo {
     }
 
     /// Softmax attention of one token over `[past ; new]` keys and values.
-    pub(super) fn attention(&mut self, b: &mut OnnxBuilder, s: &AttentionSpec, operands: &[String], out: &str) -> Result<(), ExportError> {
+    pub(super) fn attention(
+        &mut self,
+        b: &mut OnnxBuilder,
+        s: &AttentionSpec,
+        operands: &[String],
+        out: &str,
+    ) -> Result<(), ExportError> {
         if operands.len() > 3 {
             return Err(ExportError::Unsupported(
                 "the step form cannot export softmax attention with a padding mask (its KV cache has no mask)".into(),
             ));
         }
         if !s.causal {
-            return Err(ExportError::Unsupported("the step form needs causal attention".into()));
+            return Err(ExportError::Unsupported(
+                "the step form needs causal attention".into(),
+            ));
         }
         let [q, k, v] = operands else {
             return Err(ExportError::Unsupported("Attention lacks q, k or v".into()));
         };
         if s.kv_heads == 0 || s.head_dim == 0 || !s.heads.is_multiple_of(s.kv_heads) {
-            return Err(ExportError::Unsupported(format!("Attention {s:?}: heads must be a multiple of kv_heads")));
+            return Err(ExportError::Unsupported(format!(
+                "Attention {s:?}: heads must be a multiple of kv_heads"
+            )));
         }
         let (h, kv, d) = (s.heads as i64, s.kv_heads as i64, s.head_dim as i64);
         let past = || [D::Sym("batch"), D::Fixed(kv), D::Sym("past"), D::Fixed(d)];
@@ -175,9 +209,24 @@ impl StepIo {
         let qh = b.op("Reshape", &[q, &qs], vec![], "q_heads");
         let kn = b.op("Reshape", &[k, &kvs], vec![], "k_new");
         let vn = b.op("Reshape", &[v, &kvs], vec![], "v_new");
-        b.op_named("Concat", &[&pk, &kn], vec![int_attr("axis", 2)], std::slice::from_ref(&pk_out));
-        b.op_named("Concat", &[&pv, &vn], vec![int_attr("axis", 2)], std::slice::from_ref(&pv_out));
-        let kt = b.op("Transpose", &[&pk_out], vec![ints_attr("perm", &[0, 1, 3, 2])], "k_t");
+        b.op_named(
+            "Concat",
+            &[&pk, &kn],
+            vec![int_attr("axis", 2)],
+            std::slice::from_ref(&pk_out),
+        );
+        b.op_named(
+            "Concat",
+            &[&pv, &vn],
+            vec![int_attr("axis", 2)],
+            std::slice::from_ref(&pv_out),
+        );
+        let kt = b.op(
+            "Transpose",
+            &[&pk_out],
+            vec![ints_attr("perm", &[0, 1, 3, 2])],
+            "k_t",
+        );
         let scores = b.op("MatMul", &[&qh, &kt], vec![], "scores");
         let scale = b.floats("scale", &[], &[s.scale as f32]);
         let scores = b.op("Mul", &[&scores, &scale], vec![], "scaled");
@@ -189,8 +238,19 @@ impl StepIo {
     }
 
     /// A `LigerAttentionStep` node for layer `self.layer`, declaring its states.
-    pub(super) fn liger_attention(&mut self, b: &mut OnnxBuilder, spec: &LigerSpec, key: &str, operands: &[String], out: &str) {
-        let (kv, d, w) = (spec.kv_heads as i64, spec.head_dim as i64, spec.window as i64);
+    pub(super) fn liger_attention(
+        &mut self,
+        b: &mut OnnxBuilder,
+        spec: &LigerSpec,
+        key: &str,
+        operands: &[String],
+        out: &str,
+    ) {
+        let (kv, d, w) = (
+            spec.kv_heads as i64,
+            spec.head_dim as i64,
+            spec.window as i64,
+        );
         let m = spec.slots as i64;
         let dims = |r: i64, c: i64| [D::Sym("batch"), D::Fixed(kv), D::Fixed(r), D::Fixed(c)];
         let mut inputs = operands.to_vec();
@@ -215,21 +275,26 @@ impl StepIo {
         }
         self.layer += 1;
         let attrs = spec_attrs(&Op::LigerAttention(spec.clone()));
-        b.nodes.push(call("LigerAttentionStep", key, attrs, &inputs, &outputs));
+        b.nodes
+            .push(call("LigerAttentionStep", key, attrs, &inputs, &outputs));
     }
 
     /// Declares the sequence axis of the source graph's inputs and outputs as
     /// 1, and appends `position` and the states.
     pub(super) fn finish(self, model: &mut ModelProto) {
-        let Some(g) = model.graph.as_mut() else { return };
+        let Some(g) = model.graph.as_mut() else {
+            return;
+        };
         for v in g.input.iter_mut().chain(g.output.iter_mut()) {
-            if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            if let Some(type_proto::Value::TensorType(t)) =
+                v.r#type.as_mut().and_then(|t| t.value.as_mut())
                 && let Some(dim) = t.shape.as_mut().and_then(|s| s.dim.get_mut(1))
             {
                 dim.value = Some(tensor_shape_proto::dimension::Value::DimValue(1));
             }
         }
-        g.input.push(value_info(POSITION, DType::I64, &[D::Sym("batch")]));
+        g.input
+            .push(value_info(POSITION, DType::I64, &[D::Sym("batch")]));
         g.input.extend(self.inputs);
         g.output.extend(self.outputs);
     }
@@ -261,22 +326,46 @@ fn step_io(spec: &LigerSpec) -> (Vec<&'static str>, Vec<&'static str>) {
 /// Window attention of one token over `[window ; new]` (function inputs by
 /// name); returns `(y [B,1,H·D], present keys, present values)`.
 fn window_step(b: &mut Body, spec: &LigerSpec) -> (String, Option<(String, String)>) {
-    let (h, kv, d, w) = (spec.heads as i64, spec.kv_heads as i64, spec.head_dim as i64, spec.window as i64);
+    let (h, kv, d, w) = (
+        spec.heads as i64,
+        spec.kv_heads as i64,
+        spec.head_dim as i64,
+        spec.window as i64,
+    );
     let qs = b.ints("q_shape", &[0, kv, h / kv, d]);
     let kvs = b.ints("kv_shape", &[0, kv, 1, d]);
     let qh = b.op("Reshape", &["q_rot", &qs], vec![], "q_rot_heads");
     let kn = b.op("Reshape", &["k_rot", &kvs], vec![], "k_new");
     let vn = b.op("Reshape", &["v", &kvs], vec![], "v_new");
     let (keys, values) = if w > 0 {
-        let keys = b.op("Concat", &["window_k", &kn], vec![int_attr("axis", 2)], "keys");
-        let values = b.op("Concat", &["window_v", &vn], vec![int_attr("axis", 2)], "values");
+        let keys = b.op(
+            "Concat",
+            &["window_k", &kn],
+            vec![int_attr("axis", 2)],
+            "keys",
+        );
+        let values = b.op(
+            "Concat",
+            &["window_v", &vn],
+            vec![int_attr("axis", 2)],
+            "values",
+        );
         (keys, values)
     } else {
         (kn, vn)
     };
-    let kt = b.op("Transpose", &[&keys], vec![ints_attr("perm", &[0, 1, 3, 2])], "k_t");
+    let kt = b.op(
+        "Transpose",
+        &[&keys],
+        vec![ints_attr("perm", &[0, 1, 3, 2])],
+        "k_t",
+    );
     let scores = b.op("MatMul", &[&qh, &kt], vec![], "scores");
-    let scale = b.floats("scale", &[], &[(1.0 / (spec.head_dim as f64).sqrt()) as f32]);
+    let scale = b.floats(
+        "scale",
+        &[],
+        &[(1.0 / (spec.head_dim as f64).sqrt()) as f32],
+    );
     let mut scores = b.op("Mul", &[&scores, &scale], vec![], "scaled");
     if w > 0 {
         // Slot i holds position `position − W + i` (i = W: the new token).
@@ -297,9 +386,23 @@ fn window_step(b: &mut Body, spec: &LigerSpec) -> (String, Option<(String, Strin
     let merge = b.ints("merge_shape", &[0, 1, h * d]);
     let y = b.op("Reshape", &[&y, &merge], vec![], "window_flat");
     let present = (w > 0).then(|| {
-        let (start, end, axis) = (b.ints("start", &[1]), b.ints("end", &[w + 1]), b.ints("axis2", &[2]));
-        let pk = b.op("Slice", &[&keys, &start, &end, &axis], vec![], "window_k_next");
-        let pv = b.op("Slice", &[&values, &start, &end, &axis], vec![], "window_v_next");
+        let (start, end, axis) = (
+            b.ints("start", &[1]),
+            b.ints("end", &[w + 1]),
+            b.ints("axis2", &[2]),
+        );
+        let pk = b.op(
+            "Slice",
+            &[&keys, &start, &end, &axis],
+            vec![],
+            "window_k_next",
+        );
+        let pv = b.op(
+            "Slice",
+            &[&values, &start, &end, &axis],
+            vec![],
+            "window_v_next",
+        );
         (pk, pv)
     });
     (y, present)
@@ -316,8 +419,13 @@ pub(super) fn attention_step_function(spec: &LigerSpec, key: &str, opset: i64) -
         let gate = spec.variant.has_gate().then_some("gate");
         let p = prepare(&mut b, spec, &[0], "q", "k", "v", gate);
         let r = if spec.variant == LigerVariant::Gsa {
-            let (decay, write) = (p.decay.clone().unwrap_or_default(), p.slot_write.clone().unwrap_or_default());
-            let (hk, hv, o) = gsa_step(&mut b, "state_k", "state_v", &p.q, &p.k, &p.v, &decay, &write);
+            let (decay, write) = (
+                p.decay.clone().unwrap_or_default(),
+                p.slot_write.clone().unwrap_or_default(),
+            );
+            let (hk, hv, o) = gsa_step(
+                &mut b, "state_k", "state_v", &p.q, &p.k, &p.v, &decay, &write,
+            );
             presents.extend([hk, hv]);
             o
         } else {

@@ -1,0 +1,3 @@
+//! CUDA back end (work in progress).
+
+pub mod nvrtc;
