@@ -13,28 +13,9 @@ use serde_json::Value;
 use super::HfConfigError;
 use super::fields::Fields;
 
-/// How RoPE frequencies are rescaled for long contexts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RopeScaling {
-    /// Plain RoPE (`rope_type` `"default"` or no scaling given).
-    None,
-    /// Position interpolation: every inverse frequency divided by `factor`.
-    Linear {
-        /// The divisor.
-        factor: f64,
-    },
-    /// Llama 3.1's frequency-dependent scaling (`rope_type: "llama3"`).
-    Llama3 {
-        /// Divisor of the low frequencies (8 for Llama 3.1).
-        factor: f64,
-        /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled fully.
-        low_freq_factor: f64,
-        /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
-        high_freq_factor: f64,
-        /// Context length of pre-training (8192 for Llama 3.1).
-        original_max_position_embeddings: usize,
-    },
-}
+/// How RoPE frequencies are rescaled: the IR's own type, so a parsed config
+/// and the graph built from it cannot disagree.
+pub use ligerc_ir::RopeScaling;
 
 /// RoPE base and scaling.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +109,7 @@ impl RopeConfig {
                     factor: p.positive_f64("factor")?,
                     low_freq_factor,
                     high_freq_factor,
-                    original_max_position_embeddings: original,
+                    original_max_position: original as f64,
                 }
             }
             other => {
@@ -142,41 +123,10 @@ impl RopeConfig {
         Ok(Self { theta, scaling })
     }
 
-    /// The `head_dim / 2` inverse frequencies, computed as transformers'
+    /// The `head_dim / 2` inverse frequencies, as transformers'
     /// `_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters`
-    /// and `_compute_llama3_parameters` do, but in f64 (transformers uses f32).
+    /// and `_compute_llama3_parameters` compute them (in f64; transformers uses f32).
     pub fn inv_freq(&self, head_dim: usize) -> Vec<f64> {
-        let d = head_dim as f64;
-        let plain = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1.0 / self.theta.powf(i as f64 / d));
-        match self.scaling {
-            RopeScaling::None => plain.collect(),
-            RopeScaling::Linear { factor } => plain.map(|f| f / factor).collect(),
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
-                let original = original_max_position_embeddings as f64;
-                let low_freq_wavelen = original / low_freq_factor;
-                let high_freq_wavelen = original / high_freq_factor;
-                plain
-                    .map(|inv| {
-                        let wavelen = 2.0 * std::f64::consts::PI / inv;
-                        if wavelen > low_freq_wavelen {
-                            inv / factor
-                        } else if wavelen < high_freq_wavelen {
-                            inv
-                        } else {
-                            let smooth = (original / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            (1.0 - smooth) * inv / factor + smooth * inv
-                        }
-                    })
-                    .collect()
-            }
-        }
+        ligerc_ir::RopeSpec { heads: 1, head_dim, theta: self.theta, scaling: self.scaling.clone() }.inv_freq()
     }
 }

@@ -188,7 +188,7 @@ fn llama31_has_llama3_scaling() {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192
+            original_max_position: 8192.0
         }
     );
     // Expected values from plain Python floats (math module) in /work/venv/py,
@@ -242,7 +242,7 @@ fn transformers_5x_rope_parameters() {
         c.rope.scaling,
         RopeScaling::Llama3 {
             factor: 32.0,
-            original_max_position_embeddings: 8192,
+            original_max_position: 8192.0,
             ..
         }
     ));
@@ -316,10 +316,7 @@ fn llama3_original_context_defaults_to_max_positions() {
     let c = ok(&with(llama31(), "rope_scaling", scaling));
     assert!(matches!(
         c.rope.scaling,
-        RopeScaling::Llama3 {
-            original_max_position_embeddings: 131_072,
-            ..
-        }
+        RopeScaling::Llama3 { original_max_position, .. } if original_max_position == 131_072.0
     ));
 }
 

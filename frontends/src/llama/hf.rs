@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use ligerc_ir::{DType, Graph, RopeScaling, TensorData};
+use ligerc_ir::{DType, Graph, TensorData};
 use safetensors::SafeTensors;
 
 use super::builder::{LlamaShape, WeightSource, build_llama};
 use crate::error::{ImportError, ImportResult};
-use crate::hf_config::{self, LlamaConfig};
+use crate::hf_config::LlamaConfig;
 
 /// Imports a Hugging Face Llama-family directory.
 pub fn import_hf_dir(dir: &Path) -> ImportResult<Graph> {
@@ -61,21 +61,7 @@ pub fn shape_from_config(c: &LlamaConfig) -> LlamaShape {
         head_dim: c.head_dim,
         rms_eps: c.rms_norm_eps,
         rope_theta: c.rope.theta,
-        rope_scaling: match &c.rope.scaling {
-            hf_config::RopeScaling::None => RopeScaling::None,
-            hf_config::RopeScaling::Linear { factor } => RopeScaling::Linear { factor: *factor },
-            hf_config::RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => RopeScaling::Llama3 {
-                factor: *factor,
-                low_freq_factor: *low_freq_factor,
-                high_freq_factor: *high_freq_factor,
-                original_max_position: *original_max_position_embeddings as f64,
-            },
-        },
+        rope_scaling: c.rope.scaling.clone(),
         tied_embeddings: c.tie_word_embeddings,
         qkv_bias: c.qkv_bias,
         o_bias: c.o_bias,
