@@ -21,4 +21,4 @@ mod model;
 pub mod npy;
 pub mod output;
 
-pub use model::{LoadedModel, ModelFormat, TokenizerSource, load_model};
+pub use model::{LoadOptions, LoadedModel, ModelFormat, TokenizerSource, load_model, load_model_with};

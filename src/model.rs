@@ -68,8 +68,36 @@ pub fn detect_format(path: &Path) -> ImportResult<ModelFormat> {
     }
 }
 
-/// Imports `path` (ONNX, Hugging Face directory or GGUF).
+/// How [`load_model_with`] loads a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Refuse weights holding NaN or infinity (on by default; the CLI's
+    /// `--no-check-finite` turns it off).
+    pub check_finite: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { check_finite: true }
+    }
+}
+
+/// Imports `path` (ONNX, Hugging Face directory or GGUF) with the default
+/// [`LoadOptions`]: weights holding NaN or infinity are refused.
 pub fn load_model(path: &Path) -> ImportResult<LoadedModel> {
+    load_model_with(path, &LoadOptions::default())
+}
+
+/// Imports `path` (ONNX, Hugging Face directory or GGUF).
+pub fn load_model_with(path: &Path, options: &LoadOptions) -> ImportResult<LoadedModel> {
+    let model = import_any(path)?;
+    if options.check_finite {
+        ligerc_frontends::check_finite(&model.graph, path)?;
+    }
+    Ok(model)
+}
+
+fn import_any(path: &Path) -> ImportResult<LoadedModel> {
     let format = detect_format(path)?;
     let sibling_json = |dir: &Path| {
         let p = dir.join("tokenizer.json");

@@ -6,15 +6,20 @@
 //!   getters such as `node.op_type()`).
 //! - [`gguf`]: a bounded GGUF (llama.cpp) reader and dequantizer.
 //! - [`hf_config`]: Hugging Face `config.json` for Llama-family models.
+//! - [`limits`]: bounds on declared sizes; [`finite`]: the NaN/Inf check on weights.
 //!
 //! Nothing here knows about devices; importers only read files and report
 //! typed errors naming the file, key, node or tensor at fault.
 
 pub mod error;
+pub mod finite;
 pub mod gguf;
 pub mod hf_config;
+pub mod limits;
 pub mod llama;
 pub mod onnx;
 pub mod onnx_proto;
 
 pub use error::{ImportError, ImportResult};
+pub use finite::check_finite;
+pub use limits::ImportLimits;

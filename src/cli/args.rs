@@ -83,6 +83,9 @@ pub struct PassArgs {
     /// lora: load trained adapter weights (a PEFT adapter_model.safetensors or its directory).
     #[arg(long, value_name = "PATH", help_heading = "LoRA")]
     pub adapter: Option<std::path::PathBuf>,
+    /// Load the model even if a weight holds NaN or infinity (by default such a model is refused).
+    #[arg(long, help_heading = "Loading")]
+    pub no_check_finite: bool,
 }
 
 impl PassArgs {

@@ -234,7 +234,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let mut model: Option<LoadedModel> = None;
     for _ in 0..args.import_reps {
         drop(model.take());
-        let (ms, m) = timed(|| load(&args.model));
+        let (ms, m) = timed(|| load(&args.model, &args.passes));
         samples.push(ms);
         model = Some(m?);
     }

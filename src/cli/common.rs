@@ -47,10 +47,14 @@ pub fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
-/// Imports a model, showing a spinner.
-pub fn load(path: &Path) -> Result<LoadedModel> {
+/// Imports a model, showing a spinner; weights are checked for NaN/Inf unless
+/// `--no-check-finite` is given.
+pub fn load(path: &Path, args: &PassArgs) -> Result<LoadedModel> {
     let pb = spinner(&format!("importing {}", path.display()));
-    let m = ligerc::load_model(path);
+    let options = ligerc::LoadOptions {
+        check_finite: !args.no_check_finite,
+    };
+    let m = ligerc::load_model_with(path, &options);
     pb.finish_and_clear();
     Ok(m?)
 }

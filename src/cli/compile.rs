@@ -16,7 +16,7 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     if args.emit != Emit::Onnx && args.onnx_form != OnnxFormArg::Full {
         return Err(UsageError("--onnx-form applies to --emit onnx".into()).into());
     }
-    let mut model = load(input)?;
+    let mut model = load(input, &args.passes)?;
     apply_passes(&mut model.graph, &args.passes)?;
     match args.emit {
         Emit::Ir => {

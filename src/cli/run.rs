@@ -19,7 +19,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .into());
     }
     let rows = parse_ids(&args.ids)?;
-    let mut model = load(&args.model)?;
+    let mut model = load(&args.model, &args.passes)?;
     apply_passes(&mut model.graph, &args.passes)?;
     let tok = match (&args.prompt, &args.perplexity) {
         (None, None) => None,

@@ -260,14 +260,16 @@ pub enum Arg {
     Weight(String),
     /// A run-time scalar.
     Scalar(Scalar),
+    /// A null pointer (a parameter the kernel's variant ignores).
+    Null,
 }
 
 impl Arg {
-    /// The buffer, input, persistent or weight name (None for scalars).
+    /// The buffer, input, persistent or weight name (None for scalars and null).
     pub fn name(&self) -> Option<&str> {
         match self {
             Arg::Input(n) | Arg::Buffer(n) | Arg::Persistent(n) | Arg::Weight(n) => Some(n),
-            Arg::Scalar(_) => None,
+            Arg::Scalar(_) | Arg::Null => None,
         }
     }
 }
@@ -414,6 +416,8 @@ pub struct Phase {
     pub steps: Vec<Step>,
     /// Where the graph's outputs are after the last step.
     pub outputs: Vec<OutputDecl>,
+    /// Sampling from the phase's logits (absent when the graph has no logits output).
+    pub sampling: Option<PhaseSampling>,
 }
 
 /// The weights file.
@@ -425,17 +429,15 @@ pub struct WeightTable {
     pub tensors: Vec<TensorDecl>,
 }
 
-/// Token sampling after a phase: kernels reading the last position's logits of each row.
+/// Choosing the next token after a phase: kernels reading the last position's
+/// logits of each row and writing the persistent `next_ids [batch]` (i64),
+/// which the next decode call may take as its `input_ids`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
+pub struct PhaseSampling {
     /// Greedy: `next_ids[b] = argmax(logits[b, seq−1, :])` (first index on ties).
     pub argmax: LaunchStep,
-    /// Top-k with temperature (`top_k` ≤ the kernel's limit; temperature ≤ 0 is greedy).
+    /// Top-k with temperature (`top_k` ≤ [`Plan::top_k_max`]; temperature ≤ 0 is greedy).
     pub top_k: LaunchStep,
-    /// The largest `top_k` the kernel accepts.
-    pub top_k_max: usize,
-    /// The sampled ids `[batch]` (i64), written by either kernel.
-    pub output: TensorDecl,
 }
 
 /// Model facts a runtime needs besides the steps.
@@ -472,8 +474,8 @@ pub struct Plan {
     pub prefill: Phase,
     /// One token per row (`seq = 1`) at position `pos0`.
     pub decode: Phase,
-    /// Choosing the next token.
-    pub sampling: Sampling,
+    /// The largest `top_k` the sampling kernels accept.
+    pub top_k_max: usize,
 }
 
 #[cfg(test)]

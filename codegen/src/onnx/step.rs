@@ -63,6 +63,7 @@ pub enum OnnxForm {
 const POSITION: &str = "position";
 
 /// A dimension of a declared shape.
+#[derive(Clone, Copy)]
 enum D {
     Fixed(i64),
     Sym(&'static str),
@@ -107,13 +108,13 @@ pub(super) struct StepIo {
 
 impl StepIo {
     /// Declares a state: input `name.L`, output `present_name.L`; returns both names.
-    fn state(&mut self, name: &str, dims: [D; 4], out_dims: [D; 4]) -> (String, String) {
+    fn state(&mut self, name: &str, dims: [D; 4]) -> (String, String) {
         let (i, o) = (
             format!("{name}.{}", self.layer),
             format!("present_{name}.{}", self.layer),
         );
         self.inputs.push(value_info(&i, DType::F32, &dims));
-        self.outputs.push(value_info(&o, DType::F32, &out_dims));
+        self.outputs.push(value_info(&o, DType::F32, &dims));
         (i, o)
     }
 
@@ -260,14 +261,14 @@ impl StepIo {
         match spec.variant {
             LigerVariant::SwaOnly => {}
             LigerVariant::Gsa => {
-                states.push(self.state("state_k", dims(d, m), dims(d, m)));
-                states.push(self.state("state_v", dims(m, d), dims(m, d)));
+                states.push(self.state("state_k", dims(d, m)));
+                states.push(self.state("state_v", dims(m, d)));
             }
-            _ => states.push(self.state("state", dims(d, d), dims(d, d))),
+            _ => states.push(self.state("state", dims(d, d))),
         }
         if spec.window > 0 {
-            states.push(self.state("window_k", dims(w, d), dims(w, d)));
-            states.push(self.state("window_v", dims(w, d), dims(w, d)));
+            states.push(self.state("window_k", dims(w, d)));
+            states.push(self.state("window_v", dims(w, d)));
         }
         for (i, o) in states {
             inputs.push(i);

@@ -230,6 +230,8 @@ fn check_shape(s: &LlamaShape, path: &std::path::Path) -> ImportResult<()> {
         ("hidden", s.hidden),
         ("intermediate", s.intermediate),
         ("heads", s.heads),
+        ("kv_heads", s.kv_heads),
+        ("head_dim", s.head_dim),
     ] {
         if v == 0 || v > MAX_DIM {
             return Err(bad(format!("{what} size {v} is outside 1..={MAX_DIM}")));
@@ -237,6 +239,18 @@ fn check_shape(s: &LlamaShape, path: &std::path::Path) -> ImportResult<()> {
     }
     if s.layers == 0 || s.layers > 1024 {
         return Err(bad(format!("{} layers is outside 1..=1024", s.layers)));
+    }
+    // Attention widths are products; each factor is bounded above, so they cannot overflow,
+    // but a width no projection can have is a corrupt header too.
+    let q_width = s.heads * s.head_dim;
+    if q_width > MAX_DIM {
+        return Err(bad(format!(
+            "{} heads × head_dim {} = {q_width} is above {MAX_DIM}",
+            s.heads, s.head_dim
+        )));
+    }
+    if !(s.rms_eps.is_finite() && s.rms_eps >= 0.0) {
+        return Err(bad(format!("RMSNorm epsilon {} must be finite and non-negative", s.rms_eps)));
     }
     Ok(())
 }

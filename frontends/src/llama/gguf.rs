@@ -50,7 +50,11 @@ pub fn import_gguf(path: &Path) -> ImportResult<GgufModel> {
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: read-only map; ligerc never writes a model file while it is mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    let bytes = Bytes::from_owner(map);
+    import_gguf_bytes(Bytes::from_owner(map), path)
+}
+
+/// Imports a GGUF file already in memory; `path` names it in errors.
+pub fn import_gguf_bytes(bytes: Bytes, path: &Path) -> ImportResult<GgufModel> {
     let gguf = GgufFile::parse(&bytes).map_err(|e| gguf_err(path, e))?;
     let arch = gguf
         .architecture()

@@ -13,6 +13,7 @@ use safetensors::SafeTensors;
 use super::builder::{LlamaShape, WeightSource, build_llama};
 use crate::error::{ImportError, ImportResult};
 use crate::hf_config::LlamaConfig;
+use crate::limits::ImportLimits;
 
 /// Imports a Hugging Face Llama-family directory.
 pub fn import_hf_dir(dir: &Path) -> ImportResult<Graph> {
@@ -109,6 +110,19 @@ impl SafetensorsDir {
         Ok(me)
     }
 
+    /// A directory whose only shard, `file_name`, is already in memory (no
+    /// file is read; `dir` names the checkpoint in errors).
+    pub fn from_bytes(dir: &Path, file_name: &str, bytes: Bytes) -> ImportResult<Self> {
+        let mut me = SafetensorsDir {
+            dir: dir.to_path_buf(),
+            shards: Vec::new(),
+            entries: HashMap::new(),
+            taken: Default::default(),
+        };
+        me.add_shard_bytes(dir.join(file_name), bytes)?;
+        Ok(me)
+    }
+
     fn add_shard(&mut self, path: PathBuf) -> ImportResult<()> {
         let io = |source| ImportError::Io {
             path: path.clone(),
@@ -117,7 +131,12 @@ impl SafetensorsDir {
         let file = std::fs::File::open(&path).map_err(io)?;
         // SAFETY: read-only map; ligerc never writes a checkpoint while it is mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let bytes = Bytes::from_owner(map);
+        self.add_shard_bytes(path, Bytes::from_owner(map))
+    }
+
+    fn add_shard_bytes(&mut self, path: PathBuf, bytes: Bytes) -> ImportResult<()> {
+        // The crate checks the header (size, JSON, offsets that tile the data,
+        // shape × dtype against each byte range) before any tensor is sliced.
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ImportError::Malformed {
             path: path.clone(),
             format: "safetensors",
@@ -141,7 +160,14 @@ impl SafetensorsDir {
                     });
                 }
             };
-            let start = view.data().as_ptr() as usize - base;
+            ImportLimits::default()
+                .check_usize_shape(view.shape())
+                .map_err(|detail| ImportError::Tensor {
+                    path: path.clone(),
+                    tensor: name.clone(),
+                    detail,
+                })?;
+            let start = (view.data().as_ptr() as usize).saturating_sub(base);
             let range = start..start + view.data().len();
             self.entries.insert(
                 name,

@@ -19,6 +19,7 @@ use prost::Message;
 use super::tensor::{ExternalData, tensor_data};
 use super::types::{infer_dtype, tensor_type};
 use crate::error::{ImportError, ImportResult};
+use crate::limits::ImportLimits;
 use crate::onnx_proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::AttributeType};
 
 /// Opsets of the standard domain the importer accepts.
@@ -42,6 +43,19 @@ pub fn import_onnx(path: &Path) -> ImportResult<Graph> {
 /// Imports an ONNX model already in memory; `path` names it in errors and
 /// locates external data.
 pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
+    import_onnx_bytes_with(bytes, path, &ImportLimits::default())
+}
+
+/// [`import_onnx_bytes`] with explicit bounds on declared tensor shapes.
+///
+/// Nesting depth is bounded by prost's decoder (100 levels of nested
+/// messages, e.g. subgraphs in attributes); deeper files are refused as
+/// malformed.
+pub fn import_onnx_bytes_with(
+    bytes: Bytes,
+    path: &Path,
+    limits: &ImportLimits,
+) -> ImportResult<Graph> {
     let malformed = |detail: String| ImportError::Malformed {
         path: path.to_path_buf(),
         format: "ONNX",
@@ -81,7 +95,10 @@ pub fn import_onnx_bytes(bytes: Bytes, path: &Path) -> ImportResult<Graph> {
         names: HashMap::new(),
         declared: HashMap::new(),
         path,
-        ext: ExternalData::new(path),
+        ext: ExternalData {
+            limits: limits.clone(),
+            ..ExternalData::new(path)
+        },
     };
     for vi in g.value_info.iter().chain(&g.output) {
         if let Some(t) = vi.r#type.as_ref().and_then(tensor_type) {

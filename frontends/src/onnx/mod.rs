@@ -4,4 +4,4 @@ mod import;
 pub mod tensor;
 mod types;
 
-pub use import::{OPSETS, import_onnx, import_onnx_bytes};
+pub use import::{OPSETS, import_onnx, import_onnx_bytes, import_onnx_bytes_with};

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use ligerc_ir::{DType, TensorData};
 
 use crate::error::{ImportError, ImportResult};
+use crate::limits::ImportLimits;
 use crate::onnx_proto::TensorProto;
 use crate::onnx_proto::tensor_proto::{DataLocation, DataType};
 
@@ -46,14 +47,17 @@ pub struct ExternalData<'a> {
     pub model_path: &'a Path,
     /// Files mapped so far.
     pub maps: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, Bytes>>,
+    /// Bounds on declared tensor shapes.
+    pub limits: ImportLimits,
 }
 
 impl<'a> ExternalData<'a> {
-    /// External data next to `model_path`.
+    /// External data next to `model_path`, with the default [`ImportLimits`].
     pub fn new(model_path: &'a Path) -> Self {
         ExternalData {
             model_path,
             maps: Default::default(),
+            limits: ImportLimits::default(),
         }
     }
 }
@@ -72,10 +76,13 @@ pub fn tensor_data(t: &TensorProto, ext: &ExternalData<'_>) -> ImportResult<Tens
     for &d in &t.dims {
         shape.push(usize::try_from(d).map_err(|_| bad(format!("negative dim {d}")))?);
     }
-    let numel = ligerc_ir::checked_numel(&shape)
+    ext.limits.check_usize_shape(&shape).map_err(&bad)?;
+    let n_bytes = ligerc_ir::checked_numel(&shape)
+        .and_then(|n| n.checked_mul(dtype.size()))
         .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
+    let numel = n_bytes / dtype.size();
     let bytes: Bytes = if t.data_location() == DataLocation::External {
-        read_external(t, ext, numel * dtype.size()).map_err(bad)?
+        read_external(t, ext, n_bytes).map_err(bad)?
     } else if let Some(raw) = &t.raw_data {
         raw.clone()
     } else {
@@ -84,48 +91,51 @@ pub fn tensor_data(t: &TensorProto, ext: &ExternalData<'_>) -> ImportResult<Tens
     TensorData::new(dtype, shape, bytes).map_err(|e| bad(e.to_string()))
 }
 
-/// Reads tensor values stored in the type-specific repeated fields.
+/// Reads tensor values stored in the type-specific repeated fields. The count
+/// is checked before anything is allocated: the shape alone may be a lie.
 fn typed_fields(t: &TensorProto, dtype: DType, numel: usize) -> Result<Bytes, String> {
-    let mut out = Vec::with_capacity(numel * dtype.size());
     let count = match dtype {
+        DType::F32 => t.float_data.len(),
+        DType::F64 => t.double_data.len(),
+        DType::I64 => t.int64_data.len(),
+        DType::I32 | DType::F16 | DType::BF16 | DType::I8 | DType::U8 | DType::Bool => {
+            t.int32_data.len()
+        }
+    };
+    if count != numel {
+        return Err(format!("holds {count} values, its shape needs {numel}"));
+    }
+    let mut out = Vec::with_capacity(numel * dtype.size());
+    match dtype {
         DType::F32 => {
             t.float_data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            t.float_data.len()
         }
         DType::F64 => {
             t.double_data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            t.double_data.len()
         }
         DType::I64 => {
             t.int64_data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            t.int64_data.len()
         }
         // int32_data holds the bit patterns of every narrower type.
         DType::I32 => {
             t.int32_data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            t.int32_data.len()
         }
         DType::F16 | DType::BF16 => {
             t.int32_data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&(*v as u16).to_le_bytes()));
-            t.int32_data.len()
         }
         DType::I8 | DType::U8 | DType::Bool => {
             t.int32_data.iter().for_each(|v| out.push(*v as u8));
-            t.int32_data.len()
         }
-    };
-    if count != numel {
-        return Err(format!("holds {count} values, its shape needs {numel}"));
     }
     Ok(Bytes::from(out))
 }

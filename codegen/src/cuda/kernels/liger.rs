@@ -1,0 +1,860 @@
+//! LigerAttention kernels (LIGER.md §2.4–§2.7; the CPU reference is
+//! `runtime/src/ops/liger/`, whose algorithms these mirror).
+//!
+//! Prefill of one layer runs, in stream order:
+//!
+//! 1. [`window_prefill`] — the sliding-window softmax branch over the rotated
+//!    q, k (the IR's `Rope` nodes ran before), keys older than this call read
+//!    from the ring; writes `mix_window · y` (f32 scratch, or the final bf16
+//!    output for `swa-only`);
+//! 2. GSA only: [`gsa_slots_prefill`] — the chunked slot pass, writing the
+//!    slot logits `q·Hk` (f32 scratch) and updating `Hk`;
+//! 3. [`gla_prefill`] — the chunked gated recurrence, gate and feature maps
+//!    computed from the raw `q`/`k` as chunks are loaded, state `S` per KV head
+//!    carried in shared memory from chunk to chunk and written back; adds
+//!    `mix_linear · o` to the window part and writes the bf16 output. For GSA
+//!    it is the value pass (queries = softmax of the slot logits, keys
+//!    `s = 1 − α`, state `Hv`);
+//! 4. [`ring_store`] — the last `window + 1` rotated keys and values into the
+//!    ring the decode step reads.
+//!
+//! A decode step is one kernel: [`decode_keyed`] (GLA, HGRN2, retention,
+//! linear, swa-only) or [`decode_gsa`].
+
+use ligerc_ir::{LigerSpec, LigerVariant};
+
+use super::basic::gate_expr;
+use super::{KernelSrc, float_lit, value_tile};
+
+/// Threads per block of the chunked kernels.
+const CHUNK_THREADS: usize = 256;
+/// Queries (warps) per block of the window kernel.
+const WINDOW_WARPS: usize = 4;
+
+fn vname(v: LigerVariant) -> String {
+    v.name().replace('-', "_")
+}
+
+/// What the window kernel produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowOut {
+    /// `mix_window · y` as f32 scratch, finished by the recurrent kernel.
+    Partial,
+    /// The layer's bf16 output (no recurrent branch).
+    Final,
+}
+
+/// Sizes shared by the Liger kernels of one layer.
+fn dims(spec: &LigerSpec) -> (usize, usize, usize, usize) {
+    (spec.heads, spec.kv_heads, spec.heads / spec.kv_heads.max(1), spec.head_dim)
+}
+
+/// The window branch of a prefill (one warp per (token, query head)).
+pub fn window_prefill(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let w = spec.window;
+    let (ot, otag) = match out {
+        WindowOut::Partial => ("float", "part"),
+        WindowOut::Final => ("bf16", "out"),
+    };
+    let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
+    let body = format!(
+        r#"constexpr int H = {h};
+constexpr int HKV = {kv};
+constexpr int G = {g};
+constexpr int D = {d};
+constexpr int W = {w};              // a query sees itself and the W previous tokens
+constexpr int NRING = W + 1;
+constexpr int WARPS = {warps};
+constexpr int DPL = (D + 31) / 32;  // output features per lane
+constexpr float SCALE = {scale};    // 1/sqrt(D)
+constexpr float MIX = {mix};        // mix_window
+
+// Key/value row of absolute position `p` for KV head j of row b: this call's rotated keys
+// (positions pos0 ..) or, for earlier positions, the ring slot p % NRING.
+__device__ __forceinline__ const bf16* kv_row(const bf16* cur, const bf16* ring, int b, int j, int seq, int pos0, int p) {{
+    if (p >= pos0) return cur + ((long long)b * seq + (p - pos0)) * (HKV * D) + j * D;
+    return ring + ((long long)(b * HKV + j) * NRING + p % NRING) * D;
+}}
+
+extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
+        const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
+        {ot}* __restrict__ out, int seq, int pos0) {{
+    __shared__ float qs[WARPS][D];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t = blockIdx.x * WARPS + warp, h = blockIdx.y, b = blockIdx.z, j = h / G;
+    if (t >= seq) return;  // warp-uniform; no block-wide barrier below
+    const long long row = (long long)b * seq + t;
+    for (int i = lane; i < D; i += 32) qs[warp][i] = ld(q_rot, row * (H * D) + h * D + i);
+    __syncwarp();
+    const int p = pos0 + t;
+    const int lo = max(0, p - W);
+    float m = neg_inf(), l = 0.0f, acc[DPL];
+    for (int r = 0; r < DPL; ++r) acc[r] = 0.0f;
+    // Online softmax over the window, 32 keys at a time: lane = key for the scores, lane = feature for the sum.
+    for (int c0 = lo; c0 <= p; c0 += 32) {{
+        const int key = c0 + lane;
+        const bool valid = key <= p;
+        float s = neg_inf();
+        if (valid) {{
+            const bf16* kp = kv_row(k_rot, ring_k, b, j, seq, pos0, key);
+            float dot = 0.0f;
+            for (int i = 0; i < D; ++i) dot += qs[warp][i] * ld(kp, i);
+            s = dot * SCALE;
+        }}
+        const float m_new = fmaxf(m, warp_max(s));
+        const float corr = m == m_new ? 1.0f : expf(m - m_new);
+        const float e = valid ? expf(s - m_new) : 0.0f;
+        l = l * corr + warp_sum(e);
+        for (int r = 0; r < DPL; ++r) acc[r] *= corr;
+        const int nk = min(32, p - c0 + 1);
+        for (int kk = 0; kk < nk; ++kk) {{
+            const float pk = __shfl_sync(0xffffffffu, e, kk);
+            const bf16* vp = kv_row(v, ring_v, b, j, seq, pos0, c0 + kk);
+            for (int r = 0; r < DPL; ++r) {{
+                const int i = lane + 32 * r;
+                if (i < D) acc[r] += pk * ld(vp, i);
+            }}
+        }}
+        m = m_new;
+    }}
+    for (int r = 0; r < DPL; ++r) {{
+        const int i = lane + 32 * r;
+        if (i < D) st(out, row * (H * D) + h * D + i, MIX * acc[r] / l);
+    }}
+}}
+"#,
+        warps = WINDOW_WARPS,
+        scale = float_lit(1.0 / (d as f64).sqrt()),
+        mix = float_lit(spec.mix_window),
+    );
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger window branch, prefill: causal softmax over the last {} keys (GQA {h}/{kv}, D {d}, scale 1/√D), × mix_window {}",
+            w + 1,
+            spec.mix_window
+        ),
+        body,
+        block: [(32 * WINDOW_WARPS) as u32, 1, 1],
+        smem: 0,
+        grid: format!("(ceil(seq/{WINDOW_WARPS}), {h}, batch): one warp per (token, query head)"),
+        params: vec![
+            format!("q_rot [tokens, {}] bf16", h * d),
+            format!("k_rot [tokens, {}] bf16", kv * d),
+            format!("v [tokens, {}] bf16", kv * d),
+            format!("ring_k [batch, {kv}, {}, {d}] bf16 (keys of positions < pos0)", w + 1),
+            format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
+            format!("out [tokens, {}] {} (out)", h * d, if out == WindowOut::Partial { "f32" } else { "bf16" }),
+            "seq".into(),
+            "pos0".into(),
+        ],
+    }
+}
+
+/// The recurrence a [`gla_prefill`] / [`decode_keyed`] kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recurrence {
+    /// GLA, HGRN2, retention, linear: queries/keys are raw bf16 `[tokens, heads·D]`.
+    Keyed,
+    /// GSA's value pass: queries are f32 slot logits `[tokens, heads·M]`, keys `1 − α` over `M` slots.
+    GsaValues,
+}
+
+/// Shared memory of [`gla_prefill`] in floats for chunk `c`.
+fn gla_smem_floats(c: usize, d: usize, dk: usize, vt: usize) -> usize {
+    c * d + 3 * c * dk + c * vt + dk * vt + c * c + c
+}
+
+/// Chunk length and shared memory bytes of [`gla_prefill`]: the largest of
+/// `chunk`, 32, 16 that fits in `limit` bytes.
+pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) -> (usize, usize) {
+    let d = spec.head_dim;
+    let dk = if rec == Recurrence::GsaValues { spec.slots } else { d };
+    let vt = value_tile(d);
+    let mut c = chunk.max(1);
+    while c > 16 && gla_smem_floats(c, d, dk, vt) * 4 > limit {
+        c /= 2;
+    }
+    (c, gla_smem_floats(c, d, dk, vt) * 4)
+}
+
+/// The chunked gated recurrence of a prefill for one (value tile, KV head, row) per block.
+pub fn gla_prefill(spec: &LigerSpec, rec: Recurrence, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let variant = spec.variant;
+    let dk = if rec == Recurrence::GsaValues { spec.slots } else { d };
+    let vt = value_tile(d);
+    let c = chunk;
+    let smem = gla_smem_floats(c, d, dk, vt) * 4;
+    let vn = vname(variant);
+    let name = format!("liger_{}_prefill_h{h}_kv{kv}_d{d}_k{dk}_c{c}_vt{vt}{}", vn, if window { "" } else { "_nowin" });
+    let (q_type, q_stride, q_doc) = match rec {
+        Recurrence::Keyed => ("bf16", "H * D", format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d)),
+        Recurrence::GsaValues => ("float", "H * DK", format!("logits [tokens, {}] f32 (slot logits q·Hk)", h * dk)),
+    };
+    let mean = if variant == LigerVariant::Retention {
+        r#"
+        // retention: one gate per head from the mean of its key channels
+        for (int t = warp; t < C; t += NT / 32) {
+            float s = 0.0f;
+            for (int i = lane; i < D; i += 32) s += kr[t * D + i];
+            s = warp_sum(s);
+            if (lane == 0) rowg[t] = s / (float)D;
+        }
+        __syncthreads();"#
+    } else {
+        ""
+    };
+    let gate = gate_expr(variant, d, dk, "i", "(kr + t * D)", "rowg[t]");
+    let key_map = match variant {
+        LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear => {
+            "        // k~ = softmax over the head dim\n        \
+             for (int e = tid; e < C * DK; e += NT) kf[e] = kr[e];\n        \
+             __syncthreads();\n        \
+             softmax_rows(kf, L, DK);"
+        }
+        _ => {
+            "        // the key is 1 - alpha = -expm1(gamma)\n        \
+             for (int e = tid; e < C * DK; e += NT) kf[e] = -expm1f(bc[e]);"
+        }
+    };
+    let mix_in = if window { "window[at] + " } else { "" };
+    let window_param = if window { "const float* __restrict__ window, " } else { "" };
+    let body = format!(
+        r#"constexpr int H = {h};
+constexpr int HKV = {kv};
+constexpr int G = {g};
+constexpr int D = {d};        // head dim of q, k, v
+constexpr int DK = {dk};       // key channels = rows of the state
+constexpr int DV = {d};       // value channels = columns of the state
+constexpr int VT = {vt};       // value columns per block
+constexpr int C = {c};        // chunk length
+constexpr int NT = {nt};
+constexpr float NORM = {norm};  // gate normalizer
+constexpr float MIX = {mix};   // mix_linear
+
+// Chunked form (chunk [c0, c0+L), b = in-chunk inclusive cumsum of the log-gates):
+//   o_t  = (q~_t * exp(b_t)) . S  +  sum_(s<=t) (sum_i q~_ti k~_si exp(b_ti - b_si)) v_s
+//   S   <- diag(exp(b_L)) S + sum_s (k~_s * exp(b_L - b_s))^T v_s
+// Every exponent is <= 0 (differences of a decreasing cumsum), never exp(b_t) * exp(-b_s).
+extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __restrict__ k,
+        const bf16* __restrict__ v, float* __restrict__ state, {window_param}bf16* __restrict__ out, int seq) {{
+    extern __shared__ float smem[];
+    float* kr = smem;              // [C][D]  raw keys
+    float* kf = kr + C * D;        // [C][DK] mapped keys
+    float* bc = kf + C * DK;       // [C][DK] log-gates, then their cumsum
+    float* qf = bc + C * DK;       // [C][DK] mapped queries of one head
+    float* vs = qf + C * DK;       // [C][VT] value tile
+    float* S = vs + C * VT;        // [DK][VT] state tile
+    float* A = S + DK * VT;        // [C][C] intra-chunk scores
+    float* rowg = A + C * C;       // [C] per-row scalars
+    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    (void)warp; (void)lane;
+    const int col0 = vt * VT;
+    float* st_ptr = state + (long long)(b * HKV + j) * DK * DV;
+    for (int e = tid; e < DK * VT; e += NT) S[e] = st_ptr[(long long)(e / VT) * DV + col0 + e % VT];
+    for (int c0 = 0; c0 < seq; c0 += C) {{
+        const int L = min(C, seq - c0);
+        const long long row0 = (long long)b * seq + c0;
+        __syncthreads();
+        for (int e = tid; e < C * D; e += NT) {{
+            const int t = e / D;
+            kr[e] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
+        }}
+        for (int e = tid; e < C * VT; e += NT) {{
+            const int t = e / VT;
+            vs[e] = t < L ? ld(v, (row0 + t) * (HKV * DV) + j * DV + col0 + e % VT) : 0.0f;
+        }}
+        rowg[tid % C] = 0.0f;
+        __syncthreads();{mean}
+        for (int e = tid; e < C * DK; e += NT) {{
+            const int t = e / DK, i = e % DK;
+            bc[e] = t < L ? {gate} : 0.0f;
+        }}
+        __syncthreads();
+{key_map}
+        __syncthreads();
+        for (int i = tid; i < DK; i += NT) {{
+            float acc = 0.0f;
+            for (int t = 0; t < L; ++t) {{
+                acc += bc[t * DK + i];
+                bc[t * DK + i] = acc;
+            }}
+        }}
+        __syncthreads();
+        for (int g = 0; g < G; ++g) {{
+            const int h = j * G + g;
+            for (int e = tid; e < C * DK; e += NT) {{
+                const int t = e / DK;
+                qf[e] = t < L ? ld(q, (row0 + t) * ({q_stride}) + h * DK + e % DK) : 0.0f;
+            }}
+            __syncthreads();
+            softmax_rows(qf, L, DK);
+            __syncthreads();
+            for (int e = tid; e < C * C; e += NT) {{
+                const int t = e / C, s = e % C;
+                float a = 0.0f;
+                if (t < L && s <= t) {{
+                    for (int i = 0; i < DK; ++i) a += qf[t * DK + i] * kf[s * DK + i] * expf(bc[t * DK + i] - bc[s * DK + i]);
+                }}
+                A[e] = a;
+            }}
+            __syncthreads();
+            for (int e = tid; e < L * VT; e += NT) {{
+                const int t = e / VT, c = e % VT;
+                float o = 0.0f;
+                for (int i = 0; i < DK; ++i) o += qf[t * DK + i] * expf(bc[t * DK + i]) * S[i * VT + c];
+                for (int s = 0; s <= t; ++s) o += A[t * C + s] * vs[s * VT + c];
+                const long long at = (row0 + t) * (H * DV) + h * DV + col0 + c;
+                out[at] = __float2bfloat16({mix_in}MIX * o);
+            }}
+            __syncthreads();
+        }}
+        for (int e = tid; e < DK * VT; e += NT) {{
+            const int i = e / VT, c = e % VT;
+            const float bl = bc[(L - 1) * DK + i];
+            float acc = expf(bl) * S[e];
+            for (int s = 0; s < L; ++s) acc += kf[s * DK + i] * expf(bl - bc[s * DK + i]) * vs[s * VT + c];
+            S[e] = acc;
+        }}
+    }}
+    __syncthreads();
+    for (int e = tid; e < DK * VT; e += NT) st_ptr[(long long)(e / VT) * DV + col0 + e % VT] = S[e];
+}}
+"#,
+        nt = CHUNK_THREADS,
+        norm = float_lit(normalizer),
+        mix = float_lit(spec.mix_linear),
+    );
+    let what = match rec {
+        Recurrence::Keyed => format!("{variant} recurrence"),
+        Recurrence::GsaValues => format!("GSA value pass over {dk} slots"),
+    };
+    let mut params = vec![
+        q_doc,
+        format!("k [tokens, {}] bf16 (raw; gate and key map computed here)", kv * d),
+        format!("v [tokens, {}] bf16", kv * d),
+        format!("state [batch, {kv}, {dk}, {d}] f32 (in/out: initial and final state)"),
+    ];
+    if window {
+        params.push(format!("window [tokens, {}] f32 (mix_window · window branch)", h * d));
+    }
+    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {what}, prefill, chunk {c}: state per KV head carried across chunks, output {}mix_linear {} · o",
+            if window { "window part + " } else { "" },
+            spec.mix_linear
+        ),
+        body,
+        block: [CHUNK_THREADS as u32, 1, 1],
+        smem: smem as u32,
+        grid: format!("({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)", d / vt),
+        params,
+    }
+}
+
+/// Shared memory of [`gsa_slots_prefill`] in floats.
+fn slots_smem_floats(c: usize, d: usize, mt: usize) -> usize {
+    2 * c * d + 2 * c * mt + d * mt + c * c
+}
+
+/// Chunk and shared memory bytes of [`gsa_slots_prefill`].
+pub fn slots_chunk(spec: &LigerSpec, chunk: usize, limit: usize) -> (usize, usize) {
+    let (d, mt) = (spec.head_dim, value_tile(spec.slots));
+    let mut c = chunk.max(1);
+    while c > 16 && slots_smem_floats(c, d, mt) * 4 > limit {
+        c /= 2;
+    }
+    (c, slots_smem_floats(c, d, mt) * 4)
+}
+
+/// GSA's slot pass, chunked: `logits_t = (q_t·Hk) ⊙ e^{b_t} + Σ_{s≤t} (q_t·k_s)(s_s ⊙ e^{b_t−b_s})`,
+/// `Hk ← Hk·diag(e^{b_L}) + Σ_s k_sᵀ (s_s ⊙ e^{b_L−b_s})`.
+pub fn gsa_slots_prefill(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let m = spec.slots;
+    let mt = value_tile(m);
+    let c = chunk;
+    let smem = slots_smem_floats(c, d, mt) * 4;
+    let name = format!("liger_gsa_slots_prefill_h{h}_kv{kv}_d{d}_m{m}_c{c}_mt{mt}");
+    let gate = gate_expr(LigerVariant::Gsa, d, m, "slot", "(kr + t * D)", "0.0f");
+    let body = format!(
+        r#"constexpr int H = {h};
+constexpr int HKV = {kv};
+constexpr int G = {g};
+constexpr int D = {d};
+constexpr int M = {m};        // slots
+constexpr int MT = {mt};       // slot columns per block
+constexpr int C = {c};
+constexpr int NT = {nt};
+constexpr float NORM = {norm};
+
+extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
+        float* __restrict__ state_k, float* __restrict__ logits, int seq) {{
+    extern __shared__ float smem[];
+    float* kr = smem;            // [C][D] raw keys
+    float* qr = kr + C * D;      // [C][D] raw queries of one head
+    float* bc = qr + C * D;      // [C][MT] log-gates, then their cumsum
+    float* sv = bc + C * MT;     // [C][MT] slot writes 1 - alpha
+    float* Hk = sv + C * MT;     // [D][MT] key memory tile
+    float* QK = Hk + D * MT;     // [C][C] q.k
+    const int mt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int m0 = mt * MT;
+    float* hk_ptr = state_k + (long long)(b * HKV + j) * D * M;
+    for (int e = tid; e < D * MT; e += NT) Hk[e] = hk_ptr[(long long)(e / MT) * M + m0 + e % MT];
+    for (int c0 = 0; c0 < seq; c0 += C) {{
+        const int L = min(C, seq - c0);
+        const long long row0 = (long long)b * seq + c0;
+        __syncthreads();
+        for (int e = tid; e < C * D; e += NT) {{
+            const int t = e / D;
+            kr[e] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
+        }}
+        __syncthreads();
+        for (int e = tid; e < C * MT; e += NT) {{
+            const int t = e / MT, slot = m0 + e % MT;
+            const float gamma = t < L ? {gate} : 0.0f;
+            bc[e] = gamma;
+            sv[e] = t < L ? -expm1f(gamma) : 0.0f;
+        }}
+        __syncthreads();
+        for (int i = tid; i < MT; i += NT) {{
+            float acc = 0.0f;
+            for (int t = 0; t < L; ++t) {{
+                acc += bc[t * MT + i];
+                bc[t * MT + i] = acc;
+            }}
+        }}
+        __syncthreads();
+        for (int g = 0; g < G; ++g) {{
+            const int h = j * G + g;
+            for (int e = tid; e < C * D; e += NT) {{
+                const int t = e / D;
+                qr[e] = t < L ? ld(q, (row0 + t) * (H * D) + h * D + e % D) : 0.0f;
+            }}
+            __syncthreads();
+            for (int e = tid; e < C * C; e += NT) {{
+                const int t = e / C, s = e % C;
+                float a = 0.0f;
+                if (t < L && s <= t) {{
+                    for (int i = 0; i < D; ++i) a += qr[t * D + i] * kr[s * D + i];
+                }}
+                QK[e] = a;
+            }}
+            __syncthreads();
+            for (int e = tid; e < L * MT; e += NT) {{
+                const int t = e / MT, c = e % MT;
+                float inter = 0.0f;
+                for (int i = 0; i < D; ++i) inter += qr[t * D + i] * Hk[i * MT + c];
+                float o = inter * expf(bc[t * MT + c]);
+                for (int s = 0; s <= t; ++s) o += QK[t * C + s] * sv[s * MT + c] * expf(bc[t * MT + c] - bc[s * MT + c]);
+                logits[(row0 + t) * (H * M) + h * M + m0 + c] = o;
+            }}
+            __syncthreads();
+        }}
+        for (int e = tid; e < D * MT; e += NT) {{
+            const int i = e / MT, c = e % MT;
+            const float bl = bc[(L - 1) * MT + c];
+            float acc = Hk[e] * expf(bl);
+            for (int s = 0; s < L; ++s) acc += kr[s * D + i] * sv[s * MT + c] * expf(bl - bc[s * MT + c]);
+            Hk[e] = acc;
+        }}
+    }}
+    __syncthreads();
+    for (int e = tid; e < D * MT; e += NT) hk_ptr[(long long)(e / MT) * M + m0 + e % MT] = Hk[e];
+}}
+"#,
+        nt = CHUNK_THREADS,
+        norm = float_lit(normalizer),
+    );
+    KernelSrc {
+        name,
+        summary: format!("Liger GSA slot pass, prefill, chunk {c}: slot logits q·Hk over {m} slots, Hk carried"),
+        body,
+        block: [CHUNK_THREADS as u32, 1, 1],
+        smem: smem as u32,
+        grid: format!("({}, {kv}, batch): one block per (slot tile of {mt}, KV head, row)", m / mt),
+        params: vec![
+            format!("q [tokens, {}] bf16 (raw)", h * d),
+            format!("k [tokens, {}] bf16 (raw)", kv * d),
+            format!("state_k [batch, {kv}, {d}, {m}] f32 (in/out: Hk)"),
+            format!("logits [tokens, {}] f32 (out)", h * m),
+            "seq".into(),
+        ],
+    }
+}
+
+/// Copies the rotated keys and values of the last `window + 1` tokens into the ring.
+pub fn ring_store(spec: &LigerSpec) -> KernelSrc {
+    let (kv, d, w) = (spec.kv_heads, spec.head_dim, spec.window);
+    let name = format!("liger_ring_store_kv{kv}_d{d}_w{w}");
+    let body = format!(
+        r#"constexpr int HKV = {kv};
+constexpr int D = {d};
+constexpr int NRING = {n};
+
+// Block x stores token seq-1-x (if any) of KV head blockIdx.y, row blockIdx.z, at slot (pos0+t) % NRING.
+extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __restrict__ v,
+        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, int seq, int pos0) {{
+    const int t = seq - 1 - (int)blockIdx.x, j = blockIdx.y, b = blockIdx.z;
+    if (t < 0) return;
+    const long long src = ((long long)b * seq + t) * (HKV * D) + j * D;
+    const long long dst = ((long long)(b * HKV + j) * NRING + (pos0 + t) % NRING) * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {{
+        ring_k[dst + i] = k_rot[src + i];
+        ring_v[dst + i] = v[src + i];
+    }}
+}}
+"#,
+        n = w + 1
+    );
+    KernelSrc {
+        name,
+        summary: format!("Liger window ring: keep the last {} rotated keys/values per KV head", w + 1),
+        body,
+        block: [d.clamp(32, 128) as u32, 1, 1],
+        smem: 0,
+        grid: format!("({}, {kv}, batch)", w + 1),
+        params: vec![
+            format!("k_rot [tokens, {}] bf16", kv * d),
+            format!("v [tokens, {}] bf16", kv * d),
+            format!("ring_k [batch, {kv}, {}, {d}] bf16 (out)", w + 1),
+            format!("ring_v [batch, {kv}, {}, {d}] bf16 (out)", w + 1),
+            "seq".into(),
+            "pos0".into(),
+        ],
+    }
+}
+
+const DECODE_THREADS: usize = 256;
+
+/// The window branch of a decode step for `G` heads, `VT` output columns per lane
+/// block (`VT ≤ 32`) starting at `col0`, writing `wout[g·VT + c]`; then the ring push.
+fn decode_window(cols: &str, lanes_per_col: bool) -> String {
+    let acc_decl = if lanes_per_col {
+        "float a = 0.0f;"
+    } else {
+        "float a[DPL];\n            for (int r = 0; r < DPL; ++r) a[r] = 0.0f;"
+    };
+    let scale_acc = if lanes_per_col { "a *= corr;" } else { "for (int r = 0; r < DPL; ++r) a[r] *= corr;" };
+    let accumulate = if lanes_per_col {
+        "if (lane < VT) a += pk * ld(vp, col0 + lane);".to_string()
+    } else {
+        "for (int r = 0; r < DPL; ++r) {\n                        const int i = lane + 32 * r;\n                        if (i < D) a[r] += pk * ld(vp, i);\n                    }".to_string()
+    };
+    let finish = if lanes_per_col {
+        "if (lane < VT) wout[g * VT + lane] = a / l;".to_string()
+    } else {
+        "for (int r = 0; r < DPL; ++r) {\n                const int i = lane + 32 * r;\n                if (i < D) wout[g * D + i] = a[r] / l;\n            }".to_string()
+    };
+    format!(
+        r#"    {{
+        // window branch: keys pos-W .. pos-1 from the ring, pos itself from this step's k_rot/v
+        const bf16* k_cur = k_rot + (long long)b * HKV * D + j * D;
+        const bf16* v_cur = v + (long long)b * HKV * D + j * D;
+        const bf16* ring_kh = ring_k + (long long)(b * HKV + j) * NRING * D;
+        const bf16* ring_vh = ring_v + (long long)(b * HKV + j) * NRING * D;
+        const int lo = max(0, pos - W);
+        for (int g = warp; g < G; g += NW) {{
+            const float* qg = qrot + g * D;
+            float m = neg_inf(), l = 0.0f;
+            {acc_decl}
+            for (int c0 = lo; c0 <= pos; c0 += 32) {{
+                const int key = c0 + lane;
+                const bool valid = key <= pos;
+                float s = neg_inf();
+                if (valid) {{
+                    const bf16* kp = key == pos ? k_cur : ring_kh + (key % NRING) * D;
+                    float dot = 0.0f;
+                    for (int i = 0; i < D; ++i) dot += qg[i] * ld(kp, i);
+                    s = dot * SCALE;
+                }}
+                const float m_new = fmaxf(m, warp_max(s));
+                const float corr = m == m_new ? 1.0f : expf(m - m_new);
+                const float e = valid ? expf(s - m_new) : 0.0f;
+                l = l * corr + warp_sum(e);
+                {scale_acc}
+                const int nk = min(32, pos - c0 + 1);
+                for (int kk = 0; kk < nk; ++kk) {{
+                    const float pk = __shfl_sync(0xffffffffu, e, kk);
+                    const int key_k = c0 + kk;
+                    const bf16* vp = key_k == pos ? v_cur : ring_vh + (key_k % NRING) * D;
+                    {accumulate}
+                }}
+                m = m_new;
+            }}
+            {finish}
+        }}
+        // push this token into slot pos % NRING ({cols}); that slot held position pos-W-1, which no query reads
+        const long long slot = (long long)(pos % NRING) * D;
+        for (int c = tid; c < {ncols}; c += NT) {{
+            ring_kh_w[slot + {c_off}c] = k_cur[{c_off}c];
+            ring_vh_w[slot + {c_off}c] = v_cur[{c_off}c];
+        }}
+    }}
+"#,
+        ncols = if lanes_per_col { "VT" } else { "D" },
+        c_off = if lanes_per_col { "col0 + " } else { "" },
+    )
+}
+
+/// One decode step of a key-gated (or swa-only) Liger layer: gate and feature
+/// maps, window branch over the ring plus the token, ring push, state update in
+/// place `S ← diag(α)S + k̃ᵀv`, `o = q̃S`, mix.
+pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let variant = spec.variant;
+    let w = spec.window;
+    let vt = value_tile(d);
+    let window = spec.mix_window != 0.0 || variant == LigerVariant::SwaOnly;
+    let grm = variant != LigerVariant::SwaOnly;
+    let name = format!(
+        "liger_{}_decode_h{h}_kv{kv}_d{d}_w{w}_vt{vt}{}",
+        vname(variant),
+        if window { "" } else { "_nowin" }
+    );
+    let gate_code = if grm {
+        let mean = if variant == LigerVariant::Retention {
+            "    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n"
+        } else {
+            ""
+        };
+        let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
+        let kmap = match variant {
+            LigerVariant::Hgrn2 => "    for (int i = tid; i < D; i += NT) kf[i] = -expm1f(gam[i]);\n",
+            _ => "    for (int i = tid; i < D; i += NT) kf[i] = kr[i];\n    __syncthreads();\n    softmax_rows(kf, 1, D);\n",
+        };
+        format!(
+            "{mean}    for (int i = tid; i < D; i += NT) gam[i] = {gexpr};\n    __syncthreads();\n{kmap}    softmax_rows(qf, G, D);\n    __syncthreads();\n"
+        )
+    } else {
+        String::new()
+    };
+    let window_code = if window {
+        decode_window("this block's columns", true)
+    } else {
+        String::new()
+    };
+    let grm_code = if grm {
+        r#"    // recurrent branch: lane = column of the tile, warps split the state's rows
+    float acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = 0.0f;
+    if (lane < VT) {
+        const float vc = ld(v, (long long)b * HKV * D + j * D + col0 + lane);
+        float* srow = state + (long long)(b * HKV + j) * D * D + col0 + lane;
+        for (int i = warp; i < D; i += NW) {
+            const float s = expf(gam[i]) * srow[(long long)i * D] + kf[i] * vc;
+            srow[(long long)i * D] = s;
+            for (int g = 0; g < G; ++g) acc[g] += qf[g * D + i] * s;
+        }
+        for (int g = 0; g < G; ++g) part[(warp * G + g) * VT + lane] = acc[g];
+    }
+"#
+    } else {
+        ""
+    };
+    let out_expr = match (window, grm) {
+        (true, true) => "MIX_WIN * wout[e] + MIX_LIN * o",
+        (false, true) => "MIX_LIN * o",
+        _ => "MIX_WIN * wout[e]",
+    };
+    let o_sum = if grm {
+        "        float o = 0.0f;\n        for (int w = 0; w < NW; ++w) o += part[(w * G + g) * VT + c];\n"
+    } else {
+        ""
+    };
+    let gates = if grm {
+        "    __shared__ float qf[G * D];      // feature-mapped queries\n    __shared__ float kr[D];          // raw key\n    __shared__ float kf[D];          // mapped key\n    __shared__ float gam[D];         // log-gate\n    __shared__ float part[NW * G * VT];\n"
+    } else {
+        ""
+    };
+    let wdecl = if window {
+        "    __shared__ float qrot[G * D];    // rotated queries\n    __shared__ float wout[G * VT];   // window branch\n    bf16* ring_kh_w = ring_k + (long long)(b * HKV + j) * NRING * D;\n    bf16* ring_vh_w = ring_v + (long long)(b * HKV + j) * NRING * D;\n"
+    } else {
+        ""
+    };
+    let loads = format!(
+        "    for (int e = tid; e < G * D; e += NT) {{\n        const long long at = (long long)b * H * D + (j * G + e / D) * D + e % D;\n{}{}    }}\n{}",
+        if grm { "        qf[e] = ld(q, at);\n" } else { "" },
+        if window { "        qrot[e] = ld(q_rot, at);\n" } else { "" },
+        if grm { "    for (int i = tid; i < D; i += NT) kr[i] = ld(k, (long long)b * HKV * D + j * D + i);\n" } else { "" },
+    );
+    let unused_q = if grm { "" } else { "    (void)q; (void)k; (void)state;\n" };
+    let unused_w = if window { "" } else { "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n" };
+    let body = format!(
+        r#"constexpr int H = {h};
+constexpr int HKV = {kv};
+constexpr int G = {g};
+constexpr int D = {d};
+constexpr int VT = {vt};
+constexpr int W = {w};
+constexpr int NRING = W + 1;
+constexpr int NT = {nt};
+constexpr int NW = NT / 32;
+constexpr float SCALE = {scale};
+constexpr float NORM = {norm};
+constexpr float MIX_WIN = {mix_win};
+constexpr float MIX_LIN = {mix_lin};
+
+// One token per row (tokens = batch). The state is updated in place; the ring gets this token.
+extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+        const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
+        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, int pos) {{
+{gates}{wdecl}    __shared__ float scratch[32];
+    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int col0 = vt * VT;
+    (void)scratch; (void)warp; (void)lane;
+{unused_q}{unused_w}{loads}    __syncthreads();
+{gate_code}{window_code}{grm_code}    __syncthreads();
+    for (int e = tid; e < G * VT; e += NT) {{
+        const int g = e / VT, c = e % VT;
+{o_sum}        out[(long long)b * H * D + (j * G + g) * D + col0 + c] = __float2bfloat16({out_expr});
+    }}
+}}
+"#,
+        nt = DECODE_THREADS,
+        scale = float_lit(1.0 / (d as f64).sqrt()),
+        norm = float_lit(normalizer),
+        mix_win = float_lit(spec.mix_window),
+        mix_lin = float_lit(spec.mix_linear),
+    );
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {variant} decode step: gate + feature maps, window over the ring ({} keys), state update in place, mix",
+            w + 1
+        ),
+        body,
+        block: [DECODE_THREADS as u32, 1, 1],
+        smem: 0,
+        grid: format!("({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)", d / vt),
+        params: vec![
+            format!("q [batch, {}] bf16 (raw)", h * d),
+            format!("k [batch, {}] bf16 (raw)", kv * d),
+            format!("v [batch, {}] bf16", kv * d),
+            format!("q_rot [batch, {}] bf16", h * d),
+            format!("k_rot [batch, {}] bf16", kv * d),
+            format!("state [batch, {kv}, {d}, {d}] f32 (in/out)"),
+            format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+            format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+            format!("out [batch, {}] bf16 (out)", h * d),
+            "pos (position of this token)".into(),
+        ],
+    }
+}
+
+/// One decode step of a GSA layer: one block per (KV head, row).
+pub fn decode_gsa(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let (m, w) = (spec.slots, spec.window);
+    let window = spec.mix_window != 0.0;
+    let name = format!("liger_gsa_decode_h{h}_kv{kv}_d{d}_m{m}_w{w}{}", if window { "" } else { "_nowin" });
+    let gate = gate_expr(LigerVariant::Gsa, d, m, "i", "kr", "0.0f");
+    let window_code = if window { decode_window("all columns", false) } else { String::new() };
+    let wdecl = if window {
+        "    __shared__ float qrot[G * D];\n    __shared__ float wout[G * D];\n    bf16* ring_kh_w = ring_k + (long long)(b * HKV + j) * NRING * D;\n    bf16* ring_vh_w = ring_v + (long long)(b * HKV + j) * NRING * D;\n    for (int e = tid; e < G * D; e += NT) qrot[e] = ld(q_rot, (long long)b * H * D + j * G * D + e);\n"
+    } else {
+        "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n"
+    };
+    let out_expr = if window { "MIX_WIN * wout[g * D + c] + MIX_LIN * o[g]" } else { "MIX_LIN * o[g]" };
+    let body = format!(
+        r#"constexpr int H = {h};
+constexpr int HKV = {kv};
+constexpr int G = {g};
+constexpr int D = {d};
+constexpr int M = {m};
+constexpr int W = {w};
+constexpr int NRING = W + 1;
+constexpr int NT = {nt};
+constexpr int NW = NT / 32;
+constexpr int DPL = (D + 31) / 32;
+constexpr int VT = D;
+constexpr float SCALE = {scale};
+constexpr float NORM = {norm};
+constexpr float MIX_WIN = {mix_win};
+constexpr float MIX_LIN = {mix_lin};
+
+// Hk_t = Hk diag(e^g) + k^T s;  p = softmax_M(q Hk);  Hv_t = diag(e^g) Hv + s^T v;  o = p Hv.
+extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+        const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state_k,
+        float* __restrict__ state_v, bf16* __restrict__ ring_k, bf16* __restrict__ ring_v,
+        bf16* __restrict__ out, int pos) {{
+    __shared__ float qr[G * D];
+    __shared__ float kr[D];
+    __shared__ float gam[M];
+    __shared__ float sv[M];
+    __shared__ float lg[G * M];
+    const int j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int col0 = 0;
+    (void)warp; (void)lane; (void)col0;
+{wdecl}    for (int e = tid; e < G * D; e += NT) qr[e] = ld(q, (long long)b * H * D + j * G * D + e);
+    for (int i = tid; i < D; i += NT) kr[i] = ld(k, (long long)b * HKV * D + j * D + i);
+    __syncthreads();
+    for (int i = tid; i < M; i += NT) {{
+        gam[i] = {gate};
+        sv[i] = -expm1f(gam[i]);
+    }}
+    __syncthreads();
+{window_code}    float* hk = state_k + (long long)(b * HKV + j) * D * M;
+    float* hv = state_v + (long long)(b * HKV + j) * M * D;
+    for (int s = tid; s < M; s += NT) {{
+        const float decay = expf(gam[s]);
+        float acc[G];
+        for (int g = 0; g < G; ++g) acc[g] = 0.0f;
+        for (int i = 0; i < D; ++i) {{
+            const float x = hk[(long long)i * M + s] * decay + kr[i] * sv[s];
+            hk[(long long)i * M + s] = x;
+            for (int g = 0; g < G; ++g) acc[g] += qr[g * D + i] * x;
+        }}
+        for (int g = 0; g < G; ++g) lg[g * M + s] = acc[g];
+    }}
+    __syncthreads();
+    softmax_rows(lg, G, M);
+    __syncthreads();
+    for (int c = tid; c < D; c += NT) {{
+        const float vc = ld(v, (long long)b * HKV * D + j * D + c);
+        float o[G];
+        for (int g = 0; g < G; ++g) o[g] = 0.0f;
+        for (int s = 0; s < M; ++s) {{
+            const float x = expf(gam[s]) * hv[(long long)s * D + c] + sv[s] * vc;
+            hv[(long long)s * D + c] = x;
+            for (int g = 0; g < G; ++g) o[g] += lg[g * M + s] * x;
+        }}
+        for (int g = 0; g < G; ++g) out[(long long)b * H * D + (j * G + g) * D + c] = __float2bfloat16({out_expr});
+    }}
+}}
+"#,
+        nt = DECODE_THREADS,
+        scale = float_lit(1.0 / (d as f64).sqrt()),
+        norm = float_lit(normalizer),
+        mix_win = float_lit(spec.mix_window),
+        mix_lin = float_lit(spec.mix_linear),
+    );
+    KernelSrc {
+        name,
+        summary: format!("Liger GSA decode step ({m} slots): window over the ring, slot and value passes in place, mix"),
+        body,
+        block: [DECODE_THREADS as u32, 1, 1],
+        smem: 0,
+        grid: format!("(1, {kv}, batch): one block per (KV head, row)"),
+        params: vec![
+            format!("q [batch, {}] bf16 (raw)", h * d),
+            format!("k [batch, {}] bf16 (raw)", kv * d),
+            format!("v [batch, {}] bf16", kv * d),
+            format!("q_rot [batch, {}] bf16", h * d),
+            format!("k_rot [batch, {}] bf16", kv * d),
+            format!("state_k [batch, {kv}, {d}, {m}] f32 (in/out: Hk)"),
+            format!("state_v [batch, {kv}, {m}, {d}] f32 (in/out: Hv)"),
+            format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+            format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+            format!("out [batch, {}] bf16 (out)", h * d),
+            "pos".into(),
+        ],
+    }
+}

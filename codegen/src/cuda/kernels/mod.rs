@@ -1,0 +1,151 @@
+//! CUDA C++ source generators, one file per kernel family.
+//!
+//! Every generator returns a [`KernelSrc`]: the kernel's body (constants
+//! baked in: shapes, eps, gate normalizer, RoPE frequencies, mixing weights),
+//! its launch shape and a description of its parameters. [`super::lower`]
+//! registers each distinct source once and writes it as
+//! `kernels/NAME.cu` = header comment + [`PRELUDE`] + body.
+//!
+//! Conventions shared by all kernels: activations are row-major
+//! `[tokens, features]` (`tokens = batch · seq`, row `b·seq + t`), heads packed
+//! in the feature axis as in the IR; bf16 in memory, f32 arithmetic; names of
+//! parameters match the plan's argument order.
+
+pub mod attention;
+pub mod basic;
+pub mod liger;
+pub mod sample;
+
+use ligerc_ir::DType;
+
+use super::CudaError;
+
+/// A generated kernel before registration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelSrc {
+    /// The `extern "C"` entry point (a C identifier).
+    pub name: String,
+    /// What it computes, one line.
+    pub summary: String,
+    /// Source after the prelude.
+    pub body: String,
+    /// Threads per block.
+    pub block: [u32; 3],
+    /// Dynamic shared memory in bytes.
+    pub smem: u32,
+    /// The grid, in words (the plan holds the numbers).
+    pub grid: String,
+    /// One line per parameter, in order.
+    pub params: Vec<String>,
+}
+
+/// Helpers every kernel file starts with (after `#include <cuda_bf16.h>`).
+pub const PRELUDE: &str = r#"typedef __nv_bfloat16 bf16;
+
+// Loads as f32 and stores from f32, whatever the element type.
+__device__ __forceinline__ float ld(const bf16* p, long long i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ void st(bf16* p, long long i, float v) { p[i] = __float2bfloat16(v); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+
+__device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum of `v` over the block; `scratch` is 32 floats of shared memory. Every thread gets the sum.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = (int)threadIdx.x < warps ? scratch[threadIdx.x] : 0.0f;
+    if (warp == 0) v = warp_sum(v);
+    if (threadIdx.x == 0) scratch[0] = v;
+    __syncthreads();
+    return scratch[0];
+}
+
+// log(sigmoid(x)), stable for any x.
+__device__ __forceinline__ float logsigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
+
+// Softmax of each of `rows` rows of `width` floats at `x` (row stride `width`), in place; one warp per row.
+__device__ __forceinline__ void softmax_rows(float* x, int rows, int width) {
+    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (int r = threadIdx.x >> 5; r < rows; r += warps) {
+        float* row = x + r * width;
+        float m = neg_inf();
+        for (int i = lane; i < width; i += 32) m = fmaxf(m, row[i]);
+        m = warp_max(m);
+        float s = 0.0f;
+        for (int i = lane; i < width; i += 32) {
+            const float e = expf(row[i] - m);
+            row[i] = e;
+            s += e;
+        }
+        s = warp_sum(s);
+        for (int i = lane; i < width; i += 32) row[i] = row[i] / s;
+    }
+}
+"#;
+
+/// A C float literal that reads back as `x` rounded to f32.
+pub fn float_lit(x: f64) -> String {
+    let v = x as f32;
+    let s = format!("{v:e}");
+    format!("{s}f")
+}
+
+/// The C element type of a device tensor of `dtype`.
+pub fn c_type(dtype: DType, what: &str) -> Result<&'static str, CudaError> {
+    Ok(match dtype {
+        DType::BF16 => "bf16",
+        DType::F32 => "float",
+        DType::I64 => "long long",
+        DType::I32 => "int",
+        DType::U8 | DType::Bool => "unsigned char",
+        other => {
+            return Err(CudaError::Unsupported {
+                node: what.to_string(),
+                reason: format!("no CUDA element type for {other} tensors"),
+            });
+        }
+    })
+}
+
+/// A short tag of an element type for kernel names (`bf16`, `f32`, `i64`, …).
+pub fn tag(dtype: DType) -> &'static str {
+    dtype.name()
+}
+
+/// Largest power of two ≤ 32 dividing `n` (the value tile of the recurrent kernels).
+pub fn value_tile(n: usize) -> usize {
+    let mut t = 32;
+    while t > 1 && !n.is_multiple_of(t) {
+        t /= 2;
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_and_tiles() {
+        assert_eq!(float_lit(0.5), "5e-1f");
+        assert_eq!(float_lit(1e-5), "1e-5f");
+        assert_eq!(value_tile(128), 32);
+        assert_eq!(value_tile(16), 16);
+        assert_eq!(value_tile(80), 16);
+        assert_eq!(value_tile(7), 1);
+    }
+}
