@@ -73,7 +73,7 @@ fn reshape(a: &TensorData, spec: &[i64]) -> Option<TensorData> {
     }
     if let Some(i) = infer {
         let known: usize = dims.iter().product();
-        if known == 0 || a.numel() % known != 0 {
+        if known == 0 || !a.numel().is_multiple_of(known) {
             return None;
         }
         dims[i] = a.numel() / known;

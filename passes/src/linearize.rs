@@ -51,7 +51,7 @@ impl KeepSoftmax {
         match self {
             KeepSoftmax::None => false,
             KeepSoftmax::Layers(s) => s.contains(&layer),
-            KeepSoftmax::Every(k) => *k > 0 && (layer + 1) % k == 0,
+            KeepSoftmax::Every(k) => *k > 0 && (layer + 1).is_multiple_of(*k),
         }
     }
 }

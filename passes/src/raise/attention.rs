@@ -77,20 +77,19 @@ fn projection(g: &Graph, v: ValueRef, role: &str) -> Result<(ValueRef, usize), S
 /// Strips scalar Mul/Div factors from the top of `v`: `(core, factor)`.
 fn peel_scale(g: &Graph, mut v: ValueRef) -> (ValueRef, f64) {
     let mut factor = 1.0;
-    loop {
-        let Some(o) = onnx(g, v.node) else { break };
+    while let Some(o) = onnx(g, v.node) {
         let (Some(a), Some(b)) = (arg(g, v.node, 0), arg(g, v.node, 1)) else { break };
-        match o.op_type.as_str() {
-            "Mul" if scalar(g, b).is_some() => {
-                factor *= scalar(g, b).unwrap_or(1.0);
+        match (o.op_type.as_str(), scalar(g, a), scalar(g, b)) {
+            ("Mul", _, Some(s)) => {
+                factor *= s;
                 v = a;
             }
-            "Mul" if scalar(g, a).is_some() => {
-                factor *= scalar(g, a).unwrap_or(1.0);
+            ("Mul", Some(s), _) => {
+                factor *= s;
                 v = b;
             }
-            "Div" if scalar(g, b).is_some() => {
-                factor /= scalar(g, b).unwrap_or(1.0);
+            ("Div", _, Some(s)) => {
+                factor /= s;
                 v = a;
             }
             _ => break,

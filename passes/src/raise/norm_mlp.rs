@@ -44,13 +44,9 @@ impl Rule for RaiseRmsNorm {
         }
         // mean(x²)
         let Some(sq) = arg(g, id, 0) else { return Ok(None) };
-        let x = if is(g, sq.node, "Pow") && arg(g, sq.node, 1).and_then(|e| scalar(g, e)) == Some(2.0) {
-            arg(g, sq.node, 0)
-        } else if is(g, sq.node, "Mul") && arg(g, sq.node, 0) == arg(g, sq.node, 1) {
-            arg(g, sq.node, 0)
-        } else {
-            None
-        };
+        let squares = (is(g, sq.node, "Pow") && arg(g, sq.node, 1).and_then(|e| scalar(g, e)) == Some(2.0))
+            || (is(g, sq.node, "Mul") && arg(g, sq.node, 0) == arg(g, sq.node, 1));
+        let x = if squares { arg(g, sq.node, 0) } else { None };
         let Some(x) = x else { return Ok(None) };
         // + eps
         let Some(add) = single_user(g, id.into()) else { return Ok(None) };
