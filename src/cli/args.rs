@@ -133,6 +133,8 @@ pub enum Emit {
     Ir,
     /// An ONNX model that onnxruntime runs.
     Onnx,
+    /// CUDA kernels, a launch plan and bf16 weights in a directory (`-o DIR`).
+    Cuda,
 }
 
 /// Which graph `--emit onnx` writes.
@@ -160,7 +162,7 @@ pub struct CompileArgs {
     /// With `--emit onnx`: the full-sequence graph, or a one-token decode step with states as inputs/outputs.
     #[arg(long, value_enum, default_value = "full", value_name = "FORM")]
     pub onnx_form: OnnxFormArg,
-    /// Output file (default: stdout for `ir`; required for `onnx`).
+    /// Output file (default: stdout for `ir`; required for `onnx`), or directory (required for `cuda`).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }

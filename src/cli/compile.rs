@@ -1,6 +1,7 @@
-//! `ligerc INPUT [--pass …] --emit ir|onnx [-o FILE]`.
+//! `ligerc INPUT [--pass …] --emit ir|onnx|cuda [-o FILE|DIR]`.
 
 use anyhow::{Context, Result};
+use ligerc::codegen::cuda::CudaError;
 use ligerc::codegen::onnx::{ExportError, ExportOptions, OnnxForm, export_onnx_bytes};
 use ligerc::output::write_atomic;
 
@@ -48,6 +49,24 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 e => anyhow::Error::from(e),
             })?;
             write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            pb.finish_and_clear();
+        }
+        Emit::Cuda => {
+            let dir = args
+                .output
+                .as_ref()
+                .ok_or_else(|| UsageError("--emit cuda needs -o DIR".into()))?;
+            let opts = ligerc::codegen::cuda::CudaOptions::default();
+            // A graph without kernels for some node is the user's input (exit 2).
+            let program = ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
+                CudaError::Unsupported { .. } | CudaError::Shape { .. } | CudaError::SharedMemory { .. } => {
+                    anyhow::Error::from(UsageError(e.to_string()))
+                }
+                e => anyhow::Error::from(e),
+            })?;
+            let pb = spinner(&format!("writing {}", dir.display()));
+            ligerc::output::write_dir_atomic(dir, |tmp| program.write_to(tmp).map_err(std::io::Error::other))
+                .with_context(|| format!("writing {}", dir.display()))?;
             pb.finish_and_clear();
         }
     }

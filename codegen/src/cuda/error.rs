@@ -26,7 +26,9 @@ pub enum CudaError {
     #[error("--emit cuda: {0}")]
     Graph(#[from] ligerc_ir::IrError),
     /// A kernel needs more shared memory than the architecture offers.
-    #[error("--emit cuda: kernel `{kernel}` needs {bytes} bytes of shared memory, more than the {limit} of {arch}")]
+    #[error(
+        "--emit cuda: kernel `{kernel}` needs {bytes} bytes of shared memory, more than the {limit} of {arch}"
+    )]
     SharedMemory {
         /// The kernel.
         kernel: String,
@@ -38,7 +40,9 @@ pub enum CudaError {
         arch: String,
     },
     /// Two different sources were generated under one kernel name (a bug).
-    #[error("--emit cuda: internal error: kernel name `{0}` generated twice with different sources")]
+    #[error(
+        "--emit cuda: internal error: kernel name `{0}` generated twice with different sources"
+    )]
     KernelClash(String),
     /// NVRTC failed.
     #[error(transparent)]

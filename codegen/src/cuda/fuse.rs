@@ -186,11 +186,15 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
             Op::Rope(_) => Group::Rope(id),
             Op::SwiGlu => Group::SwiGlu(id),
             Op::Attention(_) => Group::Attention(id),
-            Op::RmsNorm { .. } => Group::Norm { add: None, norm: id },
+            Op::RmsNorm { .. } => Group::Norm {
+                add: None,
+                norm: id,
+            },
             Op::LigerGate(_) => {
                 let users = graph.users(id);
                 let k = graph.operands(id).first().copied();
                 let only_attention = !users.is_empty()
+                    && !graph.outputs.iter().any(|o| o.value.node == id)
                     && users.iter().all(|&(u, _, slot)| {
                         slot == 5
                             && matches!(graph.node(u).map(|n| &n.op), Some(Op::LigerAttention(_)))
@@ -203,11 +207,10 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
                 Group::Gate(id)
             }
             Op::LigerAttention(_) => {
-                let gate = graph
-                    .operands(id)
-                    .get(5)
-                    .map(|v| v.node)
-                    .filter(|g| matches!(graph.node(*g).map(|n| &n.op), Some(Op::LigerGate(_))));
+                let gate =
+                    graph.operands(id).get(5).map(|v| v.node).filter(|g| {
+                        matches!(graph.node(*g).map(|n| &n.op), Some(Op::LigerGate(_)))
+                    });
                 Group::Liger { attn: id, gate }
             }
             Op::Onnx(o) if o.op_type == "Add" && graph.operands(id).len() == 2 => {
@@ -219,19 +222,21 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
                 match norm {
                     Some((n, _)) => {
                         absorbed.insert(n);
-                        Group::Norm { add: Some(id), norm: n }
+                        Group::Norm {
+                            add: Some(id),
+                            norm: n,
+                        }
                     }
                     None => Group::Add(id),
                 }
             }
             Op::Onnx(o) if o.op_type == "Mul" && muls.contains(&id) => {
-                let (_, x, mask, _) = masks
-                    .iter()
-                    .find(|m| m.0 == id)
-                    .cloned()
-                    .ok_or_else(|| CudaError::Unsupported {
-                        node: graph.describe(id),
-                        reason: "internal: mask pattern lost".into(),
+                let (_, x, mask, _) =
+                    masks.iter().find(|m| m.0 == id).cloned().ok_or_else(|| {
+                        CudaError::Unsupported {
+                            node: graph.describe(id),
+                            reason: "internal: mask pattern lost".into(),
+                        }
                     })?;
                 Group::MaskRows { mul: id, x, mask }
             }
@@ -250,4 +255,88 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
         groups.push(group);
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ligerc_ir::text::parse;
+
+    fn kinds(g: &Graph) -> Vec<String> {
+        fuse(g)
+            .unwrap()
+            .iter()
+            .map(|grp| {
+                let names: Vec<String> = grp
+                    .nodes()
+                    .iter()
+                    .map(|&n| g.node(n).unwrap().op.mnemonic())
+                    .collect();
+                names.join("+")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gate_joins_the_attention_and_add_joins_the_norm() {
+        let g = parse(
+            r#"graph "block" {
+  %x = input "x" : f32[batch, seq, 8]
+  %wq = weight "q" : f32[8, 8]
+  %wk = weight "k" : f32[4, 8]
+  %wn = weight "n" : f32[8]
+  %q = Linear(%x, %wq) : f32[batch, seq, 8]
+  %k = Linear(%x, %wk) : f32[batch, seq, 4]
+  %qr = Rope(%q) {head_dim = 4, heads = 2, theta = 10000.0} : f32[batch, seq, 8]
+  %kr = Rope(%k) {head_dim = 4, heads = 1, theta = 10000.0} : f32[batch, seq, 4]
+  %g = LigerGate(%k) {head_dim = 4, kv_heads = 1, normalizer = 16.0, variant = "gla"} : f32[batch, seq, 4]
+  %a = LigerAttention(%q, %k, %k, %qr, %kr, %g) {head_dim = 4, heads = 2, kv_heads = 1, mix_linear = 0.5, mix_window = 0.5, variant = "gla", window = 64} : f32[batch, seq, 8]
+  %s = onnx.Add(%x, %a) : f32[batch, seq, 8]
+  %n = RmsNorm(%s, %wn) {eps = 1e-5} : f32[batch, seq, 8]
+  output "y" = %n
+  output "r" = %s
+}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            kinds(&g),
+            [
+                "Linear",
+                "Linear",
+                "Rope",
+                "Rope",
+                "LigerGate+LigerAttention",
+                "onnx.Add+RmsNorm"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gate_with_other_users_is_also_materialised() {
+        let g = parse(
+            r#"graph "block" {
+  %x = input "x" : f32[batch, seq, 4]
+  %g = LigerGate(%x) {head_dim = 4, kv_heads = 1, normalizer = 16.0, variant = "gla"} : f32[batch, seq, 4]
+  %a = LigerAttention(%x, %x, %x, %x, %x, %g) {head_dim = 4, heads = 1, kv_heads = 1, mix_linear = 0.5, mix_window = 0.5, variant = "gla", window = 4} : f32[batch, seq, 4]
+  output "y" = %a
+  output "gate" = %g
+}"#,
+        )
+        .unwrap();
+        assert_eq!(kinds(&g), ["LigerGate", "LigerGate+LigerAttention"]);
+    }
+
+    #[test]
+    fn generic_ops_are_refused_by_name() {
+        let g = parse(
+            r#"graph "g" {
+  %x = input "x" : f32[batch, seq, 4]
+  %y = onnx.Softmax(%x) {axis = -1} : f32[batch, seq, 4]
+  output "y" = %y
+}"#,
+        )
+        .unwrap();
+        let e = fuse(&g).unwrap_err().to_string();
+        assert!(e.contains("Softmax") && e.contains("node"), "{e}");
+    }
 }

@@ -85,9 +85,10 @@ pub fn load_nvrtc(dir: &Path) -> Result<(), NvrtcError> {
         });
     }
     // SAFETY: loading NVRTC runs its initialisers, which have no preconditions.
-    let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| NvrtcError::LibraryMissing {
-        detail: format!("cannot load {}: {e}", path.display()),
-    })?;
+    let lib =
+        unsafe { libloading::Library::new(&path) }.map_err(|e| NvrtcError::LibraryMissing {
+            detail: format!("cannot load {}: {e}", path.display()),
+        })?;
     let held = PRELOADED.get_or_init(|| Mutex::new(Vec::new()));
     held.lock().unwrap_or_else(|p| p.into_inner()).push(lib);
     Ok(())
@@ -147,7 +148,11 @@ pub fn options(arch: &str, include_dirs: &[PathBuf]) -> Vec<String> {
         "-default-device".to_string(),
         "-std=c++17".to_string(),
     ];
-    o.extend(include_dirs.iter().map(|d| format!("--include-path={}", d.display())));
+    o.extend(
+        include_dirs
+            .iter()
+            .map(|d| format!("--include-path={}", d.display())),
+    );
     o
 }
 
@@ -178,17 +183,25 @@ pub fn compile(
     include_dirs: &[PathBuf],
 ) -> Result<Compiled, NvrtcError> {
     ensure_nvrtc()?;
-    let src = CString::new(source).map_err(|_| NvrtcError::Input(format!("{name}: source holds a NUL byte")))?;
-    let cname = CString::new(name).map_err(|_| NvrtcError::Input(format!("{name}: name holds a NUL byte")))?;
+    let src = CString::new(source)
+        .map_err(|_| NvrtcError::Input(format!("{name}: source holds a NUL byte")))?;
+    let cname = CString::new(name)
+        .map_err(|_| NvrtcError::Input(format!("{name}: name holds a NUL byte")))?;
     let opts = options(arch, include_dirs);
     if opts.iter().any(|o| o.contains('\0')) {
-        return Err(NvrtcError::Input(format!("{name}: an option holds a NUL byte")));
+        return Err(NvrtcError::Input(format!(
+            "{name}: an option holds a NUL byte"
+        )));
     }
-    let prog = Program(result::create_program(&src, Some(&cname)).map_err(|e| api("nvrtcCreateProgram", e))?);
+    let prog = Program(
+        result::create_program(&src, Some(&cname)).map_err(|e| api("nvrtcCreateProgram", e))?,
+    );
     // SAFETY: `prog` is a live program; options are NUL-free (checked).
     let status = unsafe { result::compile_program(prog.0, &opts) };
     // SAFETY: as above.
-    let log = c_text(unsafe { result::get_program_log(prog.0) }.map_err(|e| api("nvrtcGetProgramLog", e))?);
+    let log = c_text(
+        unsafe { result::get_program_log(prog.0) }.map_err(|e| api("nvrtcGetProgramLog", e))?,
+    );
     if status.is_err() {
         return Err(NvrtcError::Compile {
             name: name.to_string(),
@@ -219,7 +232,11 @@ pub fn compile(
 
 /// Compiles `source` and returns only NVRTC's log (empty when clean): the CI
 /// check of emitted kernels. A compile error is an `Err` carrying the log.
-pub fn compile_check(source: &str, arch: &str, include_dirs: &[PathBuf]) -> Result<String, NvrtcError> {
+pub fn compile_check(
+    source: &str,
+    arch: &str,
+    include_dirs: &[PathBuf],
+) -> Result<String, NvrtcError> {
     compile("kernel.cu", source, arch, include_dirs).map(|c| c.log)
 }
 
@@ -240,12 +257,21 @@ mod tests {
     #[test]
     fn options_name_arch_and_includes() {
         let o = options("sm_90", &[PathBuf::from("/x/include")]);
-        assert_eq!(o, ["--gpu-architecture=sm_90", "-default-device", "-std=c++17", "--include-path=/x/include"]);
+        assert_eq!(
+            o,
+            [
+                "--gpu-architecture=sm_90",
+                "-default-device",
+                "-std=c++17",
+                "--include-path=/x/include"
+            ]
+        );
     }
 
     #[test]
     fn diagnostics_pick_warnings() {
-        let log = "k.cu(3): warning #177-D: variable \"x\" was declared but never referenced\n\nok\n";
+        let log =
+            "k.cu(3): warning #177-D: variable \"x\" was declared but never referenced\n\nok\n";
         assert_eq!(log_diagnostics(log).len(), 1);
         assert!(log_diagnostics("").is_empty());
     }
@@ -263,11 +289,29 @@ mod tests {
             eprintln!("NVRTC not available: skipped (tests/cuda_codegen.rs is the CI check)");
             return;
         }
-        let ok = compile_check("extern \"C\" __global__ void k(float* x) { x[threadIdx.x] = 1.0f; }", "sm_90", &[]).unwrap();
+        let ok = compile_check(
+            "extern \"C\" __global__ void k(float* x) { x[threadIdx.x] = 1.0f; }",
+            "sm_90",
+            &[],
+        )
+        .unwrap();
         assert!(log_diagnostics(&ok).is_empty(), "{ok}");
-        let warn = compile_check("extern \"C\" __global__ void k(float* x) { int unused = 3; x[0] = 1.0f; }", "sm_90", &[]).unwrap();
-        assert!(!log_diagnostics(&warn).is_empty(), "expected a warning, log: {warn:?}");
-        let err = compile_check("extern \"C\" __global__ void k() { undefined(); }", "compute_90", &[]).unwrap_err();
+        let warn = compile_check(
+            "extern \"C\" __global__ void k(float* x) { int unused = 3; x[0] = 1.0f; }",
+            "sm_90",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            !log_diagnostics(&warn).is_empty(),
+            "expected a warning, log: {warn:?}"
+        );
+        let err = compile_check(
+            "extern \"C\" __global__ void k() { undefined(); }",
+            "compute_90",
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(err, NvrtcError::Compile { .. }), "{err}");
     }
 }

@@ -12,7 +12,8 @@
 //! (transient, per phase, reused between steps), `persistent` (lives across
 //! calls: recurrent states, window rings, KV caches; zeroed at the start of a
 //! sequence), `weight` (from `weights.safetensors`), `scalar` (a run-time
-//! number, [`Scalar`]).
+//! number, [`Scalar`]) and `null` (a null pointer for a parameter the kernel
+//! variant ignores). docs/CUDA.md describes the format with examples.
 //!
 //! The runtime deserialises this same type (`serde_json::from_str::<Plan>`).
 
@@ -97,25 +98,39 @@ pub struct Extent {
 impl Extent {
     /// A constant.
     pub const fn fixed(n: u64) -> Extent {
-        Extent { mul: n, sym: None, div: 1 }
+        Extent {
+            mul: n,
+            sym: None,
+            div: 1,
+        }
     }
 
     /// A symbol.
     pub const fn sym(s: Sym) -> Extent {
-        Extent { mul: 1, sym: Some(s), div: 1 }
+        Extent {
+            mul: 1,
+            sym: Some(s),
+            div: 1,
+        }
     }
 
     /// `ceil(self / n)`; for a constant, the constant itself.
     pub fn ceil_div(self, n: u64) -> Extent {
         match self.sym {
             None => Extent::fixed(self.value_fixed().div_ceil(n.max(1))),
-            Some(_) => Extent { div: self.div * n.max(1), ..self },
+            Some(_) => Extent {
+                div: self.div * n.max(1),
+                ..self
+            },
         }
     }
 
     /// `self · n`.
     pub fn times(self, n: u64) -> Extent {
-        Extent { mul: self.mul * n, ..self }
+        Extent {
+            mul: self.mul * n,
+            ..self
+        }
     }
 
     fn value_fixed(self) -> u64 {
@@ -182,7 +197,11 @@ impl FromStr for Extent {
         if div == 0 {
             return Err(bad());
         }
-        Ok(Extent { mul, sym: Some(sym), div })
+        Ok(Extent {
+            mul,
+            sym: Some(sym),
+            div,
+        })
     }
 }
 
@@ -335,9 +354,10 @@ pub struct LaunchStep {
     pub dynamic_smem: u32,
     /// Arguments in the kernel's parameter order.
     pub args: Vec<Arg>,
-    /// Names of the tensors read.
+    /// Names of the tensors the step only reads.
     pub reads: Vec<String>,
-    /// Names of the tensors written.
+    /// Names of the tensors it writes; tensors updated in place (recurrent
+    /// states, rings, an in-place residual) are listed here only.
     pub writes: Vec<String>,
     /// The IR nodes this launch implements.
     pub nodes: Vec<String>,
@@ -398,6 +418,7 @@ pub struct GemmStep {
 /// One step of a phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // a plan holds a few hundred steps; boxing buys nothing
 pub enum Step {
     /// A kernel of `kernels/`.
     Launch(LaunchStep),
@@ -484,13 +505,21 @@ mod tests {
 
     #[test]
     fn extents_print_parse_and_evaluate() {
-        let b = Bindings { batch: 3, seq: 10, max_seq: 100 };
+        let b = Bindings {
+            batch: 3,
+            seq: 10,
+            max_seq: 100,
+        };
         for (e, text, value) in [
             (Extent::fixed(7), "7", 7),
             (Extent::sym(Sym::Tokens), "tokens", 30),
             (Extent::sym(Sym::Seq).ceil_div(4), "ceil(seq/4)", 3),
             (Extent::sym(Sym::Batch).times(3), "3*batch", 9),
-            (Extent::sym(Sym::MaxSeq).times(2).ceil_div(3), "ceil(2*max_seq/3)", 67),
+            (
+                Extent::sym(Sym::MaxSeq).times(2).ceil_div(3),
+                "ceil(2*max_seq/3)",
+                67,
+            ),
         ] {
             assert_eq!(e.to_string(), text);
             assert_eq!(text.parse::<Extent>().unwrap(), e);
@@ -526,7 +555,10 @@ mod tests {
             layer: None,
         });
         let text = serde_json::to_string(&step).unwrap();
-        assert!(text.contains(r#""kind":"gemm""#) && text.contains(r#""n":"tokens""#), "{text}");
+        assert!(
+            text.contains(r#""kind":"gemm""#) && text.contains(r#""n":"tokens""#),
+            "{text}"
+        );
         assert!(text.contains(r#""a":{"weight":"w"}"#), "{text}");
         assert_eq!(serde_json::from_str::<Step>(&text).unwrap(), step);
         let s = serde_json::to_string(&Arg::Scalar(Scalar::Pos0)).unwrap();

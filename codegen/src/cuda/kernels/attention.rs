@@ -93,9 +93,21 @@ pub fn attention(spec: &AttentionSpec, masked: bool) -> KernelSrc {
         if spec.causal { "_causal" } else { "_full" },
         if masked { "_masked" } else { "" }
     );
-    let mask_param = if masked { "const unsigned char* __restrict__ key_mask, " } else { "" };
-    let mask_test = if masked { " && key_mask[(long long)b * max_seq + key] != 0" } else { "" };
-    let last = if spec.causal { "p" } else { "min(pos0 + seq, max_seq) - 1" };
+    let mask_param = if masked {
+        "const unsigned char* __restrict__ key_mask, "
+    } else {
+        ""
+    };
+    let mask_test = if masked {
+        " && key_mask[(long long)b * max_seq + key] != 0"
+    } else {
+        ""
+    };
+    let last = if spec.causal {
+        "p"
+    } else {
+        "min(pos0 + seq, max_seq) - 1"
+    };
     let body = format!(
         r#"constexpr int H = {h};
 constexpr int HKV = {kv};

@@ -35,7 +35,9 @@ extern "C" __global__ void {name}(const {it}* __restrict__ ids, const bf16* __re
     );
     Ok(KernelSrc {
         name,
-        summary: format!("embedding gather: x[n] = table[ids[n]] ({vocab}×{dim} bf16 table → f32 rows)"),
+        summary: format!(
+            "embedding gather: x[n] = table[ids[n]] ({vocab}×{dim} bf16 table → f32 rows)"
+        ),
         body,
         block: [ROW_BLOCK, 1, 1],
         smem: 0,
@@ -51,7 +53,12 @@ extern "C" __global__ void {name}(const {it}* __restrict__ ids, const bf16* __re
 
 /// RMSNorm of each row, optionally after a residual add whose sum is kept:
 /// `s = residual + delta` (f32, may alias `residual`), `y = bf16(w · s / √(mean(s²) + eps))`.
-pub fn rmsnorm(dim: usize, eps: f64, x: DType, delta: Option<DType>) -> Result<KernelSrc, CudaError> {
+pub fn rmsnorm(
+    dim: usize,
+    eps: f64,
+    x: DType,
+    delta: Option<DType>,
+) -> Result<KernelSrc, CudaError> {
     let xt = c_type(x, "RmsNorm input")?;
     let (name, params, load, head, summary) = match delta {
         Some(dt) => {
@@ -64,12 +71,16 @@ pub fn rmsnorm(dim: usize, eps: f64, x: DType, delta: Option<DType>) -> Result<K
                 ),
                 "const float v = ld(residual, row + i) + ld(delta, row + i);\n        sum_out[row + i] = v;",
                 "sum_out[row + i]",
-                format!("residual add + RMSNorm over {dim} features: s = residual + delta (kept, f32), y = bf16(w·s·rsqrt(mean(s²)+eps))"),
+                format!(
+                    "residual add + RMSNorm over {dim} features: s = residual + delta (kept, f32), y = bf16(w·s·rsqrt(mean(s²)+eps))"
+                ),
             )
         }
         None => (
             format!("rmsnorm_d{dim}_{}", tag(x)),
-            format!("const {xt}* __restrict__ x, const float* __restrict__ w, bf16* __restrict__ y, int tokens"),
+            format!(
+                "const {xt}* __restrict__ x, const float* __restrict__ w, bf16* __restrict__ y, int tokens"
+            ),
             "const float v = ld(x, row + i);",
             "ld(x, row + i)",
             format!("RMSNorm over {dim} features: y = bf16(w·x·rsqrt(mean(x²)+eps))"),
@@ -104,7 +115,11 @@ extern "C" __global__ void {name}({params}) {{
         ],
         None => vec![format!("x [tokens, {dim}] {}", tag(x))],
     };
-    p.extend([format!("w [{dim}] f32"), format!("y [tokens, {dim}] bf16 (out)"), "tokens".into()]);
+    p.extend([
+        format!("w [{dim}] f32"),
+        format!("y [tokens, {dim}] bf16 (out)"),
+        "tokens".into(),
+    ]);
     Ok(KernelSrc {
         name,
         summary,
@@ -265,7 +280,10 @@ extern "C" __global__ void {name}({yt}* __restrict__ y, const float* __restrict_
 
 /// `y[n, :] = x[n, :] · mask[n]` (the exporters' `v ⊙ attention_mask[..., None]`).
 pub fn mask_rows(features: usize, x: DType, mask: DType) -> Result<KernelSrc, CudaError> {
-    let (xt, mt) = (c_type(x, "masked operand")?, c_type(mask, "attention mask")?);
+    let (xt, mt) = (
+        c_type(x, "masked operand")?,
+        c_type(mask, "attention mask")?,
+    );
     let name = format!("mask_rows_f{features}_{}_{}", tag(x), tag(mask));
     let body = format!(
         r#"constexpr long long F = {features};
@@ -324,7 +342,14 @@ extern "C" __global__ void {name}(const float* __restrict__ x, bf16* __restrict_
 /// The code computing the log-gate of one KV head into `gam[0..width]` from
 /// its raw key channels `kr[0..D]` (`D = head_dim`), for one row held in
 /// registers/shared memory; `row_mean` must hold the row's mean for retention.
-pub(crate) fn gate_expr(variant: LigerVariant, head_dim: usize, width: usize, i: &str, kr: &str, row_mean: &str) -> String {
+pub(crate) fn gate_expr(
+    variant: LigerVariant,
+    head_dim: usize,
+    width: usize,
+    i: &str,
+    kr: &str,
+    row_mean: &str,
+) -> String {
     match variant {
         LigerVariant::Gsa => format!(
             "[&]() {{ const int lo = {i} * {head_dim} / {width}, hi = (({i} + 1) * {head_dim} + {width} - 1) / {width}; \
@@ -340,7 +365,11 @@ pub(crate) fn gate_expr(variant: LigerVariant, head_dim: usize, width: usize, i:
 pub fn liger_gate(spec: &GateSpec, k: DType) -> Result<KernelSrc, CudaError> {
     let kt = c_type(k, "LigerGate key")?;
     let (kv, d, w) = (spec.kv_heads, spec.head_dim, spec.width());
-    let name = format!("liger_gate_{}_kv{kv}_d{d}_w{w}_{}", spec.variant.name().replace('-', "_"), tag(k));
+    let name = format!(
+        "liger_gate_{}_kv{kv}_d{d}_w{w}_{}",
+        spec.variant.name().replace('-', "_"),
+        tag(k)
+    );
     let expr = gate_expr(spec.variant, d, w, "m", "kr", "mean");
     let body = format!(
         r#"constexpr int HKV = {kv};
@@ -372,7 +401,10 @@ extern "C" __global__ void {name}(const {kt}* __restrict__ k, float* __restrict_
     );
     Ok(KernelSrc {
         name,
-        summary: format!("Liger gate ({}) of {kv} KV heads × {d} → {w} log-gates per head", spec.variant),
+        summary: format!(
+            "Liger gate ({}) of {kv} KV heads × {d} → {w} log-gates per head",
+            spec.variant
+        ),
         body,
         block: [128, 1, 1],
         smem: 0,

@@ -46,7 +46,12 @@ pub enum WindowOut {
 
 /// Sizes shared by the Liger kernels of one layer.
 fn dims(spec: &LigerSpec) -> (usize, usize, usize, usize) {
-    (spec.heads, spec.kv_heads, spec.heads / spec.kv_heads.max(1), spec.head_dim)
+    (
+        spec.heads,
+        spec.kv_heads,
+        spec.heads / spec.kv_heads.max(1),
+        spec.head_dim,
+    )
 }
 
 /// The window branch of a prefill (one warp per (token, query head)).
@@ -143,9 +148,20 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __
             format!("q_rot [tokens, {}] bf16", h * d),
             format!("k_rot [tokens, {}] bf16", kv * d),
             format!("v [tokens, {}] bf16", kv * d),
-            format!("ring_k [batch, {kv}, {}, {d}] bf16 (keys of positions < pos0)", w + 1),
+            format!(
+                "ring_k [batch, {kv}, {}, {d}] bf16 (keys of positions < pos0)",
+                w + 1
+            ),
             format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
-            format!("out [tokens, {}] {} (out)", h * d, if out == WindowOut::Partial { "f32" } else { "bf16" }),
+            format!(
+                "out [tokens, {}] {} (out)",
+                h * d,
+                if out == WindowOut::Partial {
+                    "f32"
+                } else {
+                    "bf16"
+                }
+            ),
             "seq".into(),
             "pos0".into(),
         ],
@@ -170,9 +186,13 @@ fn gla_smem_floats(c: usize, d: usize, dk: usize, vt: usize) -> usize {
 /// `chunk`, 32, 16 that fits in `limit` bytes.
 pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) -> (usize, usize) {
     let d = spec.head_dim;
-    let dk = if rec == Recurrence::GsaValues { spec.slots } else { d };
+    let dk = if rec == Recurrence::GsaValues {
+        spec.slots
+    } else {
+        d
+    };
     let vt = value_tile(d);
-    let mut c = chunk.max(1);
+    let mut c = chunk.clamp(1, CHUNK_THREADS);
     while c > 16 && gla_smem_floats(c, d, dk, vt) * 4 > limit {
         c /= 2;
     }
@@ -180,18 +200,40 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
 }
 
 /// The chunked gated recurrence of a prefill for one (value tile, KV head, row) per block.
-pub fn gla_prefill(spec: &LigerSpec, rec: Recurrence, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
+pub fn gla_prefill(
+    spec: &LigerSpec,
+    rec: Recurrence,
+    chunk: usize,
+    normalizer: f64,
+    window: bool,
+) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
-    let dk = if rec == Recurrence::GsaValues { spec.slots } else { d };
+    let dk = if rec == Recurrence::GsaValues {
+        spec.slots
+    } else {
+        d
+    };
     let vt = value_tile(d);
     let c = chunk;
     let smem = gla_smem_floats(c, d, dk, vt) * 4;
     let vn = vname(variant);
-    let name = format!("liger_{}_prefill_h{h}_kv{kv}_d{d}_k{dk}_c{c}_vt{vt}{}", vn, if window { "" } else { "_nowin" });
+    let name = format!(
+        "liger_{}_prefill_h{h}_kv{kv}_d{d}_k{dk}_c{c}_vt{vt}{}",
+        vn,
+        if window { "" } else { "_nowin" }
+    );
     let (q_type, q_stride, q_doc) = match rec {
-        Recurrence::Keyed => ("bf16", "H * D", format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d)),
-        Recurrence::GsaValues => ("float", "H * DK", format!("logits [tokens, {}] f32 (slot logits q·Hk)", h * dk)),
+        Recurrence::Keyed => (
+            "bf16",
+            "H * D",
+            format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
+        ),
+        Recurrence::GsaValues => (
+            "float",
+            "H * DK",
+            format!("logits [tokens, {}] f32 (slot logits q·Hk)", h * dk),
+        ),
     };
     let mean = if variant == LigerVariant::Retention {
         r#"
@@ -220,7 +262,11 @@ pub fn gla_prefill(spec: &LigerSpec, rec: Recurrence, chunk: usize, normalizer: 
         }
     };
     let mix_in = if window { "window[at] + " } else { "" };
-    let window_param = if window { "const float* __restrict__ window, " } else { "" };
+    let window_param = if window {
+        "const float* __restrict__ window, "
+    } else {
+        ""
+    };
     let body = format!(
         r#"constexpr int H = {h};
 constexpr int HKV = {kv};
@@ -231,7 +277,7 @@ constexpr int DV = {d};       // value channels = columns of the state
 constexpr int VT = {vt};       // value columns per block
 constexpr int C = {c};        // chunk length
 constexpr int NT = {nt};
-constexpr float NORM = {norm};  // gate normalizer
+[[maybe_unused]] constexpr float NORM = {norm};  // gate normalizer
 constexpr float MIX = {mix};   // mix_linear
 
 // Chunked form (chunk [c0, c0+L), b = in-chunk inclusive cumsum of the log-gates):
@@ -267,10 +313,11 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
             const int t = e / VT;
             vs[e] = t < L ? ld(v, (row0 + t) * (HKV * DV) + j * DV + col0 + e % VT) : 0.0f;
         }}
-        rowg[tid % C] = 0.0f;
+        if (tid < C) rowg[tid] = 0.0f;  // NT >= C
         __syncthreads();{mean}
         for (int e = tid; e < C * DK; e += NT) {{
-            const int t = e / DK, i = e % DK;
+            const int t = e / DK;
+            [[maybe_unused]] const int i = e % DK;
             bc[e] = t < L ? {gate} : 0.0f;
         }}
         __syncthreads();
@@ -334,12 +381,18 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
     };
     let mut params = vec![
         q_doc,
-        format!("k [tokens, {}] bf16 (raw; gate and key map computed here)", kv * d),
+        format!(
+            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
+            kv * d
+        ),
         format!("v [tokens, {}] bf16", kv * d),
         format!("state [batch, {kv}, {dk}, {d}] f32 (in/out: initial and final state)"),
     ];
     if window {
-        params.push(format!("window [tokens, {}] f32 (mix_window · window branch)", h * d));
+        params.push(format!(
+            "window [tokens, {}] f32 (mix_window · window branch)",
+            h * d
+        ));
     }
     params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
     KernelSrc {
@@ -352,7 +405,10 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
         body,
         block: [CHUNK_THREADS as u32, 1, 1],
         smem: smem as u32,
-        grid: format!("({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)", d / vt),
+        grid: format!(
+            "({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)",
+            d / vt
+        ),
         params,
     }
 }
@@ -365,7 +421,7 @@ fn slots_smem_floats(c: usize, d: usize, mt: usize) -> usize {
 /// Chunk and shared memory bytes of [`gsa_slots_prefill`].
 pub fn slots_chunk(spec: &LigerSpec, chunk: usize, limit: usize) -> (usize, usize) {
     let (d, mt) = (spec.head_dim, value_tile(spec.slots));
-    let mut c = chunk.max(1);
+    let mut c = chunk.clamp(1, CHUNK_THREADS);
     while c > 16 && slots_smem_floats(c, d, mt) * 4 > limit {
         c /= 2;
     }
@@ -473,11 +529,16 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     );
     KernelSrc {
         name,
-        summary: format!("Liger GSA slot pass, prefill, chunk {c}: slot logits q·Hk over {m} slots, Hk carried"),
+        summary: format!(
+            "Liger GSA slot pass, prefill, chunk {c}: slot logits q·Hk over {m} slots, Hk carried"
+        ),
         body,
         block: [CHUNK_THREADS as u32, 1, 1],
         smem: smem as u32,
-        grid: format!("({}, {kv}, batch): one block per (slot tile of {mt}, KV head, row)", m / mt),
+        grid: format!(
+            "({}, {kv}, batch): one block per (slot tile of {mt}, KV head, row)",
+            m / mt
+        ),
         params: vec![
             format!("q [tokens, {}] bf16 (raw)", h * d),
             format!("k [tokens, {}] bf16 (raw)", kv * d),
@@ -514,7 +575,10 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __
     );
     KernelSrc {
         name,
-        summary: format!("Liger window ring: keep the last {} rotated keys/values per KV head", w + 1),
+        summary: format!(
+            "Liger window ring: keep the last {} rotated keys/values per KV head",
+            w + 1
+        ),
         body,
         block: [d.clamp(32, 128) as u32, 1, 1],
         smem: 0,
@@ -540,7 +604,11 @@ fn decode_window(cols: &str, lanes_per_col: bool) -> String {
     } else {
         "float a[DPL];\n            for (int r = 0; r < DPL; ++r) a[r] = 0.0f;"
     };
-    let scale_acc = if lanes_per_col { "a *= corr;" } else { "for (int r = 0; r < DPL; ++r) a[r] *= corr;" };
+    let scale_acc = if lanes_per_col {
+        "a *= corr;"
+    } else {
+        "for (int r = 0; r < DPL; ++r) a[r] *= corr;"
+    };
     let accumulate = if lanes_per_col {
         "if (lane < VT) a += pk * ld(vp, col0 + lane);".to_string()
     } else {
@@ -619,14 +687,18 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     );
     let gate_code = if grm {
         let mean = if variant == LigerVariant::Retention {
-            "    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n"
+            "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n"
         } else {
             ""
         };
         let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
         let kmap = match variant {
-            LigerVariant::Hgrn2 => "    for (int i = tid; i < D; i += NT) kf[i] = -expm1f(gam[i]);\n",
-            _ => "    for (int i = tid; i < D; i += NT) kf[i] = kr[i];\n    __syncthreads();\n    softmax_rows(kf, 1, D);\n",
+            LigerVariant::Hgrn2 => {
+                "    for (int i = tid; i < D; i += NT) kf[i] = -expm1f(gam[i]);\n"
+            }
+            _ => {
+                "    for (int i = tid; i < D; i += NT) kf[i] = kr[i];\n    __syncthreads();\n    softmax_rows(kf, 1, D);\n"
+            }
         };
         format!(
             "{mean}    for (int i = tid; i < D; i += NT) gam[i] = {gexpr};\n    __syncthreads();\n{kmap}    softmax_rows(qf, G, D);\n    __syncthreads();\n"
@@ -679,37 +751,55 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     };
     let loads = format!(
         "    for (int e = tid; e < G * D; e += NT) {{\n        const long long at = (long long)b * H * D + (j * G + e / D) * D + e % D;\n{}{}    }}\n{}",
-        if grm { "        qf[e] = ld(q, at);\n" } else { "" },
-        if window { "        qrot[e] = ld(q_rot, at);\n" } else { "" },
-        if grm { "    for (int i = tid; i < D; i += NT) kr[i] = ld(k, (long long)b * HKV * D + j * D + i);\n" } else { "" },
+        if grm {
+            "        qf[e] = ld(q, at);\n"
+        } else {
+            ""
+        },
+        if window {
+            "        qrot[e] = ld(q_rot, at);\n"
+        } else {
+            ""
+        },
+        if grm {
+            "    for (int i = tid; i < D; i += NT) kr[i] = ld(k, (long long)b * HKV * D + j * D + i);\n"
+        } else {
+            ""
+        },
     );
-    let unused_q = if grm { "" } else { "    (void)q; (void)k; (void)state;\n" };
-    let unused_w = if window { "" } else { "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n" };
+    let unused_q = if grm {
+        ""
+    } else {
+        "    (void)q; (void)k; (void)state;\n"
+    };
+    let unused_w = if window {
+        ""
+    } else {
+        "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n"
+    };
     let body = format!(
         r#"constexpr int H = {h};
 constexpr int HKV = {kv};
 constexpr int G = {g};
 constexpr int D = {d};
 constexpr int VT = {vt};
-constexpr int W = {w};
-constexpr int NRING = W + 1;
+[[maybe_unused]] constexpr int W = {w};
+[[maybe_unused]] constexpr int NRING = W + 1;
 constexpr int NT = {nt};
 constexpr int NW = NT / 32;
-constexpr float SCALE = {scale};
-constexpr float NORM = {norm};
-constexpr float MIX_WIN = {mix_win};
-constexpr float MIX_LIN = {mix_lin};
+[[maybe_unused]] constexpr float SCALE = {scale};
+[[maybe_unused]] constexpr float NORM = {norm};
+[[maybe_unused]] constexpr float MIX_WIN = {mix_win};
+[[maybe_unused]] constexpr float MIX_LIN = {mix_lin};
 
 // One token per row (tokens = batch). The state is updated in place; the ring gets this token.
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
         const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
         bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, int pos) {{
-{gates}{wdecl}    __shared__ float scratch[32];
-    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
-    const int warp = tid >> 5, lane = tid & 31;
+{gates}    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
     const int col0 = vt * VT;
-    (void)scratch; (void)warp; (void)lane;
-{unused_q}{unused_w}{loads}    __syncthreads();
+{wdecl}{unused_q}{unused_w}{loads}    __syncthreads();
 {gate_code}{window_code}{grm_code}    __syncthreads();
     for (int e = tid; e < G * VT; e += NT) {{
         const int g = e / VT, c = e % VT;
@@ -732,7 +822,10 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         body,
         block: [DECODE_THREADS as u32, 1, 1],
         smem: 0,
-        grid: format!("({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)", d / vt),
+        grid: format!(
+            "({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)",
+            d / vt
+        ),
         params: vec![
             format!("q [batch, {}] bf16 (raw)", h * d),
             format!("k [batch, {}] bf16 (raw)", kv * d),
@@ -753,30 +846,40 @@ pub fn decode_gsa(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let (m, w) = (spec.slots, spec.window);
     let window = spec.mix_window != 0.0;
-    let name = format!("liger_gsa_decode_h{h}_kv{kv}_d{d}_m{m}_w{w}{}", if window { "" } else { "_nowin" });
+    let name = format!(
+        "liger_gsa_decode_h{h}_kv{kv}_d{d}_m{m}_w{w}{}",
+        if window { "" } else { "_nowin" }
+    );
     let gate = gate_expr(LigerVariant::Gsa, d, m, "i", "kr", "0.0f");
-    let window_code = if window { decode_window("all columns", false) } else { String::new() };
+    let window_code = if window {
+        decode_window("all columns", false)
+    } else {
+        String::new()
+    };
     let wdecl = if window {
         "    __shared__ float qrot[G * D];\n    __shared__ float wout[G * D];\n    bf16* ring_kh_w = ring_k + (long long)(b * HKV + j) * NRING * D;\n    bf16* ring_vh_w = ring_v + (long long)(b * HKV + j) * NRING * D;\n    for (int e = tid; e < G * D; e += NT) qrot[e] = ld(q_rot, (long long)b * H * D + j * G * D + e);\n"
     } else {
         "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n"
     };
-    let out_expr = if window { "MIX_WIN * wout[g * D + c] + MIX_LIN * o[g]" } else { "MIX_LIN * o[g]" };
+    let out_expr = if window {
+        "MIX_WIN * wout[g * D + c] + MIX_LIN * o[g]"
+    } else {
+        "MIX_LIN * o[g]"
+    };
     let body = format!(
         r#"constexpr int H = {h};
 constexpr int HKV = {kv};
 constexpr int G = {g};
 constexpr int D = {d};
 constexpr int M = {m};
-constexpr int W = {w};
-constexpr int NRING = W + 1;
+[[maybe_unused]] constexpr int W = {w};
+[[maybe_unused]] constexpr int NRING = W + 1;
 constexpr int NT = {nt};
-constexpr int NW = NT / 32;
-constexpr int DPL = (D + 31) / 32;
-constexpr int VT = D;
-constexpr float SCALE = {scale};
+[[maybe_unused]] constexpr int NW = NT / 32;
+[[maybe_unused]] constexpr int DPL = (D + 31) / 32;
+[[maybe_unused]] constexpr float SCALE = {scale};
 constexpr float NORM = {norm};
-constexpr float MIX_WIN = {mix_win};
+[[maybe_unused]] constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
 
 // Hk_t = Hk diag(e^g) + k^T s;  p = softmax_M(q Hk);  Hv_t = diag(e^g) Hv + s^T v;  o = p Hv.
@@ -838,7 +941,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     );
     KernelSrc {
         name,
-        summary: format!("Liger GSA decode step ({m} slots): window over the ring, slot and value passes in place, mix"),
+        summary: format!(
+            "Liger GSA decode step ({m} slots): window over the ring, slot and value passes in place, mix"
+        ),
         body,
         block: [DECODE_THREADS as u32, 1, 1],
         smem: 0,

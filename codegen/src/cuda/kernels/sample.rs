@@ -137,7 +137,9 @@ extern "C" __global__ void {name}(const float* __restrict__ logits, long long* _
     );
     KernelSrc {
         name,
-        summary: format!("top-k (≤ {TOP_K_MAX}) sampling with temperature over {vocab} logits of each row's last position"),
+        summary: format!(
+            "top-k (≤ {TOP_K_MAX}) sampling with temperature over {vocab} logits of each row's last position"
+        ),
         body,
         block: [THREADS, 1, 1],
         smem: 0,
