@@ -34,6 +34,12 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     use ligerc::runtime::RuntimeError;
     for cause in e.chain() {
+        if let Some(ce) = cause.downcast_ref::<ligerc::runtime::cuda::CudaError>() {
+            return match ce {
+                ligerc::runtime::cuda::CudaError::Unavailable(_) => 3,
+                _ => 1,
+            };
+        }
         if cause.is::<cli::common::UsageError>() || cause.is::<ligerc::frontends::ImportError>() {
             return 2;
         }

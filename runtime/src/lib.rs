@@ -5,6 +5,7 @@
 //! before and after any rewrite. It is the oracle the other backends are
 //! tested against.
 
+pub mod cuda;
 mod error;
 mod exec;
 mod generate;

@@ -213,6 +213,34 @@ pub struct RunArgs {
     /// window scores only tokens no earlier window scored.
     #[arg(long, value_name = "N", requires = "perplexity")]
     pub ppl_stride: Option<usize>,
+    /// Where to run: the f32 CPU reference, or the GPU (the `--emit cuda` plan, compiled
+    /// with NVRTC; exit code 3 when no GPU or CUDA library is available).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// With --backend cuda and --ids: prefill only the first N tokens, then feed the rest
+    /// one decode step at a time (the logits cover every position either way).
+    #[arg(long, value_name = "N", requires = "ids")]
+    pub prefill_len: Option<usize>,
+    /// With --backend cuda: time N greedy decode steps (after a prefill of
+    /// --bench-context tokens per row, --bench-batch rows) and print one JSON line.
+    #[arg(long, value_name = "N", conflicts_with_all = ["prompt", "ids", "perplexity"])]
+    pub bench_decode: Option<usize>,
+    /// Rows of --bench-decode.
+    #[arg(long, value_name = "B", default_value_t = 1)]
+    pub bench_batch: usize,
+    /// Prompt tokens per row before --bench-decode.
+    #[arg(long, value_name = "L", default_value_t = 128)]
+    pub bench_context: usize,
+}
+
+/// `ligerc run --backend`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The f32 CPU reference runtime.
+    #[default]
+    Cpu,
+    /// The CUDA runtime (bf16 weights, NVRTC-compiled kernels, cuBLAS).
+    Cuda,
 }
 
 /// `ligerc bench MODEL …`

@@ -382,6 +382,7 @@ fn json_line(cx: &Context, r: &Record) -> serde_json::Value {
         "min_ms": finite(r.min_ms()),
         "max_ms": finite(r.max_ms()),
         "tokens_per_s": r.tokens_per_s(),
+        "samples_ms": r.samples_ms,
     })
 }
 
