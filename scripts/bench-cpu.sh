@@ -79,7 +79,7 @@ onnx="$dir/smollm2.onnx"
 
 export RAYON_NUM_THREADS="$threads" MATMUL_NUM_THREADS="$threads"
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
-bench=(--seq "$seq" --batch 1 --reps "$reps" --warmup "$warmup" --json)
+bench=(--seq "$seq" --batch 1 --reps "$reps" --warmup "$warmup" --import-reps 3 --json)
 
 echo "bench-cpu.sh: exporting $gguf to ONNX" >&2
 t0=$(date +%s%N)
@@ -119,11 +119,20 @@ def get(label, stage, seq=None):
             return r
     return None
 
-def ms(r):
-    if not r or r.get("median_ms") is None:
-        return "n/a"
-    m = r["median_ms"]
+def fmt(m):
     return f"{m:.2f}" if m < 10 else f"{m:.1f}" if m < 1000 else f"{m:.0f}"
+
+def ms(r, key="median_ms"):
+    return fmt(r[key]) if r and r.get(key) is not None else "n/a"
+
+def ms_min(r):
+    """median (min) for timed stages with several samples."""
+    return f"{ms(r)} ({ms(r, 'min_ms')})" if r and r.get("reps", 1) > 1 else ms(r)
+
+def ratio(a, o):
+    if not (a and o):
+        return "n/a"
+    return f"{a['median_ms'] / o['median_ms']:.2f}× ({a['min_ms'] / o['min_ms']:.2f}×)"
 
 ort_v = next((r["version"] for r in rows if r["tool"] == "onnxruntime"), "?")
 print(f"CPU: {cpu}, {ncpu} cores; threads: {threads} (RAYON_NUM_THREADS = MATMUL_NUM_THREADS = "
@@ -131,26 +140,27 @@ print(f"CPU: {cpu}, {ncpu} cores; threads: {threads} (RAYON_NUM_THREADS = MATMUL
       f"{datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
       f"load average (1, 5, 15 min) {load_start} before, {load_end} after")
 print()
-print("Forward pass, batch 1, random ids, no KV cache (median ms):")
+reps = next((r["reps"] for r in rows if r["stage"] == "forward"), "?")
+print(f"Forward pass, batch 1, random ids, no KV cache; ms as median (min) of {reps} timed runs,")
+print("ratios as median/median (min/min):")
 print()
 print("| tokens | ours, GGUF import | ours, HF import | onnxruntime (exported ONNX) | ours/ORT (GGUF) | ours/ORT (HF) |")
 print("|---:|---:|---:|---:|---:|---:|")
 seqs = sorted({r["seq"] for r in rows if r["stage"] == "forward"})
 for s in seqs:
     g, h, o = get("gguf", "forward", s), get("hf", "forward", s), get("ort", "forward", s)
-    ratio = lambda a: f"{a['median_ms'] / o['median_ms']:.2f}×" if a and o else "n/a"
-    print(f"| {s} | {ms(g)} | {ms(h)} | {ms(o)} | {ratio(g)} | {ratio(h)} |")
+    print(f"| {s} | {ms_min(g)} | {ms_min(h)} | {ms_min(o)} | {ratio(g, o)} | {ratio(h, o)} |")
 if any(r["stage"] == "decode" for r in rows):
     print()
-    print("Prefill then KV-cache decode (ours only; decode is ms per token, median over steps):")
+    print("Prefill then KV-cache decode (ours only; median (min); decode is ms per token over all steps):")
     print()
     print("| prompt tokens | prefill ms, GGUF | decode ms/token, GGUF | prefill ms, HF | decode ms/token, HF |")
     print("|---:|---:|---:|---:|---:|")
     for s in seqs:
-        print(f"| {s} | {ms(get('gguf', 'prefill', s))} | {ms(get('gguf', 'decode', s))} | "
-              f"{ms(get('hf', 'prefill', s))} | {ms(get('hf', 'decode', s))} |")
+        print(f"| {s} | {ms_min(get('gguf', 'prefill', s))} | {ms_min(get('gguf', 'decode', s))} | "
+              f"{ms_min(get('hf', 'prefill', s))} | {ms_min(get('hf', 'decode', s))} |")
 print()
-print("Import and setup (median ms):")
+print("Import and setup (ms; median (min) where repeated):")
 print()
 print("| step | ms |")
 print("|---|---:|")
@@ -164,7 +174,7 @@ for what, r in [
     ("GGUF → ONNX export (`ligerc --emit onnx`, whole process)", next((r for r in rows if r["stage"] == "export"), None)),
     ("onnxruntime session creation, exported SmolLM2", get("ort", "session")),
 ]:
-    print(f"| {what} | {ms(r)} |")
+    print(f"| {what} | {ms_min(r)} |")
 PY
 if [[ -n "$out" ]]; then
     echo "bench-cpu.sh: raw JSON lines and the exported ONNX are in $dir" >&2

@@ -126,7 +126,8 @@ def main(argv=None):
         print(json.dumps({**common, **kw}), flush=True)
 
     line(stage="session", seq=None, batch=None, warmup=0, reps=1,
-         median_ms=session_ms, min_ms=session_ms, max_ms=session_ms, tokens_per_s=None)
+         median_ms=session_ms, min_ms=session_ms, max_ms=session_ms, tokens_per_s=None,
+         samples_ms=[session_ms])
 
     rng = np.random.default_rng(a.seed)
     for seq in a.seq:
@@ -151,7 +152,7 @@ def main(argv=None):
         med = statistics.median(samples)
         line(stage="forward", seq=seq, batch=a.batch, warmup=a.warmup, reps=len(samples),
              median_ms=med, min_ms=min(samples), max_ms=max(samples),
-             tokens_per_s=a.batch * seq * 1000.0 / med if med > 0 else None)
+             tokens_per_s=a.batch * seq * 1000.0 / med if med > 0 else None, samples_ms=samples)
 
 
 if __name__ == "__main__":

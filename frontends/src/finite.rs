@@ -34,10 +34,7 @@ pub fn check_finite(graph: &Graph, path: &Path) -> ImportResult<()> {
             let handles: Vec<_> = (0..threads)
                 .map(|k| {
                     let mine: Vec<_> = weights.iter().skip(k).step_by(threads).collect();
-                    s.spawn(move || {
-                        mine.into_iter()
-                            .find_map(|(n, t)| scan(t).map(|b| (*n, b)))
-                    })
+                    s.spawn(move || mine.into_iter().find_map(|(n, t)| scan(t).map(|b| (*n, b))))
                 })
                 .collect();
             handles
@@ -69,10 +66,15 @@ struct NonFinite {
     count: usize,
 }
 
+/// Whether an element's bits (zero-extended to u64) are NaN or infinite.
+type BitTest = fn(u64) -> bool;
+/// An element's value from its bits, for the message.
+type BitValue = fn(u64) -> f64;
+
 fn scan(t: &TensorData) -> Option<NonFinite> {
     let b = t.bytes();
-    // Each dtype: bytes per element, and whether an element's bits (as u64) are NaN/inf.
-    let (size, bad, value): (usize, fn(u64) -> bool, fn(u64) -> f64) = match t.dtype() {
+    // Each dtype: bytes per element, the NaN/inf test and the value of its bits.
+    let (size, bad, value): (usize, BitTest, BitValue) = match t.dtype() {
         DType::F32 => (
             4,
             |x| (x as u32) & 0x7f80_0000 == 0x7f80_0000,
@@ -132,8 +134,14 @@ mod tests {
                 let t = TensorData::from_f64_as(dtype, vec![4], &[1.0, bad, 2.0, bad]).unwrap();
                 let err = check_finite(&graph_with("w.bad", t), Path::new("m.onnx")).unwrap_err();
                 let msg = err.to_string();
-                assert!(matches!(err, ImportError::Tensor { ref tensor, .. } if tensor == "w.bad"), "{msg}");
-                assert!(msg.contains("2 non-finite values") && msg.contains("flat index 1"), "{dtype}: {msg}");
+                assert!(
+                    matches!(err, ImportError::Tensor { ref tensor, .. } if tensor == "w.bad"),
+                    "{msg}"
+                );
+                assert!(
+                    msg.contains("2 non-finite values") && msg.contains("flat index 1"),
+                    "{dtype}: {msg}"
+                );
             }
             let ok = TensorData::from_f64_as(dtype, vec![3], &[0.0, -1.5, 65000.0]).unwrap();
             check_finite(&graph_with("w", ok), Path::new("m.onnx")).unwrap();

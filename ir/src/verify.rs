@@ -107,6 +107,13 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
     }
 }
 
+/// `heads × per_head` as a dim. Counts come from attributes a user wrote, so
+/// the product saturates instead of overflowing: no real tensor is that wide,
+/// and the mismatch is reported like any other.
+fn width(heads: usize, per_head: usize) -> Dim {
+    Dim::Fixed(heads.saturating_mul(per_head))
+}
+
 fn last_dim(t: &TensorType) -> Option<&Dim> {
     t.dim(-1)
 }
@@ -187,7 +194,7 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                     at,
                     "features",
                     last_dim(x),
-                    &Dim::Fixed(r.heads * r.head_dim),
+                    &width(r.heads, r.head_dim),
                 );
             }
         }
@@ -201,8 +208,8 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                     s.heads, s.kv_heads
                 ));
             }
-            let q_w = Dim::Fixed(s.heads * s.head_dim);
-            let kv_w = Dim::Fixed(s.kv_heads * s.head_dim);
+            let q_w = width(s.heads, s.head_dim);
+            let kv_w = width(s.kv_heads, s.head_dim);
             if let Some(q) = ops.first() {
                 expect_dim(errors, at, "query features", last_dim(q), &q_w);
             }
@@ -216,10 +223,10 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
             float(errors, 0);
             if g.variant.has_gate() {
                 if let Some(k) = ops.first() {
-                    expect_dim(errors, at, "key features", last_dim(k), &Dim::Fixed(g.kv_heads * g.head_dim));
+                    expect_dim(errors, at, "key features", last_dim(k), &width(g.kv_heads, g.head_dim));
                 }
                 if let Some(out) = node.outputs.first() {
-                    expect_dim(errors, at, "gate width", last_dim(out), &Dim::Fixed(g.kv_heads * g.width()));
+                    expect_dim(errors, at, "gate width", last_dim(out), &width(g.kv_heads, g.width()));
                 }
             } else {
                 errors.push(format!("{at}: variant {} has no gate", g.variant));
@@ -238,9 +245,9 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
             if l.variant == crate::LigerVariant::Gsa && (l.slots == 0 || l.slots > l.head_dim) {
                 errors.push(format!("{at}: GSA needs 1..={} slots, has {}", l.head_dim, l.slots));
             }
-            let q_w = Dim::Fixed(l.heads * l.head_dim);
-            let kv_w = Dim::Fixed(l.kv_heads * l.head_dim);
-            let gate_w = Dim::Fixed(l.kv_heads * l.variant.gate_width(l.head_dim, l.slots));
+            let q_w = width(l.heads, l.head_dim);
+            let kv_w = width(l.kv_heads, l.head_dim);
+            let gate_w = width(l.kv_heads, l.variant.gate_width(l.head_dim, l.slots));
             let names = [("q", &q_w), ("k", &kv_w), ("v", &kv_w), ("q_rot", &q_w), ("k_rot", &kv_w), ("gate", &gate_w)];
             for (i, (name, want)) in names.into_iter().enumerate() {
                 if let Some(t) = ops.get(i) {

@@ -258,10 +258,12 @@ impl WeightSource for GgufSource {
             tensor: gname.clone(),
             detail,
         };
-        let mut data = self
-            .gguf
-            .dequantize(&self.bytes, info)
-            .map_err(|e| tensor_err(e.to_string()))?;
+        // GgufError messages name the tensor already; the ImportError names it once.
+        let prefix = format!("tensor `{gname}`: ");
+        let mut data = self.gguf.dequantize(&self.bytes, info).map_err(|e| {
+            let msg = e.to_string();
+            tensor_err(msg.strip_prefix(&prefix).unwrap_or(&msg).to_string())
+        })?;
         let shape: Vec<usize> = info
             .shape_row_major()
             .into_iter()

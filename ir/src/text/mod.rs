@@ -15,7 +15,8 @@
 //! Nodes are printed in the deterministic topological order of
 //! [`crate::Graph::topo_order`] and numbered from zero, so printing a graph
 //! twice gives the same text, and `print(parse(print(g))) == print(g)`.
-//! Attributes are sorted by key. Floats are printed in the shortest form that
+//! Attributes are sorted by key; a key or dim name that is not a plain word
+//! (model files may use any string) is printed quoted and reads back as one. Floats are printed in the shortest form that
 //! reads back bit-exactly. Weight data is not part of the text; a parsed graph
 //! refers to weights by name and the caller supplies the store.
 

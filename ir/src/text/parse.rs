@@ -279,7 +279,7 @@ impl Parser {
                     Tok::Num(n) => {
                         Dim::Fixed(n.parse().map_err(|_| self.err(format!("bad dim `{n}`")))?)
                     }
-                    Tok::Ident(s) => Dim::Sym(s),
+                    Tok::Ident(s) | Tok::Str(s) => Dim::Sym(s),
                     Tok::Punct('?') => Dim::Unknown,
                     other => {
                         return Err(
@@ -326,6 +326,18 @@ impl Parser {
         dims: Vec<usize>,
         items: &[String],
     ) -> Result<TensorData, IrError> {
+        // The importers' bound (`ImportLimits`): zero dims do not hide the others,
+        // which code walking strides would still multiply.
+        const MAX_ELEMENTS: usize = 1 << 40;
+        let declared = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d.max(1)))
+            .filter(|&n| n <= MAX_ELEMENTS);
+        if declared.is_none() {
+            return Err(self.err(format!(
+                "{dtype}{dims:?} declares more than {MAX_ELEMENTS} elements"
+            )));
+        }
         let bad = |s: &str| self.err(format!("`{s}` is not a valid {dtype} value"));
         let mut bytes = Vec::with_capacity(items.len() * dtype.size());
         for s in items {
@@ -367,7 +379,8 @@ impl Parser {
         }
         loop {
             let key = match self.next()? {
-                Tok::Ident(k) => k,
+                // A key that is not a plain word is printed quoted.
+                Tok::Ident(k) | Tok::Str(k) => k,
                 other => {
                     return Err(self.err(format!(
                         "expected an attribute name, found {}",

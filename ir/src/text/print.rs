@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::{Attr, DType, Graph, IrError, Op, TensorData, ValueRef};
+use crate::{Attr, DType, Dim, Graph, IrError, Op, TensorData, TensorType, ValueRef};
 
 /// Prints `graph` in the text form. Fails only on a cyclic graph.
 pub fn print(graph: &Graph) -> Result<String, IrError> {
@@ -51,13 +51,13 @@ pub fn print(graph: &Graph) -> Result<String, IrError> {
                 if !attrs.is_empty() {
                     let parts: Vec<String> = attrs
                         .iter()
-                        .map(|(k, v)| format!("{k} = {}", attr_text(v)))
+                        .map(|(k, v)| format!("{} = {}", word(k), attr_text(v)))
                         .collect();
                     let _ = write!(out, " {{{}}}", parts.join(", "));
                 }
             }
         }
-        let tys: Vec<String> = node.outputs.iter().map(|t| t.to_string()).collect();
+        let tys: Vec<String> = node.outputs.iter().map(type_text).collect();
         let _ = write!(out, " : {}", tys.join(", "));
         if let Some(name) = &node.name {
             let _ = write!(out, " loc({name:?})");
@@ -69,6 +69,34 @@ pub fn print(graph: &Graph) -> Result<String, IrError> {
     }
     out.push_str("}\n");
     Ok(out)
+}
+
+/// `s` as the lexer reads a word (`Ident`), or quoted when it would not read
+/// back as one (empty, a leading digit, spaces or punctuation, `inf`, `NaN`):
+/// attribute keys and dim names come from model files and may be anything.
+fn word(s: &str) -> String {
+    let plain = s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && s != "inf"
+        && s != "NaN";
+    if plain { s.to_string() } else { format!("{s:?}") }
+}
+
+/// A value type, `f32[batch, 4]`, with dim names through [`word`].
+fn type_text(t: &TensorType) -> String {
+    match &t.shape {
+        None => format!("{}[*]", t.dtype),
+        Some(dims) => {
+            let dims: Vec<String> = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Sym(s) => word(s),
+                    d => d.to_string(),
+                })
+                .collect();
+            format!("{}[{}]", t.dtype, dims.join(", "))
+        }
+    }
 }
 
 fn attr_text(a: &Attr) -> String {
@@ -125,7 +153,39 @@ fn write_data(out: &mut String, t: &TensorData) {
             .into_iter()
             .map(|v| format!("{v:?}"))
             .collect(),
+        // Any non-zero byte is true; printed as 1 so that it reads back.
+        DType::Bool => t
+            .to_i64_vec()
+            .into_iter()
+            .map(|v| u8::from(v != 0).to_string())
+            .collect(),
         _ => t.to_i64_vec().into_iter().map(|v| v.to_string()).collect(),
     };
     let _ = write!(out, "[{}]", items.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::text::{parse, print};
+    use crate::{Attr, Attrs, DType, Dim, Graph, OnnxOp, Op, TensorData, TensorType};
+
+    /// Names from model files need not be words; the text form must still read back.
+    #[test]
+    fn odd_keys_dim_names_and_bool_bytes_round_trip() {
+        let mut g = Graph::new("odd");
+        let dims = ["batch size", "", "inf", "2x", "seq.len"].map(|s| Dim::Sym(s.into()));
+        let x = g.add_input("x", TensorType::new(DType::F32, dims.to_vec()));
+        let mut attrs = Attrs::new();
+        attrs.insert(" _d".into(), Attr::Int(1));
+        attrs.insert("NaN".into(), Attr::Float(f64::NAN));
+        let bools = TensorData::new(DType::Bool, vec![3], vec![0u8, 1, 7].into()).unwrap();
+        attrs.insert("value".into(), Attr::Tensor(bools));
+        let op = Op::Onnx(OnnxOp { op_type: "Relu".into(), attrs });
+        let y = g.add(op, &[x], TensorType::unranked(DType::F32));
+        g.add_output("y", y);
+        let text = print(&g).unwrap();
+        assert!(text.contains(r#"f32["batch size", "", "inf", "2x", seq.len]"#), "{text}");
+        assert!(text.contains(r#"{" _d" = 1, "NaN" = NaN, value = bool[3] [0, 1, 1]}"#), "{text}");
+        assert_eq!(print(&parse(&text).unwrap()).unwrap(), text);
+    }
 }

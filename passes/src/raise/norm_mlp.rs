@@ -148,6 +148,11 @@ impl Rule for RaiseLinear {
             return Ok(None);
         }
         let (rows, cols) = (w.shape()[0], w.shape()[1]);
+        // A MatMul whose known input width disagrees with the weight is not a projection
+        // ligerc can raise; leave it generic (the runtime reports the mismatch by node).
+        if g.value_type(x).ok().and_then(|t| t.dim(-1)).and_then(|d| d.fixed()).is_some_and(|n| n != rows) {
+            return Ok(None);
+        }
         let data = w.to_f32_vec();
         let mut t = vec![0f32; data.len()];
         for r in 0..rows {
