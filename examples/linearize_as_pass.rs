@@ -28,23 +28,34 @@ impl Pass for OpCensus {
                 *counts.entry(n.op.mnemonic()).or_default() += 1;
             }
         }
-        let top: Vec<String> = counts.iter().filter(|(_, n)| **n > 1).map(|(k, n)| format!("{k}×{n}")).collect();
+        let top: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, n)| format!("{k}×{n}"))
+            .collect();
         cx.notes.push(format!("op-census: {}", top.join(" ")));
         Ok(())
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "tests/fixtures/onnx/tiny_dynamo_op18_eager.onnx".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tests/fixtures/onnx/tiny_dynamo_op18_eager.onnx".into());
     let mut graph = ligerc::load_model(std::path::Path::new(&path))?.graph;
 
     let mut pm = PassManager::new();
     pm.add(Box::new(OpCensus))
         .add(Box::new(Raise::default()))
-        .add(Box::new(Linearize { window: 32, ..Linearize::for_variant(LigerVariant::Gla) }))
+        .add(Box::new(Linearize {
+            window: 32,
+            ..Linearize::for_variant(LigerVariant::Gla)
+        }))
         .add(Box::new(OpCensus));
     let mut cx = PassContext::default();
-    pm.run(&mut graph, &mut cx, |pass, g| println!("after {pass}: {} nodes", g.node_count()))?;
+    pm.run(&mut graph, &mut cx, |pass, g| {
+        println!("after {pass}: {} nodes", g.node_count())
+    })?;
     for note in &cx.notes {
         println!("{note}");
     }

@@ -21,4 +21,6 @@ mod model;
 pub mod npy;
 pub mod output;
 
-pub use model::{LoadOptions, LoadedModel, ModelFormat, TokenizerSource, load_model, load_model_with};
+pub use model::{
+    LoadOptions, LoadedModel, ModelFormat, TokenizerSource, load_model, load_model_with,
+};

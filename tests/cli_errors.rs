@@ -157,11 +157,15 @@ fn a_config_that_does_not_match_its_weights_is_refused() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"qwen2\"", "\"llama\"");
+    let cfg = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"qwen2\"", "\"llama\"");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     expect_bad(&[dir.to_str().unwrap()], "q_proj.bias", None);
     // A weight whose shape disagrees with the config.
-    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    let cfg = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     expect_bad(&[dir.to_str().unwrap()], "the config implies", None);
 }

@@ -27,8 +27,12 @@ fn run_file(path: &Path) -> Result<(), String> {
         .split_whitespace()
         .map(String::from)
         .collect::<Vec<_>>();
-    let (head, rest) = src.split_once("// ----- input\n").ok_or("missing `// ----- input`")?;
-    let (input, expected) = rest.split_once("// ----- expected\n").ok_or("missing `// ----- expected`")?;
+    let (head, rest) = src
+        .split_once("// ----- input\n")
+        .ok_or("missing `// ----- input`")?;
+    let (input, expected) = rest
+        .split_once("// ----- expected\n")
+        .ok_or("missing `// ----- expected`")?;
     let mut g = text::parse(input).map_err(|e| format!("input: {e}"))?;
     for id in g.node_ids() {
         if let Some(n) = g.node(id)
@@ -36,23 +40,33 @@ fn run_file(path: &Path) -> Result<(), String> {
             && let Some(dims) = n.outputs[0].fixed_dims()
         {
             let zeros = vec![0.0; dims.iter().product()];
-            let t = TensorData::from_f64_as(n.outputs[0].dtype, dims, &zeros).map_err(|e| e.to_string())?;
+            let t = TensorData::from_f64_as(n.outputs[0].dtype, dims, &zeros)
+                .map_err(|e| e.to_string())?;
             g.weights.insert(name.clone(), t);
         }
     }
     let mut pm = PassManager::new();
     for p in &pipeline {
-        let spec: PassSpec = p.parse().map_err(|e: ligerc::passes::PassError| e.to_string())?;
+        let spec: PassSpec = p
+            .parse()
+            .map_err(|e: ligerc::passes::PassError| e.to_string())?;
         pm.add(make_pass(&spec).map_err(|e| e.to_string())?);
     }
-    pm.run(&mut g, &mut PassContext::default(), |_, _| {}).map_err(|e| e.to_string())?;
+    pm.run(&mut g, &mut PassContext::default(), |_, _| {})
+        .map_err(|e| e.to_string())?;
     let got = text::print(&g).map_err(|e| e.to_string())?;
     if got != expected {
         if std::env::var_os("LIGERC_BLESS").is_some() {
-            std::fs::write(path, format!("{head}// ----- input\n{input}// ----- expected\n{got}")).map_err(|e| e.to_string())?;
+            std::fs::write(
+                path,
+                format!("{head}// ----- input\n{input}// ----- expected\n{got}"),
+            )
+            .map_err(|e| e.to_string())?;
             return Ok(());
         }
-        return Err(format!("output differs from the expected section:\n--- got\n{got}--- expected\n{expected}"));
+        return Err(format!(
+            "output differs from the expected section:\n--- got\n{got}--- expected\n{expected}"
+        ));
     }
     Ok(())
 }
@@ -60,9 +74,16 @@ fn run_file(path: &Path) -> Result<(), String> {
 #[test]
 fn filetests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "ir")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ir"))
+        .collect();
     files.sort();
     assert!(!files.is_empty());
-    let failures: Vec<String> = files.iter().filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display()))).collect();
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| run_file(f).err().map(|e| format!("{}: {e}", f.display())))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

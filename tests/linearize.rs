@@ -39,7 +39,17 @@ fn smollm2_linearized_ir_snapshots() {
     assert_eq!(text.matches("= LigerAttention(").count(), 30);
     assert_eq!(text.matches("= LigerGate(").count(), 30);
     insta::assert_snapshot!("linearize_smollm2_gla", text);
-    let hybrid = ir(&gguf, &["--pass", "linearize", "--keep-softmax", "every:8", "--pass", "lora"]);
+    let hybrid = ir(
+        &gguf,
+        &[
+            "--pass",
+            "linearize",
+            "--keep-softmax",
+            "every:8",
+            "--pass",
+            "lora",
+        ],
+    );
     // 30 layers, one in eight kept: layers 7, 15, 23.
     assert_eq!(hybrid.matches("= Attention(").count(), 3);
     assert_eq!(hybrid.matches("= Lora(").count(), 90);
@@ -50,11 +60,23 @@ fn smollm2_linearized_ir_snapshots() {
 fn linearize_refuses_bad_options_with_exit_2() {
     let tiny = fixture("tiny_dynamo_op18_sdpa.onnx");
     for (args, needle) in [
-        (vec!["--pass", "linearize", "--variant", "mamba"], "unknown Liger variant"),
-        (vec!["--pass", "linearize", "--keep-softmax", "9"], "layer 9"),
-        (vec!["--pass", "linearize", "--variant", "gsa", "--slots", "32"], "slots"),
+        (
+            vec!["--pass", "linearize", "--variant", "mamba"],
+            "unknown Liger variant",
+        ),
+        (
+            vec!["--pass", "linearize", "--keep-softmax", "9"],
+            "layer 9",
+        ),
+        (
+            vec!["--pass", "linearize", "--variant", "gsa", "--slots", "32"],
+            "slots",
+        ),
         (vec!["--pass", "linearize", "--mix", "0.5"], "mix"),
-        (vec!["--pass", "linearize:frobnicate=1"], "no option `frobnicate`"),
+        (
+            vec!["--pass", "linearize:frobnicate=1"],
+            "no option `frobnicate`",
+        ),
     ] {
         let mut a = vec![tiny.to_str().unwrap()];
         a.extend(args.iter().copied());
@@ -69,7 +91,10 @@ fn linearize_refuses_bad_options_with_exit_2() {
 fn swa_only_with_a_window_covering_the_sequence_is_softmax_attention() {
     // Window branch alone, weight 1, seeing every earlier token: exactly the original model.
     let dir = tempdir("swa-exact");
-    for model in [fixture("tiny_legacy_op17_eager.onnx"), fixture("tiny_dynamo_op23_sdpa.onnx")] {
+    for model in [
+        fixture("tiny_legacy_op17_eager.onnx"),
+        fixture("tiny_dynamo_op23_sdpa.onnx"),
+    ] {
         let rows = random_ids(21, 2, 13, 256);
         let ids = ids_args(&rows);
         let run = |extra: &[&str], out: &std::path::Path| {
@@ -81,13 +106,36 @@ fn swa_only_with_a_window_covering_the_sequence_is_softmax_attention() {
             read_npy(out).1
         };
         let base = run(&[], &dir.join("base.npy"));
-        let swa = run(&["--pass", "linearize", "--variant", "swa-only", "--window", "12"], &dir.join("swa.npy"));
+        let swa = run(
+            &[
+                "--pass",
+                "linearize",
+                "--variant",
+                "swa-only",
+                "--window",
+                "12",
+            ],
+            &dir.join("swa.npy"),
+        );
         let (d, m) = max_diff(&swa, &base);
         assert!(d <= 1e-5 * m, "{}: {d} vs max {m}", model.display());
         // One key fewer than the sequence needs changes the last positions.
-        let short = run(&["--pass", "linearize", "--variant", "swa-only", "--window", "3"], &dir.join("short.npy"));
+        let short = run(
+            &[
+                "--pass",
+                "linearize",
+                "--variant",
+                "swa-only",
+                "--window",
+                "3",
+            ],
+            &dir.join("short.npy"),
+        );
         let (d, m) = max_diff(&short, &base);
-        assert!(d > 1e-3 * m, "a 4-key window should differ from full attention");
+        assert!(
+            d > 1e-3 * m,
+            "a 4-key window should differ from full attention"
+        );
     }
 }
 
@@ -99,7 +147,9 @@ fn linearized_smollm2_prefill_then_decode_equals_one_forward() {
     use ligerc::runtime::Session;
     let (gguf, _) = smollm2();
     let mut graph = ligerc::load_model(&gguf).unwrap().graph;
-    Linearize::default().run(&mut graph, &mut PassContext::default()).unwrap();
+    Linearize::default()
+        .run(&mut graph, &mut PassContext::default())
+        .unwrap();
     let mut session = Session::new(graph).unwrap();
     let ids = random_ids(8, 1, 80, 49152).remove(0);
     let full = session.forward(&[ids.clone()]).unwrap();
@@ -111,7 +161,10 @@ fn linearized_smollm2_prefill_then_decode_equals_one_forward() {
     assert!(d <= 1e-4 * m, "prefill: {d} vs max {m}");
     for (t, &id) in ids.iter().enumerate().skip(70) {
         let step = session.decode_step(&[id]).unwrap();
-        let (d, m) = max_diff(step.as_f32("logits").unwrap(), &full[t * vocab..(t + 1) * vocab]);
+        let (d, m) = max_diff(
+            step.as_f32("logits").unwrap(),
+            &full[t * vocab..(t + 1) * vocab],
+        );
         // f32 over 30 layers, chunked prefill vs recurrent steps: ~1e-6 relative in practice.
         assert!(d <= 1e-4 * m, "decode position {t}: {d} vs max {m}");
     }

@@ -17,7 +17,13 @@ fn fixtures_round_trip_through_onnx_export() {
     for model in fixtures() {
         let name = model.file_stem().unwrap().to_string_lossy().into_owned();
         let out = dir.join(format!("{name}.onnx"));
-        ligerc_ok(&[model.to_str().unwrap(), "--emit", "onnx", "-o", out.to_str().unwrap()]);
+        ligerc_ok(&[
+            model.to_str().unwrap(),
+            "--emit",
+            "onnx",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         let rows = if name.contains("op23") { 1 } else { 2 };
         ours_vs_ort(&model, &out, &random_ids(3, rows, 9, 256), &dir, &name);
     }
@@ -29,7 +35,13 @@ fn smollm2_exports_from_gguf_and_hf() {
     let (gguf, hf) = smollm2();
     for (model, tag) in [(gguf, "gguf"), (hf, "hf")] {
         let out = dir.join(format!("smollm2-{tag}.onnx"));
-        ligerc_ok(&[model.to_str().unwrap(), "--emit", "onnx", "-o", out.to_str().unwrap()]);
+        ligerc_ok(&[
+            model.to_str().unwrap(),
+            "--emit",
+            "onnx",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         ours_vs_ort(&model, &out, &random_ids(11, 2, 16, 49152), &dir, tag);
     }
 }

@@ -63,11 +63,20 @@ fn external_data_files_are_read() {
         src.to_str().unwrap(),
         out.to_str().unwrap()
     );
-    let o = std::process::Command::new(python()).args(["-c", &script]).output().unwrap();
+    let o = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(dir.join("ext.onnx.data").exists());
-    let (model_len, data_len) = (std::fs::metadata(&out).unwrap().len(), std::fs::metadata(dir.join("ext.onnx.data")).unwrap().len());
-    assert!(data_len > 2 * model_len, "weights should live in the data file ({model_len} vs {data_len} bytes)");
+    let (model_len, data_len) = (
+        std::fs::metadata(&out).unwrap().len(),
+        std::fs::metadata(dir.join("ext.onnx.data")).unwrap().len(),
+    );
+    assert!(
+        data_len > 2 * model_len,
+        "weights should live in the data file ({model_len} vs {data_len} bytes)"
+    );
     compare(&out, &random_ids(2, 2, 6, 256), &dir, "external");
     // A data file that is too short is an error naming the tensor, not a panic.
     let data = std::fs::read(dir.join("ext.onnx.data")).unwrap();

@@ -7,7 +7,12 @@ use std::path::Path;
 
 use common::*;
 
-fn logits(model: &Path, passes: &[&str], rows: &[Vec<i64>], out: &Path) -> (Vec<usize>, Vec<f32>, String) {
+fn logits(
+    model: &Path,
+    passes: &[&str],
+    rows: &[Vec<i64>],
+    out: &Path,
+) -> (Vec<usize>, Vec<f32>, String) {
     let ids = ids_args(rows);
     let mut args: Vec<&str> = vec!["run", model.to_str().unwrap()];
     for p in passes {
@@ -22,11 +27,24 @@ fn logits(model: &Path, passes: &[&str], rows: &[Vec<i64>], out: &Path) -> (Vec<
 
 fn check_raise(model: &Path, rows: &[Vec<i64>], dir: &Path, tag: &str, blocks: usize) {
     let (s1, a, _) = logits(model, &[], rows, &dir.join(format!("{tag}-orig.npy")));
-    let (s2, b, notes) = logits(model, &["raise"], rows, &dir.join(format!("{tag}-raised.npy")));
-    assert!(notes.contains(&format!("raise: {blocks} of {blocks} attention blocks raised")), "{tag}: {notes}");
+    let (s2, b, notes) = logits(
+        model,
+        &["raise"],
+        rows,
+        &dir.join(format!("{tag}-raised.npy")),
+    );
+    assert!(
+        notes.contains(&format!(
+            "raise: {blocks} of {blocks} attention blocks raised"
+        )),
+        "{tag}: {notes}"
+    );
     assert_eq!(s1, s2);
     let (d, m) = max_diff(&b, &a);
-    assert!(d <= 1e-5 * m, "{tag}: raised logits differ by {d} (max {m})");
+    assert!(
+        d <= 1e-5 * m,
+        "{tag}: raised logits differ by {d} (max {m})"
+    );
 }
 
 #[test]
@@ -36,13 +54,21 @@ fn every_fixture_raises_and_keeps_its_logits() {
         let name = model.file_stem().unwrap().to_string_lossy().into_owned();
         check_raise(&model, &random_ids(9, 2, 11, 256), &dir, &name, 2);
         // Nothing generic is left but the residual adds.
-        let text = String::from_utf8(ligerc_ok(&[model.to_str().unwrap(), "--pass", "raise"]).stdout).unwrap();
+        let text =
+            String::from_utf8(ligerc_ok(&[model.to_str().unwrap(), "--pass", "raise"]).stdout)
+                .unwrap();
         let generic: Vec<&str> = text.lines().filter(|l| l.contains("= onnx.")).collect();
-        assert!(generic.iter().all(|l| l.contains("onnx.Add(")), "{name}: left {generic:#?}");
+        assert!(
+            generic.iter().all(|l| l.contains("onnx.Add(")),
+            "{name}: left {generic:#?}"
+        );
         assert_eq!(text.matches("= Attention(").count(), 2, "{name}");
         assert_eq!(text.matches("= RmsNorm(").count(), 5, "{name}");
         assert_eq!(text.matches("= SwiGlu(").count(), 2, "{name}");
-        assert!(text.contains("weight \"model.layers.1.self_attn.k_proj.weight\""), "{name}: roles not named");
+        assert!(
+            text.contains("weight \"model.layers.1.self_attn.k_proj.weight\""),
+            "{name}: roles not named"
+        );
     }
 }
 
@@ -50,7 +76,9 @@ fn every_fixture_raises_and_keeps_its_logits() {
 fn raise_snapshots() {
     for model in fixtures() {
         let name = model.file_stem().unwrap().to_string_lossy().into_owned();
-        let text = String::from_utf8(ligerc_ok(&[model.to_str().unwrap(), "--pass", "raise"]).stdout).unwrap();
+        let text =
+            String::from_utf8(ligerc_ok(&[model.to_str().unwrap(), "--pass", "raise"]).stdout)
+                .unwrap();
         insta::assert_snapshot!(format!("raise_{name}"), text);
     }
 }
@@ -65,7 +93,13 @@ fn smollm2_raises_from_checkpoints_and_from_our_own_onnx_export() {
     check_raise(&hf, &rows, &dir, "hf", 30);
     // Our ONNX export decomposes everything again; raising it recovers the blocks.
     let onnx = dir.join("smollm2.onnx");
-    ligerc_ok(&[gguf.to_str().unwrap(), "--emit", "onnx", "-o", onnx.to_str().unwrap()]);
+    ligerc_ok(&[
+        gguf.to_str().unwrap(),
+        "--emit",
+        "onnx",
+        "-o",
+        onnx.to_str().unwrap(),
+    ]);
     check_raise(&onnx, &rows, &dir, "onnx", 30);
 }
 
@@ -86,7 +120,10 @@ fn unraisable_attention_is_named_and_allow_partial_continues() {
     let o = ligerc(&[p.to_str().unwrap(), "--pass", "raise"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("1 of 2 attention blocks were not raised") && err.contains("Softmax"), "{err}");
+    assert!(
+        err.contains("1 of 2 attention blocks were not raised") && err.contains("Softmax"),
+        "{err}"
+    );
     let o = ligerc(&[p.to_str().unwrap(), "--pass", "raise:allow-partial=true"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("raise: 1 of 2 attention blocks raised"));

@@ -62,7 +62,10 @@ impl LigerVariant {
 
     /// Whether the variant has a gate operand.
     pub fn has_gate(self) -> bool {
-        matches!(self, LigerVariant::Gla | LigerVariant::Hgrn2 | LigerVariant::Gsa | LigerVariant::Retention)
+        matches!(
+            self,
+            LigerVariant::Gla | LigerVariant::Hgrn2 | LigerVariant::Gsa | LigerVariant::Retention
+        )
     }
 
     /// Gate channels per KV head: `head_dim` for vector gates, `slots` for GSA, 1 for retention.
@@ -94,10 +97,13 @@ impl FromStr for LigerVariant {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        LigerVariant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = LigerVariant::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown Liger variant `{s}`; one of {}", names.join(", "))
-        })
+        LigerVariant::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = LigerVariant::ALL.iter().map(|v| v.name()).collect();
+                format!("unknown Liger variant `{s}`; one of {}", names.join(", "))
+            })
     }
 }
 

@@ -313,7 +313,16 @@ impl Op {
             ],
             "Attention" => &["heads", "kv_heads", "head_dim", "scale", "causal"],
             "LigerGate" => &["variant", "kv_heads", "head_dim", "normalizer", "slots"],
-            "LigerAttention" => &["variant", "heads", "kv_heads", "head_dim", "window", "mix_window", "mix_linear", "slots"],
+            "LigerAttention" => &[
+                "variant",
+                "heads",
+                "kv_heads",
+                "head_dim",
+                "window",
+                "mix_window",
+                "mix_linear",
+                "slots",
+            ],
             "Lora" => &["alpha"],
             _ => &[],
         };
@@ -386,7 +395,9 @@ impl Op {
                     slots: r.int_or("slots", 0)?.max(0) as usize,
                 })
             }
-            "Lora" => Op::Lora { alpha: r.float("alpha")? },
+            "Lora" => Op::Lora {
+                alpha: r.float("alpha")?,
+            },
             other => {
                 return Err(IrError::UnknownOp {
                     op: other.to_string(),
@@ -398,9 +409,11 @@ impl Op {
 }
 
 fn variant_attr(r: &AttrReader<'_>, op: &str) -> Result<LigerVariant, IrError> {
-    r.str_or("variant", "")?.parse().map_err(|problem| IrError::Attr {
-        op: op.to_string(),
-        key: "variant".into(),
-        problem,
-    })
+    r.str_or("variant", "")?
+        .parse()
+        .map_err(|problem| IrError::Attr {
+            op: op.to_string(),
+            key: "variant".into(),
+            problem,
+        })
 }

@@ -45,7 +45,10 @@ pub fn verify(graph: &Graph) -> Result<(), crate::IrError> {
         }
         match node.op.arity() {
             Err(e) => errors.push(format!("{at}: {e}")),
-            Ok(crate::op::Arity { inputs: (lo, hi), outputs: (olo, ohi) }) => {
+            Ok(crate::op::Arity {
+                inputs: (lo, hi),
+                outputs: (olo, ohi),
+            }) => {
                 if edges.len() < lo || edges.len() > hi {
                     errors.push(format!(
                         "{at}: takes {lo}..={hi} operands, has {}",
@@ -223,16 +226,31 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
             float(errors, 0);
             if g.variant.has_gate() {
                 if let Some(k) = ops.first() {
-                    expect_dim(errors, at, "key features", last_dim(k), &width(g.kv_heads, g.head_dim));
+                    expect_dim(
+                        errors,
+                        at,
+                        "key features",
+                        last_dim(k),
+                        &width(g.kv_heads, g.head_dim),
+                    );
                 }
                 if let Some(out) = node.outputs.first() {
-                    expect_dim(errors, at, "gate width", last_dim(out), &width(g.kv_heads, g.width()));
+                    expect_dim(
+                        errors,
+                        at,
+                        "gate width",
+                        last_dim(out),
+                        &width(g.kv_heads, g.width()),
+                    );
                 }
             } else {
                 errors.push(format!("{at}: variant {} has no gate", g.variant));
             }
             if g.variant == crate::LigerVariant::Gsa && (g.slots == 0 || g.slots > g.head_dim) {
-                errors.push(format!("{at}: GSA needs 1..={} slots, has {}", g.head_dim, g.slots));
+                errors.push(format!(
+                    "{at}: GSA needs 1..={} slots, has {}",
+                    g.head_dim, g.slots
+                ));
             }
         }
         Op::LigerAttention(l) => {
@@ -240,15 +258,28 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                 float(errors, i);
             }
             if l.kv_heads == 0 || !l.heads.is_multiple_of(l.kv_heads) {
-                errors.push(format!("{at}: heads ({}) must be a multiple of kv_heads ({})", l.heads, l.kv_heads));
+                errors.push(format!(
+                    "{at}: heads ({}) must be a multiple of kv_heads ({})",
+                    l.heads, l.kv_heads
+                ));
             }
             if l.variant == crate::LigerVariant::Gsa && (l.slots == 0 || l.slots > l.head_dim) {
-                errors.push(format!("{at}: GSA needs 1..={} slots, has {}", l.head_dim, l.slots));
+                errors.push(format!(
+                    "{at}: GSA needs 1..={} slots, has {}",
+                    l.head_dim, l.slots
+                ));
             }
             let q_w = width(l.heads, l.head_dim);
             let kv_w = width(l.kv_heads, l.head_dim);
             let gate_w = width(l.kv_heads, l.variant.gate_width(l.head_dim, l.slots));
-            let names = [("q", &q_w), ("k", &kv_w), ("v", &kv_w), ("q_rot", &q_w), ("k_rot", &kv_w), ("gate", &gate_w)];
+            let names = [
+                ("q", &q_w),
+                ("k", &kv_w),
+                ("v", &kv_w),
+                ("q_rot", &q_w),
+                ("k_rot", &kv_w),
+                ("gate", &gate_w),
+            ];
             for (i, (name, want)) in names.into_iter().enumerate() {
                 if let Some(t) = ops.get(i) {
                     expect_dim(errors, at, &format!("{name} features"), last_dim(t), want);
@@ -259,7 +290,8 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
             if !alpha.is_finite() {
                 errors.push(format!("{at}: alpha must be finite, is {alpha}"));
             }
-            if let (Some(x), Some(w), Some(a), Some(b)) = (ops.first(), ops.get(1), ops.get(2), ops.get(3))
+            if let (Some(x), Some(w), Some(a), Some(b)) =
+                (ops.first(), ops.get(1), ops.get(2), ops.get(3))
                 && let (Some(win), Some(wout), Some(rank)) = (w.dim(1), w.dim(0), a.dim(0))
             {
                 expect_dim(errors, at, "input features", last_dim(x), win);

@@ -34,7 +34,10 @@ fn transpose(t: &TensorData, perm: &[usize]) -> Option<TensorData> {
     if perm.len() != shape.len() {
         return None;
     }
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape.get(p).copied()).collect::<Option<_>>()?;
+    let out_shape: Vec<usize> = perm
+        .iter()
+        .map(|&p| shape.get(p).copied())
+        .collect::<Option<_>>()?;
     let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * shape[i + 1];
@@ -83,7 +86,11 @@ fn reshape(a: &TensorData, spec: &[i64]) -> Option<TensorData> {
 
 fn binary(op: &str, a: &TensorData, b: &TensorData) -> Option<TensorData> {
     let (x, y) = (a.to_f64_vec(), b.to_f64_vec());
-    let shape = if a.numel() >= b.numel() { a.shape() } else { b.shape() };
+    let shape = if a.numel() >= b.numel() {
+        a.shape()
+    } else {
+        b.shape()
+    };
     if !(a.shape() == b.shape() || a.numel() == 1 || b.numel() == 1) {
         return None;
     }
@@ -97,7 +104,13 @@ fn binary(op: &str, a: &TensorData, b: &TensorData) -> Option<TensorData> {
     };
     // Compute in the operands' precision: f32 math for f32 tensors, like the runtime.
     let vals: Vec<f64> = (0..n)
-        .map(|i| if a.dtype() == DType::F32 { f(get(&x, i) as f32 as f64, get(&y, i) as f32 as f64) as f32 as f64 } else { f(get(&x, i), get(&y, i)) })
+        .map(|i| {
+            if a.dtype() == DType::F32 {
+                f(get(&x, i) as f32 as f64, get(&y, i) as f32 as f64) as f32 as f64
+            } else {
+                f(get(&x, i), get(&y, i))
+            }
+        })
         .collect();
     if a.dtype().is_int() && op == "Div" {
         return None;
@@ -111,31 +124,53 @@ impl Rule for FoldConstants {
     }
 
     fn apply(&self, g: &Graph, id: NodeId) -> Result<Option<Patch>, String> {
-        let Some(o) = onnx(g, id) else { return Ok(None) };
+        let Some(o) = onnx(g, id) else {
+            return Ok(None);
+        };
         let operands = g.operands(id);
         if operands.is_empty() {
             return Ok(None);
         }
         // CastLike reads only the dtype of its second operand.
         if o.op_type == "CastLike"
-            && let (Some(a), Some(like)) = (operands.first().and_then(|v| constant(g, *v)), operands.get(1))
+            && let (Some(a), Some(like)) = (
+                operands.first().and_then(|v| constant(g, *v)),
+                operands.get(1),
+            )
             && constant(g, *like).is_none()
         {
-            let Ok(ty) = g.value_type(*like) else { return Ok(None) };
-            let Ok(t) = TensorData::from_f64_as(ty.dtype, a.shape().to_vec(), &a.to_f64_vec()) else { return Ok(None) };
+            let Ok(ty) = g.value_type(*like) else {
+                return Ok(None);
+            };
+            let Ok(t) = TensorData::from_f64_as(ty.dtype, a.shape().to_vec(), &a.to_f64_vec())
+            else {
+                return Ok(None);
+            };
             let mut p = Patch::default();
-            let c = p.add(Op::Const(t.clone()), vec![], ligerc_ir::TensorType::fixed(t.dtype(), t.shape()));
+            let c = p.add(
+                Op::Const(t.clone()),
+                vec![],
+                ligerc_ir::TensorType::fixed(t.dtype(), t.shape()),
+            );
             p.replace.push((id.into(), c));
             return Ok(Some(p));
         }
-        let Some(vals): Option<Vec<TensorData>> = operands.iter().map(|v| constant(g, *v)).collect() else { return Ok(None) };
+        let Some(vals): Option<Vec<TensorData>> =
+            operands.iter().map(|v| constant(g, *v)).collect()
+        else {
+            return Ok(None);
+        };
         let folded = match (o.op_type.as_str(), vals.as_slice()) {
             ("Identity", [a]) => Some(a.clone()),
             ("Cast", [a]) => match o.attrs.get("to") {
-                Some(Attr::Int(c)) => dtype_of_code(*c).and_then(|d| TensorData::from_f64_as(d, a.shape().to_vec(), &a.to_f64_vec()).ok()),
+                Some(Attr::Int(c)) => dtype_of_code(*c).and_then(|d| {
+                    TensorData::from_f64_as(d, a.shape().to_vec(), &a.to_f64_vec()).ok()
+                }),
                 _ => None,
             },
-            ("CastLike", [a, like]) => TensorData::from_f64_as(like.dtype(), a.shape().to_vec(), &a.to_f64_vec()).ok(),
+            ("CastLike", [a, like]) => {
+                TensorData::from_f64_as(like.dtype(), a.shape().to_vec(), &a.to_f64_vec()).ok()
+            }
             ("Transpose", [a]) => {
                 let perm: Vec<usize> = match o.attrs.get("perm") {
                     Some(Attr::Ints(p)) => p.iter().map(|&x| x as usize).collect(),
@@ -149,9 +184,16 @@ impl Rule for FoldConstants {
                     "Sqrt" => (v as f32).sqrt() as f64,
                     _ => (1.0 / v as f32) as f64,
                 };
-                TensorData::from_f64_as(a.dtype(), a.shape().to_vec(), &a.to_f64_vec().into_iter().map(f).collect::<Vec<_>>()).ok()
+                TensorData::from_f64_as(
+                    a.dtype(),
+                    a.shape().to_vec(),
+                    &a.to_f64_vec().into_iter().map(f).collect::<Vec<_>>(),
+                )
+                .ok()
             }
-            ("Add" | "Sub" | "Mul" | "Div", [a, b]) if a.dtype() == b.dtype() => binary(&o.op_type, a, b),
+            ("Add" | "Sub" | "Mul" | "Div", [a, b]) if a.dtype() == b.dtype() => {
+                binary(&o.op_type, a, b)
+            }
             ("Reshape", [a, shape]) => reshape(a, &shape.to_i64_vec()),
             _ => None,
         };
@@ -161,7 +203,10 @@ impl Rule for FoldConstants {
         }
         let mut p = Patch::default();
         let v = if t.numel() > 64 {
-            let base = g.node(id).and_then(|n| n.name.clone()).unwrap_or_else(|| format!("folded_{}", id.index()));
+            let base = g
+                .node(id)
+                .and_then(|n| n.name.clone())
+                .unwrap_or_else(|| format!("folded_{}", id.index()));
             let mut name = base.clone();
             let mut k = 1;
             while g.weights.contains_key(&name) {

@@ -10,21 +10,21 @@ mod adapter;
 mod dce;
 pub mod fold;
 mod linearize;
-pub mod raise;
-pub mod rewrite;
 mod lora;
 mod manager;
 mod merge_lora;
+pub mod raise;
 mod registry;
+pub mod rewrite;
 
 pub use adapter::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterError, AdapterReport, LoraSite, PEFT_PREFIX,
     adapter_config, load_adapter, load_adapter_bytes, lora_sites, save_adapter, write_adapter,
 };
 pub use dce::DeadCodeElimination;
-pub use lora::{InsertLora, LoraConfig, LoraTarget, insert_lora, lora_a_init};
-pub use merge_lora::{MergeLora, merge_lora};
 pub use linearize::{KeepSoftmax, Linearize};
-pub use raise::Raise;
+pub use lora::{InsertLora, LoraConfig, LoraTarget, insert_lora, lora_a_init};
 pub use manager::{Pass, PassContext, PassError, PassManager};
+pub use merge_lora::{MergeLora, merge_lora};
+pub use raise::Raise;
 pub use registry::{PassSpec, available_passes, make_pass};

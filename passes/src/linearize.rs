@@ -29,7 +29,10 @@
 
 use std::collections::BTreeSet;
 
-use ligerc_ir::{Attr, Attrs, DType, Dim, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, OnnxOp, Op, TensorData, TensorType, ValueRef};
+use ligerc_ir::{
+    Attr, Attrs, DType, Dim, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, OnnxOp, Op,
+    TensorData, TensorType, ValueRef,
+};
 
 use crate::rewrite::{Patch, PatchValue, apply_patch};
 use crate::{Pass, PassContext, PassError, Raise};
@@ -109,13 +112,23 @@ impl Linearize {
         let mut p = Linearize::for_variant(variant);
         for (k, v) in options {
             let num = |what: &str| -> Result<f64, PassError> {
-                v.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| usage(format!("{what} `{v}` is not a number")))
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| usage(format!("{what} `{v}` is not a number")))
             };
             match k.as_str() {
                 "variant" => {}
-                "window" => p.window = v.parse().map_err(|_| usage(format!("window `{v}` is not a non-negative integer")))?,
+                "window" => {
+                    p.window = v
+                        .parse()
+                        .map_err(|_| usage(format!("window `{v}` is not a non-negative integer")))?
+                }
                 "slots" => {
-                    p.slots = v.parse().ok().filter(|&s| s > 0).ok_or_else(|| usage(format!("slots `{v}` is not a positive integer")))?
+                    p.slots =
+                        v.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
+                            usage(format!("slots `{v}` is not a positive integer"))
+                        })?
                 }
                 "normalizer" => {
                     p.normalizer = num("normalizer")?;
@@ -125,11 +138,16 @@ impl Linearize {
                 }
                 "mix" => {
                     let parts: Vec<&str> = v.split(['/', ',']).collect();
-                    let [a, b] = parts.as_slice() else { return Err(usage(format!("mix `{v}` is not RECURRENT/WINDOW"))) };
-                    let parse = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+                    let [a, b] = parts.as_slice() else {
+                        return Err(usage(format!("mix `{v}` is not RECURRENT/WINDOW")));
+                    };
+                    let parse =
+                        |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
                     match (parse(a), parse(b)) {
                         (Some(a), Some(b)) => (p.mix_linear, p.mix_window) = (a, b),
-                        _ => return Err(usage(format!("mix `{v}` needs two non-negative numbers"))),
+                        _ => {
+                            return Err(usage(format!("mix `{v}` needs two non-negative numbers")));
+                        }
                     }
                 }
                 "keep-softmax" => p.keep_softmax = parse_keep(v).map_err(usage)?,
@@ -142,7 +160,9 @@ impl Linearize {
             }
         }
         if variant == LigerVariant::SwaOnly && p.mix_linear != 0.0 {
-            return Err(usage("swa-only has no recurrent branch: its mix must be 0/W".into()));
+            return Err(usage(
+                "swa-only has no recurrent branch: its mix must be 0/W".into(),
+            ));
         }
         Ok(p)
     }
@@ -155,7 +175,11 @@ impl Linearize {
             self.window + 1,
             self.mix_linear,
             self.mix_window,
-            if self.variant == LigerVariant::Gsa { format!(", {} slots", self.slots) } else { String::new() }
+            if self.variant == LigerVariant::Gsa {
+                format!(", {} slots", self.slots)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -165,17 +189,32 @@ fn parse_keep(v: &str) -> Result<KeepSoftmax, String> {
         return Ok(KeepSoftmax::None);
     }
     if let Some(k) = v.strip_prefix("every:") {
-        return k.parse().ok().filter(|&k| k > 0).map(KeepSoftmax::Every).ok_or_else(|| format!("keep-softmax `{v}`: every:K needs K ≥ 1"));
+        return k
+            .parse()
+            .ok()
+            .filter(|&k| k > 0)
+            .map(KeepSoftmax::Every)
+            .ok_or_else(|| format!("keep-softmax `{v}`: every:K needs K ≥ 1"));
     }
     v.split(['/', ','])
-        .map(|s| s.trim().parse::<usize>().map_err(|_| format!("keep-softmax `{v}`: `{s}` is not a layer index")))
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("keep-softmax `{v}`: `{s}` is not a layer index"))
+        })
         .collect::<Result<BTreeSet<_>, _>>()
         .map(KeepSoftmax::Layers)
 }
 
 fn attention_nodes(g: &Graph) -> Result<Vec<NodeId>, PassError> {
-    let order = g.topo_order().map_err(|e| PassError::Failed { pass: "linearize".into(), message: e.to_string() })?;
-    Ok(order.into_iter().filter(|&id| matches!(g.node(id).map(|n| &n.op), Some(Op::Attention(_)))).collect())
+    let order = g.topo_order().map_err(|e| PassError::Failed {
+        pass: "linearize".into(),
+        message: e.to_string(),
+    })?;
+    Ok(order
+        .into_iter()
+        .filter(|&id| matches!(g.node(id).map(|n| &n.op), Some(Op::Attention(_))))
+        .collect())
 }
 
 fn has_decomposed_attention(g: &Graph) -> bool {
@@ -185,7 +224,10 @@ fn has_decomposed_attention(g: &Graph) -> bool {
 }
 
 fn onnx(op_type: &str, attrs: Attrs) -> Op {
-    Op::Onnx(OnnxOp { op_type: op_type.into(), attrs })
+    Op::Onnx(OnnxOp {
+        op_type: op_type.into(),
+        attrs,
+    })
 }
 
 impl Pass for Linearize {
@@ -195,9 +237,15 @@ impl Pass for Linearize {
 
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<(), PassError> {
         if has_decomposed_attention(graph) {
-            Raise { allow_partial: self.allow_partial }.run(graph, cx)?;
+            Raise {
+                allow_partial: self.allow_partial,
+            }
+            .run(graph, cx)?;
         }
-        let fail = |m: String| PassError::Failed { pass: "linearize".into(), message: m };
+        let fail = |m: String| PassError::Failed {
+            pass: "linearize".into(),
+            message: m,
+        };
         let nodes = attention_nodes(graph)?;
         if nodes.is_empty() {
             return Err(fail("the graph has no attention layer to linearize".into()));
@@ -205,7 +253,10 @@ impl Pass for Linearize {
         if let KeepSoftmax::Layers(s) = &self.keep_softmax
             && let Some(bad) = s.iter().find(|&&l| l >= nodes.len())
         {
-            return Err(PassError::Usage(format!("keep-softmax names layer {bad}, but the model has {} layers", nodes.len())));
+            return Err(PassError::Usage(format!(
+                "keep-softmax names layer {bad}, but the model has {} layers",
+                nodes.len()
+            )));
         }
         let mut kept = Vec::new();
         for (layer, id) in nodes.into_iter().enumerate() {
@@ -213,16 +264,27 @@ impl Pass for Linearize {
                 kept.push(layer);
                 continue;
             }
-            let patch = self.layer_patch(graph, id).map_err(|m| fail(format!("layer {layer}, {}: {m}", graph.describe(id))))?;
+            let patch = self
+                .layer_patch(graph, id)
+                .map_err(|m| fail(format!("layer {layer}, {}: {m}", graph.describe(id))))?;
             apply_patch(graph, patch);
         }
         graph.eliminate_dead_nodes();
-        let total = attention_nodes(graph)?.len() + graph.node_ids().into_iter().filter(|&id| matches!(graph.node(id).map(|n| &n.op), Some(Op::LigerAttention(_)))).count();
+        let total = attention_nodes(graph)?.len()
+            + graph
+                .node_ids()
+                .into_iter()
+                .filter(|&id| matches!(graph.node(id).map(|n| &n.op), Some(Op::LigerAttention(_))))
+                .count();
         cx.notes.push(format!(
             "linearize: {} of {total} attention layers → {}{}",
             total - kept.len(),
             self.describe(),
-            if kept.is_empty() { String::new() } else { format!("; softmax kept in layers {kept:?}") }
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; softmax kept in layers {kept:?}")
+            }
         ));
         Ok(())
     }
@@ -230,7 +292,9 @@ impl Pass for Linearize {
 
 impl Linearize {
     fn layer_patch(&self, g: &Graph, id: NodeId) -> Result<Patch, String> {
-        let Some(Op::Attention(a)) = g.node(id).map(|n| n.op.clone()) else { return Err("not an attention node".into()) };
+        let Some(Op::Attention(a)) = g.node(id).map(|n| n.op.clone()) else {
+            return Err("not an attention node".into());
+        };
         if !a.causal {
             return Err("only causal attention can be linearized".into());
         }
@@ -241,17 +305,29 @@ impl Linearize {
         };
         let unrotated = |r: ValueRef, what: &str| -> Result<ValueRef, String> {
             match g.node(r.node).map(|n| &n.op) {
-                Some(Op::Rope(_)) => g.operands(r.node).first().copied().ok_or_else(|| format!("{what} rope without operand")),
-                _ => Err(format!("the {what} operand is not a Rope node; Liger needs the un-rotated projection")),
+                Some(Op::Rope(_)) => g
+                    .operands(r.node)
+                    .first()
+                    .copied()
+                    .ok_or_else(|| format!("{what} rope without operand")),
+                _ => Err(format!(
+                    "the {what} operand is not a Rope node; Liger needs the un-rotated projection"
+                )),
             }
         };
         let q = unrotated(q_rot, "query")?;
         let k = unrotated(k_rot, "key")?;
         let mut p = Patch::default();
         let kv_width = a.kv_heads * a.head_dim;
-        let out_ty = g.node(id).and_then(|n| n.outputs.first().cloned()).ok_or("attention without a type")?;
+        let out_ty = g
+            .node(id)
+            .and_then(|n| n.outputs.first().cloned())
+            .ok_or("attention without a type")?;
         let batch_seq = |w: usize| -> TensorType {
-            let mut dims = out_ty.shape.clone().unwrap_or_else(|| vec![Dim::Unknown, Dim::Unknown, Dim::Unknown]);
+            let mut dims = out_ty
+                .shape
+                .clone()
+                .unwrap_or_else(|| vec![Dim::Unknown, Dim::Unknown, Dim::Unknown]);
             if let Some(last) = dims.last_mut() {
                 *last = Dim::Fixed(w);
             }
@@ -263,24 +339,55 @@ impl Linearize {
             Some(&mask) => {
                 let mut to = Attrs::new();
                 to.insert("to".into(), Attr::Int(1));
-                let m = p.add(onnx("Cast", to), vec![PatchValue::Graph(mask)], TensorType::unranked(DType::F32));
+                let m = p.add(
+                    onnx("Cast", to),
+                    vec![PatchValue::Graph(mask)],
+                    TensorType::unranked(DType::F32),
+                );
                 let axes = p.add(
                     Op::Const(TensorData::from_i64(vec![1], &[-1]).map_err(|e| e.to_string())?),
                     vec![],
                     TensorType::fixed(DType::I64, &[1]),
                 );
-                let m = p.add(onnx("Unsqueeze", Attrs::new()), vec![m, axes], TensorType::unranked(DType::F32));
-                p.add(onnx("Mul", Attrs::new()), vec![PatchValue::Graph(v), m], batch_seq(kv_width))
+                let m = p.add(
+                    onnx("Unsqueeze", Attrs::new()),
+                    vec![m, axes],
+                    TensorType::unranked(DType::F32),
+                );
+                p.add(
+                    onnx("Mul", Attrs::new()),
+                    vec![PatchValue::Graph(v), m],
+                    batch_seq(kv_width),
+                )
             }
         };
-        let mut operands = vec![PatchValue::Graph(q), PatchValue::Graph(k), v, PatchValue::Graph(q_rot), PatchValue::Graph(k_rot)];
+        let mut operands = vec![
+            PatchValue::Graph(q),
+            PatchValue::Graph(k),
+            v,
+            PatchValue::Graph(q_rot),
+            PatchValue::Graph(k_rot),
+        ];
         if self.variant.has_gate() {
-            let gate = GateSpec { variant: self.variant, kv_heads: a.kv_heads, head_dim: a.head_dim, slots: self.slots, normalizer: self.normalizer };
+            let gate = GateSpec {
+                variant: self.variant,
+                kv_heads: a.kv_heads,
+                head_dim: a.head_dim,
+                slots: self.slots,
+                normalizer: self.normalizer,
+            };
             let width = a.kv_heads * gate.width();
-            operands.push(p.add(Op::LigerGate(gate), vec![PatchValue::Graph(k)], batch_seq(width)));
+            operands.push(p.add(
+                Op::LigerGate(gate),
+                vec![PatchValue::Graph(k)],
+                batch_seq(width),
+            ));
         }
         if self.variant == LigerVariant::Gsa && self.slots > a.head_dim {
-            return Err(format!("GSA slots ({}) cannot exceed head_dim ({})", self.slots, a.head_dim));
+            return Err(format!(
+                "GSA slots ({}) cannot exceed head_dim ({})",
+                self.slots, a.head_dim
+            ));
         }
         let spec = LigerSpec {
             variant: self.variant,

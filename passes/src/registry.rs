@@ -46,10 +46,23 @@ impl std::str::FromStr for PassSpec {
 pub fn available_passes() -> Vec<(&'static str, &'static str)> {
     vec![
         ("dce", "remove nodes no output depends on"),
-        ("linearize", "softmax attention → Liger Attention (options variant, window, mix, keep-softmax, slots, normalizer)"),
-        ("lora", "insert LoRA adapters (options targets=q,k,v rank=8 alpha=8 seed=0 adapter=PATH)"),
-        ("merge-lora", "fold every LoRA branch into its weight: W += (alpha/rank)·B·A"),
-        ("raise", "decomposed exporter patterns → RmsNorm, Rope, Attention, SwiGlu, Linear (option allow-partial=true)"),]
+        (
+            "linearize",
+            "softmax attention → Liger Attention (options variant, window, mix, keep-softmax, slots, normalizer)",
+        ),
+        (
+            "lora",
+            "insert LoRA adapters (options targets=q,k,v rank=8 alpha=8 seed=0 adapter=PATH)",
+        ),
+        (
+            "merge-lora",
+            "fold every LoRA branch into its weight: W += (alpha/rank)·B·A",
+        ),
+        (
+            "raise",
+            "decomposed exporter patterns → RmsNorm, Rope, Attention, SwiGlu, Linear (option allow-partial=true)",
+        ),
+    ]
 }
 
 /// Instantiates the pass a spec names.
@@ -73,7 +86,11 @@ pub fn make_pass(spec: &PassSpec) -> Result<Box<dyn Pass>, PassError> {
             for (k, v) in &spec.options {
                 match k.as_str() {
                     "allow-partial" => allow_partial = parse_bool(k, v)?,
-                    _ => return Err(PassError::Usage(format!("pass `raise` has no option `{k}` (it takes allow-partial)"))),
+                    _ => {
+                        return Err(PassError::Usage(format!(
+                            "pass `raise` has no option `{k}` (it takes allow-partial)"
+                        )));
+                    }
                 }
             }
             Ok(Box::new(Raise { allow_partial }))
@@ -93,6 +110,8 @@ pub(crate) fn parse_bool(key: &str, v: &str) -> Result<bool, PassError> {
     match v {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(PassError::Usage(format!("option `{key}` takes true or false, not `{v}`"))),
+        _ => Err(PassError::Usage(format!(
+            "option `{key}` takes true or false, not `{v}`"
+        ))),
     }
 }

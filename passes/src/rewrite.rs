@@ -57,7 +57,13 @@ impl Patch {
     pub fn weight(&mut self, name: &str, data: TensorData) -> PatchValue {
         let ty = TensorType::fixed(data.dtype(), data.shape());
         self.weights.push((name.to_string(), data));
-        self.add(Op::Weight { name: name.to_string() }, vec![], ty)
+        self.add(
+            Op::Weight {
+                name: name.to_string(),
+            },
+            vec![],
+            ty,
+        )
     }
 }
 
@@ -73,7 +79,11 @@ pub fn apply_patch(graph: &mut Graph, patch: Patch) -> Vec<ValueRef> {
         PatchValue::New(i) => made.get(i).copied(),
     };
     for n in patch.nodes {
-        let operands: Vec<ValueRef> = n.operands.iter().filter_map(|&v| resolve(&made, v)).collect();
+        let operands: Vec<ValueRef> = n
+            .operands
+            .iter()
+            .filter_map(|&v| resolve(&made, v))
+            .collect();
         made.push(graph.add(n.op, &operands, n.ty));
     }
     for (old, new) in patch.replace {
@@ -97,11 +107,19 @@ pub type RewriteStats = HashMap<String, usize>;
 
 /// Runs `rules` on every node until none applies (at most `max_rounds`
 /// sweeps), then removes dead nodes. `pass` names the pass in errors.
-pub fn rewrite(graph: &mut Graph, rules: &[&dyn Rule], pass: &str, max_rounds: usize) -> Result<RewriteStats, PassError> {
+pub fn rewrite(
+    graph: &mut Graph,
+    rules: &[&dyn Rule],
+    pass: &str,
+    max_rounds: usize,
+) -> Result<RewriteStats, PassError> {
     let mut stats = RewriteStats::new();
     for _ in 0..max_rounds {
         let mut changed = false;
-        let order = graph.topo_order().map_err(|e| PassError::Failed { pass: pass.into(), message: e.to_string() })?;
+        let order = graph.topo_order().map_err(|e| PassError::Failed {
+            pass: pass.into(),
+            message: e.to_string(),
+        })?;
         for id in order {
             for rule in rules {
                 // An earlier patch in this sweep may have made the node dead; it is still valid to inspect.
@@ -124,5 +142,8 @@ pub fn rewrite(graph: &mut Graph, rules: &[&dyn Rule], pass: &str, max_rounds: u
             return Ok(stats);
         }
     }
-    Err(PassError::Failed { pass: pass.into(), message: format!("no fixed point after {max_rounds} rounds") })
+    Err(PassError::Failed {
+        pass: pass.into(),
+        message: format!("no fixed point after {max_rounds} rounds"),
+    })
 }

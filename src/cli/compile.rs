@@ -58,15 +58,20 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 .ok_or_else(|| UsageError("--emit cuda needs -o DIR".into()))?;
             let opts = ligerc::codegen::cuda::CudaOptions::default();
             // A graph without kernels for some node is the user's input (exit 2).
-            let program = ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
-                CudaError::Unsupported { .. } | CudaError::Shape { .. } | CudaError::SharedMemory { .. } => {
-                    anyhow::Error::from(UsageError(e.to_string()))
-                }
-                e => anyhow::Error::from(e),
-            })?;
+            let program =
+                ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
+                    CudaError::Unsupported { .. }
+                    | CudaError::Shape { .. }
+                    | CudaError::SharedMemory { .. } => {
+                        anyhow::Error::from(UsageError(e.to_string()))
+                    }
+                    e => anyhow::Error::from(e),
+                })?;
             let pb = spinner(&format!("writing {}", dir.display()));
-            ligerc::output::write_dir_atomic(dir, |tmp| program.write_to(tmp).map_err(std::io::Error::other))
-                .with_context(|| format!("writing {}", dir.display()))?;
+            ligerc::output::write_dir_atomic(dir, |tmp| {
+                program.write_to(tmp).map_err(std::io::Error::other)
+            })
+            .with_context(|| format!("writing {}", dir.display()))?;
             pb.finish_and_clear();
         }
     }

@@ -16,11 +16,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         return run_cuda(args);
     }
     if args.bench_decode.is_some() || args.prefill_len.is_some() {
-        return Err(UsageError("--bench-decode and --prefill-len need --backend cuda".into()).into());
+        return Err(
+            UsageError("--bench-decode and --prefill-len need --backend cuda".into()).into(),
+        );
     }
     if args.prompt.is_none() && args.ids.is_empty() && args.perplexity.is_none() {
         return Err(UsageError(
-            "give --prompt TEXT, --ids ID,ID,… or --perplexity FILE (see `ligerc run --help`)".into(),
+            "give --prompt TEXT, --ids ID,ID,… or --perplexity FILE (see `ligerc run --help`)"
+                .into(),
         )
         .into());
     }
@@ -32,12 +35,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
         _ => Some(tokenizer(&model, &args.model)?),
     };
     if let (Some(file), Some(tok)) = (&args.perplexity, &tok) {
-        let text = std::fs::read_to_string(file).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
         let ids = tok.encode(&text, args.add_bos)?;
         let pb = spinner("preparing weights");
         let session = Session::new(model.graph)?;
         pb.finish_and_clear();
-        let opts = ligerc::runtime::PerplexityOptions { window: args.ppl_window, stride: args.ppl_stride.unwrap_or(args.ppl_window) };
+        let opts = ligerc::runtime::PerplexityOptions {
+            window: args.ppl_window,
+            stride: args.ppl_stride.unwrap_or(args.ppl_window),
+        };
         let pb = super::common::bar(1, "perplexity");
         let r = ligerc::runtime::perplexity_with(&session, &ids, &opts, |done, total| {
             pb.set_length(total as u64);
@@ -180,10 +187,14 @@ fn run_cuda(args: &RunArgs) -> Result<()> {
         return Err(UsageError("--perplexity is not implemented for --backend cuda".into()).into());
     }
     if args.prompt.is_none() && args.ids.is_empty() && args.bench_decode.is_none() {
-        return Err(UsageError("give --prompt TEXT, --ids ID,ID,… or --bench-decode N".into()).into());
+        return Err(
+            UsageError("give --prompt TEXT, --ids ID,ID,… or --bench-decode N".into()).into(),
+        );
     }
     if args.temperature > 0.0 || args.top_k > 0 || args.top_p < 1.0 {
-        return Err(UsageError("--backend cuda generates greedily only (temperature 0)".into()).into());
+        return Err(
+            UsageError("--backend cuda generates greedily only (temperature 0)".into()).into(),
+        );
     }
     // No GPU or CUDA library: say so before importing anything (exit code 3).
     check_available()?;
@@ -195,7 +206,9 @@ fn run_cuda(args: &RunArgs) -> Result<()> {
     let program = ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
         ligerc::codegen::cuda::CudaError::Unsupported { .. }
         | ligerc::codegen::cuda::CudaError::Shape { .. }
-        | ligerc::codegen::cuda::CudaError::SharedMemory { .. } => anyhow::Error::from(UsageError(e.to_string())),
+        | ligerc::codegen::cuda::CudaError::SharedMemory { .. } => {
+            anyhow::Error::from(UsageError(e.to_string()))
+        }
         e => anyhow::Error::from(e),
     })?;
     let pb = spinner("compiling kernels (NVRTC) and uploading weights");
@@ -238,17 +251,18 @@ fn run_cuda(args: &RunArgs) -> Result<()> {
         print!("{prompt}");
         let mut generated: Vec<i64> = Vec::new();
         let mut shown = String::new();
-        let (toks, pre_s, dec_s) = session.generate_greedy(&ids, args.max_new_tokens, &stop, |t| {
-            generated.push(t);
-            if let Ok(text) = tok.decode(&generated, true)
-                && text.len() >= shown.len()
-                && text.starts_with(shown.as_str())
-            {
-                print!("{}", &text[shown.len()..]);
-                let _ = out.flush();
-                shown = text;
-            }
-        })?;
+        let (toks, pre_s, dec_s) =
+            session.generate_greedy(&ids, args.max_new_tokens, &stop, |t| {
+                generated.push(t);
+                if let Ok(text) = tok.decode(&generated, true)
+                    && text.len() >= shown.len()
+                    && text.starts_with(shown.as_str())
+                {
+                    print!("{}", &text[shown.len()..]);
+                    let _ = out.flush();
+                    shown = text;
+                }
+            })?;
         println!();
         eprintln!(
             "cuda: prefill {} tokens {:.2} ms; {} tokens generated, decode {:.2} ms ({:.1} tok/s incl. host sync per token); ids {:?}",
@@ -275,11 +289,18 @@ fn run_cuda(args: &RunArgs) -> Result<()> {
             eprintln!("wrote logits {shape:?} to {}", path.display());
         }
         None => {
-            for (r, row) in logits.chunks(vocab.max(1)).enumerate().filter(|(i, _)| (i + 1) % seq == 0) {
+            for (r, row) in logits
+                .chunks(vocab.max(1))
+                .enumerate()
+                .filter(|(i, _)| (i + 1) % seq == 0)
+            {
                 let best = row
                     .iter()
                     .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    );
                 println!("row {}: next token {} (logit {})", r / seq, best.0, best.1);
             }
         }

@@ -166,7 +166,15 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 
 /// Runs `ligerc run OURS [passes] --ids … --logits` and onnxruntime on `ORT_MODEL`
 /// with the same ids, and asserts max|diff| ≤ `tol` × max|logit|.
-pub fn assert_matches_ort(ours_model: &Path, passes: &[&str], ort_model: &Path, rows: &[Vec<i64>], dir: &Path, tag: &str, tol: f32) {
+pub fn assert_matches_ort(
+    ours_model: &Path,
+    passes: &[&str],
+    ort_model: &Path,
+    rows: &[Vec<i64>],
+    dir: &Path,
+    tag: &str,
+    tol: f32,
+) {
     let ours = dir.join(format!("{tag}-ours.npy"));
     let theirs = dir.join(format!("{tag}-ort.npy"));
     let ids = ids_args(rows);
@@ -185,5 +193,8 @@ pub fn assert_matches_ort(ours_model: &Path, passes: &[&str], ort_model: &Path, 
     let (s2, b) = read_npy(&theirs);
     assert_eq!(s1, s2, "{tag}: logits shapes differ");
     let (d, m) = max_diff(&a, &b);
-    assert!(d <= tol * m, "{tag}: max|diff| {d} > {tol} × max|logit| {m}");
+    assert!(
+        d <= tol * m,
+        "{tag}: max|diff| {d} > {tol} × max|logit| {m}"
+    );
 }

@@ -21,7 +21,13 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
 
 /// Appends the expansion of `op` reading `inputs`, writing its result to `out`,
 /// in ops valid at `opset`.
-pub fn expand(b: &mut OnnxBuilder, op: &Op, inputs: &[String], out: &str, opset: i64) -> Result<(), ExportError> {
+pub fn expand(
+    b: &mut OnnxBuilder,
+    op: &Op,
+    inputs: &[String],
+    out: &str,
+    opset: i64,
+) -> Result<(), ExportError> {
     let arg = |i: usize| -> Result<&str, ExportError> {
         inputs
             .get(i)
@@ -82,9 +88,19 @@ fn rms_norm(b: &mut OnnxBuilder, x: &str, w: &str, eps: f64, opset: i64, out: &[
     // ReduceMean took its axes as an attribute before opset 18, as an input since.
     let ms = if opset >= 18 {
         let axes = b.ints("axes", &[-1]);
-        b.op("ReduceMean", &[&sq, &axes], vec![int_attr("keepdims", 1)], "mean_sq")
+        b.op(
+            "ReduceMean",
+            &[&sq, &axes],
+            vec![int_attr("keepdims", 1)],
+            "mean_sq",
+        )
     } else {
-        b.op("ReduceMean", &[&sq], vec![ints_attr("axes", &[-1]), int_attr("keepdims", 1)], "mean_sq")
+        b.op(
+            "ReduceMean",
+            &[&sq],
+            vec![ints_attr("axes", &[-1]), int_attr("keepdims", 1)],
+            "mean_sq",
+        )
     };
     let eps = b.floats("eps", &[], &[eps as f32]);
     let ms = b.op("Add", &[&ms, &eps], vec![], "mean_sq_eps");

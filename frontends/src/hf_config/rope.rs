@@ -127,6 +127,12 @@ impl RopeConfig {
     /// `_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters`
     /// and `_compute_llama3_parameters` compute them (in f64; transformers uses f32).
     pub fn inv_freq(&self, head_dim: usize) -> Vec<f64> {
-        ligerc_ir::RopeSpec { heads: 1, head_dim, theta: self.theta, scaling: self.scaling.clone() }.inv_freq()
+        ligerc_ir::RopeSpec {
+            heads: 1,
+            head_dim,
+            theta: self.theta,
+            scaling: self.scaling.clone(),
+        }
+        .inv_freq()
     }
 }

@@ -188,7 +188,11 @@ pub fn build_llama(name: &str, s: &LlamaShape, src: &mut dyn WeightSource) -> Im
                 "the checkpoint has {} tensors its config does not use ({}{}); is config.json for these weights?",
                 unused.len(),
                 shown.join(", "),
-                if unused.len() > shown.len() { ", …" } else { "" }
+                if unused.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
             ),
         });
     }
@@ -250,7 +254,10 @@ fn check_shape(s: &LlamaShape, path: &std::path::Path) -> ImportResult<()> {
         )));
     }
     if !(s.rms_eps.is_finite() && s.rms_eps >= 0.0) {
-        return Err(bad(format!("RMSNorm epsilon {} must be finite and non-negative", s.rms_eps)));
+        return Err(bad(format!(
+            "RMSNorm epsilon {} must be finite and non-negative",
+            s.rms_eps
+        )));
     }
     Ok(())
 }

@@ -239,7 +239,12 @@ impl WeightSource for SafetensorsDir {
     fn unused(&self) -> Vec<String> {
         // Buffers some checkpoints carry that the graph recomputes.
         let ignorable = |n: &str| n.ends_with("rotary_emb.inv_freq");
-        let mut v: Vec<String> = self.entries.keys().filter(|n| !self.taken.contains(*n) && !ignorable(n)).cloned().collect();
+        let mut v: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|n| !self.taken.contains(*n) && !ignorable(n))
+            .cloned()
+            .collect();
         v.sort();
         v
     }

@@ -76,10 +76,15 @@ pub fn print(graph: &Graph) -> Result<String, IrError> {
 /// attribute keys and dim names come from model files and may be anything.
 fn word(s: &str) -> String {
     let plain = s.chars().next().is_some_and(|c| !c.is_ascii_digit())
-        && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
         && s != "inf"
         && s != "NaN";
-    if plain { s.to_string() } else { format!("{s:?}") }
+    if plain {
+        s.to_string()
+    } else {
+        format!("{s:?}")
+    }
 }
 
 /// A value type, `f32[batch, 4]`, with dim names through [`word`].
@@ -180,12 +185,21 @@ mod tests {
         attrs.insert("NaN".into(), Attr::Float(f64::NAN));
         let bools = TensorData::new(DType::Bool, vec![3], vec![0u8, 1, 7].into()).unwrap();
         attrs.insert("value".into(), Attr::Tensor(bools));
-        let op = Op::Onnx(OnnxOp { op_type: "Relu".into(), attrs });
+        let op = Op::Onnx(OnnxOp {
+            op_type: "Relu".into(),
+            attrs,
+        });
         let y = g.add(op, &[x], TensorType::unranked(DType::F32));
         g.add_output("y", y);
         let text = print(&g).unwrap();
-        assert!(text.contains(r#"f32["batch size", "", "inf", "2x", seq.len]"#), "{text}");
-        assert!(text.contains(r#"{" _d" = 1, "NaN" = NaN, value = bool[3] [0, 1, 1]}"#), "{text}");
+        assert!(
+            text.contains(r#"f32["batch size", "", "inf", "2x", seq.len]"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{" _d" = 1, "NaN" = NaN, value = bool[3] [0, 1, 1]}"#),
+            "{text}"
+        );
         assert_eq!(print(&parse(&text).unwrap()).unwrap(), text);
     }
 }

@@ -18,7 +18,10 @@
 
 use ligerc_ir::{AttentionSpec, Graph, NodeId, Op, RopeScaling, RopeSpec, ValueRef};
 
-use super::trace::{activation_type, arg, constant, inputs_above, is, is_projection, matrix_weight, onnx, projections_above, scalar, single_user, walk_back};
+use super::trace::{
+    activation_type, arg, constant, inputs_above, is, is_projection, matrix_weight, onnx,
+    projections_above, scalar, single_user, walk_back,
+};
 use crate::rewrite::{Patch, PatchValue, Rule};
 
 /// The attention-raising rule.
@@ -59,9 +62,14 @@ impl Rule for RaiseAttention {
 fn projection(g: &Graph, v: ValueRef, role: &str) -> Result<(ValueRef, usize), String> {
     let found = projections_above(g, v);
     let [p] = found.as_slice() else {
-        return Err(format!("the {role} operand comes from {} projections, expected exactly one", found.len()));
+        return Err(format!(
+            "the {role} operand comes from {} projections, expected exactly one",
+            found.len()
+        ));
     };
-    let w = arg(g, *p, 1).and_then(|w| matrix_weight(g, w)).ok_or("projection without a weight")?;
+    let w = arg(g, *p, 1)
+        .and_then(|w| matrix_weight(g, w))
+        .ok_or("projection without a weight")?;
     let width = w.1.shape()[1];
     let mut value: ValueRef = (*p).into();
     if let Some(add) = single_user(g, value)
@@ -78,7 +86,9 @@ fn projection(g: &Graph, v: ValueRef, role: &str) -> Result<(ValueRef, usize), S
 fn peel_scale(g: &Graph, mut v: ValueRef) -> (ValueRef, f64) {
     let mut factor = 1.0;
     while let Some(o) = onnx(g, v.node) {
-        let (Some(a), Some(b)) = (arg(g, v.node, 0), arg(g, v.node, 1)) else { break };
+        let (Some(a), Some(b)) = (arg(g, v.node, 0), arg(g, v.node, 1)) else {
+            break;
+        };
         match (o.op_type.as_str(), scalar(g, a), scalar(g, b)) {
             ("Mul", _, Some(s)) => {
                 factor *= s;
@@ -100,7 +110,10 @@ fn peel_scale(g: &Graph, mut v: ValueRef) -> (ValueRef, f64) {
 
 fn match_softmax(g: &Graph, sm: NodeId) -> Result<Block, String> {
     let axis = onnx(g, sm).and_then(|o| o.attrs.get("axis")).cloned();
-    if !matches!(axis, None | Some(ligerc_ir::Attr::Int(-1)) | Some(ligerc_ir::Attr::Int(3))) {
+    if !matches!(
+        axis,
+        None | Some(ligerc_ir::Attr::Int(-1)) | Some(ligerc_ir::Attr::Int(3))
+    ) {
         return Err("softmax is not over the last (key) axis".into());
     }
     // Scores side: peel masks and scale down to the q·kᵀ MatMul.
@@ -117,14 +130,20 @@ fn match_softmax(g: &Graph, sm: NodeId) -> Result<Block, String> {
         let ops = g.operands(v.node);
         let on_scores = |x: &ValueRef| !projections_above(g, *x).is_empty();
         if is(g, v.node, "Add") || is(g, v.node, "Where") {
-            let (scores, rest): (Vec<ValueRef>, Vec<ValueRef>) = ops.into_iter().partition(on_scores);
-            let [s] = scores.as_slice() else { return Err("cannot tell the scores from the mask".into()) };
+            let (scores, rest): (Vec<ValueRef>, Vec<ValueRef>) =
+                ops.into_iter().partition(on_scores);
+            let [s] = scores.as_slice() else {
+                return Err("cannot tell the scores from the mask".into());
+            };
             masks.extend(rest);
             v = *s;
         } else if is(g, v.node, "Cast") || is(g, v.node, "Identity") {
             v = ops.first().copied().ok_or("cast without operand")?;
         } else {
-            return Err(format!("unexpected {} between the scores and the softmax", g.describe(v.node)));
+            return Err(format!(
+                "unexpected {} between the scores and the softmax",
+                g.describe(v.node)
+            ));
         }
     }
     let (q_side, fq) = peel_scale(g, arg(g, v.node, 0).ok_or("matmul without operand")?);
@@ -134,8 +153,15 @@ fn match_softmax(g: &Graph, sm: NodeId) -> Result<Block, String> {
     let mut p: ValueRef = sm.into();
     let pv = loop {
         // SDPA exports guard fully masked rows with `Where(IsNaN(p), 0, p)`: the IsNaN user is not the data path.
-        let users: Vec<NodeId> = g.value_users(p).into_iter().map(|u| u.0).filter(|&u| !is(g, u, "IsNaN")).collect();
-        let [user] = users.as_slice() else { return Err("the attention probabilities have several users".into()) };
+        let users: Vec<NodeId> = g
+            .value_users(p)
+            .into_iter()
+            .map(|u| u.0)
+            .filter(|&u| !is(g, u, "IsNaN"))
+            .collect();
+        let [user] = users.as_slice() else {
+            return Err("the attention probabilities have several users".into());
+        };
         let user = *user;
         if is(g, user, "MatMul") && arg(g, user, 0) == Some(p) {
             break user;
@@ -183,7 +209,16 @@ fn match_attention_op(g: &Graph, at: NodeId) -> Result<Block, String> {
         ligerc_ir::Attr::Float(f) => Some(*f),
         _ => None,
     });
-    Ok(Block { q, k, v, out: output_value(g, at.into())?, scale, causal: is_causal || mask_causal, padding_mask, rotary_probe: q })
+    Ok(Block {
+        q,
+        k,
+        v,
+        out: output_value(g, at.into())?,
+        scale,
+        causal: is_causal || mask_causal,
+        padding_mask,
+        rotary_probe: q,
+    })
 }
 
 /// A mask operand that reads only shapes is the causal mask; one that reads a
@@ -208,15 +243,30 @@ fn classify_masks(g: &Graph, masks: &[ValueRef]) -> (bool, Option<ValueRef>) {
 /// value that feeds the output projection.
 fn output_value(g: &Graph, mut v: ValueRef) -> Result<ValueRef, String> {
     for _ in 0..8 {
-        if g.value_users(v).iter().any(|(u, slot)| *slot == 0 && is_projection(g, *u)) {
+        if g.value_users(v)
+            .iter()
+            .any(|(u, slot)| *slot == 0 && is_projection(g, *u))
+        {
             return Ok(v);
         }
         // Shape users read only dims (exporters size the next Reshape from them).
-        let users: Vec<NodeId> = g.value_users(v).into_iter().map(|u| u.0).filter(|&u| !is(g, u, "Shape")).collect();
-        let [user] = users.as_slice() else { return Err("the attention output has several users before the output projection".into()) };
+        let users: Vec<NodeId> = g
+            .value_users(v)
+            .into_iter()
+            .map(|u| u.0)
+            .filter(|&u| !is(g, u, "Shape"))
+            .collect();
+        let [user] = users.as_slice() else {
+            return Err(
+                "the attention output has several users before the output projection".into(),
+            );
+        };
         let user = *user;
         if !(is(g, user, "Transpose") || is(g, user, "Reshape")) {
-            return Err(format!("unexpected {} between the attention and its output projection", g.describe(user)));
+            return Err(format!(
+                "unexpected {} between the attention and its output projection",
+                g.describe(user)
+            ));
         }
         v = user.into();
     }
@@ -226,7 +276,10 @@ fn output_value(g: &Graph, mut v: ValueRef) -> Result<ValueRef, String> {
 /// The inverse frequencies of the rotary table used on `probe`'s path.
 fn inv_freq(g: &Graph, probe: ValueRef) -> Result<Vec<f64>, String> {
     let (_, seen) = walk_back(g, probe, |id| is_projection(g, id));
-    let mut trig: Vec<NodeId> = seen.into_iter().filter(|&id| is(g, id, "Cos") || is(g, id, "Sin")).collect();
+    let mut trig: Vec<NodeId> = seen
+        .into_iter()
+        .filter(|&id| is(g, id, "Cos") || is(g, id, "Sin"))
+        .collect();
     trig.sort();
     for t in trig {
         let Some(angle) = arg(g, t, 0) else { continue };
@@ -234,7 +287,11 @@ fn inv_freq(g: &Graph, probe: ValueRef) -> Result<Vec<f64>, String> {
         let mut tables: Vec<Vec<f64>> = above
             .into_iter()
             .filter_map(|id| constant(g, id.into()))
-            .filter(|c| c.dtype().is_float() && c.numel() >= 1 && c.shape().iter().filter(|&&d| d > 1).count() <= 1)
+            .filter(|c| {
+                c.dtype().is_float()
+                    && c.numel() >= 1
+                    && c.shape().iter().filter(|&&d| d > 1).count() <= 1
+            })
             .map(|c| c.to_f64_vec())
             .filter(|v| v.len() > 1 || v.first().is_some_and(|&x| x == 1.0))
             .collect();
@@ -254,7 +311,11 @@ fn fit_theta(inv: &[f64], head_dim: usize) -> Result<f64, String> {
         _ => return Err("rotary table too short to recover theta".into()),
     };
     // The table is f32; configs use round numbers (10000, 500000): prefer the integer when it fits as well.
-    let theta = if (fitted - fitted.round()).abs() < 1e-4 * fitted { fitted.round() } else { fitted };
+    let theta = if (fitted - fitted.round()).abs() < 1e-4 * fitted {
+        fitted.round()
+    } else {
+        fitted
+    };
     for (i, &f) in inv.iter().enumerate() {
         let want = theta.powf(-2.0 * i as f64 / d);
         if (f - want).abs() > 1e-5 * want.abs().max(1e-12) {
@@ -273,17 +334,36 @@ fn build(g: &Graph, b: &Block) -> Result<Patch, String> {
     let inv = inv_freq(g, b.rotary_probe)?;
     let head_dim = inv.len() * 2;
     if q_w % head_dim != 0 || k_w % head_dim != 0 || k_w != v_w {
-        return Err(format!("projection widths q {q_w}, k {k_w}, v {v_w} do not split into heads of {head_dim}"));
+        return Err(format!(
+            "projection widths q {q_w}, k {k_w}, v {v_w} do not split into heads of {head_dim}"
+        ));
     }
     let (heads, kv_heads) = (q_w / head_dim, k_w / head_dim);
     if kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(format!("{heads} query heads are not a multiple of {kv_heads} KV heads"));
+        return Err(format!(
+            "{heads} query heads are not a multiple of {kv_heads} KV heads"
+        ));
     }
     let theta = fit_theta(&inv, head_dim)?;
-    let rope = |h| Op::Rope(RopeSpec { heads: h, head_dim, theta, scaling: RopeScaling::None });
+    let rope = |h| {
+        Op::Rope(RopeSpec {
+            heads: h,
+            head_dim,
+            theta,
+            scaling: RopeScaling::None,
+        })
+    };
     let mut p = Patch::default();
-    let qr = p.add(rope(heads), vec![PatchValue::Graph(q)], activation_type(g, q_w));
-    let kr = p.add(rope(kv_heads), vec![PatchValue::Graph(k)], activation_type(g, k_w));
+    let qr = p.add(
+        rope(heads),
+        vec![PatchValue::Graph(q)],
+        activation_type(g, q_w),
+    );
+    let kr = p.add(
+        rope(kv_heads),
+        vec![PatchValue::Graph(k)],
+        activation_type(g, k_w),
+    );
     let mut operands = vec![qr, kr, PatchValue::Graph(v)];
     if let Some(m) = b.padding_mask {
         operands.push(PatchValue::Graph(m));

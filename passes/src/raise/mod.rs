@@ -47,7 +47,11 @@ impl Pass for Raise {
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<(), PassError> {
         rewrite(graph, &[&crate::fold::FoldConstants], "raise", 16)?;
         let before = attention_seeds(graph).len();
-        let already = graph.node_ids().into_iter().filter(|&id| matches!(graph.node(id).map(|n| &n.op), Some(Op::Attention(_)))).count();
+        let already = graph
+            .node_ids()
+            .into_iter()
+            .filter(|&id| matches!(graph.node(id).map(|n| &n.op), Some(Op::Attention(_))))
+            .count();
         // Attention first, one block at a time so a failure names its block.
         let mut failures = Vec::new();
         for seed in attention_seeds(graph) {
@@ -64,7 +68,11 @@ impl Pass for Raise {
         }
         graph.eliminate_dead_nodes();
         let raised = before - attention_seeds(graph).len();
-        cx.notes.push(format!("raise: {} of {} attention blocks raised", raised + already, before + already));
+        cx.notes.push(format!(
+            "raise: {} of {} attention blocks raised",
+            raised + already,
+            before + already
+        ));
         if !failures.is_empty() && !self.allow_partial {
             return Err(PassError::Failed {
                 pass: "raise".into(),
@@ -76,7 +84,13 @@ impl Pass for Raise {
                 ),
             });
         }
-        let rules: [&dyn Rule; 5] = [&RaiseRmsNorm, &RaiseSwiGlu, &RaiseLinear, &RaiseEmbedding, &DropNoopCast];
+        let rules: [&dyn Rule; 5] = [
+            &RaiseRmsNorm,
+            &RaiseSwiGlu,
+            &RaiseLinear,
+            &RaiseEmbedding,
+            &DropNoopCast,
+        ];
         for rule in rules {
             rewrite(graph, &[rule], "raise", 8)?;
         }

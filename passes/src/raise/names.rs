@@ -23,7 +23,9 @@ pub fn name_by_role(g: &mut Graph) -> usize {
         let w = g.operands(id).get(slot).copied()?;
         matches!(g.node(w.node)?.op, Op::Weight { .. }).then_some(w.node)
     };
-    let linear_of = |g: &Graph, v: ValueRef| -> Option<NodeId> { matches!(op_of(g, v)?, Op::Linear).then_some(v.node) };
+    let linear_of = |g: &Graph, v: ValueRef| -> Option<NodeId> {
+        matches!(op_of(g, v)?, Op::Linear).then_some(v.node)
+    };
     let mut layer = 0usize;
     let mut mlp = 0usize;
     for &id in &order {
@@ -40,7 +42,11 @@ pub fn name_by_role(g: &mut Graph) -> usize {
                 for (slot, role) in [(0usize, "q_proj"), (1, "k_proj"), (2, "v_proj")] {
                     let Some(&v) = ops.get(slot) else { continue };
                     // q and k pass through Rope.
-                    let v = if matches!(op_of(g, v), Some(Op::Rope(_))) { g.operands(v.node).first().copied().unwrap_or(v) } else { v };
+                    let v = if matches!(op_of(g, v), Some(Op::Rope(_))) {
+                        g.operands(v.node).first().copied().unwrap_or(v)
+                    } else {
+                        v
+                    };
                     if let Some(lin) = linear_of(g, v) {
                         name_linear(g, lin, &format!("{p}.self_attn.{role}"), &mut names);
                         if role == "q_proj"
@@ -70,7 +76,10 @@ pub fn name_by_role(g: &mut Graph) -> usize {
                             && matches!(op_of(g, x), Some(Op::RmsNorm { .. }))
                             && let Some(w) = weight_at(g, x.node, 1)
                         {
-                            names.insert(w, format!("model.layers.{mlp}.post_attention_layernorm.weight"));
+                            names.insert(
+                                w,
+                                format!("model.layers.{mlp}.post_attention_layernorm.weight"),
+                            );
                         }
                     }
                 }
@@ -121,16 +130,25 @@ fn name_linear(g: &Graph, lin: NodeId, prefix: &str, names: &mut HashMap<NodeId,
 
 /// Points weight node `node` at `new`, moving (or sharing) the stored data.
 fn rename_weight_node(g: &mut Graph, node: NodeId, new: &str) {
-    let Some(Op::Weight { name: old }) = g.node(node).map(|n| n.op.clone()) else { return };
+    let Some(Op::Weight { name: old }) = g.node(node).map(|n| n.op.clone()) else {
+        return;
+    };
     if old == new {
         return;
     }
-    let Some(data) = g.weights.get(&old).cloned() else { return };
+    let Some(data) = g.weights.get(&old).cloned() else {
+        return;
+    };
     g.weights.insert(new.to_string(), data);
     if let Some(n) = g.node_mut(node) {
-        n.op = Op::Weight { name: new.to_string() };
+        n.op = Op::Weight {
+            name: new.to_string(),
+        };
     }
-    let still_used = g.node_ids().into_iter().any(|id| matches!(g.node(id).map(|n| &n.op), Some(Op::Weight { name }) if *name == old));
+    let still_used = g
+        .node_ids()
+        .into_iter()
+        .any(|id| matches!(g.node(id).map(|n| &n.op), Some(Op::Weight { name }) if *name == old));
     if !still_used {
         g.weights.remove(&old);
     }

@@ -12,15 +12,25 @@ pub struct RaiseRmsNorm;
 
 fn is_last_axis_mean(g: &Graph, id: NodeId) -> bool {
     let Some(o) = onnx(g, id) else { return false };
-    if o.op_type != "ReduceMean" || !matches!(o.attrs.get("keepdims"), None | Some(ligerc_ir::Attr::Int(1))) {
+    if o.op_type != "ReduceMean"
+        || !matches!(
+            o.attrs.get("keepdims"),
+            None | Some(ligerc_ir::Attr::Int(1))
+        )
+    {
         return false;
     }
     let axes: Option<Vec<i64>> = match o.attrs.get("axes") {
         Some(ligerc_ir::Attr::Ints(a)) => Some(a.clone()),
-        _ => arg(g, id, 1).and_then(|a| constant(g, a)).map(|t| t.to_i64_vec()),
+        _ => arg(g, id, 1)
+            .and_then(|a| constant(g, a))
+            .map(|t| t.to_i64_vec()),
     };
-    let rank = arg(g, id, 0).and_then(|x| g.value_type(x).ok()).and_then(|t| t.rank());
-    matches!(axes.as_deref(), Some([-1])) || matches!((axes.as_deref(), rank), (Some([a]), Some(r)) if *a == r as i64 - 1)
+    let rank = arg(g, id, 0)
+        .and_then(|x| g.value_type(x).ok())
+        .and_then(|t| t.rank());
+    matches!(axes.as_deref(), Some([-1]))
+        || matches!((axes.as_deref(), rank), (Some([a]), Some(r)) if *a == r as i64 - 1)
 }
 
 impl Rule for RaiseRmsNorm {
@@ -36,33 +46,59 @@ impl Rule for RaiseRmsNorm {
                 return Ok(None);
             }
             let eps = r.float_or("epsilon", 1e-5).map_err(|e| e.to_string())?;
-            let (Some(x), Some(w)) = (arg(g, id, 0), arg(g, id, 1)) else { return Ok(None) };
+            let (Some(x), Some(w)) = (arg(g, id, 0), arg(g, id, 1)) else {
+                return Ok(None);
+            };
             return Ok(Some(rms_patch(g, x, w, eps, id)));
         }
         if !is_last_axis_mean(g, id) {
             return Ok(None);
         }
         // mean(x²)
-        let Some(sq) = arg(g, id, 0) else { return Ok(None) };
-        let squares = (is(g, sq.node, "Pow") && arg(g, sq.node, 1).and_then(|e| scalar(g, e)) == Some(2.0))
+        let Some(sq) = arg(g, id, 0) else {
+            return Ok(None);
+        };
+        let squares = (is(g, sq.node, "Pow")
+            && arg(g, sq.node, 1).and_then(|e| scalar(g, e)) == Some(2.0))
             || (is(g, sq.node, "Mul") && arg(g, sq.node, 0) == arg(g, sq.node, 1));
         let x = if squares { arg(g, sq.node, 0) } else { None };
         let Some(x) = x else { return Ok(None) };
         // + eps
-        let Some(add) = single_user(g, id.into()) else { return Ok(None) };
+        let Some(add) = single_user(g, id.into()) else {
+            return Ok(None);
+        };
         if !is(g, add, "Add") {
             return Ok(None);
         }
-        let Some(eps) = g.operands(add).into_iter().find(|v| v.node != id).and_then(|v| scalar(g, v)) else { return Ok(None) };
+        let Some(eps) = g
+            .operands(add)
+            .into_iter()
+            .find(|v| v.node != id)
+            .and_then(|v| scalar(g, v))
+        else {
+            return Ok(None);
+        };
         // sqrt, then 1/·
-        let Some(sqrt) = single_user(g, add.into()) else { return Ok(None) };
+        let Some(sqrt) = single_user(g, add.into()) else {
+            return Ok(None);
+        };
         if !is(g, sqrt, "Sqrt") {
             return Ok(None);
         }
-        let Some(next) = single_user(g, sqrt.into()) else { return Ok(None) };
-        let normed = if is(g, next, "Reciprocal") || (is(g, next, "Div") && arg(g, next, 0).and_then(|a| scalar(g, a)) == Some(1.0)) {
-            let Some(mul) = single_user(g, next.into()) else { return Ok(None) };
-            let others: Vec<_> = g.operands(mul).into_iter().filter(|v| v.node != next).collect();
+        let Some(next) = single_user(g, sqrt.into()) else {
+            return Ok(None);
+        };
+        let normed = if is(g, next, "Reciprocal")
+            || (is(g, next, "Div") && arg(g, next, 0).and_then(|a| scalar(g, a)) == Some(1.0))
+        {
+            let Some(mul) = single_user(g, next.into()) else {
+                return Ok(None);
+            };
+            let others: Vec<_> = g
+                .operands(mul)
+                .into_iter()
+                .filter(|v| v.node != next)
+                .collect();
             if !is(g, mul, "Mul") || others != [x] {
                 return Ok(None);
             }
@@ -81,17 +117,34 @@ impl Rule for RaiseRmsNorm {
                 _ => return Ok(None),
             }
         };
-        let Some(w) = g.operands(wmul).into_iter().find(|v| constant(g, *v).is_some_and(|t| t.shape().len() == 1)) else {
+        let Some(w) = g
+            .operands(wmul)
+            .into_iter()
+            .find(|v| constant(g, *v).is_some_and(|t| t.shape().len() == 1))
+        else {
             return Ok(None);
         };
         Ok(Some(rms_patch(g, x, w, eps, wmul)))
     }
 }
 
-fn rms_patch(g: &Graph, x: ligerc_ir::ValueRef, w: ligerc_ir::ValueRef, eps: f64, out: NodeId) -> Patch {
+fn rms_patch(
+    g: &Graph,
+    x: ligerc_ir::ValueRef,
+    w: ligerc_ir::ValueRef,
+    eps: f64,
+    out: NodeId,
+) -> Patch {
     let mut p = Patch::default();
-    let ty = g.node(out).and_then(|n| n.outputs.first().cloned()).unwrap_or_else(|| ligerc_ir::TensorType::unranked(ligerc_ir::DType::F32));
-    let n = p.add(Op::RmsNorm { eps }, vec![PatchValue::Graph(x), PatchValue::Graph(w)], ty);
+    let ty = g
+        .node(out)
+        .and_then(|n| n.outputs.first().cloned())
+        .unwrap_or_else(|| ligerc_ir::TensorType::unranked(ligerc_ir::DType::F32));
+    let n = p.add(
+        Op::RmsNorm { eps },
+        vec![PatchValue::Graph(x), PatchValue::Graph(w)],
+        ty,
+    );
     p.replace.push((out.into(), n));
     p
 }
@@ -115,13 +168,22 @@ impl Rule for RaiseSwiGlu {
             }
             let inner = g.operands(silu.node);
             let gate = inner.iter().find(|a| {
-                inner.iter().any(|s| is(g, s.node, "Sigmoid") && arg(g, s.node, 0) == Some(**a))
+                inner
+                    .iter()
+                    .any(|s| is(g, s.node, "Sigmoid") && arg(g, s.node, 0) == Some(**a))
             });
             let Some(&gate) = gate else { continue };
             let Some(&up) = ops.get(1 - i) else { continue };
-            let ty = g.node(id).and_then(|n| n.outputs.first().cloned()).ok_or("no type")?;
+            let ty = g
+                .node(id)
+                .and_then(|n| n.outputs.first().cloned())
+                .ok_or("no type")?;
             let mut p = Patch::default();
-            let s = p.add(Op::SwiGlu, vec![PatchValue::Graph(gate), PatchValue::Graph(up)], ty);
+            let s = p.add(
+                Op::SwiGlu,
+                vec![PatchValue::Graph(gate), PatchValue::Graph(up)],
+                ty,
+            );
             p.replace.push((id.into(), s));
             return Ok(Some(p));
         }
@@ -142,15 +204,24 @@ impl Rule for RaiseLinear {
         if !is(g, id, "MatMul") {
             return Ok(None);
         }
-        let (Some(x), Some(wv)) = (arg(g, id, 0), arg(g, id, 1)) else { return Ok(None) };
-        let Some((name, w)) = matrix_weight(g, wv) else { return Ok(None) };
+        let (Some(x), Some(wv)) = (arg(g, id, 0), arg(g, id, 1)) else {
+            return Ok(None);
+        };
+        let Some((name, w)) = matrix_weight(g, wv) else {
+            return Ok(None);
+        };
         if constant(g, x).is_some() {
             return Ok(None);
         }
         let (rows, cols) = (w.shape()[0], w.shape()[1]);
         // A MatMul whose known input width disagrees with the weight is not a projection
         // ligerc can raise; leave it generic (the runtime reports the mismatch by node).
-        if g.value_type(x).ok().and_then(|t| t.dim(-1)).and_then(|d| d.fixed()).is_some_and(|n| n != rows) {
+        if g.value_type(x)
+            .ok()
+            .and_then(|t| t.dim(-1))
+            .and_then(|d| d.fixed())
+            .is_some_and(|n| n != rows)
+        {
             return Ok(None);
         }
         let data = w.to_f32_vec();
@@ -173,7 +244,10 @@ impl Rule for RaiseLinear {
             operands.push(PatchValue::Graph(b));
             out = add.into();
         }
-        let ty = g.node(out.node).and_then(|n| n.outputs.first().cloned()).ok_or("no type")?;
+        let ty = g
+            .node(out.node)
+            .and_then(|n| n.outputs.first().cloned())
+            .ok_or("no type")?;
         let l = p.add(Op::Linear, operands, ty);
         p.replace.push((out, l));
         Ok(Some(p))
@@ -189,16 +263,30 @@ impl Rule for RaiseEmbedding {
     }
 
     fn apply(&self, g: &Graph, id: NodeId) -> Result<Option<Patch>, String> {
-        if !is(g, id, "Gather") || !matches!(onnx(g, id).and_then(|o| o.attrs.get("axis")), None | Some(ligerc_ir::Attr::Int(0))) {
+        if !is(g, id, "Gather")
+            || !matches!(
+                onnx(g, id).and_then(|o| o.attrs.get("axis")),
+                None | Some(ligerc_ir::Attr::Int(0))
+            )
+        {
             return Ok(None);
         }
-        let (Some(table), Some(ids)) = (arg(g, id, 0), arg(g, id, 1)) else { return Ok(None) };
+        let (Some(table), Some(ids)) = (arg(g, id, 0), arg(g, id, 1)) else {
+            return Ok(None);
+        };
         if matrix_weight(g, table).is_none() || constant(g, ids).is_some() {
             return Ok(None);
         }
-        let ty = g.node(id).and_then(|n| n.outputs.first().cloned()).ok_or("no type")?;
+        let ty = g
+            .node(id)
+            .and_then(|n| n.outputs.first().cloned())
+            .ok_or("no type")?;
         let mut p = Patch::default();
-        let e = p.add(Op::Embedding, vec![PatchValue::Graph(table), PatchValue::Graph(ids)], ty);
+        let e = p.add(
+            Op::Embedding,
+            vec![PatchValue::Graph(table), PatchValue::Graph(ids)],
+            ty,
+        );
         p.replace.push((id.into(), e));
         Ok(Some(p))
     }
@@ -213,12 +301,18 @@ impl Rule for DropNoopCast {
     }
 
     fn apply(&self, g: &Graph, id: NodeId) -> Result<Option<Patch>, String> {
-        let Some(o) = onnx(g, id) else { return Ok(None) };
+        let Some(o) = onnx(g, id) else {
+            return Ok(None);
+        };
         if o.op_type != "Cast" && o.op_type != "Identity" {
             return Ok(None);
         }
-        let Some(x) = arg(g, id, 0) else { return Ok(None) };
-        let Ok(from) = g.value_type(x) else { return Ok(None) };
+        let Some(x) = arg(g, id, 0) else {
+            return Ok(None);
+        };
+        let Ok(from) = g.value_type(x) else {
+            return Ok(None);
+        };
         let to = match (o.op_type.as_str(), o.attrs.get("to")) {
             ("Identity", _) => Some(from.dtype),
             (_, Some(ligerc_ir::Attr::Int(1))) => Some(ligerc_ir::DType::F32),

@@ -28,7 +28,9 @@ pub fn constant(g: &Graph, v: ValueRef) -> Option<TensorData> {
     match &node.op {
         Op::Weight { name } => g.weights.get(name).cloned(),
         Op::Const(t) => Some(t.clone()),
-        Op::Onnx(o) if o.op_type == "Identity" || o.op_type == "Cast" => constant(g, arg(g, v.node, 0)?),
+        Op::Onnx(o) if o.op_type == "Identity" || o.op_type == "Cast" => {
+            constant(g, arg(g, v.node, 0)?)
+        }
         _ => None,
     }
 }
@@ -36,7 +38,9 @@ pub fn constant(g: &Graph, v: ValueRef) -> Option<TensorData> {
 /// A constant with one element, as f64.
 pub fn scalar(g: &Graph, v: ValueRef) -> Option<f64> {
     let t = constant(g, v)?;
-    (t.numel() == 1).then(|| t.to_f64_vec().first().copied()).flatten()
+    (t.numel() == 1)
+        .then(|| t.to_f64_vec().first().copied())
+        .flatten()
 }
 
 /// A rank-2 float weight used as the right operand of a MatMul: `(name, data)`.
@@ -52,19 +56,29 @@ pub fn matrix_weight(g: &Graph, v: ValueRef) -> Option<(String, TensorData)> {
 
 /// A projection: `MatMul(x, W)` with `W` a rank-2 float weight.
 pub fn is_projection(g: &Graph, id: NodeId) -> bool {
-    is(g, id, "MatMul") && arg(g, id, 1).is_some_and(|w| matrix_weight(g, w).is_some()) && arg(g, id, 0).is_some_and(|x| constant(g, x).is_none())
+    is(g, id, "MatMul")
+        && arg(g, id, 1).is_some_and(|w| matrix_weight(g, w).is_some())
+        && arg(g, id, 0).is_some_and(|x| constant(g, x).is_none())
 }
 
 /// The only consumer of `v`, if exactly one node uses it and it is not a graph output.
 pub fn single_user(g: &Graph, v: ValueRef) -> Option<NodeId> {
     let users = g.value_users(v);
-    if users.len() == 1 && !g.outputs.iter().any(|o| o.value == v) { users.first().map(|u| u.0) } else { None }
+    if users.len() == 1 && !g.outputs.iter().any(|o| o.value == v) {
+        users.first().map(|u| u.0)
+    } else {
+        None
+    }
 }
 
 /// Nodes reached walking operands backwards from `v`, not entering `Shape`
 /// operands (they read only dims) nor `CastLike`'s type operand and stopping at nodes `stop` accepts.
 /// Returns the stop nodes found and every node visited.
-pub fn walk_back(g: &Graph, v: ValueRef, stop: impl Fn(NodeId) -> bool) -> (Vec<NodeId>, HashSet<NodeId>) {
+pub fn walk_back(
+    g: &Graph,
+    v: ValueRef,
+    stop: impl Fn(NodeId) -> bool,
+) -> (Vec<NodeId>, HashSet<NodeId>) {
     let mut found = Vec::new();
     let mut seen = HashSet::new();
     let mut queue = VecDeque::from([v.node]);
@@ -95,7 +109,10 @@ pub fn projections_above(g: &Graph, v: ValueRef) -> Vec<NodeId> {
 
 /// The graph inputs (other than through `Shape`) `v` depends on.
 pub fn inputs_above(g: &Graph, v: ValueRef) -> Vec<NodeId> {
-    walk_back(g, v, |id| matches!(g.node(id).map(|n| &n.op), Some(Op::Input { .. }))).0
+    walk_back(g, v, |id| {
+        matches!(g.node(id).map(|n| &n.op), Some(Op::Input { .. }))
+    })
+    .0
 }
 
 /// `[batch, seq, width]` with the graph's own symbolic batch/seq dims when its first input names them.
