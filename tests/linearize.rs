@@ -152,7 +152,7 @@ fn linearized_smollm2_prefill_then_decode_equals_one_forward() {
         .unwrap();
     let mut session = Session::new(graph).unwrap();
     let ids = random_ids(8, 1, 80, 49152).remove(0);
-    let full = session.forward(&[ids.clone()]).unwrap();
+    let full = session.forward(std::slice::from_ref(&ids)).unwrap();
     let full = full.as_f32("logits").unwrap();
     let vocab = 49152;
     let first = session.prefill(&[ids[..70].to_vec()]).unwrap();
