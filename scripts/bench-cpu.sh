@@ -9,7 +9,8 @@
 #   4. ligerc bench --json on the GGUF and on the HF directory (import, weight preparation, forward
 #      at each --seq; with --decode N also prefill + N KV-cache decode steps, ms per token);
 #      ligerc bench --import-only on tests/fixtures/onnx/tiny_dynamo_op18_sdpa.onnx and on the
-#      exported ONNX; scripts/ort_bench.py on the exported ONNX at the same lengths.
+#      exported ONNX, and on the three SmolLM2 files again with --no-check-finite (import without
+#      the NaN/Inf weight scan); scripts/ort_bench.py on the exported ONNX at the same lengths.
 #   5. Prints a markdown report on stdout: forward ms, ours / onnxruntime ratio, import times.
 #   --threads N  threads for both sides (default: nproc): RAYON_NUM_THREADS and MATMUL_NUM_THREADS
 #                for ligerc, intra_op_num_threads for onnxruntime.
@@ -79,6 +80,10 @@ onnx="$dir/smollm2.onnx"
 
 export RAYON_NUM_THREADS="$threads" MATMUL_NUM_THREADS="$threads"
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+if awk -v l="${load_start%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
+    echo "bench-cpu.sh: warning: load average ${load_start%% *} on $(nproc) cores; other work will skew" \
+        "the timings (onnxruntime's timings seemed to suffer most), so the ratios too" >&2
+fi
 bench=(--seq "$seq" --batch 1 --reps "$reps" --warmup "$warmup" --import-reps 3 --json)
 
 echo "bench-cpu.sh: exporting $gguf to ONNX" >&2
@@ -96,6 +101,11 @@ echo "bench-cpu.sh: ligerc bench $hfdir" >&2
 echo "bench-cpu.sh: ligerc bench --import-only (ONNX)" >&2
 "$ligerc" bench "$tiny" --import-only --import-reps 5 --json --label onnx-tiny > "$dir/onnx-tiny.jsonl"
 "$ligerc" bench "$onnx" --import-only --import-reps 3 --json --label onnx-smollm2 > "$dir/onnx-smollm2.jsonl"
+# The same imports without the NaN/Inf scan of every weight: the parsing/dequantizing cost alone.
+for m in gguf:"$gguf" hf:"$hfdir" onnx-smollm2:"$onnx"; do
+    "$ligerc" bench "${m#*:}" --import-only --import-reps 3 --no-check-finite --json \
+        --label "${m%%:*}-nocheck" > "$dir/${m%%:*}-nocheck.jsonl"
+done
 echo "bench-cpu.sh: onnxruntime on $onnx" >&2
 "$py" "$root/scripts/ort_bench.py" "$onnx" --seq "$seq" --batch 1 --reps "$reps" --warmup "$warmup" \
     --threads "$threads" --label ort > "$dir/ort.jsonl"
@@ -171,6 +181,9 @@ for what, r in [
     ("HF weight preparation (`Session::new`)", get("hf", "prepare")),
     ("ONNX import, tiny fixture (tiny_dynamo_op18_sdpa.onnx)", get("onnx-tiny", "import")),
     ("ONNX import, exported SmolLM2", get("onnx-smollm2", "import")),
+    ("GGUF import without the NaN/Inf weight scan (`--no-check-finite`)", get("gguf-nocheck", "import")),
+    ("HF import without the NaN/Inf weight scan", get("hf-nocheck", "import")),
+    ("ONNX import, exported SmolLM2, without the NaN/Inf weight scan", get("onnx-smollm2-nocheck", "import")),
     ("GGUF → ONNX export (`ligerc --emit onnx`, whole process)", next((r for r in rows if r["stage"] == "export"), None)),
     ("onnxruntime session creation, exported SmolLM2", get("ort", "session")),
 ]:
