@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the small model shipped in the repo (a 2-layer Llama exported by
 # torch.onnx, tests/fixtures/onnx/tiny_dynamo_op18_sdpa.onnx): import, raise,
-# linearize to Liger-GLA, emit text IR and ONNX, and run original and linearized
+# linearize to Liger-GLA, emit text IR, ONNX and CUDA (kernels + launch plan), and run original and linearized
 # on the CPU reference backend. Outputs go to out/demo/.
 #
 # Usage: scripts/demo.sh [MODEL]   (any .onnx, Hugging Face directory or .gguf)
@@ -16,7 +16,8 @@ ligerc=target/release/ligerc
 set -x
 "$ligerc" "$model" --pass linearize --emit ir -o "$out/model.liger.ir"
 "$ligerc" "$model" --pass linearize --window 4 --emit onnx -o "$out/model.liger.onnx"
+"$ligerc" "$model" --pass linearize --emit cuda -o "$out/cuda"
 "$ligerc" run "$model" --ids 1,2,3,4,5,6,7,8 --logits "$out/original.npy"
 "$ligerc" run "$model" --pass linearize --window 4 --ids 1,2,3,4,5,6,7,8 --logits "$out/liger.npy"
 set +x
-echo "wrote $out/: model.liger.ir (text IR), model.liger.onnx (runs in onnxruntime), original.npy, liger.npy (logits)"
+echo "wrote $out/: model.liger.ir (text IR), model.liger.onnx (runs in onnxruntime), cuda/ (kernels/*.cu, plan.json, weights), original.npy, liger.npy (logits)"
