@@ -139,6 +139,20 @@ fn rope(b: &mut OnnxBuilder, x: &str, spec: &RopeSpec, out: &[String]) {
     let axis = b.ints("axis1", &[1]);
     let cos = b.op("Unsqueeze", &[&cos, &axis], vec![], "cos_b");
     let sin = b.op("Unsqueeze", &[&sin, &axis], vec![], "sin_b");
+    rotate_half(b, x, &cos, &sin, h, d, out);
+}
+
+/// `x·cos + rotate_half(x)·sin` on `[batch, seq, heads·d]`, with `cos`/`sin`
+/// already shaped to broadcast over `[batch, seq, heads, d]`; writes `out`.
+pub(super) fn rotate_half(
+    b: &mut OnnxBuilder,
+    x: &str,
+    cos: &str,
+    sin: &str,
+    h: i64,
+    d: i64,
+    out: &[String],
+) {
     let split = b.ints("heads_shape", &[0, 0, h, d]);
     let xh = b.op("Reshape", &[x, &split], vec![], "x_heads");
     let (s0, s1, s2, ax) = (
@@ -151,8 +165,8 @@ fn rope(b: &mut OnnxBuilder, x: &str, spec: &RopeSpec, out: &[String]) {
     let x2 = b.op("Slice", &[&xh, &s1, &s2, &ax], vec![], "x2");
     let nx2 = b.op("Neg", &[&x2], vec![], "neg_x2");
     let rot = b.op("Concat", &[&nx2, &x1], vec![int_attr("axis", -1)], "rot");
-    let a = b.op("Mul", &[&xh, &cos], vec![], "x_cos");
-    let c = b.op("Mul", &[&rot, &sin], vec![], "rot_sin");
+    let a = b.op("Mul", &[&xh, cos], vec![], "x_cos");
+    let c = b.op("Mul", &[&rot, sin], vec![], "rot_sin");
     let y = b.op("Add", &[&a, &c], vec![], "roped");
     let merge = b.ints("merge_shape", &[0, 0, h * d]);
     b.op_named("Reshape", &[&y, &merge], vec![], out);

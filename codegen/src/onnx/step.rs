@@ -148,23 +148,7 @@ impl StepIo {
         let bcast = b.ints("bcast_shape", &[-1, 1, 1, d]);
         let cos = b.op("Reshape", &[&cos, &bcast], vec![], "cos_b");
         let sin = b.op("Reshape", &[&sin, &bcast], vec![], "sin_b");
-        let split = b.ints("heads_shape", &[0, 0, h, d]);
-        let xh = b.op("Reshape", &[x, &split], vec![], "x_heads");
-        let (s0, s1, s2, ax) = (
-            b.ints("s0", &[0]),
-            b.ints("s1", &[d / 2]),
-            b.ints("s2", &[d]),
-            b.ints("ax", &[3]),
-        );
-        let x1 = b.op("Slice", &[&xh, &s0, &s1, &ax], vec![], "x1");
-        let x2 = b.op("Slice", &[&xh, &s1, &s2, &ax], vec![], "x2");
-        let nx2 = b.op("Neg", &[&x2], vec![], "neg_x2");
-        let rot = b.op("Concat", &[&nx2, &x1], vec![int_attr("axis", -1)], "rot");
-        let a = b.op("Mul", &[&xh, &cos], vec![], "x_cos");
-        let c = b.op("Mul", &[&rot, &sin], vec![], "rot_sin");
-        let y = b.op("Add", &[&a, &c], vec![], "roped");
-        let merge = b.ints("merge_shape", &[0, 0, h * d]);
-        b.op_named("Reshape", &[&y, &merge], vec![], &[out.to_string()]);
+        super::expand::rotate_half(b, x, &cos, &sin, h, d, &[out.to_string()]);
         Ok(())
     }
 
