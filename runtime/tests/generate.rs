@@ -1,6 +1,9 @@
 //! Sessions, generation, perplexity and the tokenizer, on a tiny two-layer
 //! Llama-shaped graph built by hand with random weights.
 
+mod common;
+use common::Rng;
+
 use std::ops::ControlFlow;
 
 use ligerc_ir::{
@@ -12,23 +15,7 @@ use ligerc_runtime::{
     TextStream, Tokenizer, perplexity,
 };
 
-/// SplitMix64, for reproducible random weights.
-struct Rng(u64);
-
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
     fn values(&mut self, n: usize, scale: f32, offset: f32) -> Vec<f32> {
         (0..n).map(|_| offset + scale * self.uniform()).collect()
     }

@@ -1,29 +1,16 @@
 //! High-level op kernels against naive f64 implementations, on graphs built by
 //! hand, plus the errors they must return.
 
+mod common;
+use common::Rng;
+
 use std::collections::HashMap;
 
 use ligerc_ir::{AttentionSpec, DType, Graph, NodeId, Op, RopeScaling, RopeSpec, TensorType};
 use ligerc_runtime::ops::eval_high_level;
 use ligerc_runtime::{Data, ExecState, Executor, RuntimeError, Tensor};
 
-/// SplitMix64, for reproducible random operands.
-struct Rng(u64);
-
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
     fn tensor(&mut self, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
         Tensor::f32(shape.to_vec(), (0..n).map(|_| self.uniform()).collect()).unwrap()

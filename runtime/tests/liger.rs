@@ -6,6 +6,9 @@
 //!
 //! Errors are measured as `max |got − want| / max |want|` over a whole output.
 
+mod common;
+use common::Rng;
+
 use std::collections::HashMap;
 
 use ligerc_ir::{
@@ -25,23 +28,7 @@ const MIX_WINDOW: f64 = 0.4;
 const MIX_LINEAR: f64 = 0.6;
 const LENGTHS: [usize; 8] = [1, 3, 4, 5, 15, 16, 17, 40];
 
-/// SplitMix64, for reproducible random operands.
-struct Rng(u64);
-
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
     fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| scale * self.uniform()).collect()
     }
