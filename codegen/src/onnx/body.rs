@@ -138,15 +138,9 @@ impl NodeSink for Body {
         outputs: &[String],
     ) {
         let name = self.fresh(op_type);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.to_vec(),
-            name: Some(name),
-            op_type: Some(op_type.to_string()),
-            domain: Some(String::new()),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.nodes.push(super::builder::node_proto(
+            name, op_type, inputs, attrs, outputs,
+        ));
     }
 
     fn ints(&mut self, stem: &str, values: &[i64]) -> String {

@@ -45,15 +45,8 @@ impl OnnxBuilder {
         outputs: &[String],
     ) {
         let name = self.fresh(op_type);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.to_vec(),
-            name: Some(name),
-            op_type: Some(op_type.to_string()),
-            domain: Some(String::new()),
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.nodes
+            .push(node_proto(name, op_type, inputs, attrs, outputs));
     }
 
     /// Adds an initializer; returns its name.
@@ -87,6 +80,25 @@ impl OnnxBuilder {
             ..Default::default()
         });
         name
+    }
+}
+
+/// A standard-domain node named `name`.
+pub fn node_proto(
+    name: String,
+    op_type: &str,
+    inputs: &[&str],
+    attrs: Vec<AttributeProto>,
+    outputs: &[String],
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.to_vec(),
+        name: Some(name),
+        op_type: Some(op_type.to_string()),
+        domain: Some(String::new()),
+        attribute: attrs,
+        ..Default::default()
     }
 }
 
