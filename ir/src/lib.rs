@@ -30,7 +30,7 @@ pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Edge, Graph, GraphOutput, Node, NodeId, ValueRef};
 pub use liger::{GateSpec, LigerSpec, LigerVariant};
-pub use op::{Arity, AttentionSpec, OnnxOp, Op, RopeScaling, RopeSpec};
+pub use op::{Arity, AttentionSpec, OnnxOp, Op, RopeScaling, RopeSpec, VJP_WRT, VjpSpec};
 pub use shape::{Dim, TensorType};
 pub use tensor::{TensorData, checked_numel};
 pub use verify::verify;

@@ -113,6 +113,9 @@ pub struct AttentionSpec {
     pub causal: bool,
 }
 
+/// The attribute of a `vjp.*` node that lists the differentiated operands.
+pub const VJP_WRT: &str = "vjp_wrt";
+
 /// Operand and result counts an op accepts, as inclusive `(fewest, most)` ranges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arity {
@@ -166,6 +169,26 @@ pub enum Op {
         /// LoRA alpha; the branch is scaled by `alpha / rank`.
         alpha: f64,
     },
+    /// Summed next-token cross-entropy: operands `(logits [..,V], targets [..] integer)`,
+    /// results `(loss_sum [], counted [])`, both f32 scalars. Targets equal to
+    /// `ignore_index` contribute nothing and are not counted.
+    CrossEntropy {
+        /// The target value that marks a position without loss (−100, as in PyTorch).
+        ignore_index: i64,
+    },
+    /// The vector-Jacobian product of a forward op (built by the autodiff pass).
+    Vjp(VjpSpec),
+}
+
+/// A vector-Jacobian product node: operands are the forward op's operands
+/// followed by the gradient of its first result; results are the gradients of
+/// the forward operands listed in `wrt`, in that order, each shaped like its operand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VjpSpec {
+    /// The op being differentiated.
+    pub forward: Box<Op>,
+    /// Indices of the forward operands whose gradients are produced.
+    pub wrt: Vec<usize>,
 }
 
 impl Op {
@@ -186,6 +209,8 @@ impl Op {
             Op::LigerGate(_) => "LigerGate".into(),
             Op::LigerAttention(_) => "LigerAttention".into(),
             Op::Lora { .. } => "Lora".into(),
+            Op::CrossEntropy { .. } => "CrossEntropy".into(),
+            Op::Vjp(v) => format!("vjp.{}", v.forward.mnemonic()),
         }
     }
 
@@ -207,6 +232,12 @@ impl Op {
             Op::LigerAttention(s) if s.variant.has_gate() => ((6, 6), (1, 1)),
             Op::LigerAttention(_) => ((5, 5), (1, 1)),
             Op::Lora { .. } => ((4, 5), (1, 1)),
+            Op::CrossEntropy { .. } => ((2, 2), (2, 2)),
+            Op::Vjp(v) => {
+                let fwd = v.forward.arity()?;
+                let n = v.wrt.len();
+                ((fwd.inputs.0 + 1, fwd.inputs.1 + 1), (n, n))
+            }
         };
         Ok(Arity { inputs, outputs })
     }
@@ -273,6 +304,15 @@ impl Op {
                 }
             }
             Op::Lora { alpha } => put("alpha", Attr::Float(*alpha)),
+            Op::CrossEntropy { ignore_index } => put("ignore_index", Attr::Int(*ignore_index)),
+            Op::Vjp(v) => {
+                let mut fwd = v.forward.attrs();
+                fwd.insert(
+                    VJP_WRT.to_string(),
+                    Attr::Ints(v.wrt.iter().map(|&i| i as i64).collect()),
+                );
+                return fwd;
+            }
             Op::Input { .. }
             | Op::Weight { .. }
             | Op::Const(_)
@@ -286,7 +326,28 @@ impl Op {
 
     /// Builds a computational op (not `input`/`weight`/`const`) from its mnemonic
     /// and attributes, the inverse of [`Op::mnemonic`] + [`Op::attrs`].
-    pub fn from_parts(mnemonic: &str, attrs: Attrs) -> Result<Op, IrError> {
+    pub fn from_parts(mnemonic: &str, mut attrs: Attrs) -> Result<Op, IrError> {
+        if let Some(fwd) = mnemonic.strip_prefix("vjp.") {
+            let wrt = match attrs.remove(VJP_WRT) {
+                Some(Attr::Ints(v)) if v.iter().all(|&i| i >= 0) => {
+                    v.into_iter().map(|i| i as usize).collect()
+                }
+                _ => {
+                    return Err(IrError::Attr {
+                        op: mnemonic.to_string(),
+                        key: VJP_WRT.into(),
+                        problem: "needs a list of non-negative operand indices".into(),
+                    });
+                }
+            };
+            if fwd.starts_with("vjp.") {
+                return Err(IrError::UnknownOp {
+                    op: mnemonic.to_string(),
+                });
+            }
+            let forward = Box::new(Op::from_parts(fwd, attrs)?);
+            return Ok(Op::Vjp(VjpSpec { forward, wrt }));
+        }
         if let Some(op_type) = mnemonic.strip_prefix("onnx.") {
             if onnx_schema(op_type).is_none() {
                 return Err(IrError::UnknownOp {
@@ -324,6 +385,7 @@ impl Op {
                 "slots",
             ],
             "Lora" => &["alpha"],
+            "CrossEntropy" => &["ignore_index"],
             _ => &[],
         };
         if let Some(k) = attrs.keys().find(|k| !known.contains(&k.as_str())) {
@@ -397,6 +459,9 @@ impl Op {
             }
             "Lora" => Op::Lora {
                 alpha: r.float("alpha")?,
+            },
+            "CrossEntropy" => Op::CrossEntropy {
+                ignore_index: r.int_or("ignore_index", -100)?,
             },
             other => {
                 return Err(IrError::UnknownOp {

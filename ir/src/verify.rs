@@ -310,6 +310,73 @@ fn check_types(graph: &Graph, id: NodeId, at: &str, errors: &mut Vec<String>) {
                 errors.push(format!("{at}: gate {a} and up {b} differ in shape"));
             }
         }
+        Op::CrossEntropy { .. } => {
+            float(errors, 0);
+            if let Some(t) = ops.get(1)
+                && (t.dtype.is_float() || t.dtype == crate::DType::Bool)
+            {
+                errors.push(format!("{at}: targets must be integers, are {t}"));
+            }
+            if let (Some(l), Some(t)) = (ops.first(), ops.get(1))
+                && let (Some(sl), Some(st)) = (&l.shape, &t.shape)
+                && (sl.len() != st.len() + 1 || sl.iter().zip(st).any(|(x, y)| !x.compatible(y)))
+            {
+                errors.push(format!(
+                    "{at}: targets {t} must be the logits' shape {l} without the vocabulary axis"
+                ));
+            }
+            for (i, o) in node.outputs.iter().enumerate() {
+                if o.rank() != Some(0) || !o.dtype.is_float() {
+                    errors.push(format!("{at}: result {i} must be a float scalar, is {o}"));
+                }
+            }
+        }
+        Op::Vjp(v) => check_vjp(v, &ops, &node.outputs, at, errors),
         _ => {}
+    }
+}
+
+/// A `vjp.*` node: one more operand than its forward op (the result gradient,
+/// shaped like nothing in particular here), and one result per `wrt` index,
+/// typed like that forward operand.
+fn check_vjp(
+    v: &crate::VjpSpec,
+    ops: &[TensorType],
+    outputs: &[TensorType],
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    if matches!(
+        *v.forward,
+        Op::Vjp(_) | Op::Input { .. } | Op::Weight { .. } | Op::Const(_)
+    ) {
+        errors.push(format!("{at}: cannot differentiate {}", v.forward.mnemonic()));
+        return;
+    }
+    let forward_operands = ops.len().saturating_sub(1);
+    let mut seen = HashSet::new();
+    for (i, &w) in v.wrt.iter().enumerate() {
+        if w >= forward_operands {
+            errors.push(format!(
+                "{at}: gradient {i} is of operand {w}, but the forward op has {forward_operands}"
+            ));
+            continue;
+        }
+        if !seen.insert(w) {
+            errors.push(format!("{at}: operand {w} is differentiated twice"));
+        }
+        if !ops[w].dtype.is_float() {
+            errors.push(format!("{at}: operand {w} is {}, not differentiable", ops[w]));
+        }
+        if let Some(o) = outputs.get(i)
+            && (o.dtype != ops[w].dtype
+                || !matches!((&o.shape, &ops[w].shape), (Some(a), Some(b))
+                    if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.compatible(y))))
+        {
+            errors.push(format!(
+                "{at}: gradient {i} is {o}, but operand {w} is {}",
+                ops[w]
+            ));
+        }
     }
 }

@@ -240,6 +240,14 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
                     })?;
                 Group::MaskRows { mul: id, x, mask }
             }
+            Op::CrossEntropy { .. } | Op::Vjp(_) => {
+                return Err(CudaError::Unsupported {
+                    node: graph.describe(id),
+                    reason: "training graphs (loss and gradient ops) are run by `ligerc finetune`, not emitted \
+                             as an inference plan"
+                        .into(),
+                });
+            }
             Op::Onnx(o) => {
                 return Err(CudaError::Unsupported {
                     node: graph.describe(id),

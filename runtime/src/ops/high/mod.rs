@@ -96,6 +96,11 @@ pub fn eval_high_level(
             liger_gate(spec, inputs[0])?
         }
         Op::LigerAttention(spec) => liger_attention(spec, node, inputs, state)?,
+        Op::CrossEntropy { ignore_index } => {
+            operand_count(op, inputs, 2, 2)?;
+            return super::grad::cross_entropy(*ignore_index, inputs[0], inputs[1]);
+        }
+        Op::Vjp(spec) => return super::grad::eval_vjp(spec, inputs, state),
         Op::Input { .. } | Op::Weight { .. } | Op::Const(_) | Op::Onnx(_) => {
             return Err(RuntimeError::Unsupported(format!(
                 "{} is not a high-level op",
