@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use ligerc_ir::{
     DType, Dim, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op, RopeScaling, RopeSpec,
-    TensorData, TensorType, ValueRef,
+    TensorData, TensorType, ValueRef, VjpSpec,
 };
 use ligerc_runtime::ops::{LigerMode, eval_high_level};
 use ligerc_runtime::{Data, ExecState, Executor, RuntimeError, Session, Tensor};
@@ -173,11 +173,16 @@ fn softmax(x: &[f64]) -> Vec<f64> {
 
 /// LigerGate from LIGER.md §3, in f64.
 fn reference_gate(g: &GateSpec, k: &[f32]) -> Vec<f64> {
+    reference_gate_f64(g, &to_f64(k))
+}
+
+/// [`reference_gate`] on a float64 key.
+fn reference_gate_f64(g: &GateSpec, k: &[f64]) -> Vec<f64> {
     let (d, width) = (g.head_dim, g.width());
     let mut out = Vec::new();
     for row in k.chunks(g.kv_heads * d) {
         for head in row.chunks(d) {
-            let head: Vec<f64> = to_f64(head);
+            let head: Vec<f64> = head.to_vec();
             let pooled: Vec<f64> = match g.variant {
                 LigerVariant::Gsa => (0..width)
                     .map(|i| {
@@ -208,11 +213,17 @@ struct Reference {
 /// one state per query head.
 fn reference(spec: &LigerSpec, ops: &[Tensor]) -> Reference {
     let (batch, len) = (ops[0].shape[0], ops[0].shape[1]);
+    let wide: Vec<Vec<f64>> = ops.iter().map(|t| to_f64(f32s(t))).collect();
+    reference_f64(spec, batch, len, &wide)
+}
+
+/// [`reference`] on float64 operands `q, k, v, q_rot, k_rot [, gate]`.
+fn reference_f64(spec: &LigerSpec, batch: usize, len: usize, ops: &[Vec<f64>]) -> Reference {
     let (h_n, d, m) = (spec.heads, spec.head_dim, spec.slots);
     let group = spec.heads / spec.kv_heads;
     let width = spec.variant.gate_width(d, m);
-    let [q, k, v, qr, kr] = [0, 1, 2, 3, 4].map(|i| to_f64(f32s(&ops[i])));
-    let gate = ops.get(5).map(|g| to_f64(f32s(g)));
+    let [q, k, v, qr, kr] = [0, 1, 2, 3, 4].map(|i| ops[i].clone());
+    let gate = ops.get(5).cloned();
     let (q_w, kv_w, g_w) = (h_n * d, spec.kv_heads * d, spec.kv_heads * width);
     let mut out = vec![0.0; batch * len * q_w];
     let mut memory = Vec::new();
@@ -1019,4 +1030,128 @@ fn bad_gate_specs_are_errors() {
         .is_err(),
         "two operands accepted"
     );
+}
+
+// ------------------------------------- (g) backward vs finite differences
+
+/// `∂⟨r, f(x)⟩/∂x` by central differences of a float64 function, one element at a time.
+fn finite_differences(x: &[Vec<f64>], which: usize, f: &dyn Fn(&[Vec<f64>]) -> f64) -> Vec<f64> {
+    const H: f64 = 1e-6;
+    let mut probe = x.to_vec();
+    (0..x[which].len())
+        .map(|i| {
+            let at = x[which][i];
+            probe[which][i] = at + H;
+            let up = f(&probe);
+            probe[which][i] = at - H;
+            let down = f(&probe);
+            probe[which][i] = at;
+            (up - down) / (2.0 * H)
+        })
+        .collect()
+}
+
+fn vjp(forward: Op, wrt: Vec<usize>, ops: &[Tensor], dy: &Tensor) -> Vec<Tensor> {
+    let mut refs: Vec<&Tensor> = ops.iter().collect();
+    refs.push(dy);
+    eval_high_level(
+        &Op::Vjp(VjpSpec {
+            forward: Box::new(forward),
+            wrt,
+        }),
+        NodeId::new(3),
+        &refs,
+        &mut ExecState::default(),
+    )
+    .unwrap()
+}
+
+/// Every operand's gradient of every variant against central differences of
+/// the float64 reference, for windows shorter and longer than the run, one
+/// token, GQA, and gates from ordinary to extreme. The backward runs in f32
+/// over sums of at most `T·(window+1)` terms of magnitude ≤ max|grad|, so
+/// `1e-4 · max|grad|` leaves two orders of margin over f32 rounding (the
+/// finite differences themselves are good to ~1e-9 in f64 with h = 1e-6).
+#[test]
+fn liger_attention_backward_matches_finite_differences() {
+    let mut rng = Rng(41);
+    let mut worst = 0.0f64;
+    for variant in LigerVariant::ALL {
+        for (window, len, gates) in [
+            (4, 9, Gates::Typical),
+            (64, 6, Gates::Mixed),
+            (2, 1, Gates::Typical),
+            (3, 7, Gates::NearZero),
+        ] {
+            if !variant.has_gate() && gates != Gates::Typical {
+                continue;
+            }
+            let spec = spec(variant, window);
+            let ops = operands(&mut rng, variant, BATCH, len, gates);
+            let r = rng.tensor(&[BATCH, len, HEADS * HEAD_DIM], 1.0);
+            let r64 = to_f64(f32s(&r));
+            let wide: Vec<Vec<f64>> = ops.iter().map(|t| to_f64(f32s(t))).collect();
+            let loss = |x: &[Vec<f64>]| -> f64 {
+                let out = reference_f64(&spec, BATCH, len, x).out;
+                out.iter().zip(&r64).map(|(a, b)| a * b).sum()
+            };
+            let wrt: Vec<usize> = (0..ops.len()).collect();
+            let grads = vjp(Op::LigerAttention(spec.clone()), wrt.clone(), &ops, &r);
+            for (&w, got) in wrt.iter().zip(&grads) {
+                assert_eq!(got.shape, ops[w].shape);
+                let want = finite_differences(&wide, w, &loss);
+                let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                let err = f32s(got)
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f64, |m, (g, w)| m.max((f64::from(*g) - w).abs()))
+                    / scale.max(1e-3);
+                assert!(
+                    err <= 1e-4,
+                    "{variant} window {window} T {len} {gates:?}: operand {w} off by {err:e} (scale {scale:e})"
+                );
+                worst = worst.max(err);
+            }
+        }
+    }
+    eprintln!("LigerAttention backward vs finite differences: worst {worst:.2e}");
+}
+
+/// LigerGate's backward against central differences of the float64 gate,
+/// including GSA's overlapping bins and retention's head mean.
+#[test]
+fn liger_gate_backward_matches_finite_differences() {
+    let mut rng = Rng(43);
+    let mut worst = 0.0f64;
+    for (variant, slots) in [
+        (LigerVariant::Gla, 0),
+        (LigerVariant::Hgrn2, 0),
+        (LigerVariant::Retention, 0),
+        (LigerVariant::Gsa, 4),
+        (LigerVariant::Gsa, 3),
+        (LigerVariant::Gsa, 5),
+    ] {
+        let g = GateSpec {
+            variant,
+            kv_heads: KV_HEADS,
+            head_dim: HEAD_DIM,
+            slots,
+            normalizer: variant.default_normalizer(),
+        };
+        for scale in [1.0f32, 8.0] {
+            let k = rng.tensor(&[BATCH, 3, KV_HEADS * HEAD_DIM], scale);
+            let r = rng.tensor(&[BATCH, 3, KV_HEADS * g.width()], 1.0);
+            let r64 = to_f64(f32s(&r));
+            let loss = |x: &[Vec<f64>]| -> f64 {
+                let out = reference_gate_f64(&g, &x[0]);
+                out.iter().zip(&r64).map(|(a, b)| a * b).sum()
+            };
+            let got = vjp(Op::LigerGate(g.clone()), vec![0], std::slice::from_ref(&k), &r).remove(0);
+            let want = finite_differences(&[to_f64(f32s(&k))], 0, &loss);
+            let err = rel_err(f32s(&got), &want);
+            assert!(err <= 1e-5, "{variant} slots {slots} scale {scale}: {err:e}");
+            worst = worst.max(err);
+        }
+    }
+    eprintln!("LigerGate backward vs finite differences: worst {worst:.2e}");
 }

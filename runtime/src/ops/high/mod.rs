@@ -12,11 +12,11 @@
 
 mod attention;
 mod embedding;
-pub(super) mod kernels;
+pub(crate) mod kernels;
 mod linear;
 mod lora;
 mod rms_norm;
-mod rope;
+pub(super) mod rope;
 mod swiglu;
 
 use ligerc_ir::{NodeId, Op};

@@ -5,12 +5,12 @@
 use ligerc_ir::LigerVariant;
 
 /// `log σ(x)`, stable for any `x`: `min(x, 0) − ln(1 + e^{−|x|})`.
-pub(super) fn logsigmoid(x: f32) -> f32 {
+pub(crate) fn logsigmoid(x: f32) -> f32 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
 }
 
 /// Softmax of every `width`-long row of `x`, in place.
-pub(super) fn softmax_rows(x: &mut [f32], width: usize) {
+pub(crate) fn softmax_rows(x: &mut [f32], width: usize) {
     if width == 0 {
         return;
     }

@@ -19,7 +19,7 @@
 //! linear), `gsa.rs` (gated slot attention), `head.rs` (one KV head, both
 //! branches), `state.rs` (modes and decode state).
 
-mod feature;
+pub(crate) mod feature;
 mod gate;
 mod gla_chunked;
 mod gla_quadratic;
@@ -148,7 +148,7 @@ pub(crate) fn liger_attention(
 }
 
 /// Checks the spec and the operands; returns `(batch, seq)`.
-fn check_operands(spec: &LigerSpec, inputs: &[&Tensor]) -> Result<(usize, usize), RuntimeError> {
+pub(crate) fn check_operands(spec: &LigerSpec, inputs: &[&Tensor]) -> Result<(usize, usize), RuntimeError> {
     let d = spec.head_dim;
     if spec.kv_heads == 0 || d == 0 || !spec.heads.is_multiple_of(spec.kv_heads) {
         return Err(RuntimeError::Shape(format!(
