@@ -6,6 +6,7 @@
 //! tested against.
 
 pub mod cuda;
+pub mod data;
 mod error;
 mod exec;
 mod generate;
