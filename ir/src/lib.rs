@@ -23,6 +23,7 @@ mod op;
 mod shape;
 mod tensor;
 pub mod text;
+pub mod training;
 mod verify;
 
 pub use attr::{Attr, AttrReader, Attrs};

@@ -64,6 +64,32 @@ impl Executor {
         })
     }
 
+    /// Replaces the run-time value of weight `name` (the trainer's parameter
+    /// update); the graph's stored weight is left as it was. Errors when the
+    /// graph has no such weight or the shape differs.
+    pub fn set_weight(&mut self, name: &str, value: Tensor) -> Result<(), RuntimeError> {
+        let slot = self
+            .weights
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::Input(format!("the graph has no weight `{name}`")))?;
+        if slot.shape != value.shape || slot.kind() != value.kind() {
+            return Err(RuntimeError::Shape(format!(
+                "weight `{name}` is {} {:?}, the new value is {} {:?}",
+                slot.kind(),
+                slot.shape,
+                value.kind(),
+                value.shape
+            )));
+        }
+        *slot = Arc::new(value);
+        Ok(())
+    }
+
+    /// The run-time value of weight `name`.
+    pub fn weight(&self, name: &str) -> Option<&Tensor> {
+        self.weights.get(name).map(|t| t.as_ref())
+    }
+
     /// The graph being executed.
     pub fn graph(&self) -> &Graph {
         &self.graph

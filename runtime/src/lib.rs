@@ -6,6 +6,7 @@
 //! tested against.
 
 pub mod cuda;
+pub mod eval;
 pub mod data;
 mod error;
 mod exec;
@@ -14,6 +15,7 @@ pub mod ops;
 mod perplexity;
 mod session;
 mod tokenizer;
+pub mod train;
 mod value;
 
 pub use error::RuntimeError;

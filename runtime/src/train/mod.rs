@@ -1,0 +1,44 @@
+//! LoRA fine-tuning on the CPU backend: the optimizer (`optim.rs`), the
+//! update step (`trainer.rs`), checkpoints (`checkpoint.rs`), the metrics log
+//! and the loss-curve plot (`plot.rs`).
+//!
+//! The graphs come from the autodiff pass (`ligerc_passes::autodiff`): a
+//! training graph returning `loss_sum`, `loss_tokens` and `grad:<weight>` per
+//! trainable weight, and an evaluation graph returning the loss alone.
+
+mod checkpoint;
+mod optim;
+mod plot;
+mod trainer;
+
+use thiserror::Error;
+
+pub use checkpoint::{CHECKPOINT_DIR, Checkpoint, RunState, load_checkpoint, save_checkpoint};
+pub use optim::{AdamW, Moments, Schedule, clip_global_norm, global_norm};
+pub use plot::loss_curve_svg;
+pub use trainer::{Param, StepReport, TrainConfig, Trainer};
+
+/// What can go wrong while fine-tuning.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// Settings that cannot work.
+    #[error("training settings: {0}")]
+    Config(String),
+    /// Too many updates had a non-finite loss or gradient.
+    #[error(
+        "stopping at step {step}: {skipped} updates had a non-finite loss or gradient \
+         (lower the learning rate, or raise --max-bad-steps)"
+    )]
+    BadNumerics {
+        /// The update that crossed the bound.
+        step: u64,
+        /// Updates skipped so far.
+        skipped: u64,
+    },
+    /// A checkpoint cannot be written, read, or does not fit this run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Executing a graph failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::RuntimeError),
+}
