@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Run(args)) => cli::run::run(args),
         Some(Command::Bench(args)) => cli::bench::bench(args),
+        Some(Command::Eval(args)) => cli::eval::eval(args),
+        Some(Command::Finetune(args)) => cli::finetune::finetune(args),
+        Some(Command::BenchCuda(args)) => cli::bench_cuda::bench_cuda(args),
         Some(Command::Passes) => {
             for (name, about) in ligerc::passes::available_passes() {
                 println!("{name:<16} {about}");
@@ -54,6 +57,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 RuntimeError::Input(_) | RuntimeError::Tokenizer(_) => 2,
                 _ => 1,
             };
+        }
+        if let Some(te) = cause.downcast_ref::<ligerc::runtime::train::TrainError>() {
+            use ligerc::runtime::train::TrainError;
+            match te {
+                TrainError::Runtime(_) => {}
+                TrainError::Config(_) | TrainError::BadNumerics { .. } | TrainError::Checkpoint(_) => {
+                    return 2;
+                }
+            }
+        }
+        if cause.is::<ligerc::runtime::data::DataError>() {
+            return 2;
         }
         if cause.is::<std::io::Error>() {
             return 2;

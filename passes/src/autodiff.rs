@@ -101,8 +101,20 @@ pub fn training_graph(
         Some("loss".into()),
     );
     g.outputs.clear();
-    g.add_output(LOSS_SUM, ValueRef { node: loss, port: 0 });
-    g.add_output(LOSS_TOKENS, ValueRef { node: loss, port: 1 });
+    g.add_output(
+        LOSS_SUM,
+        ValueRef {
+            node: loss,
+            port: 0,
+        },
+    );
+    g.add_output(
+        LOSS_TOKENS,
+        ValueRef {
+            node: loss,
+            port: 1,
+        },
+    );
     if !gradients {
         g.eliminate_dead_nodes();
         return Ok(TrainingGraph {
@@ -142,10 +154,18 @@ pub fn training_graph(
         ));
     }
     if !active.contains(&loss) {
-        return Err(fail("the loss does not depend on any trainable weight".into()));
+        return Err(fail(
+            "the loss does not depend on any trainable weight".into(),
+        ));
     }
     let mut grads: HashMap<ValueRef, ValueRef> = HashMap::new();
-    grads.insert(ValueRef { node: loss, port: 0 }, seed);
+    grads.insert(
+        ValueRef {
+            node: loss,
+            port: 0,
+        },
+        seed,
+    );
     let mut vjp_nodes = 0;
     for &id in order.iter().rev() {
         if !active.contains(&id) || weights.iter().any(|(_, w)| *w == id) {

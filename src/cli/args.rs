@@ -41,6 +41,12 @@ pub enum Command {
     Passes,
     /// Time import, weight preparation and forward/decode passes on the CPU.
     Bench(BenchArgs),
+    /// Evaluate: perplexity on text, zero-shot multiple choice (OE-Eval requests), passkey retrieval.
+    Eval(super::eval::EvalArgs),
+    /// LoRA fine-tuning on text or instruction data (CPU): PEFT adapter, metrics, checkpoints, --resume.
+    Finetune(super::finetune_args::FinetuneArgs),
+    /// Time decode (CUDA graphs vs plain launches) and chunked prefill on the GPU.
+    BenchCuda(super::bench_cuda::BenchCudaArgs),
 }
 
 /// Passes to apply, shared by every command that loads a model.

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, serialize, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::TrainError;
 use super::optim::Moments;
 use super::trainer::{Param, StepReport, TrainConfig};
-use super::TrainError;
 use crate::data::Cursor;
 
 /// The checkpoint folder's name inside a run's output folder.
@@ -81,7 +81,11 @@ fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
 /// Writes `ckpt` as `out/checkpoint/`, atomically (see the module docs).
 /// Refuses non-finite parameters: a NaN checkpoint is never written.
 pub fn save_checkpoint(out: &Path, ckpt: &Checkpoint) -> Result<(), TrainError> {
-    if let Some(p) = ckpt.params.iter().find(|p| !p.value.iter().all(|v| v.is_finite())) {
+    if let Some(p) = ckpt
+        .params
+        .iter()
+        .find(|p| !p.value.iter().all(|v| v.is_finite()))
+    {
         return Err(TrainError::Checkpoint(format!(
             "parameter `{}` is not finite; refusing to write a checkpoint",
             p.name
@@ -89,7 +93,11 @@ pub fn save_checkpoint(out: &Path, ckpt: &Checkpoint) -> Result<(), TrainError> 
     }
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for p in &ckpt.params {
-        for (suffix, data) in [("", &p.value), (".adam_m", &p.moments.m), (".adam_v", &p.moments.v)] {
+        for (suffix, data) in [
+            ("", &p.value),
+            (".adam_m", &p.moments.m),
+            (".adam_v", &p.moments.v),
+        ] {
             let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
             owned.push((format!("{}{suffix}", p.name), p.shape.clone(), bytes));
         }
@@ -140,8 +148,8 @@ pub fn load_checkpoint(out: &Path) -> Result<Option<Checkpoint>, TrainError> {
         let p: PathBuf = dir.join(name);
         std::fs::read(&p).map_err(|e| io(&p, e))
     };
-    let state: RunState = serde_json::from_slice(&read(STATE)?)
-        .map_err(|e| io(&dir.join(STATE), e))?;
+    let state: RunState =
+        serde_json::from_slice(&read(STATE)?).map_err(|e| io(&dir.join(STATE), e))?;
     if state.format != FORMAT {
         return Err(TrainError::Checkpoint(format!(
             "{}: format {} is not {FORMAT}",
@@ -180,7 +188,10 @@ pub fn load_checkpoint(out: &Path) -> Result<Option<Checkpoint>, TrainError> {
         let (_, m) = take(".adam_m")?;
         let (_, v) = take(".adam_v")?;
         if m.len() != value.len() || v.len() != value.len() {
-            return Err(io(&dir.join(TENSORS), format!("`{name}` moments differ in size")));
+            return Err(io(
+                &dir.join(TENSORS),
+                format!("`{name}` moments differ in size"),
+            ));
         }
         params.push(Param {
             name: name.clone(),

@@ -131,5 +131,7 @@ pub fn loss_curve_svg(title: &str, history: &[StepReport], heldout: &[(u64, f64)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

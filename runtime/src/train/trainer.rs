@@ -7,8 +7,8 @@ use ligerc_ir::Graph;
 use ligerc_ir::training::{LOSS_SCALE, TARGETS};
 use serde::{Deserialize, Serialize};
 
-use super::optim::{AdamW, Moments, Schedule, clip_global_norm};
 use super::TrainError;
+use super::optim::{AdamW, Moments, Schedule, clip_global_norm};
 use crate::data::Sequence;
 use crate::session::{ATTENTION_MASK, INPUT_IDS, POSITION_IDS};
 use crate::{ExecState, Executor, Tensor};
@@ -163,7 +163,7 @@ impl Trainer {
     }
 
     /// Restores a checkpointed state: parameter values and moments (matched by
-    /// name and shape) and the counters.
+    /// name, checked by shape, in any order) and the counters.
     pub fn restore(
         &mut self,
         params: Vec<Param>,
@@ -178,15 +178,22 @@ impl Trainer {
                 self.params.len()
             )));
         }
-        for (mine, theirs) in self.params.iter().zip(&params) {
-            if mine.name != theirs.name || mine.shape != theirs.shape {
+        let mut by_name: HashMap<String, Param> =
+            params.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let mut ordered = Vec::with_capacity(self.params.len());
+        for mine in &self.params {
+            let theirs = by_name.remove(&mine.name).ok_or_else(|| {
+                TrainError::Checkpoint(format!("the checkpoint has no tensor `{}`", mine.name))
+            })?;
+            if theirs.shape != mine.shape || theirs.value.len() != mine.value.len() {
                 return Err(TrainError::Checkpoint(format!(
-                    "checkpoint tensor `{}` {:?} does not match the model's `{}` {:?}",
-                    theirs.name, theirs.shape, mine.name, mine.shape
+                    "checkpoint tensor `{}` is {:?}, the model's is {:?}",
+                    mine.name, theirs.shape, mine.shape
                 )));
             }
+            ordered.push(theirs);
         }
-        self.params = params;
+        self.params = ordered;
         self.step = step;
         self.updates = updates;
         self.bad_steps = bad_steps;
@@ -213,7 +220,10 @@ impl Trainer {
     /// any gradient is not finite the update is skipped (parameters and moments
     /// untouched) and counted, and the run fails once more than
     /// `max_bad_steps` were skipped.
-    pub fn train_step(&mut self, micro_batches: &[Vec<&Sequence>]) -> Result<StepReport, TrainError> {
+    pub fn train_step(
+        &mut self,
+        micro_batches: &[Vec<&Sequence>],
+    ) -> Result<StepReport, TrainError> {
         let tokens: usize = micro_batches
             .iter()
             .flatten()
@@ -226,7 +236,11 @@ impl Trainer {
             self.config.steps,
             self.config.warmup,
         );
-        let mut grads: Vec<Vec<f32>> = self.params.iter().map(|p| vec![0.0; p.value.len()]).collect();
+        let mut grads: Vec<Vec<f32>> = self
+            .params
+            .iter()
+            .map(|p| vec![0.0; p.value.len()])
+            .collect();
         let mut loss_sum = 0.0f64;
         if tokens > 0 {
             let scale = 1.0 / tokens as f32;
@@ -250,7 +264,11 @@ impl Trainer {
                 }
             }
         }
-        let loss = if tokens > 0 { loss_sum / tokens as f64 } else { f64::NAN };
+        let loss = if tokens > 0 {
+            loss_sum / tokens as f64
+        } else {
+            f64::NAN
+        };
         let finite = loss.is_finite() && grads.iter().flatten().all(|g| g.is_finite());
         if !finite {
             self.bad_steps += 1;
@@ -317,7 +335,10 @@ fn run_batch(
 ) -> Result<Vec<Tensor>, TrainError> {
     let batch = seqs.len();
     let len = seqs.first().map_or(0, |s| s.ids.len());
-    if let Some(s) = seqs.iter().find(|s| s.ids.len() != len || s.targets.len() != len) {
+    if let Some(s) = seqs
+        .iter()
+        .find(|s| s.ids.len() != len || s.targets.len() != len)
+    {
         return Err(TrainError::Config(format!(
             "sequences of one batch must share a length: {} ids / {} targets vs {len}",
             s.ids.len(),
@@ -326,14 +347,25 @@ fn run_batch(
     }
     let mut inputs = HashMap::new();
     let ids: Vec<i64> = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
-    let targets: Vec<i64> = seqs.iter().flat_map(|s| s.targets.iter().copied()).collect();
+    let targets: Vec<i64> = seqs
+        .iter()
+        .flat_map(|s| s.targets.iter().copied())
+        .collect();
     inputs.insert(INPUT_IDS.to_string(), Tensor::i64(vec![batch, len], ids)?);
     inputs.insert(TARGETS.to_string(), Tensor::i64(vec![batch, len], targets)?);
-    let graph_inputs: Vec<String> = exec.graph().inputs().iter().map(|(_, n)| n.to_string()).collect();
+    let graph_inputs: Vec<String> = exec
+        .graph()
+        .inputs()
+        .iter()
+        .map(|(_, n)| n.to_string())
+        .collect();
     for name in &graph_inputs {
         match name.as_str() {
             ATTENTION_MASK => {
-                inputs.insert(name.clone(), Tensor::i64(vec![batch, len], vec![1; batch * len])?);
+                inputs.insert(
+                    name.clone(),
+                    Tensor::i64(vec![batch, len], vec![1; batch * len])?,
+                );
             }
             POSITION_IDS => {
                 let pos = (0..batch).flat_map(|_| 0..len as i64).collect();

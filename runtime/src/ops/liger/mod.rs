@@ -207,9 +207,9 @@ pub(crate) fn check_operands(spec: &LigerSpec, inputs: &[&Tensor]) -> Result<(us
     }
     if gated {
         let gate = f32_data(inputs[5], "LigerAttention gate")?;
-        if let Some(bad) = gate.iter().find(|g| g.is_nan() || **g > 0.0) {
+        if let Some(bad) = gate.iter().find(|g| **g > 0.0) {
             return Err(RuntimeError::Shape(format!(
-                "LigerAttention gate holds {bad}: log-space forget gates must be ≤ 0"
+                "LigerAttention gate holds {bad}: log-space forget gates must be ≤ 0 (a NaN gate, from non-finite activations, propagates to the output instead)"
             )));
         }
     }
