@@ -41,8 +41,8 @@ pub struct FinetuneArgs {
     /// Sequences per micro-batch.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Micro-batches per update (gradient accumulation).
-    #[arg(long, default_value_t = 1)]
+    /// Micro-batches per update (gradient accumulation; the Liger recipe: batch 1 × 8).
+    #[arg(long, default_value_t = 8)]
     pub accum: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
@@ -51,7 +51,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
     /// Learning-rate schedule after warmup.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Constant)]
     pub schedule: ScheduleArg,
     /// AdamW betas.
     #[arg(long, value_name = "B1,B2", default_value = "0.9,0.999")]
@@ -59,10 +59,10 @@ pub struct FinetuneArgs {
     /// AdamW epsilon.
     #[arg(long, default_value_t = 1e-8)]
     pub adam_eps: f64,
-    /// AdamW decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    /// AdamW decoupled weight decay (PyTorch's default, as in the Liger recipe).
+    #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
-    /// Clip the global gradient norm to this (0 = off).
+    /// Clip the global gradient norm to this (0 = off; the upstream Liger loop never clips).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
     /// Seed of the data split and order.

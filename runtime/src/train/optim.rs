@@ -16,13 +16,13 @@ pub struct AdamW {
 }
 
 impl Default for AdamW {
-    /// PyTorch's defaults except weight decay 0 (the Liger recipe, LIGER.md §5).
+    /// PyTorch's defaults, which the Liger recipe uses (LIGER.md §5).
     fn default() -> Self {
         AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay: 0.0,
+            weight_decay: 0.01,
         }
     }
 }

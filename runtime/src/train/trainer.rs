@@ -44,10 +44,10 @@ impl Default for TrainConfig {
         TrainConfig {
             steps: 100,
             batch: 1,
-            accum: 1,
+            accum: 8,
             lr: 1e-3,
             warmup: 0,
-            schedule: Schedule::Cosine,
+            schedule: Schedule::Constant,
             adamw: AdamW::default(),
             clip: 1.0,
             max_bad_steps: 10,
