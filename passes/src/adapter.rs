@@ -562,7 +562,10 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), AdapterError> {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(&tmp, data).map_err(io)?;
+    if let Err(e) = std::fs::write(&tmp, data) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
