@@ -5,6 +5,8 @@ random weights: no checkpoint travels to the GPU machine) — the peer of
 
 Prints one JSON line per (batch, context): greedy decode with the KV cache, `steps` tokens
 timed with CUDA events after a warm-up, prefill timed likewise.
+
+    gpu_bench.py [STEPS] [BATCH:CONTEXT ...]     (default 128 steps; 1:128 1:1024 32:128 32:1024)
 """
 import json
 import sys
@@ -14,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 cfg = LlamaConfig(
     vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=65536,
     rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
     attn_implementation="sdpa",
 )
@@ -50,5 +52,8 @@ def run(batch, ctx):
                       "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9}), flush=True)
 
 
-for b, c in [(1, 128), (1, 1024), (32, 128), (32, 1024)]:
+pairs = [tuple(map(int, a.split(":"))) for a in sys.argv[2:]] or [(1, 128), (1, 1024), (32, 128), (32, 1024)]
+for b, c in pairs:
+    torch.cuda.reset_peak_memory_stats()
     run(b, c)
+    torch.cuda.empty_cache()

@@ -248,12 +248,12 @@ fn scalar(s: Scalar) -> &'static str {
         Scalar::Tokens => "(int)(batch * seq)",
         Scalar::Seq => "(int)seq",
         Scalar::Batch => "(int)batch",
-        Scalar::Pos0 => "(int)pos0",
+        Scalar::Pos0 => "&emu_pos0",
         Scalar::MaxSeq => "(int)max_seq",
         Scalar::TopK => "(int)1",
         Scalar::Temperature => "0.0f",
         Scalar::Seed => "0ull",
-        Scalar::Step => "0ull",
+        Scalar::Step => "&emu_step",
     }
 }
 
@@ -296,6 +296,11 @@ fn phase_fn(
     let _ = writeln!(
         s,
         "static void run_{name}(long batch, long seq, long pos0, long max_seq, long long* ids, unsigned char* emu_ones, float* logits_out, long long* next_out) {{"
+    );
+    // The per-step scalars live in (emulated) device memory: kernels take pointers.
+    let _ = writeln!(
+        s,
+        "    int emu_pos0 = (int)pos0; unsigned long long emu_step = 0ull; (void)emu_pos0; (void)emu_step;"
     );
     for b in &phase.buffers {
         let key = format!("buf_{}", ident(&b.name));

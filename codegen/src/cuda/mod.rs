@@ -116,6 +116,7 @@ pub fn emit_cuda(graph: &Graph, opts: &CudaOptions) -> Result<CudaProgram, CudaE
         notes: vec![
             "Bind batch, seq (tokens per row in this call; 1 for decode), max_seq (KV-cache capacity); tokens = batch*seq.".into(),
             "Zero every persistent buffer at the start of a sequence; prefill with pos0 = 0, then decode with pos0 = tokens seen so far.".into(),
+            "The scalars pos0 and step are passed by device pointer (const int*, const unsigned long long*): the caller keeps them in device memory, so one captured CUDA graph can replay every decode step.".into(),
             "Kernels: NVRTC-compile kernels/NAME.cu (entry NAME) with --gpu-architecture=sm_90 -default-device -std=c++17 and the CUDA include dir.".into(),
             "A kernel whose dynamic_smem exceeds 48 KiB needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES raised before launch.".into(),
             "GEMMs are cublasGemmEx calls (column-major): A/B bf16, C as c_type, CUBLAS_COMPUTE_32F.".into(),

@@ -59,7 +59,7 @@ impl Sym {
 }
 
 /// Values of the size symbols for one call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bindings {
     /// Sequences.
     pub batch: u64,
@@ -241,6 +241,9 @@ pub enum Scalar {
     Batch,
     /// Absolute position of this call's first token (i32): 0 for a fresh
     /// prefill, the number of tokens already folded into the state otherwise.
+    /// Passed **by device pointer** (`const int*`, one `int` in device memory that the
+    /// kernel reads once), so that one captured CUDA graph replays every decode step
+    /// while the runtime advances the value on the device.
     Pos0,
     /// KV-cache capacity (i32).
     MaxSeq,
@@ -250,18 +253,28 @@ pub enum Scalar {
     Temperature,
     /// Seed of the sampler (u64).
     Seed,
-    /// Decode step counter, mixed into the sampler's random stream (u64).
+    /// Decode step counter, mixed into the sampler's random stream (u64), passed by
+    /// device pointer (`const unsigned long long*`) like [`Scalar::Pos0`].
     Step,
 }
 
 impl Scalar {
-    /// The C type the kernel declares.
+    /// The C type the kernel declares (a pointer for the per-step scalars that live in
+    /// device memory: see [`Scalar::in_device_memory`]).
     pub fn c_type(self) -> &'static str {
         match self {
             Scalar::Temperature => "float",
-            Scalar::Seed | Scalar::Step => "unsigned long long",
+            Scalar::Seed => "unsigned long long",
+            Scalar::Step => "const unsigned long long*",
+            Scalar::Pos0 => "const int*",
             _ => "int",
         }
+    }
+
+    /// Whether the kernel receives a pointer to the value in device memory rather than
+    /// the value (`pos0` and `step`: they change every decode step).
+    pub fn in_device_memory(self) -> bool {
+        matches!(self, Scalar::Pos0 | Scalar::Step)
     }
 }
 

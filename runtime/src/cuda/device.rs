@@ -1,5 +1,6 @@
 //! Thin, checked wrappers over the CUDA driver API and cuBLAS (cudarc `sys`, loaded at run time).
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString, c_void};
 use std::rc::Rc;
 
@@ -42,6 +43,11 @@ struct Ctx {
     ctx: drv::CUcontext,
     stream: drv::CUstream,
     blas: blas::cublasHandle_t,
+    /// cuBLAS workspace set explicitly (so GEMMs allocate nothing while a graph is captured).
+    workspace: u64,
+    /// Bytes allocated through [`Device::alloc`] and still live, and their peak.
+    live: Cell<usize>,
+    peak: Cell<usize>,
 }
 
 impl Drop for Ctx {
@@ -50,6 +56,9 @@ impl Drop for Ctx {
         unsafe {
             let _ = drv::cuCtxSetCurrent(self.ctx);
             let _ = blas::cublasDestroy_v2(self.blas);
+            if self.workspace != 0 {
+                let _ = drv::cuMemFree_v2(self.workspace);
+            }
             let _ = drv::cuStreamDestroy_v2(self.stream);
         }
     }
@@ -82,6 +91,29 @@ impl Drop for DeviceBuffer {
             let _ = drv::cuCtxSetCurrent(self._ctx.ctx);
             let _ = drv::cuMemFree_v2(self.ptr);
         }
+        let live = &self._ctx.live;
+        live.set(live.get().saturating_sub(self.len.max(1)));
+    }
+}
+
+/// An instantiated CUDA graph (a captured sequence of launches), replayed with
+/// [`Device::launch_graph`].
+pub struct GraphExec {
+    graph: drv::CUgraph,
+    exec: drv::CUgraphExec,
+    /// Kernel and GEMM nodes captured.
+    pub nodes: usize,
+    _ctx: Rc<Ctx>,
+}
+
+impl Drop for GraphExec {
+    fn drop(&mut self) {
+        // SAFETY: both handles were created by capture/instantiate and are destroyed once.
+        unsafe {
+            let _ = drv::cuCtxSetCurrent(self._ctx.ctx);
+            let _ = drv::cuGraphExecDestroy(self.exec);
+            let _ = drv::cuGraphDestroy(self.graph);
+        }
     }
 }
 
@@ -94,6 +126,12 @@ pub struct Function {
 /// A recorded event.
 pub struct Event(drv::CUevent);
 
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Event")
+    }
+}
+
 impl Drop for Event {
     fn drop(&mut self) {
         // SAFETY: created by cuEventCreate, destroyed once.
@@ -104,6 +142,7 @@ impl Drop for Event {
 }
 
 /// Parameters of one `cublasGemmEx`.
+#[derive(Clone, Copy, Debug)]
 pub struct GemmParams {
     pub ta: bool,
     pub tb: bool,
@@ -206,11 +245,26 @@ impl Device {
                 )));
             }
             check_blas("cublasSetStream", blas::cublasSetStream_v2(h, stream as _))?;
+            // An explicit workspace (after SetStream, which resets it): cuBLAS then needs
+            // no allocation of its own inside a captured graph.
+            const WS: usize = 32 << 20;
+            let mut ws = 0;
+            check(
+                "cuMemAlloc(cuBLAS workspace)",
+                drv::cuMemAlloc_v2(&mut ws, WS),
+            )?;
+            check_blas(
+                "cublasSetWorkspace",
+                blas::cublasSetWorkspace_v2(h, ws as *mut c_void, WS),
+            )?;
             Ok(Device {
                 inner: Rc::new(Ctx {
                     ctx,
                     stream,
                     blas: h,
+                    workspace: ws,
+                    live: Cell::new(0),
+                    peak: Cell::new(0),
                 }),
                 name,
                 cc,
@@ -277,11 +331,120 @@ impl Device {
                 drv::cuMemAlloc_v2(&mut p, len.max(1)),
             )?
         };
+        let live = self.inner.live.get() + len.max(1);
+        self.inner.live.set(live);
+        self.inner.peak.set(self.inner.peak.get().max(live));
         Ok(DeviceBuffer {
             ptr: p,
             len,
             _ctx: self.inner.clone(),
         })
+    }
+
+    /// Bytes currently allocated through [`Device::alloc`] (weights, state, buffers; not
+    /// the cuBLAS workspace or the modules), and the peak since [`Device::reset_peak`].
+    pub fn allocated(&self) -> (usize, usize) {
+        (self.inner.live.get(), self.inner.peak.get())
+    }
+
+    /// Restarts the peak of [`Device::allocated`] at the current level.
+    pub fn reset_peak(&self) {
+        self.inner.peak.set(self.inner.live.get());
+    }
+
+    /// `(free, total)` device memory as the driver reports it.
+    pub fn mem_info(&self) -> Result<(usize, usize), CudaError> {
+        self.bind();
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: valid out-pointers.
+        unsafe { check("cuMemGetInfo", drv::cuMemGetInfo_v2(&mut free, &mut total))? };
+        Ok((free, total))
+    }
+
+    /// Copies host bytes into a buffer in stream order, without waiting (the driver stages
+    /// pageable memory before returning, so `bytes` may be dropped at once).
+    pub fn upload_async(
+        &self,
+        b: &DeviceBuffer,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), CudaError> {
+        if offset + bytes.len() > b.len + 64 {
+            return Err(CudaError::Plan(format!(
+                "upload of {} bytes at {offset} into a buffer of {}",
+                bytes.len(),
+                b.len
+            )));
+        }
+        self.bind();
+        // SAFETY: sizes checked; the copy is ordered on the stream.
+        unsafe {
+            check(
+                "cuMemcpyHtoDAsync",
+                drv::cuMemcpyHtoDAsync_v2(
+                    b.ptr + offset as u64,
+                    bytes.as_ptr() as *const c_void,
+                    bytes.len(),
+                    self.inner.stream,
+                ),
+            )
+        }
+    }
+
+    /// Starts capturing the stream's work into a graph (nothing runs until
+    /// [`Device::launch_graph`]); end with [`Device::end_capture`] even on error.
+    pub fn begin_capture(&self) -> Result<(), CudaError> {
+        self.bind();
+        // SAFETY: the stream is alive and not capturing.
+        unsafe {
+            check(
+                "cuStreamBeginCapture",
+                drv::cuStreamBeginCapture_v2(
+                    self.inner.stream,
+                    drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                ),
+            )
+        }
+    }
+
+    /// Ends a capture and instantiates the graph (`nodes`: how many were enqueued, for reports).
+    pub fn end_capture(&self, nodes: usize) -> Result<GraphExec, CudaError> {
+        self.bind();
+        // SAFETY: the stream is capturing (begin_capture); valid out-pointers; on failure
+        // the partial graph is destroyed here.
+        unsafe {
+            let mut g = std::ptr::null_mut();
+            check(
+                "cuStreamEndCapture",
+                drv::cuStreamEndCapture(self.inner.stream, &mut g),
+            )?;
+            let mut e = std::ptr::null_mut();
+            if let Err(err) = check(
+                "cuGraphInstantiate",
+                drv::cuGraphInstantiateWithFlags(&mut e, g, 0),
+            ) {
+                let _ = drv::cuGraphDestroy(g);
+                return Err(err);
+            }
+            Ok(GraphExec {
+                graph: g,
+                exec: e,
+                nodes,
+                _ctx: self.inner.clone(),
+            })
+        }
+    }
+
+    /// Replays a graph on the stream.
+    pub fn launch_graph(&self, g: &GraphExec) -> Result<(), CudaError> {
+        self.bind();
+        // SAFETY: `g` is an instantiated graph of this context.
+        unsafe {
+            check(
+                "cuGraphLaunch",
+                drv::cuGraphLaunch(g.exec, self.inner.stream),
+            )
+        }
     }
 
     /// Zeroes a buffer (in stream order).
@@ -364,6 +527,49 @@ impl Device {
                     block[1],
                     block[2],
                     smem,
+                    self.inner.stream,
+                    ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+            )
+        }
+    }
+
+    /// Launches `f` with `params` followed by one by-value struct parameter (`bytes`, laid
+    /// out as the kernel declares it).
+    pub fn launch_with_struct(
+        &self,
+        f: &Function,
+        grid: [u32; 3],
+        block: [u32; 3],
+        params: &[Param],
+        bytes: &[u8],
+    ) -> Result<(), CudaError> {
+        // 8-byte aligned copy of the struct.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `words` holds at least `bytes.len()` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                words.as_mut_ptr() as *mut u8,
+                bytes.len(),
+            )
+        };
+        let mut ptrs: Vec<*mut c_void> = params.iter().map(|p| p.as_ptr() as *mut c_void).collect();
+        ptrs.push(words.as_mut_ptr() as *mut c_void);
+        // SAFETY: `ptrs` point into `params` and `words`, alive for the call; the driver copies them.
+        unsafe {
+            check(
+                "cuLaunchKernel",
+                drv::cuLaunchKernel(
+                    f.f,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                    block[0],
+                    block[1],
+                    block[2],
+                    0,
                     self.inner.stream,
                     ptrs.as_mut_ptr(),
                     std::ptr::null_mut(),

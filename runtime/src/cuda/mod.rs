@@ -10,8 +10,13 @@
 //! dynamic shared-memory limit where a kernel needs more than 48 KiB, uploads the weights
 //! as stored (bf16 GEMM operands, f32 norms) and runs the plan's prefill and decode phases
 //! in stream order: kernel launches with the plan's grid, block and arguments, GEMMs as
-//! `cublasGemmEx` (bf16 in, f32 accumulation). Decode steps are plain launches (no CUDA
-//! graph yet: `pos0` is a by-value kernel parameter that changes every step).
+//! `cublasGemmEx` (bf16 in, f32 accumulation).
+//!
+//! Decode runs under CUDA graphs: the per-step scalars (`pos0`, `step`) live in device
+//! memory (the kernels take pointers; docs/CUDA.md), a tiny runtime kernel advances them at
+//! the end of every step, so the decode phase of one batch size is captured once (its
+//! second step; the first runs eagerly as a warm-up) and every later step is one
+//! `cuGraphLaunch`. `LIGERC_CUDA_GRAPHS=0` (or `LIGERC_CUDA_SYNC=1`) keeps plain launches.
 
 mod device;
 
@@ -22,7 +27,110 @@ use std::path::{Path, PathBuf};
 use ligerc_codegen::cuda::plan::{Arg, Bindings, Phase, Plan, Scalar, Step, TensorDecl};
 use ligerc_codegen::cuda::{CudaProgram, nvrtc};
 
-pub use device::{Device, DeviceBuffer};
+pub use device::{Device, DeviceBuffer, GraphExec};
+
+/// Most GEMMs one [`GEMV_SRC`] launch fuses (consecutive plan GEMMs reading the same
+/// activation, e.g. the q/k/v projections).
+const GEMV_GROUPS: usize = 4;
+/// Most activation rows (`n`) the GEMV path takes; larger GEMMs go to cuBLAS.
+const GEMV_MAX_ROWS: i32 = 8;
+
+/// The runtime's skinny-GEMM kernel for decode (`n ≤ 8` activation rows): `y = alpha·x·Wᵀ +
+/// beta·y` for up to 4 weights sharing `x`, one warp per output feature, 16-byte loads of
+/// the bf16 weight row (read once for all rows of `x`), f32 accumulation. cuBLAS spends
+/// several µs per call at these shapes; one launch here replaces the q/k/v (or gate/up)
+/// GEMMs of a layer.
+const GEMV_SRC: &str = r#"// ligerc runtime: grouped skinny GEMM y_g[n][m] = alpha_g * sum_k W_g[m][k] x[n][k] + beta_g * y_g[n][m]
+#include <cuda_bf16.h>
+constexpr int NG = 4, NMAX = 8;
+struct Group { const __nv_bfloat16* w; void* y; int m, ldw, ldy, y_bf16; float alpha, beta; };
+struct Groups { Group g[NG]; };
+extern "C" __global__ void ligerc_gemv(const __nv_bfloat16* __restrict__ x, int ldx, int n, int k, int count, Groups gs) {
+    const int lane = threadIdx.x & 31;
+    int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int gi = 0;
+    for (; gi < count; ++gi) { if (row < gs.g[gi].m) break; row -= gs.g[gi].m; }
+    if (gi >= count) return;
+    const Group& G = gs.g[gi];
+    const __nv_bfloat16* w = G.w + (long long)row * G.ldw;
+    float acc[NMAX];
+#pragma unroll
+    for (int r = 0; r < NMAX; ++r) acc[r] = 0.0f;
+    for (int c = lane * 8; c < k; c += 32 * 8) {
+        const uint4 wv = *reinterpret_cast<const uint4*>(w + c);
+        const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+        float wf[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { const float2 f = __bfloat1622float2(w2[i]); wf[2 * i] = f.x; wf[2 * i + 1] = f.y; }
+#pragma unroll
+        for (int r = 0; r < NMAX; ++r) {
+            if (r < n) {
+                const uint4 xv = *reinterpret_cast<const uint4*>(x + (long long)r * ldx + c);
+                const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { const float2 f = __bfloat1622float2(x2[i]); acc[r] += wf[2 * i] * f.x + wf[2 * i + 1] * f.y; }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NMAX; ++r) {
+        if (r < n) {
+            float v = acc[r];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) {
+                const long long at = (long long)r * G.ldy + row;
+                if (G.y_bf16) {
+                    __nv_bfloat16* y = (__nv_bfloat16*)G.y;
+                    const float old = G.beta != 0.0f ? G.beta * __bfloat162float(y[at]) : 0.0f;
+                    y[at] = __float2bfloat16(G.alpha * v + old);
+                } else {
+                    float* y = (float*)G.y;
+                    const float old = G.beta != 0.0f ? G.beta * y[at] : 0.0f;
+                    y[at] = G.alpha * v + old;
+                }
+            }
+        }
+    }
+}
+"#;
+
+/// One GEMV group's parameters, laid out as the kernel's `Group` struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct GemvGroup {
+    w: u64,
+    y: u64,
+    m: i32,
+    ldw: i32,
+    ldy: i32,
+    y_bf16: i32,
+    alpha: f32,
+    beta: f32,
+}
+
+/// Whether a GEMM can take the GEMV path: row-major `y = x·Wᵀ` with bf16 operands, few
+/// rows, 16-byte aligned rows.
+fn gemv_eligible(g: &device::GemmParams) -> bool {
+    g.ta && !g.tb
+        && g.a_bf16
+        && g.b_bf16
+        && g.n >= 1
+        && g.n <= GEMV_MAX_ROWS
+        && g.k % 8 == 0
+        && g.lda % 8 == 0
+        && g.ldb % 8 == 0
+        && g.a.is_multiple_of(16)
+        && g.b.is_multiple_of(16)
+}
+
+/// The runtime's own kernel: advances the device-resident `pos0` and `step` by one at the
+/// end of a decode step (captured into the graph with the plan's launches).
+const ADVANCE_SRC: &str = r#"// ligerc runtime: pos0 += 1, step += 1 (the per-step scalars live in device memory).
+extern "C" __global__ void ligerc_advance_scalars(int* __restrict__ pos0, unsigned long long* __restrict__ step) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) { *pos0 += 1; *step += 1; }
+}
+"#;
 
 /// A CUDA runtime failure.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +270,12 @@ pub struct CudaStats {
     pub arch: String,
     /// NVRTC's version.
     pub nvrtc: (i32, i32),
+    /// Decode graphs captured (one per batch size and input binding).
+    pub graphs_captured: usize,
+    /// Decode steps replayed from a graph.
+    pub graph_launches: usize,
+    /// Decode steps run as plain launches (warm-ups, or graphs disabled).
+    pub eager_steps: usize,
 }
 
 /// Values of the run-time scalars for one call.
@@ -181,6 +295,17 @@ pub struct CudaSession {
     persistent: HashMap<String, DeviceBuffer>,
     pers_bind: Option<Bindings>,
     decode_bufs: Option<(Bindings, HashMap<String, DeviceBuffer>)>,
+    prefill_bufs: Option<(Bindings, HashMap<String, DeviceBuffer>)>,
+    /// `pos0` (i32 at offset 0) and `step` (u64 at offset 8) in device memory.
+    scalars: DeviceBuffer,
+    /// What `scalars` will hold once the queued work has run (None: unknown).
+    dev_scalars: Option<(u64, u64)>,
+    advance: device::Function,
+    gemv: Option<device::Function>,
+    /// Decode graphs by (bindings, input_ids from next_ids, sampling): None = seen once
+    /// (ran eagerly as the warm-up), Some = captured.
+    graphs: HashMap<(Bindings, bool, bool), Option<GraphExec>>,
+    use_graphs: bool,
     /// What was compiled and where.
     pub stats: CudaStats,
     sync_each_step: bool,
@@ -275,6 +400,19 @@ impl CudaSession {
                 dev.set_max_dynamic_smem(f, k.dynamic_smem)?;
             }
         }
+        let (cubin, _) = cubin_for("ligerc_advance_scalars", ADVANCE_SRC, &arch)?;
+        let advance = dev.load_function(&cubin, "ligerc_advance_scalars")?;
+        // The GEMV path is optional: any failure to build it leaves every GEMM on cuBLAS.
+        let gemv = if std::env::var("LIGERC_CUDA_GEMV").map_or(true, |v| v != "0") {
+            cubin_for("ligerc_gemv", GEMV_SRC, &arch)
+                .and_then(|(c, _)| dev.load_function(&c, "ligerc_gemv"))
+                .map_err(|e| eprintln!("cuda: GEMV kernel unavailable ({e}); cuBLAS only"))
+                .ok()
+        } else {
+            None
+        };
+        let scalars = dev.alloc(16)?;
+        dev.memset0(&scalars)?;
         let mut wmap = HashMap::new();
         for (name, bytes) in weights {
             let buf = dev.alloc(bytes.len())?;
@@ -289,6 +427,13 @@ impl CudaSession {
             persistent: HashMap::new(),
             pers_bind: None,
             decode_bufs: None,
+            prefill_bufs: None,
+            scalars,
+            dev_scalars: Some((0, 0)),
+            advance,
+            gemv,
+            graphs: HashMap::new(),
+            use_graphs: std::env::var("LIGERC_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             stats,
             sync_each_step: std::env::var_os("LIGERC_CUDA_SYNC").is_some(),
         })
@@ -302,6 +447,29 @@ impl CudaSession {
     /// The device.
     pub fn device(&self) -> &Device {
         &self.dev
+    }
+
+    /// Turns decode graphs on or off (default on unless `LIGERC_CUDA_GRAPHS=0`); turning
+    /// them off drops the captured graphs.
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+        if !on {
+            self.graphs.clear();
+        }
+    }
+
+    /// Whether decode steps replay captured graphs.
+    pub fn graphs_enabled(&self) -> bool {
+        self.use_graphs && !self.sync_each_step
+    }
+
+    /// Frees the cached transient buffers of both phases (after a sync).
+    pub fn release_buffers(&mut self) -> Result<(), CudaError> {
+        self.dev.sync()?;
+        self.graphs.clear();
+        self.decode_bufs = None;
+        self.prefill_bufs = None;
+        Ok(())
     }
 
     /// Allocates (for `batch` rows and a KV capacity `max_seq`) and zeroes the persistent
@@ -321,6 +489,7 @@ impl CudaSession {
             }
             self.pers_bind = Some(b);
             self.decode_bufs = None;
+            self.graphs.clear();
         }
         for buf in self.persistent.values() {
             self.dev.memset0(buf)?;
@@ -369,24 +538,72 @@ impl CudaSession {
     ) -> Result<Option<Vec<f32>>, CudaError> {
         let phase = if decode { &plan.decode } else { &plan.prefill };
         let b = call.b;
-        let bufs_owned;
-        let bufs: &HashMap<String, DeviceBuffer> = if decode {
-            if self.decode_bufs.as_ref().map(|x| x.0) != Some(b) {
-                let m = self.alloc_phase(phase, &b)?;
-                self.decode_bufs = Some((b, m));
-            }
-            &self.decode_bufs.as_ref().expect("set above").1
+        // Transient buffers: allocated once per (phase, bindings) and kept (a decode graph
+        // holds their addresses).
+        let cached = if decode {
+            self.decode_bufs.as_ref().map(|x| x.0)
         } else {
-            bufs_owned = self.alloc_phase(phase, &b)?;
-            &bufs_owned
+            self.prefill_bufs.as_ref().map(|x| x.0)
         };
-        // Inputs.
+        if cached != Some(b) {
+            self.dev.sync()?;
+            if decode {
+                self.graphs.clear();
+                self.decode_bufs = None;
+            } else {
+                self.prefill_bufs = None;
+            }
+            let m = self.alloc_phase(phase, &b)?;
+            if decode {
+                self.decode_bufs = Some((b, m));
+            } else {
+                self.prefill_bufs = Some((b, m));
+            }
+        }
+        let entry = if decode {
+            self.decode_bufs.take()
+        } else {
+            self.prefill_bufs.take()
+        }
+        .expect("allocated above");
+        let r = self.run_with(
+            plan,
+            phase,
+            &entry.1,
+            decode,
+            ids,
+            call,
+            want_logits,
+            sample,
+        );
+        if decode {
+            self.decode_bufs = Some(entry);
+        } else {
+            self.prefill_bufs = Some(entry);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &mut self,
+        plan: &Plan,
+        phase: &Phase,
+        bufs: &HashMap<String, DeviceBuffer>,
+        decode: bool,
+        ids: Option<&[i64]>,
+        call: Call,
+        want_logits: bool,
+        sample: bool,
+    ) -> Result<Option<Vec<f32>>, CudaError> {
+        let b = call.b;
+        // Inputs, in stream order (outside any captured graph).
         for i in &phase.inputs {
             let buf = &bufs[&i.name];
             if i.name == "input_ids" {
                 if let Some(ids) = ids {
                     let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    self.dev.upload(buf, &bytes)?;
+                    self.dev.upload_async(buf, 0, &bytes)?;
                 }
             } else {
                 // A padding mask: all ones.
@@ -397,17 +614,114 @@ impl CudaSession {
                     "f32" => (0..n / 4).flat_map(|_| 1f32.to_le_bytes()).collect(),
                     _ => vec![1u8; n],
                 };
-                self.dev.upload(buf, &bytes)?;
+                self.dev.upload_async(buf, 0, &bytes)?;
             }
         }
+        // The per-step scalars: written only when the device does not already hold them
+        // (a decode step advances them itself).
+        if self.dev_scalars != Some((call.pos0, call.step)) {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&(call.pos0 as i32).to_le_bytes());
+            bytes[8..].copy_from_slice(&call.step.to_le_bytes());
+            self.dev.upload_async(&self.scalars, 0, &bytes)?;
+        }
+        self.dev_scalars = None;
+        let from_next = ids.is_none();
+        if decode && self.graphs_enabled() {
+            let key = (b, from_next, sample);
+            match self.graphs.get(&key) {
+                Some(Some(g)) => {
+                    self.dev.launch_graph(g)?;
+                    self.stats.graph_launches += 1;
+                }
+                Some(None) => {
+                    self.dev.begin_capture()?;
+                    let r = self.enqueue(phase, bufs, true, from_next, b, sample, None);
+                    let g = self.dev.end_capture(*r.as_ref().unwrap_or(&0));
+                    match (r, g) {
+                        (Ok(_), Ok(g)) => {
+                            self.dev.launch_graph(&g)?;
+                            self.graphs.insert(key, Some(g));
+                            self.stats.graphs_captured += 1;
+                            self.stats.graph_launches += 1;
+                        }
+                        (r, g) => {
+                            // Not capturable here: say why once, and stay eager.
+                            let why = r.err().or(g.err()).map(|e| e.to_string());
+                            eprintln!(
+                                "cuda: decode graph capture failed ({}); plain launches from now on",
+                                why.unwrap_or_default()
+                            );
+                            self.use_graphs = false;
+                            self.graphs.clear();
+                            self.enqueue(phase, bufs, true, from_next, b, sample, None)?;
+                            self.stats.eager_steps += 1;
+                        }
+                    }
+                }
+                None => {
+                    self.enqueue(phase, bufs, true, from_next, b, sample, None)?;
+                    self.graphs.insert(key, None);
+                    self.stats.eager_steps += 1;
+                }
+            }
+        } else {
+            self.enqueue(phase, bufs, decode, from_next, b, sample, None)?;
+            if decode {
+                self.stats.eager_steps += 1;
+            }
+        }
+        self.dev_scalars = Some(if decode {
+            (call.pos0 + 1, call.step + 1)
+        } else {
+            (call.pos0, call.step)
+        });
+        let mut out = None;
+        if want_logits {
+            let o = phase
+                .outputs
+                .iter()
+                .find(|o| o.name == "logits")
+                .or(phase.outputs.first())
+                .ok_or_else(|| CudaError::Plan("the phase has no output".into()))?;
+            let buf = bufs
+                .get(&o.buffer)
+                .ok_or_else(|| CudaError::Plan(format!("output buffer `{}`", o.buffer)))?;
+            let n = (b.batch * b.seq) as usize * plan.model_info.vocab;
+            let mut bytes = vec![0u8; n * 4];
+            self.dev.download(buf, &mut bytes)?;
+            out = Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Enqueues a phase's steps (and the sampler, and for decode the scalar advance) on
+    /// the stream; returns how many launches/GEMMs it queued.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        phase: &Phase,
+        bufs: &HashMap<String, DeviceBuffer>,
+        decode: bool,
+        from_next: bool,
+        b: Bindings,
+        sample: bool,
+        mut prof: Option<&mut Vec<(String, device::Event)>>,
+    ) -> Result<usize, CudaError> {
         let next_ids = self.persistent.get("next_ids").map(|x| x.ptr);
+        let (pos0_ptr, step_ptr) = (self.scalars.ptr, self.scalars.ptr + 8);
         let resolve = |a: &Arg| -> Result<Param, CudaError> {
             let ptr = |m: Option<&DeviceBuffer>, n: &str| {
                 m.map(|x| Param::Ptr(x.ptr))
                     .ok_or_else(|| CudaError::Plan(format!("argument `{n}` is not allocated")))
             };
             Ok(match a {
-                Arg::Input(n) if n == "input_ids" && ids.is_none() => Param::Ptr(
+                Arg::Input(n) if n == "input_ids" && from_next => Param::Ptr(
                     next_ids.ok_or_else(|| CudaError::Plan("no persistent next_ids".into()))?,
                 ),
                 Arg::Input(n) | Arg::Buffer(n) => ptr(bufs.get(n), n)?,
@@ -418,12 +732,12 @@ impl CudaSession {
                     Scalar::Tokens => Param::I32((b.batch * b.seq) as i32),
                     Scalar::Seq => Param::I32(b.seq as i32),
                     Scalar::Batch => Param::I32(b.batch as i32),
-                    Scalar::Pos0 => Param::I32(call.pos0 as i32),
+                    Scalar::Pos0 => Param::Ptr(pos0_ptr),
                     Scalar::MaxSeq => Param::I32(b.max_seq as i32),
                     Scalar::TopK => Param::I32(1),
                     Scalar::Temperature => Param::F32(0.0),
                     Scalar::Seed => Param::U64(0),
-                    Scalar::Step => Param::U64(call.step),
+                    Scalar::Step => Param::Ptr(step_ptr),
                 },
             })
         };
@@ -433,7 +747,81 @@ impl CudaSession {
             argmax = Step::Launch(s.argmax.clone());
             steps.push(&argmax);
         }
+        let mut queued = 0;
+        // Consecutive GEMV-eligible GEMMs that read the same activation, not yet launched.
+        let mut pending: Vec<device::GemmParams> = Vec::new();
+        let flush = |pending: &mut Vec<device::GemmParams>| -> Result<usize, CudaError> {
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            let f = self.gemv.as_ref().expect("pending only with a GEMV kernel");
+            let first = &pending[0];
+            let mut groups = [GemvGroup::default(); GEMV_GROUPS];
+            let mut rows = 0u32;
+            for (gr, p) in groups.iter_mut().zip(pending.iter()) {
+                *gr = GemvGroup {
+                    w: p.a,
+                    y: p.c,
+                    m: p.m,
+                    ldw: p.lda,
+                    ldy: p.ldc,
+                    y_bf16: p.c_bf16 as i32,
+                    alpha: p.alpha,
+                    beta: p.beta,
+                };
+                rows += p.m as u32;
+            }
+            let bytes: Vec<u8> = groups
+                .iter()
+                .flat_map(|g| {
+                    let mut v = Vec::with_capacity(32);
+                    v.extend_from_slice(&g.w.to_le_bytes());
+                    v.extend_from_slice(&g.y.to_le_bytes());
+                    for x in [g.m, g.ldw, g.ldy, g.y_bf16] {
+                        v.extend_from_slice(&x.to_le_bytes());
+                    }
+                    v.extend_from_slice(&g.alpha.to_le_bytes());
+                    v.extend_from_slice(&g.beta.to_le_bytes());
+                    v
+                })
+                .collect();
+            let params = [
+                Param::Ptr(first.b),
+                Param::I32(first.ldb),
+                Param::I32(first.n),
+                Param::I32(first.k),
+                Param::I32(pending.len() as i32),
+            ];
+            self.dev.launch_with_struct(
+                f,
+                [rows.div_ceil(8), 1, 1],
+                [256, 1, 1],
+                &params,
+                &bytes,
+            )?;
+            pending.clear();
+            Ok(1)
+        };
         for (si, step) in steps.iter().enumerate() {
+            let fusable = match step {
+                Step::Gemm(_) => self.gemv.is_some() && prof.is_none() && !self.sync_each_step,
+                _ => false,
+            };
+            if !fusable {
+                queued += flush(&mut pending)?;
+            }
+            if let Some(p) = prof.as_deref_mut() {
+                let label = match step {
+                    Step::Launch(l) => l.kernel.clone(),
+                    Step::Gemm(g) => format!(
+                        "gemm m={} n={} k={}",
+                        g.m.eval(&b),
+                        g.n.eval(&b),
+                        g.k.eval(&b)
+                    ),
+                };
+                p.push((label, self.dev.record()?));
+            }
             match step {
                 Step::Launch(l) => {
                     let f = self
@@ -482,41 +870,52 @@ impl CudaSession {
                     if gp.m == 0 || gp.n == 0 {
                         continue;
                     }
+                    if fusable && gemv_eligible(&gp) {
+                        // Joins the pending group when it reads the same activation and
+                        // does not read a pending output.
+                        let joins = pending.first().is_some_and(|f| {
+                            f.b == gp.b
+                                && f.ldb == gp.ldb
+                                && f.n == gp.n
+                                && f.k == gp.k
+                                && gp.c != f.b
+                        }) && pending.len() < GEMV_GROUPS
+                            && !pending.iter().any(|p| p.c == gp.b || p.c == gp.c);
+                        if !joins {
+                            queued += flush(&mut pending)?;
+                        }
+                        pending.push(gp);
+                        continue;
+                    }
+                    queued += flush(&mut pending)?;
                     self.dev
                         .gemm(&gp)
                         .map_err(|e| step_err(si, &format!("gemm {}", g.op), e))?;
                 }
             }
+            queued += 1;
             if self.sync_each_step {
                 self.dev.sync().map_err(|e| step_err(si, "sync", e))?;
             }
         }
-        let mut out = None;
-        if want_logits {
-            let o = phase
-                .outputs
-                .iter()
-                .find(|o| o.name == "logits")
-                .or(phase.outputs.first())
-                .ok_or_else(|| CudaError::Plan("the phase has no output".into()))?;
-            let buf = bufs
-                .get(&o.buffer)
-                .ok_or_else(|| CudaError::Plan(format!("output buffer `{}`", o.buffer)))?;
-            let n = (b.batch * b.seq) as usize * plan.model_info.vocab;
-            let mut bytes = vec![0u8; n * 4];
-            self.dev.download(buf, &mut bytes)?;
-            out = Some(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            );
-        } else if !decode {
-            // The prefill's transient buffers are freed on return: wait for their users.
-            // (Decode buffers live in the session, so decode steps queue without a sync.)
-            self.dev.sync()?;
+        queued += flush(&mut pending)?;
+        if let Some(p) = prof.as_deref_mut() {
+            p.push(("advance".into(), self.dev.record()?));
         }
-        Ok(out)
+        if decode {
+            self.dev.launch(
+                &self.advance,
+                [1, 1, 1],
+                [1, 1, 1],
+                0,
+                &[Param::Ptr(pos0_ptr), Param::Ptr(step_ptr)],
+            )?;
+            queued += 1;
+        }
+        if let Some(p) = prof {
+            p.push(("(end)".into(), self.dev.record()?));
+        }
+        Ok(queued)
     }
 
     /// The logits `[batch, seq, vocab]` of a prefill of `rows` (equal lengths) from position 0.
@@ -667,48 +1066,160 @@ impl CudaSession {
 
     /// Times `steps` greedy decode steps at batch `batch` after a prefill of `prompt_len`
     /// tokens per row, with no host round trip between steps; returns (prefill seconds,
-    /// decode seconds) measured with device events.
+    /// decode seconds) measured with device events. See [`CudaSession::bench`].
     pub fn bench_decode(
         &mut self,
         batch: usize,
         prompt_len: usize,
         steps: usize,
     ) -> Result<(f64, f64), CudaError> {
-        let total = prompt_len + steps + 1;
+        let r = self.bench(batch, prompt_len, steps, 0)?;
+        Ok((r.prefill_s, r.decode_s))
+    }
+
+    /// Prefill `prompt_len` tokens per row in chunks of `chunk` tokens per row (0: up to
+    /// 16384 tokens per call over the batch, at least 64 per row — the prefill's logits
+    /// buffer is `batch × chunk × vocab` f32), then 2 untimed decode steps (the eager
+    /// warm-up and, with graphs, the capture), then `steps` timed greedy decode steps with
+    /// no host round trip. Times with device events; memory is what [`Device::alloc`]
+    /// holds (weights, state, buffers).
+    pub fn bench(
+        &mut self,
+        batch: usize,
+        prompt_len: usize,
+        steps: usize,
+        chunk: usize,
+    ) -> Result<BenchReport, CudaError> {
+        const WARM: usize = 2;
+        let prompt_len = prompt_len.max(1);
+        let total = prompt_len + steps + WARM + 1;
         let vocab = self.plan.model_info.vocab.max(1) as i64;
-        let ids: Vec<i64> = (0..batch * prompt_len)
-            .map(|i| (i as i64 * 7919 + 13) % vocab)
-            .collect();
+        let chunk = if chunk == 0 {
+            (16384 / batch.max(1)).max(64)
+        } else {
+            chunk
+        }
+        .min(prompt_len);
+        self.release_buffers()?;
         self.reset(batch, total)?;
+        self.dev.reset_peak();
         let b = |seq: usize| Bindings {
             batch: batch as u64,
             seq: seq as u64,
             max_seq: total as u64,
         };
         let e0 = self.dev.record()?;
-        let c = Call {
-            b: b(prompt_len),
-            pos0: 0,
-            step: 0,
-        };
-        self.run_phase(false, Some(&ids), c, false, true)?;
+        let mut pos = 0;
+        while pos < prompt_len {
+            let n = chunk.min(prompt_len - pos);
+            let ids: Vec<i64> = (0..batch * n)
+                .map(|i| ((pos * batch + i) as i64 * 7919 + 13) % vocab)
+                .collect();
+            let c = Call {
+                b: b(n),
+                pos0: pos as u64,
+                step: 0,
+            };
+            // The last chunk samples the first token.
+            self.run_phase(false, Some(&ids), c, false, pos + n == prompt_len)?;
+            pos += n;
+        }
         let e1 = self.dev.record()?;
-        for i in 0..steps {
+        self.dev.sync()?;
+        let after_prefill = self.dev.allocated().1;
+        // Prefill buffers are not needed while decoding.
+        self.prefill_bufs = None;
+        self.dev.reset_peak();
+        let mut e2 = None;
+        for i in 0..WARM + steps {
+            if i == WARM {
+                self.dev.sync()?;
+                e2 = Some(self.dev.record()?);
+            }
             let c = Call {
                 b: b(1),
                 pos0: (prompt_len + i) as u64,
                 step: (i + 1) as u64,
             };
-            // Steps queue back to back: no host sync between them.
             self.run_phase(true, None, c, false, true)?;
         }
-        let e2 = self.dev.record()?;
+        let e3 = self.dev.record()?;
         self.dev.sync()?;
-        Ok((
-            self.dev.elapsed(&e0, &e1)? as f64 / 1e3,
-            self.dev.elapsed(&e1, &e2)? as f64 / 1e3,
-        ))
+        Ok(BenchReport {
+            prefill_s: self.dev.elapsed(&e0, &e1)? as f64 / 1e3,
+            decode_s: match &e2 {
+                Some(e2) => self.dev.elapsed(e2, &e3)? as f64 / 1e3,
+                None => 0.0,
+            },
+            graphs: self.graphs_enabled(),
+            prefill_peak_bytes: after_prefill,
+            decode_peak_bytes: self.dev.allocated().1,
+            chunk,
+        })
     }
+}
+
+impl CudaSession {
+    /// Per-step GPU time of each launch of one decode step at the current bindings (after
+    /// [`CudaSession::bench`]): `steps` eager steps with an event before every launch;
+    /// returns (label, launches per step, µs per step) sorted by time. The events add a
+    /// little to each gap, so the total exceeds the graph's step time slightly.
+    pub fn profile_decode(&mut self, steps: usize) -> Result<Vec<(String, usize, f64)>, CudaError> {
+        let (b, bufs) = self
+            .decode_bufs
+            .take()
+            .ok_or_else(|| CudaError::Plan("profile_decode needs a bench first".into()))?;
+        let plan = std::mem::replace(&mut self.plan, empty_plan());
+        let mut acc: HashMap<String, (usize, f64)> = HashMap::new();
+        let mut r = Ok(());
+        for _ in 0..steps.max(1) {
+            let mut ev = Vec::new();
+            if let Err(e) = self.enqueue(&plan.decode, &bufs, true, true, b, true, Some(&mut ev)) {
+                r = Err(e);
+                break;
+            }
+            for w in ev.windows(2) {
+                let us = match self.dev.elapsed(&w[0].1, &w[1].1) {
+                    Ok(ms) => ms as f64 * 1e3,
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                };
+                let a = acc.entry(w[0].0.clone()).or_default();
+                a.0 += 1;
+                a.1 += us;
+            }
+        }
+        self.plan = plan;
+        self.decode_bufs = Some((b, bufs));
+        self.dev_scalars = None;
+        r?;
+        let n = steps.max(1);
+        let mut v: Vec<(String, usize, f64)> = acc
+            .into_iter()
+            .map(|(k, (c, us))| (k, c / n, us / n as f64))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(v)
+    }
+}
+
+/// What [`CudaSession::bench`] measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Prefill seconds (all chunks, first call's buffer allocation included).
+    pub prefill_s: f64,
+    /// Seconds of the timed decode steps.
+    pub decode_s: f64,
+    /// Whether decode replayed CUDA graphs.
+    pub graphs: bool,
+    /// Peak bytes allocated by the session during the prefill (weights included).
+    pub prefill_peak_bytes: usize,
+    /// Peak bytes allocated during decode (weights, state, decode buffers).
+    pub decode_peak_bytes: usize,
+    /// Prefill tokens per row per call.
+    pub chunk: usize,
 }
 
 fn step_err(i: usize, what: &str, e: CudaError) -> CudaError {

@@ -20,7 +20,8 @@ constexpr int D = {d};
 
 // Positions at or past max_seq are dropped (the runtime checks pos0 + seq <= max_seq first).
 extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __restrict__ v,
-        bf16* __restrict__ cache_k, bf16* __restrict__ cache_v, int seq, int pos0, int max_seq) {{
+        bf16* __restrict__ cache_k, bf16* __restrict__ cache_v, int seq, const int* __restrict__ pos0_ptr, int max_seq) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     const int t = blockIdx.x, j = blockIdx.y, b = blockIdx.z;
     const int p = pos0 + t;
     if (t >= seq || p >= max_seq) return;
@@ -46,7 +47,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __
             format!("cache_k [batch, {kv}, max_seq, {d}] bf16 (out)"),
             format!("cache_v [batch, {kv}, max_seq, {d}] bf16 (out)"),
             "seq".into(),
-            "pos0".into(),
+            "pos0 (const int*: device memory, read once)".into(),
             "max_seq".into(),
         ],
     }
@@ -58,7 +59,8 @@ pub fn mask_store(mask: DType) -> Result<KernelSrc, CudaError> {
     let name = format!("key_mask_store_{}", tag(mask));
     let body = format!(
         r#"extern "C" __global__ void {name}(const {mt}* __restrict__ mask, unsigned char* __restrict__ key_mask,
-        int tokens, int seq, int pos0, int max_seq) {{
+        int tokens, int seq, const int* __restrict__ pos0_ptr, int max_seq) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     const int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n >= tokens) return;
     const int b = n / seq, p = pos0 + n % seq;
@@ -78,7 +80,7 @@ pub fn mask_store(mask: DType) -> Result<KernelSrc, CudaError> {
             "key_mask [batch, max_seq] u8 (out)".into(),
             "tokens".into(),
             "seq".into(),
-            "pos0".into(),
+            "pos0 (const int*: device memory, read once)".into(),
             "max_seq".into(),
         ],
     })
@@ -120,7 +122,8 @@ constexpr float SCALE = {scale};
 // Query t of row b sits at position p = pos0 + t and sees cached keys 0 ..= {last_doc}.
 // A query that sees no key (all masked) gets zeros, as on the CPU.
 extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __restrict__ cache_k,
-        const bf16* __restrict__ cache_v, {mask_param}bf16* __restrict__ out, int seq, int pos0, int max_seq) {{
+        const bf16* __restrict__ cache_v, {mask_param}bf16* __restrict__ out, int seq, const int* __restrict__ pos0_ptr, int max_seq) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     __shared__ float qs[WARPS][D];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t = blockIdx.x * WARPS + warp, h = blockIdx.y, b = blockIdx.z, j = h / G;
@@ -195,7 +198,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __
             p.extend([
                 format!("out [tokens, {}] bf16 (out)", h * d),
                 "seq".into(),
-                "pos0".into(),
+                "pos0 (const int*: device memory, read once)".into(),
                 "max_seq".into(),
             ]);
             p

@@ -175,7 +175,8 @@ constexpr int HALF = D / 2;
 __constant__ float INV_FREQ[HALF] = {{{inv}}};
 
 // y[i] = x[i]·cos θ − x[i+D/2]·sin θ, y[i+D/2] = x[i+D/2]·cos θ + x[i]·sin θ, θ = f32(pos)·inv_freq[i].
-extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__ y, int tokens, int seq, int pos0) {{
+extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__ y, int tokens, int seq, const int* __restrict__ pos0_ptr) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     const int n = blockIdx.x;
     if (n >= tokens) return;
     const float pos = (float)(pos0 + n % seq);
@@ -211,7 +212,7 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__
             format!("y [tokens, {}] bf16 (out)", h * d),
             "tokens".into(),
             "seq (token n is at position pos0 + n % seq)".into(),
-            "pos0".into(),
+            "pos0 (const int*: device memory, read once)".into(),
         ],
     })
 }

@@ -84,7 +84,8 @@ __device__ __forceinline__ const bf16* kv_row(const bf16* cur, const bf16* ring,
 
 extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
         const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
-        {ot}* __restrict__ out, int seq, int pos0) {{
+        {ot}* __restrict__ out, int seq, const int* __restrict__ pos0_ptr) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     __shared__ float qs[WARPS][D];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t = blockIdx.x * WARPS + warp, h = blockIdx.y, b = blockIdx.z, j = h / G;
@@ -163,7 +164,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __
                 }
             ),
             "seq".into(),
-            "pos0".into(),
+            "pos0 (const int*: device memory, read once)".into(),
         ],
     }
 }
@@ -560,7 +561,8 @@ constexpr int NRING = {n};
 
 // Block x stores token seq-1-x (if any) of KV head blockIdx.y, row blockIdx.z, at slot (pos0+t) % NRING.
 extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __restrict__ v,
-        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, int seq, int pos0) {{
+        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, int seq, const int* __restrict__ pos0_ptr) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     const int t = seq - 1 - (int)blockIdx.x, j = blockIdx.y, b = blockIdx.z;
     if (t < 0) return;
     const long long src = ((long long)b * seq + t) * (HKV * D) + j * D;
@@ -589,7 +591,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k_rot, const bf16* __
             format!("ring_k [batch, {kv}, {}, {d}] bf16 (out)", w + 1),
             format!("ring_v [batch, {kv}, {}, {d}] bf16 (out)", w + 1),
             "seq".into(),
-            "pos0".into(),
+            "pos0 (const int*: device memory, read once)".into(),
         ],
     }
 }
@@ -598,6 +600,68 @@ const DECODE_THREADS: usize = 256;
 
 /// The window branch of a decode step for `G` heads, `VT` output columns per lane
 /// block (`VT ≤ 32`) starting at `col0`, writing `wout[g·VT + c]`; then the ring push.
+/// The window branch of the keyed decode step with the window's keys and values staged in
+/// shared memory by the whole block (coalesced 2-byte loads), one thread per (head, key)
+/// score, one warp per head softmax, one thread per (head, column) weighted sum.
+fn decode_window_staged() -> String {
+    r#"    {
+        // window branch: keys pos-W .. pos (ring + this step's k_rot/v) staged in shared memory
+        constexpr int DP = D + 2;  // bf16 row pitch: row-per-thread reads hit distinct banks
+        __shared__ bf16 wk[NRING * DP];
+        __shared__ bf16 wv[NRING * DP];
+        __shared__ float wp[G * NRING];
+        const bf16* k_cur = k_rot + (long long)b * HKV * D + j * D;
+        const bf16* v_cur = v + (long long)b * HKV * D + j * D;
+        const int lo = max(0, pos - W), nk = pos - lo + 1;
+        for (int e = tid; e < nk * D; e += NT) {
+            const int r = e / D, i = e % D, key = lo + r;
+            const long long at = (long long)(key % NRING) * D + i;
+            wk[r * DP + i] = key == pos ? k_cur[i] : ring_kh_w[at];
+            wv[r * DP + i] = key == pos ? v_cur[i] : ring_vh_w[at];
+        }
+        __syncthreads();
+        for (int e = tid; e < G * nk; e += NT) {
+            const int g = e / nk, r = e % nk;
+            const float* qg = qrot + g * D;
+            const bf16* kr_s = wk + r * DP;
+            float dot = 0.0f;
+            for (int i = 0; i < D; ++i) dot += qg[i] * __bfloat162float(kr_s[i]);
+            wp[g * NRING + r] = dot * SCALE;
+        }
+        __syncthreads();
+        for (int g = warp; g < G; g += NW) {
+            float m = neg_inf();
+            for (int r = lane; r < nk; r += 32) m = fmaxf(m, wp[g * NRING + r]);
+            m = warp_max(m);
+            float l = 0.0f;
+            for (int r = lane; r < nk; r += 32) {
+                const float e = expf(wp[g * NRING + r] - m);
+                wp[g * NRING + r] = e;
+                l += e;
+            }
+            l = warp_sum(l);
+            const float inv = 1.0f / l;
+            for (int r = lane; r < nk; r += 32) wp[g * NRING + r] *= inv;
+        }
+        __syncthreads();
+        for (int e = tid; e < G * VT; e += NT) {
+            const int g = e / VT, c = e % VT;
+            float a = 0.0f;
+            for (int r = 0; r < nk; ++r) a += wp[g * NRING + r] * __bfloat162float(wv[r * DP + col0 + c]);
+            wout[g * VT + c] = a;
+        }
+        // push this token into slot pos % NRING (this block's columns); that slot held
+        // position pos-W-1, which no query reads
+        const long long slot = (long long)(pos % NRING) * D;
+        for (int c = tid; c < VT; c += NT) {
+            ring_kh_w[slot + col0 + c] = k_cur[col0 + c];
+            ring_vh_w[slot + col0 + c] = v_cur[col0 + c];
+        }
+    }
+"#
+    .to_string()
+}
+
 fn decode_window(cols: &str, lanes_per_col: bool) -> String {
     let acc_decl = if lanes_per_col {
         "float a = 0.0f;"
@@ -706,7 +770,13 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     } else {
         String::new()
     };
-    let window_code = if window {
+    // Static shared memory of the kernel without / with the staged window (bytes).
+    let nw = DECODE_THREADS / 32;
+    let base_smem = 4 * (2 * g * d + 3 * d + nw * g * vt + g * vt);
+    let staged_smem = 2 * 2 * (w + 1) * (d + 2) + 4 * g * (w + 1);
+    let window_code = if window && base_smem + staged_smem <= 46 * 1024 {
+        decode_window_staged()
+    } else if window {
         decode_window("this block's columns", true)
     } else {
         String::new()
@@ -795,7 +865,8 @@ constexpr int NW = NT / 32;
 // One token per row (tokens = batch). The state is updated in place; the ring gets this token.
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
         const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
-        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, int pos) {{
+        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, const int* __restrict__ pos_ptr) {{
+    const int pos = *pos_ptr;  // device memory: one captured graph serves every step
 {gates}    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
     const int col0 = vt * VT;
@@ -836,7 +907,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
             format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
             format!("out [batch, {}] bf16 (out)", h * d),
-            "pos (position of this token)".into(),
+            "pos (const int*: device memory, the position of this token)".into(),
         ],
     }
 }
@@ -886,7 +957,8 @@ constexpr float MIX_LIN = {mix_lin};
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
         const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state_k,
         float* __restrict__ state_v, bf16* __restrict__ ring_k, bf16* __restrict__ ring_v,
-        bf16* __restrict__ out, int pos) {{
+        bf16* __restrict__ out, const int* __restrict__ pos_ptr) {{
+    const int pos = *pos_ptr;  // device memory: one captured graph serves every step
     __shared__ float qr[G * D];
     __shared__ float kr[D];
     __shared__ float gam[M];
@@ -959,7 +1031,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
             format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
             format!("out [batch, {}] bf16 (out)", h * d),
-            "pos".into(),
+            "pos (const int*: device memory)".into(),
         ],
     }
 }

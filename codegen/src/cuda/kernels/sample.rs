@@ -93,7 +93,8 @@ __device__ __forceinline__ unsigned long long splitmix64(unsigned long long z) {
 }}
 
 extern "C" __global__ void {name}(const float* __restrict__ logits, long long* __restrict__ next_ids, int seq,
-        int top_k, float temperature, unsigned long long seed, unsigned long long step) {{
+        int top_k, float temperature, unsigned long long seed, const unsigned long long* __restrict__ step_ptr) {{
+    const unsigned long long step = *step_ptr;  // device memory (advanced by the runtime)
     __shared__ float sv[32];
     __shared__ int si[32];
     __shared__ float top_v[KMAX];
@@ -151,7 +152,7 @@ extern "C" __global__ void {name}(const float* __restrict__ logits, long long* _
             format!("top_k (clamped to 1..={TOP_K_MAX})"),
             "temperature (≤ 0: greedy)".into(),
             "seed".into(),
-            "step".into(),
+            "step (const unsigned long long*: device memory)".into(),
         ],
     }
 }

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Standalone launcher for the LigerAttention kernels that `ligerc --emit cuda` writes, on the
+GPU machine (no Rust there): kernel-level correctness checks against a float64 torch reference,
+and timings against fla `chunk_gla` / `fused_recurrent_gla` and PyTorch SDPA.
+
+    python3 scripts/gpu_kernels.py check  [--ligerc .gpu/ligerc] [--out DIR]
+    python3 scripts/gpu_kernels.py bench  [--ligerc .gpu/ligerc] [--out DIR]
+
+How: for each head shape (H, KV, D, window) it writes a 1-layer Hugging Face directory of that
+shape (zero weights: only the shapes matter), runs `ligerc DIR --pass linearize --emit cuda`,
+reads plan.json and the layer's Liger launch steps (window prefill, recurrence prefill, ring
+store; decode step), compiles those .cu files with NVRTC through CuPy, and launches them with
+the plan's grid, block, dynamic shared memory and argument list on torch tensors (buffers
+sized from the plan's extents at the chosen batch/seq). `pos0` is a device int, as the
+runtime passes it. Baked constants (gate normalizer, mixes) are read back from the sources.
+
+check: prefill of T tokens (one call, and split into two calls continuing from the stored
+state and ring), then decode steps, vs the float64 reference (GLA recurrence with
+feature maps softmax(q), softmax(k), gate logsigmoid(k)/NORM, plus the sliding-window
+softmax branch), on odd T, T below the window, T not a multiple of the chunk, batch > 1,
+and extreme gates (k scaled ×30). Pass: max|err| ≤ 2e-2 × max|ref| (bf16 in and out).
+
+bench: the fused prefill (window + recurrence kernels; RoPE excluded, as for the peers) at
+B=8,H=32,KV=8,D=128,T=1k/4k and B=2,T=16k vs fla chunk_gla (kernel; + feature maps & gate,
+k/v repeated to 32 heads as upstream Liger) and SDPA causal; the decode step at batch
+1/8/64/256 vs fla fused_recurrent_gla (state per query head). Medians of
+triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- fixture + emission
+
+
+def make_fixture(path, h, kv, d, hidden=256, ff=256, vocab=256):
+    from safetensors.numpy import save_file
+    os.makedirs(path, exist_ok=True)
+    cfg = {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "head_dim": d,
+           "hidden_act": "silu", "hidden_size": hidden, "intermediate_size": ff,
+           "max_position_embeddings": 65536, "mlp_bias": False, "model_type": "llama",
+           "num_attention_heads": h, "num_hidden_layers": 1, "num_key_value_heads": kv,
+           "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
+           "torch_dtype": "float32", "vocab_size": vocab}
+    json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
+    z = lambda *s: np.zeros(s, np.float32)
+    p = "model.layers.0."
+    t = {"model.embed_tokens.weight": z(vocab, hidden), "model.norm.weight": np.ones(hidden, np.float32),
+         "lm_head.weight": z(vocab, hidden), p + "self_attn.q_proj.weight": z(h * d, hidden),
+         p + "self_attn.k_proj.weight": z(kv * d, hidden), p + "self_attn.v_proj.weight": z(kv * d, hidden),
+         p + "self_attn.o_proj.weight": z(hidden, h * d), p + "mlp.gate_proj.weight": z(ff, hidden),
+         p + "mlp.up_proj.weight": z(ff, hidden), p + "mlp.down_proj.weight": z(hidden, ff),
+         p + "input_layernorm.weight": np.ones(hidden, np.float32),
+         p + "post_attention_layernorm.weight": np.ones(hidden, np.float32)}
+    save_file(t, os.path.join(path, "model.safetensors"))
+
+
+def emit(ligerc, root, h, kv, d, window):
+    tag = f"h{h}_kv{kv}_d{d}_w{window}"
+    src, out = os.path.join(root, "hf_" + tag), os.path.join(root, "emit_" + tag)
+    make_fixture(src, h, kv, d)
+    cmd = [ligerc, src, "--pass", "linearize", "--window", str(window), "--emit", "cuda", "-o", out]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr}")
+    return out
+
+
+# ---------------------------------------------------------------- plan launcher
+
+
+def extent(e, env):
+    if isinstance(e, int):
+        return e
+    s, div = e, 1
+    if s.startswith("ceil("):
+        s, dv = s[5:-1].rsplit("/", 1)
+        div = int(dv)
+    if "*" in s:
+        m, sym = s.split("*")
+        v = int(m) * env[sym]
+    else:
+        v = int(s) if s.isdigit() else env[s]
+    return -(-v // div)
+
+
+DT = {"bf16": torch.bfloat16, "f32": torch.float32, "i64": torch.int64, "i32": torch.int32, "u8": torch.uint8}
+
+
+class Layer:
+    """The Liger launch steps of layer 0 of an emitted plan, ready to run on torch tensors."""
+
+    def __init__(self, emit_dir):
+        import cupy as cp
+        self.cp = cp
+        self.plan = json.load(open(os.path.join(emit_dir, "plan.json")))
+        self.src = {}
+        self.fn = {}
+        for k in self.plan["kernels"]:
+            self.src[k["name"]] = open(os.path.join(emit_dir, k["file"])).read()
+        self.decl = {}
+        for ph in ("prefill", "decode"):
+            self.decl[ph] = {t["name"]: t for t in self.plan[ph]["buffers"] + self.plan[ph]["inputs"]}
+            self.decl[ph].update({p["name"]: p for p in self.plan["persistent"]})
+        self.pre = [s for s in self.plan["prefill"]["steps"]
+                    if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
+        self.dec = [s for s in self.plan["decode"]["steps"]
+                    if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
+        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_h", s["kernel"]) and "window" not in s["kernel"])
+        win = next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
+        self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
+        self.mix_l = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
+        self.mix_w = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[win["kernel"]]).group(1).rstrip("f"))
+        self.window = int(re.search(r"constexpr int W = (\d+);", self.src[win["kernel"]]).group(1))
+        # The roles of the layer's tensors, from the recurrence and window argument lists.
+        names = lambda s: [next(iter(a.values())) if isinstance(a, dict) else a for a in s["args"]]
+        wn = names(win)
+        self.q_rot, self.k_rot, self.v, self.ring_k, self.ring_v = wn[:5]
+        rn = names(rec)
+        self.q, self.k, self.state, self.out = rn[0], rn[1], rn[3], rn[-2]
+        dn = names(self.dec[0])
+        self.dnames = dict(zip(["q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v", "out"], dn[:9]))
+
+    def func(self, name):
+        if name not in self.fn:
+            m = self.cp.RawModule(code=self.src[name], options=("-std=c++17",), backend="nvrtc")
+            f = m.get_function(name)
+            k = next(k for k in self.plan["kernels"] if k["name"] == name)
+            if k["dynamic_smem"] > 48 * 1024:
+                f.max_dynamic_shared_size_bytes = k["dynamic_smem"]
+            self.fn[name] = f
+        return self.fn[name]
+
+    def alloc(self, env, tensors, phase):
+        """Allocates (if missing) every tensor the phase's layer steps name, at bindings `env`."""
+        for s in self.pre if phase == "prefill" else self.dec:
+            for a in s["args"]:
+                if isinstance(a, dict) and "scalar" not in a:
+                    n = next(iter(a.values()))
+                    if n not in tensors:
+                        t = self.decl[phase][n]
+                        shape = [extent(e, env) for e in t["shape"]]
+                        tensors[n] = torch.zeros(shape, dtype=DT[t["dtype"]], device="cuda")
+        tensors.setdefault("__pos0", torch.zeros(1, dtype=torch.int32, device="cuda"))
+        return tensors
+
+    def launch(self, s, env, tensors):
+        cp = self.cp
+        args = []
+        for a in s["args"]:
+            if a == "null":
+                args.append(np.uint64(0))
+            elif "scalar" in a:
+                sc = a["scalar"]
+                if sc == "pos0":
+                    args.append(np.uint64(tensors["__pos0"].data_ptr()))
+                else:
+                    args.append(np.int32(env[sc]))
+            else:
+                args.append(np.uint64(tensors[next(iter(a.values()))].data_ptr()))
+        grid = tuple(extent(e, env) for e in s["grid"])
+        if 0 in grid:
+            return
+        self.func(s["kernel"])(grid, tuple(s["block"]), tuple(args), shared_mem=s["dynamic_smem"])
+
+    def prefill(self, env, tensors):
+        for s in self.pre:
+            self.launch(s, env, tensors)
+
+    def decode(self, env, tensors):
+        for s in self.dec:
+            self.launch(s, env, tensors)
+
+
+# ---------------------------------------------------------------- float64 reference
+
+
+def reference(q, k, v, qr, kr, norm, mix_l, mix_w, window):
+    """Liger GLA + sliding window, float64. q/qr [B,T,H,D], k/kr/v [B,T,KV,D] -> [B,T,H,D]."""
+    B, T, H, D = q.shape
+    G = H // k.shape[2]
+    q, k, v, qr, kr = (x.double() for x in (q, k, v, qr, kr))
+    qf, kf = torch.softmax(q, -1), torch.softmax(k, -1)
+    g = F.logsigmoid(k) / norm
+    rep = lambda x: x.repeat_interleave(G, 2)
+    kf, g, vh, krh = rep(kf), rep(g), rep(v), rep(kr)
+    S = torch.zeros(B, H, D, D, dtype=torch.float64, device=q.device)
+    o = torch.empty(B, T, H, D, dtype=torch.float64, device=q.device)
+    for t in range(T):
+        S = torch.exp(g[:, t])[..., None] * S + kf[:, t][..., :, None] * vh[:, t][..., None, :]
+        o[:, t] = torch.einsum("bhd,bhde->bhe", qf[:, t], S)
+    sc = torch.einsum("bthd,bshd->bhts", qr, krh) / math.sqrt(D)
+    i = torch.arange(T, device=q.device)
+    band = (i[None, :] <= i[:, None]) & (i[None, :] >= i[:, None] - window)
+    sc = sc.masked_fill(~band, float("-inf"))
+    y = torch.einsum("bhts,bshd->bthd", torch.softmax(sc, -1), vh)
+    return mix_l * o + mix_w * y
+
+
+def check(args):
+    fails = 0
+    lines = []
+    cases = [  # (H, KV, D, window, [(B, T, split, gate_scale)])
+        (32, 8, 128, 64, [(1, 1, None, 1), (2, 67, 30, 1), (3, 130, 70, 1), (1, 200, None, 30)]),
+        (9, 3, 64, 64, [(2, 5, None, 1), (2, 129, 64, 1), (1, 100, 37, 30), (4, 33, 17, -30)]),
+        (4, 2, 64, 3, [(2, 50, 21, 1), (1, 7, 3, 1)]),
+    ]
+    for h, kv, d, w, runs in cases:
+        L = Layer(emit(args.ligerc, args.out, h, kv, d, w))
+        for B, T, split, gs in runs:
+            torch.manual_seed(B * 1000 + T)
+            n_dec = 4
+            TT = T + n_dec
+            q = torch.randn(B, TT, h, d, device="cuda").bfloat16()
+            k = (torch.randn(B, TT, kv, d, device="cuda") * (abs(gs) if gs != 1 else 1) * (1 if gs > 0 else -1)).bfloat16()
+            v = torch.randn(B, TT, kv, d, device="cuda").bfloat16()
+            qr = torch.randn(B, TT, h, d, device="cuda").bfloat16()
+            kr = torch.randn(B, TT, kv, d, device="cuda").bfloat16()
+            ref = reference(q, k, v, qr, kr, L.norm, L.mix_l, L.mix_w, L.window)
+            tensors = {}
+            outs = []
+            parts = [(0, T)] if split is None else [(0, split), (split, T)]
+            for (a, bnd) in parts:
+                env = {"batch": B, "seq": bnd - a, "tokens": B * (bnd - a), "max_seq": TT}
+                tp = L.alloc(env, {k_: v_ for k_, v_ in tensors.items() if k_.startswith(("state", "ring", "__"))}, "prefill")
+                tensors.update({k_: v_ for k_, v_ in tp.items() if k_.startswith(("state", "ring", "__"))})
+                tp[L.q].copy_(q[:, a:bnd].reshape(tp[L.q].shape))
+                tp[L.k].copy_(k[:, a:bnd].reshape(tp[L.k].shape))
+                tp[L.v].copy_(v[:, a:bnd].reshape(tp[L.v].shape))
+                tp[L.q_rot].copy_(qr[:, a:bnd].reshape(tp[L.q_rot].shape))
+                tp[L.k_rot].copy_(kr[:, a:bnd].reshape(tp[L.k_rot].shape))
+                tp[L.out].fill_(float("nan"))
+                tp["__pos0"].fill_(a)
+                L.prefill(env, tp)
+                outs.append(tp[L.out].reshape(B, bnd - a, h, d).float())
+            for t in range(T, TT):  # decode steps, reading the ring and the state
+                env = {"batch": B, "seq": 1, "tokens": B, "max_seq": TT}
+                td = L.alloc(env, {k_: v_ for k_, v_ in tensors.items() if k_.startswith(("state", "ring", "__"))}, "decode")
+                dn = L.dnames
+                for key, src in (("q", q), ("k", k), ("v", v), ("q_rot", qr), ("k_rot", kr)):
+                    td[dn[key]].copy_(src[:, t].reshape(td[dn[key]].shape))
+                td[dn["out"]].fill_(float("nan"))
+                td["__pos0"].fill_(t)
+                L.decode(env, td)
+                outs.append(td[dn["out"]].reshape(B, 1, h, d).float())
+            torch.cuda.synchronize()
+            got = torch.cat(outs, 1)
+            err = (got.double() - ref).abs()
+            scale = ref.abs().max().item()
+            rel = err.max().item() / scale if torch.isfinite(got).all() else float("inf")
+            rel_pre = (err[:, :T].max().item() / scale) if torch.isfinite(got).all() else float("inf")
+            ok = rel <= 2e-2
+            fails += not ok
+            msg = (f"{'PASS' if ok else 'FAIL'} liger-gla H{h} KV{kv} D{d} W{w} B{B} T{T} split={split} "
+                   f"gate×{gs} +{n_dec} decode: max err {rel:.2e} (prefill {rel_pre:.2e}) of max|ref| {scale:.3g}")
+            print(msg, flush=True)
+            lines.append(msg)
+    print(f"kernel checks: {fails} failures")
+    return fails
+
+
+# ---------------------------------------------------------------- bench
+
+
+def bench(args):
+    import triton.testing as tt
+    med = lambda f: tt.do_bench(f, warmup=25, rep=200, return_mode="median")
+    # copy bandwidth (bytes read + written)
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    bw = 2 * x.numel() / (med(lambda: y.copy_(x)) * 1e-3)
+    del x, y
+    dev = torch.cuda.get_device_name()
+    print(json.dumps({"device": dev, "copy_bw_TBps": bw / 1e12}), flush=True)
+    try:
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
+    except Exception as e:  # noqa: BLE001
+        print(f"fla not importable: {e}", flush=True)
+        chunk_gla = fused_recurrent_gla = None
+    H, KV, D = 32, 8, 128
+    L = Layer(emit(args.ligerc, args.out, H, KV, D, 64))
+    rows = []
+    for B, T in [(8, 1024), (8, 4096), (2, 16384)]:
+        env = {"batch": B, "seq": T, "tokens": B * T, "max_seq": T}
+        tp = L.alloc(env, {}, "prefill")
+        for n in (L.q, L.k, L.v, L.q_rot, L.k_rot):
+            tp[n].normal_()
+        ours = med(lambda: L.prefill(env, tp))
+        floor = (B * T * (H + 2 * KV) * D * 2 + B * T * H * D * 2) / bw * 1e3
+        r = {"kernel": "prefill", "B": B, "T": T, "ligerc_ms": ours, "floor_ms": floor, "pct_floor": 100 * floor / ours}
+        q = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        r["sdpa_causal_ms"] = med(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True))
+        if chunk_gla is not None:
+            kh, vh = k.repeat_interleave(H // KV, 2), v.repeat_interleave(H // KV, 2)
+            g = F.logsigmoid(kh.float()) / 16
+            qf, kf = torch.softmax(q.float(), -1).bfloat16(), torch.softmax(kh.float(), -1).bfloat16()
+            r["fla_chunk_gla_ms"] = med(lambda: chunk_gla(qf, kf, vh, g))
+
+            def full():
+                kk, vv = k.repeat_interleave(H // KV, 2), v.repeat_interleave(H // KV, 2)
+                gg = F.logsigmoid(kk.float()) / 16
+                return chunk_gla(torch.softmax(q.float(), -1).to(q.dtype), torch.softmax(kk.float(), -1).to(q.dtype), vv, gg)
+            r["fla_with_maps_ms"] = med(full)
+            r["speedup_vs_fla_with_maps"] = r["fla_with_maps_ms"] / ours
+        r["speedup_vs_sdpa"] = r["sdpa_causal_ms"] / ours
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+        del tp
+        torch.cuda.empty_cache()
+    for B in (1, 8, 64, 256):
+        env = {"batch": B, "seq": 1, "tokens": B, "max_seq": 1}
+        tp = L.alloc(env, {}, "decode")
+        dn = L.dnames
+        for key in ("q", "k", "v", "q_rot", "k_rot"):
+            tp[dn[key]].normal_()
+        tp[dn["state"]].normal_()
+        tp["__pos0"].fill_(1000)
+        ours = med(lambda: L.decode(env, tp)) * 1e3
+        sbytes = tp[dn["state"]].numel() * 4 * 2
+        floor = sbytes / bw * 1e6
+        r = {"kernel": "decode", "B": B, "ligerc_us": ours, "floor_us": floor, "pct_floor": 100 * floor / ours,
+             "state_per": "kv_head"}
+        if fused_recurrent_gla is not None:
+            q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
+            g = F.logsigmoid(torch.randn(B, 1, H, D, device="cuda")) / 16
+            s0 = torch.randn(B, H, D, D, device="cuda")
+            r["fla_fused_recurrent_us"] = med(lambda: fused_recurrent_gla(q, k, v, g, initial_state=s0, output_final_state=True)) * 1e3
+            r["speedup_vs_fla"] = r["fla_fused_recurrent_us"] / ours
+        print(json.dumps(r), flush=True)
+        rows.append(r)
+    json.dump(rows, open(os.path.join(args.out, "kernel_bench.json"), "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["check", "bench"])
+    ap.add_argument("--ligerc", default=".gpu/ligerc")
+    ap.add_argument("--out", default="/tmp/ligerc-kernels")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    sys.exit(check(a) if a.what == "check" else bench(a))
