@@ -135,16 +135,16 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         state.history.push(report);
         let step = trainer.step();
         let last = step == args.steps;
-        if (args.eval_every > 0 && step % args.eval_every == 0) || last {
-            if let Some(loss) = evaluate(&trainer, heldout, args.batch)? {
-                say(&bar, format!("step {step}: held-out loss {loss:.4}"));
-                writeln!(
-                    metrics,
-                    "{}",
-                    serde_json::json!({"step": step, "heldout_loss": loss})
-                )?;
-                state.heldout.push((step, loss));
-            }
+        if ((args.eval_every > 0 && step % args.eval_every == 0) || last)
+            && let Some(loss) = evaluate(&trainer, heldout, args.batch)?
+        {
+            say(&bar, format!("step {step}: held-out loss {loss:.4}"));
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::json!({"step": step, "heldout_loss": loss})
+            )?;
+            state.heldout.push((step, loss));
         }
         metrics.flush()?;
         if (args.save_every > 0 && step % args.save_every == 0) || last {
