@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ligerc::passes::autodiff::{is_lora_weight, training_graph};
 use ligerc::runtime::data::{ByteEncoder, DataOptions, Dataset, Encode, Loader, load_dataset};
 use ligerc::runtime::train::{
@@ -18,7 +18,7 @@ use ligerc::runtime::train::{
     save_checkpoint,
 };
 
-use super::common::{UsageError, apply_passes, load, spinner, tokenizer};
+use super::common::{UsageError, apply_passes, bar, load, spinner, tokenizer};
 use super::finetune_args::{FinetuneArgs, ScheduleArg, TokenizerArg};
 use super::finetune_output::{Outputs, metrics_line};
 
@@ -106,7 +106,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         let rate = tokens_since as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(report.step);
         bar.set_message(format!(
-            "loss {:.4} · {:.0} tok/s{}",
+            "training · loss {:.4} · {:.0} tok/s{}",
             report.loss,
             rate,
             if trainer.bad_steps() > 0 {
@@ -412,14 +412,7 @@ fn say(bar: &ProgressBar, line: String) {
 }
 
 fn progress(total: u64, at: u64) -> ProgressBar {
-    let pb = ProgressBar::new(total);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("training {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let pb = bar(total, "training");
     pb.set_position(at);
     pb
 }
