@@ -151,7 +151,9 @@ pub(super) fn liger_attention_vjp(
                 v: gather(data[2], b, j, widths[2]),
                 q_rot: gather(data[3], b, j, widths[3]),
                 k_rot: gather(data[4], b, j, widths[4]),
-                gate: data.get(5).map_or_else(Vec::new, |g| gather(g, b, j, width)),
+                gate: data
+                    .get(5)
+                    .map_or_else(Vec::new, |g| gather(g, b, j, width)),
             };
             head_backward(spec, rows, &gather(dys, b, j, groups * d))
         })
@@ -237,7 +239,12 @@ fn head_backward(spec: &LigerSpec, x: HeadRows, dy: &[f32]) -> HeadRows {
         LigerVariant::Gsa => {
             let m = spec.slots;
             let s: Vec<f32> = x.gate.iter().map(|gi| -gi.exp_m1()).collect();
-            let ops = (x.q.as_slice(), x.k.as_slice(), s.as_slice(), x.gate.as_slice());
+            let ops = (
+                x.q.as_slice(),
+                x.k.as_slice(),
+                s.as_slice(),
+                x.gate.as_slice(),
+            );
             let logits = slot_forward((groups, d, m), ops);
             let p = softmaxed(logits.clone(), m);
             let values = keyed_backward((groups, m, d), (&p, &s, &x.v, &x.gate), &dout);
@@ -246,7 +253,12 @@ fn head_backward(spec: &LigerSpec, x: HeadRows, dy: &[f32]) -> HeadRows {
             let slots = slot_backward((groups, d, m), ops, &logits, &dlogits);
             g.q = slots.dq;
             g.k = slots.dk;
-            let db: Vec<f64> = slots.db.iter().zip(&values.db).map(|(a, b)| a + b).collect();
+            let db: Vec<f64> = slots
+                .db
+                .iter()
+                .zip(&values.db)
+                .map(|(a, b)| a + b)
+                .collect();
             let dg = reverse_cumsum(&db, m);
             for (i, out) in g.gate.iter_mut().enumerate() {
                 let ds = slots.ds[i] + values.dk[i];
