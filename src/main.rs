@@ -62,7 +62,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             use ligerc::runtime::train::TrainError;
             match te {
                 TrainError::Runtime(_) => {}
-                TrainError::Config(_) | TrainError::BadNumerics { .. } | TrainError::Checkpoint(_) => {
+                TrainError::Config(_)
+                | TrainError::BadNumerics { .. }
+                | TrainError::Checkpoint(_) => {
                     return 2;
                 }
             }

@@ -350,7 +350,10 @@ fn check_vjp(
         *v.forward,
         Op::Vjp(_) | Op::Input { .. } | Op::Weight { .. } | Op::Const(_)
     ) {
-        errors.push(format!("{at}: cannot differentiate {}", v.forward.mnemonic()));
+        errors.push(format!(
+            "{at}: cannot differentiate {}",
+            v.forward.mnemonic()
+        ));
         return;
     }
     let forward_operands = ops.len().saturating_sub(1);
@@ -366,7 +369,10 @@ fn check_vjp(
             errors.push(format!("{at}: operand {w} is differentiated twice"));
         }
         if !ops[w].dtype.is_float() {
-            errors.push(format!("{at}: operand {w} is {}, not differentiable", ops[w]));
+            errors.push(format!(
+                "{at}: operand {w} is {}, not differentiable",
+                ops[w]
+            ));
         }
         if let Some(o) = outputs.get(i)
             && (o.dtype != ops[w].dtype

@@ -6,9 +6,9 @@
 //! tested against.
 
 pub mod cuda;
-pub mod eval;
 pub mod data;
 mod error;
+pub mod eval;
 mod exec;
 mod generate;
 pub mod ops;

@@ -93,7 +93,5 @@ pub fn eval_vjp(
 /// The error for a `wrt` index a kernel cannot differentiate (integer ids,
 /// targets, masks).
 pub(crate) fn not_differentiable(op: &str, operand: usize, what: &str) -> RuntimeError {
-    RuntimeError::Unsupported(format!(
-        "{op}: operand {operand} ({what}) has no gradient"
-    ))
+    RuntimeError::Unsupported(format!("{op}: operand {operand} ({what}) has no gradient"))
 }

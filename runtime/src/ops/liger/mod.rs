@@ -148,7 +148,10 @@ pub(crate) fn liger_attention(
 }
 
 /// Checks the spec and the operands; returns `(batch, seq)`.
-pub(crate) fn check_operands(spec: &LigerSpec, inputs: &[&Tensor]) -> Result<(usize, usize), RuntimeError> {
+pub(crate) fn check_operands(
+    spec: &LigerSpec,
+    inputs: &[&Tensor],
+) -> Result<(usize, usize), RuntimeError> {
     let d = spec.head_dim;
     if spec.kv_heads == 0 || d == 0 || !spec.heads.is_multiple_of(spec.kv_heads) {
         return Err(RuntimeError::Shape(format!(
