@@ -16,5 +16,7 @@ nvrtc_env="$(scripts/setup-nvrtc.sh)"
 eval "$nvrtc_env"
 echo "== SmolLM2-135M-Instruct" >&2
 scripts/fetch-smollm2.sh >/dev/null
+echo "== OE-Eval request files (ligerc eval's golden test)" >&2
+scripts/fetch-oe-eval.sh >/dev/null
 echo "== cargo test" >&2
 cargo test --workspace "$@"
