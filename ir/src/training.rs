@@ -14,3 +14,7 @@ pub const LOSS_TOKENS: &str = "loss_tokens";
 pub const GRAD_PREFIX: &str = "grad:";
 /// The target value that carries no loss (PyTorch's default).
 pub const IGNORE_INDEX: i64 = -100;
+/// Prefix of the names of nodes the autodiff pass cloned to recompute an
+/// activation during the backward sweep; executors schedule such a node just
+/// before its first consumer instead of where a topological order puts it.
+pub const RECOMPUTE_PREFIX: &str = "recompute:";

@@ -32,7 +32,7 @@ use ligerc_ir::{DType, Graph, NodeId, OnnxOp, Op, TensorType, ValueRef, VjpSpec}
 use crate::PassError;
 
 pub use ligerc_ir::training::{
-    GRAD_PREFIX, IGNORE_INDEX, LOSS_SCALE, LOSS_SUM, LOSS_TOKENS, TARGETS,
+    GRAD_PREFIX, IGNORE_INDEX, LOSS_SCALE, LOSS_SUM, LOSS_TOKENS, RECOMPUTE_PREFIX, TARGETS,
 };
 
 /// What [`training_graph`] built.
@@ -46,6 +46,33 @@ pub struct TrainingGraph {
     pub vjp_nodes: usize,
 }
 
+/// How [`training_graph_with`] builds the backward sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutodiffOptions {
+    /// Keep only the residual stream (the outputs of `Embedding` and of the
+    /// residual `onnx.Add`s) alive between the forward and the backward sweep,
+    /// and recompute every other activation a backward op needs from it, layer
+    /// by layer, right before that layer's backward (activation checkpointing).
+    /// Costs one more forward; the gradients are bit-identical.
+    pub recompute: bool,
+}
+
+impl Default for AutodiffOptions {
+    /// Recomputation on.
+    fn default() -> Self {
+        AutodiffOptions { recompute: true }
+    }
+}
+
+/// [`training_graph_with`] with the default options (recomputation on).
+pub fn training_graph(
+    forward: &Graph,
+    trainable: &dyn Fn(&str) -> bool,
+    gradients: bool,
+) -> Result<TrainingGraph, PassError> {
+    training_graph_with(forward, trainable, gradients, AutodiffOptions::default())
+}
+
 /// Builds the training graph of `forward` for the weights `trainable` selects,
 /// or, with `gradients == false`, only the loss (for held-out evaluation).
 ///
@@ -53,10 +80,11 @@ pub struct TrainingGraph {
 /// of shape `[.., vocab]`. Errors name the first problem: no trainable weight
 /// selected, a trainable weight that does not reach the loss, or an op on the
 /// path that has no backward rule.
-pub fn training_graph(
+pub fn training_graph_with(
     forward: &Graph,
     trainable: &dyn Fn(&str) -> bool,
     gradients: bool,
+    options: AutodiffOptions,
 ) -> Result<TrainingGraph, PassError> {
     let fail = |message: String| PassError::Failed {
         pass: "autodiff".into(),
@@ -167,6 +195,7 @@ pub fn training_graph(
         seed,
     );
     let mut vjp_nodes = 0;
+    let mut clones: HashMap<NodeId, NodeId> = HashMap::new();
     for &id in order.iter().rev() {
         if !active.contains(&id) || weights.iter().any(|(_, w)| *w == id) {
             continue;
@@ -196,7 +225,16 @@ pub fn training_graph(
             .map(|&i| g.value_type(operands[i]).cloned())
             .collect::<Result<_, _>>()
             .map_err(|e| fail(e.to_string()))?;
-        let mut args = operands.clone();
+        let mut args = if options.recompute {
+            let mut r = Recompute { loss };
+            operands
+                .iter()
+                .map(|&v| r.value(&mut g, v, &mut clones))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(e.to_string()))?
+        } else {
+            operands.clone()
+        };
         args.push(dy);
         let name = node.name.as_ref().map(|n| format!("{n}.vjp"));
         let vjp = g.add_node(
@@ -288,4 +326,85 @@ fn check_rule(op: &Op, wrt: &[usize]) -> Result<(), String> {
 /// The trainable-weight selector of LoRA fine-tuning: every `lora_A`/`lora_B` weight.
 pub fn is_lora_weight(name: &str) -> bool {
     name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")
+}
+
+/// Clones the forward nodes between the residual stream and a value, once per
+/// node (the clones are shared by every backward op that needs them).
+struct Recompute {
+    loss: NodeId,
+}
+
+impl Recompute {
+    /// Whether `v` stays alive from the forward sweep instead of being recomputed:
+    /// leaves, the residual stream, clones, and what the loss reads (the logits
+    /// are used at once by the first backward op).
+    fn kept(&self, g: &Graph, v: ValueRef) -> bool {
+        let Some(node) = g.node(v.node) else {
+            return true;
+        };
+        match &node.op {
+            Op::Input { .. } | Op::Weight { .. } | Op::Const(_) | Op::Embedding => true,
+            Op::Onnx(o) if o.op_type == "Add" => true,
+            Op::CrossEntropy { .. } | Op::Vjp(_) => true,
+            _ => {
+                node.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(RECOMPUTE_PREFIX))
+                    || g.value_users(v).iter().any(|&(u, _)| u == self.loss)
+            }
+        }
+    }
+
+    /// The value to feed a backward op in place of `v`: `v` itself when kept,
+    /// otherwise the matching result of its producer's clone (made on demand,
+    /// with an explicit stack, never recursion over graph depth).
+    fn value(
+        &mut self,
+        g: &mut Graph,
+        v: ValueRef,
+        clones: &mut HashMap<NodeId, NodeId>,
+    ) -> Result<ValueRef, ligerc_ir::IrError> {
+        if self.kept(g, v) {
+            return Ok(v);
+        }
+        let mut stack = vec![v.node];
+        while let Some(&id) = stack.last() {
+            if clones.contains_key(&id) {
+                stack.pop();
+                continue;
+            }
+            let operands = g.operands(id);
+            let pending: Vec<NodeId> = operands
+                .iter()
+                .filter(|o| !self.kept(g, **o) && !clones.contains_key(&o.node))
+                .map(|o| o.node)
+                .collect();
+            if !pending.is_empty() {
+                stack.extend(pending);
+                continue;
+            }
+            let node = g.try_node(id)?.clone();
+            let mapped: Vec<ValueRef> = operands
+                .iter()
+                .map(|o| match clones.get(&o.node) {
+                    Some(&c) if !self.kept(g, *o) => ValueRef {
+                        node: c,
+                        port: o.port,
+                    },
+                    _ => *o,
+                })
+                .collect();
+            let name = format!(
+                "{RECOMPUTE_PREFIX}{}",
+                node.name.clone().unwrap_or_else(|| id.index().to_string())
+            );
+            let clone = g.add_node(node.op.clone(), &mapped, node.outputs.clone(), Some(name));
+            clones.insert(id, clone);
+            stack.pop();
+        }
+        Ok(ValueRef {
+            node: clones[&v.node],
+            port: v.port,
+        })
+    }
 }

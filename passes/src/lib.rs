@@ -22,7 +22,7 @@ pub use adapter::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterError, AdapterReport, LoraSite, PEFT_PREFIX,
     adapter_config, load_adapter, load_adapter_bytes, lora_sites, save_adapter, write_adapter,
 };
-pub use autodiff::{TrainingGraph, training_graph};
+pub use autodiff::{AutodiffOptions, TrainingGraph, training_graph, training_graph_with};
 pub use dce::DeadCodeElimination;
 pub use linearize::{KeepSoftmax, Linearize};
 pub use lora::{InsertLora, LoraConfig, LoraTarget, insert_lora, lora_a_init};

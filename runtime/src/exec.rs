@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ligerc_ir::{Graph, NodeId, Op, ValueRef};
 
@@ -45,13 +46,14 @@ pub struct Executor {
     graph: Graph,
     order: Vec<NodeId>,
     weights: HashMap<String, Arc<Tensor>>,
+    peak_bytes: AtomicUsize,
 }
 
 impl Executor {
     /// Verifies the graph and converts its weights to run-time tensors.
     pub fn new(graph: Graph) -> Result<Executor, RuntimeError> {
         ligerc_ir::verify(&graph)?;
-        let order = graph.topo_order()?;
+        let order = sink_recomputation(&graph, graph.topo_order()?);
         let weights = graph
             .weights
             .iter()
@@ -61,6 +63,7 @@ impl Executor {
             graph,
             order,
             weights,
+            peak_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -88,6 +91,12 @@ impl Executor {
     /// The run-time value of weight `name`.
     pub fn weight(&self, name: &str) -> Option<&Tensor> {
         self.weights.get(name).map(|t| t.as_ref())
+    }
+
+    /// The largest number of bytes of activations (graph inputs and op
+    /// results; weights excluded) alive at once during the last [`Executor::run`].
+    pub fn peak_activation_bytes(&self) -> usize {
+        self.peak_bytes.load(Ordering::Relaxed)
     }
 
     /// The graph being executed.
@@ -120,6 +129,9 @@ impl Executor {
             *remaining.entry(o.value).or_default() += 1;
         }
         let mut values: HashMap<ValueRef, Arc<Tensor>> = HashMap::new();
+        // Bytes of live activations (weights excluded) and their peak over the run.
+        let (mut live, mut peak) = (0usize, 0usize);
+        let mut weight_values = std::collections::HashSet::new();
         for &id in &self.order {
             let node = graph.try_node(id)?;
             let results: Vec<Arc<Tensor>> = match &node.op {
@@ -154,11 +166,15 @@ impl Executor {
                         node: graph.describe(id),
                         inner: Box::new(e),
                     })?;
+                    peak = peak.max(live + r.iter().map(bytes_of).sum::<usize>());
                     for v in operands {
                         if let Some(n) = remaining.get_mut(&v) {
                             *n -= 1;
-                            if *n == 0 {
-                                values.remove(&v);
+                            if *n == 0
+                                && let Some(t) = values.remove(&v)
+                                && !weight_values.contains(&v)
+                            {
+                                live -= bytes_of(&t);
                             }
                         }
                     }
@@ -171,10 +187,16 @@ impl Executor {
                     port: port as u32,
                 };
                 if remaining.get(&v).copied().unwrap_or(0) > 0 {
+                    if matches!(node.op, Op::Weight { .. }) {
+                        weight_values.insert(v);
+                    } else {
+                        live += bytes_of(&t);
+                    }
                     values.insert(v, t);
                 }
             }
         }
+        self.peak_bytes.store(peak.max(live), Ordering::Relaxed);
         graph
             .outputs
             .iter()
@@ -188,4 +210,54 @@ impl Executor {
             })
             .collect()
     }
+}
+
+fn bytes_of(t: &Tensor) -> usize {
+    let elem = match t.data {
+        crate::Data::F32(_) => 4,
+        crate::Data::I64(_) => 8,
+        crate::Data::Bool(_) => 1,
+    };
+    t.numel() * elem
+}
+
+/// Moves every node the autodiff pass cloned for recomputation (named
+/// `recompute:…`) to just before its first consumer, so a recomputed
+/// activation lives only while the backward op that needs it runs. Other nodes
+/// keep their topological order; clones sharing a consumer keep theirs.
+fn sink_recomputation(graph: &Graph, order: Vec<NodeId>) -> Vec<NodeId> {
+    let is_clone = |id: NodeId| {
+        graph
+            .node(id)
+            .and_then(|n| n.name.as_deref())
+            .is_some_and(|n| n.starts_with(ligerc_ir::training::RECOMPUTE_PREFIX))
+    };
+    if !order.iter().any(|&id| is_clone(id)) {
+        return order;
+    }
+    let topo: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let base: Vec<NodeId> = order.iter().copied().filter(|&id| !is_clone(id)).collect();
+    let mut anchor: HashMap<NodeId, usize> = base.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    for &id in order.iter().rev().filter(|&&id| is_clone(id)) {
+        let first = graph
+            .users(id)
+            .iter()
+            .filter_map(|(u, _, _)| anchor.get(u).copied())
+            .min()
+            .unwrap_or(base.len());
+        anchor.insert(id, first);
+    }
+    let mut before: Vec<Vec<NodeId>> = vec![Vec::new(); base.len() + 1];
+    for &id in order.iter().filter(|&&id| is_clone(id)) {
+        before[anchor[&id]].push(id);
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for (i, group) in before.iter_mut().enumerate() {
+        group.sort_by_key(|id| topo[id]);
+        out.append(group);
+        if let Some(&id) = base.get(i) {
+            out.push(id);
+        }
+    }
+    out
 }
