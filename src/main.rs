@@ -61,7 +61,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(te) = cause.downcast_ref::<ligerc::runtime::train::TrainError>() {
             use ligerc::runtime::train::TrainError;
             match te {
-                TrainError::Runtime(_) => {}
+                TrainError::Runtime(_) | TrainError::Gpu(_) => {}
                 TrainError::Config(_)
                 | TrainError::BadNumerics { .. }
                 | TrainError::Checkpoint(_) => {

@@ -14,10 +14,11 @@ use indicatif::ProgressBar;
 use ligerc::passes::autodiff::{is_lora_weight, training_graph};
 use ligerc::runtime::data::{ByteEncoder, DataOptions, Dataset, Encode, Loader, load_dataset};
 use ligerc::runtime::train::{
-    AdamW, Checkpoint, RunState, Schedule, StepReport, TrainConfig, Trainer, load_checkpoint,
-    save_checkpoint,
+    AdamW, Checkpoint, RunState, Schedule, StepReport, TrainConfig, Trainer, initial_params,
+    input_names, load_checkpoint, save_checkpoint,
 };
 
+use super::args::Backend;
 use super::common::{UsageError, apply_passes, bar, load, spinner, tokenizer};
 use super::finetune_args::{FinetuneArgs, ScheduleArg, TokenizerArg};
 use super::finetune_output::{Outputs, metrics_line};
@@ -26,6 +27,10 @@ use super::finetune_output::{Outputs, metrics_line};
 pub fn finetune(args: &FinetuneArgs) -> Result<()> {
     let config = train_config(args)?;
     let files = data_files(&args.data)?;
+    if args.backend == Backend::Cuda {
+        // No GPU or CUDA library: say so before importing anything (exit code 3).
+        ligerc::runtime::cuda::check_available()?;
+    }
     let mut model = load(&args.model, &args.passes)?;
     apply_passes(&mut model.graph, &args.passes)?;
     let pb = spinner("building the training graph");
@@ -70,7 +75,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         s.documents, s.tokens, s.train_sequences, s.heldout_sequences, args.seq_len
     );
     let fingerprint = fingerprint(args, &files)?;
-    let mut trainer = Trainer::new(train.graph, eval.graph, &train.trainable, config.clone())?;
+    let mut trainer = new_trainer(args.backend, train, eval.graph, config.clone())?;
     let out = Outputs::new(&args.output);
     let mut state = prepare_resume(args, &out, &mut trainer, config, fingerprint)?;
     let mut loader = Loader::resume(args.seed, data.train.len(), state.cursor)?;
@@ -81,7 +86,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
     let mut metrics = out.metrics_appender()?;
     let log_every = (args.steps / 20).max(1);
     if state.step == 0
-        && let Some(loss) = evaluate(&trainer, heldout, args.batch)?
+        && let Some(loss) = evaluate(&mut trainer, heldout, args.batch)?
     {
         say(&bar, format!("step 0: held-out loss {loss:.4}"));
         writeln!(
@@ -102,13 +107,19 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
             })
             .collect();
         let report = trainer.train_step(&micro)?;
+        if report.step == 1
+            && let Some(path) = &args.dump_grads
+        {
+            dump_grads(&mut trainer, path)?;
+        }
         tokens_since += report.tokens;
         let rate = tokens_since as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(report.step);
         bar.set_message(format!(
-            "training · loss {:.4} · {:.0} tok/s{}",
+            "training · loss {:.4} · {:.0} tok/s{}{}",
             report.loss,
             rate,
+            peak_note(&trainer),
             if trainer.bad_steps() > 0 {
                 format!(" · {} skipped", trainer.bad_steps())
             } else {
@@ -117,8 +128,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         ));
         if bar.is_hidden() && (report.step % log_every == 0 || report.step == args.steps) {
             eprintln!(
-                "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {:.0} tok/s",
-                report.step, args.steps, report.loss, report.grad_norm, report.lr, rate
+                "step {}/{}: loss {:.4}, grad norm {:.3}, lr {:.2e}, {:.0} tok/s{}",
+                report.step,
+                args.steps,
+                report.loss,
+                report.grad_norm,
+                report.lr,
+                rate,
+                peak_note(&trainer)
             );
         }
         if report.skipped {
@@ -136,7 +153,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         let step = trainer.step();
         let last = step == args.steps;
         if ((args.eval_every > 0 && step % args.eval_every == 0) || last)
-            && let Some(loss) = evaluate(&trainer, heldout, args.batch)?
+            && let Some(loss) = evaluate(&mut trainer, heldout, args.batch)?
         {
             say(&bar, format!("step {step}: held-out loss {loss:.4}"));
             writeln!(
@@ -155,14 +172,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
             save_checkpoint(
                 &args.output,
                 &Checkpoint {
-                    params: trainer.params().to_vec(),
+                    params: trainer.params()?.to_vec(),
                     state: state.clone(),
                 },
             )?;
         }
     }
     bar.finish_and_clear();
-    out.finish(&mut model.graph, &trainer, &state, args)?;
+    out.finish(&mut model.graph, &mut trainer, &state, args)?;
     let last: Vec<&StepReport> = state.history.iter().rev().take(10).collect();
     let recent = last
         .iter()
@@ -171,9 +188,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         .sum::<f64>()
         / last.iter().filter(|r| r.loss.is_finite()).count().max(1) as f64;
     eprintln!(
-        "done: {} updates ({} skipped), recent train loss {recent:.4}{}, outputs in {}",
+        "done: {} updates ({} skipped) on {}, {:.0} tok/s{}, recent train loss {recent:.4}{}, outputs in {}",
         trainer.step(),
         trainer.bad_steps(),
+        trainer.backend_name(),
+        tokens_since as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        peak_note(&trainer),
         state
             .heldout
             .last()
@@ -186,7 +206,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
 
 /// The held-out loss, or `None` without held-out data.
 fn evaluate(
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     heldout: &[ligerc::runtime::data::Sequence],
     batch: usize,
 ) -> Result<Option<f64>> {
@@ -194,6 +214,56 @@ fn evaluate(
         return Ok(None);
     }
     Ok(Some(trainer.evaluate(heldout, batch)?.0))
+}
+
+/// A trainer on the chosen backend.
+fn new_trainer(
+    backend: Backend,
+    train: ligerc::passes::autodiff::TrainingGraph,
+    eval: ligerc::ir::Graph,
+    config: TrainConfig,
+) -> Result<Trainer> {
+    Ok(match backend {
+        Backend::Cpu => Trainer::new(train.graph, eval, &train.trainable, config)?,
+        Backend::Cuda => {
+            let pb = spinner("compiling training kernels (NVRTC) and uploading weights");
+            let params = initial_params(&train.graph, &train.trainable)?;
+            let (ti, ei) = (input_names(&train.graph), input_names(&eval));
+            let gpu = ligerc::runtime::cuda::train::CudaBackend::new(
+                train.graph,
+                eval,
+                &train.trainable,
+            )?;
+            pb.finish_and_clear();
+            eprintln!("cuda: training on {}", gpu.device_name());
+            Trainer::with_backend(Box::new(gpu), params, ti, ei, config)?
+        }
+    })
+}
+
+/// `, peak N MiB GPU` when the backend tracks device memory.
+fn peak_note(trainer: &Trainer) -> String {
+    trainer
+        .peak_memory()
+        .map(|b| format!(", peak {:.0} MiB GPU", b as f64 / (1 << 20) as f64))
+        .unwrap_or_default()
+}
+
+/// `--dump-grads`: the first update's gradients as JSON.
+fn dump_grads(trainer: &mut Trainer, path: &Path) -> Result<()> {
+    let shapes: std::collections::HashMap<String, Vec<usize>> = trainer
+        .params()?
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    let mut map = serde_json::Map::new();
+    for (name, g) in trainer.last_grads()? {
+        let shape = shapes.get(&name).cloned().unwrap_or_default();
+        map.insert(name, serde_json::json!({"shape": shape, "values": g}));
+    }
+    std::fs::write(path, serde_json::Value::Object(map).to_string())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn load_with(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::args::PassArgs;
+use super::args::{Backend, PassArgs};
 
 /// `ligerc finetune MODEL --data FILE… -o DIR …`
 #[derive(Args, Debug)]
@@ -96,6 +96,14 @@ pub struct FinetuneArgs {
     /// models with a 256-token vocabulary).
     #[arg(long, value_enum, default_value_t = TokenizerArg::Model)]
     pub tokenizer: TokenizerArg,
+    /// Where the updates run: the f32 CPU reference, or one NVIDIA GPU (f32; exit code 3 when
+    /// no GPU or CUDA library is available). Same loop, checkpoints and outputs.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// Debugging: write the gradients of the first update (before clipping when `--clip 0`)
+    /// as JSON `{name: {shape, values}}` to FILE (docs/FINETUNE.md, "GPU training").
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub dump_grads: Option<PathBuf>,
 }
 
 /// `--schedule`.

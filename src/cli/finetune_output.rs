@@ -95,11 +95,11 @@ impl Outputs {
     pub fn finish(
         &self,
         graph: &mut Graph,
-        trainer: &Trainer,
+        trainer: &mut Trainer,
         st: &RunState,
         args: &FinetuneArgs,
     ) -> Result<()> {
-        for p in trainer.params() {
+        for p in trainer.params()? {
             let data = TensorData::from_f32(p.shape.clone(), &p.value)?;
             graph.weights.insert(p.name.clone(), data);
         }

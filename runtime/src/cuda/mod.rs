@@ -19,6 +19,7 @@
 //! `cuGraphLaunch`. `LIGERC_CUDA_GRAPHS=0` (or `LIGERC_CUDA_SYNC=1`) keeps plain launches.
 
 mod device;
+pub mod train;
 
 use std::collections::HashMap;
 use std::ffi::c_void;

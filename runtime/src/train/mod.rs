@@ -1,11 +1,13 @@
-//! LoRA fine-tuning on the CPU backend: the optimizer (`optim.rs`), the
-//! update step (`trainer.rs`), checkpoints (`checkpoint.rs`), the metrics log
-//! and the loss-curve plot (`plot.rs`).
+//! LoRA fine-tuning: the optimizer (`optim.rs`), the update step
+//! (`trainer.rs`) over an execution backend (`backend.rs`: the CPU executor;
+//! the GPU engine is `crate::cuda::train`), checkpoints (`checkpoint.rs`), the
+//! metrics log and the loss-curve plot (`plot.rs`).
 //!
 //! The graphs come from the autodiff pass (`ligerc_passes::autodiff`): a
 //! training graph returning `loss_sum`, `loss_tokens` and `grad:<weight>` per
 //! trainable weight, and an evaluation graph returning the loss alone.
 
+mod backend;
 mod checkpoint;
 mod optim;
 mod plot;
@@ -13,10 +15,11 @@ mod trainer;
 
 use thiserror::Error;
 
+pub use backend::{CpuBackend, StepBackend, initial_params};
 pub use checkpoint::{CHECKPOINT_DIR, Checkpoint, RunState, load_checkpoint, save_checkpoint};
 pub use optim::{AdamW, Moments, Schedule, clip_global_norm, global_norm};
 pub use plot::loss_curve_svg;
-pub use trainer::{Param, StepReport, TrainConfig, Trainer};
+pub use trainer::{Param, StepReport, TrainConfig, Trainer, batch_inputs, input_names};
 
 /// What can go wrong while fine-tuning.
 #[derive(Debug, Error)]
@@ -41,4 +44,7 @@ pub enum TrainError {
     /// Executing a graph failed.
     #[error(transparent)]
     Runtime(#[from] crate::RuntimeError),
+    /// The GPU backend failed (`crate::cuda::train`).
+    #[error(transparent)]
+    Gpu(#[from] crate::cuda::train::GpuTrainError),
 }

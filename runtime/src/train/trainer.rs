@@ -1,5 +1,6 @@
 //! The training loop's step: forward, loss, backward over micro-batches,
-//! the bad-numerics guard, clipping and the AdamW update.
+//! the bad-numerics guard, clipping and the AdamW update, executed by a
+//! [`StepBackend`] (CPU or GPU).
 
 use std::collections::HashMap;
 
@@ -8,10 +9,11 @@ use ligerc_ir::training::{LOSS_SCALE, TARGETS};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::optim::{AdamW, Moments, Schedule, clip_global_norm};
+use super::backend::{CpuBackend, StepBackend, initial_params};
+use super::optim::{AdamW, Moments, Schedule};
+use crate::Tensor;
 use crate::data::Sequence;
 use crate::session::{ATTENTION_MASK, INPUT_IDS, POSITION_IDS};
-use crate::{ExecState, Executor, Tensor};
 
 /// Settings of a fine-tuning run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,19 +88,27 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
-/// Trains LoRA parameters of a model on the CPU backend.
+/// Trains LoRA parameters of a model on a [`StepBackend`] (the CPU reference
+/// executor by default, or the GPU engine of `crate::cuda::train`).
 pub struct Trainer {
-    train: Executor,
-    eval: Executor,
-    params: Vec<Param>,
+    backend: Box<dyn StepBackend>,
+    /// Host copy of the parameters; `None` after an update until read back.
+    params: Option<Vec<Param>>,
+    train_inputs: Vec<String>,
+    eval_inputs: Vec<String>,
     config: TrainConfig,
     step: u64,
     updates: u64,
     bad_steps: u64,
 }
 
+/// The names of `graph`'s inputs.
+pub fn input_names(graph: &Graph) -> Vec<String> {
+    graph.inputs().iter().map(|(_, n)| n.to_string()).collect()
+}
+
 impl Trainer {
-    /// Prepares executors for the training graph (loss + gradients of
+    /// Prepares CPU executors for the training graph (loss + gradients of
     /// `trainable`, from the autodiff pass) and the evaluation graph (loss
     /// only). Parameters start at the graph's stored values, moments at zero.
     pub fn new(
@@ -107,34 +117,30 @@ impl Trainer {
         trainable: &[String],
         config: TrainConfig,
     ) -> Result<Trainer, TrainError> {
-        if config.batch == 0 || config.accum == 0 {
-            return Err(TrainError::Config(
-                "batch and gradient accumulation must be at least 1".into(),
-            ));
-        }
-        if !(config.lr.is_finite() && config.lr > 0.0) {
-            return Err(TrainError::Config(format!(
-                "the learning rate must be positive, is {}",
-                config.lr
-            )));
-        }
-        let mut params = Vec::with_capacity(trainable.len());
-        for name in trainable {
-            let w = train.weights.get(name).ok_or_else(|| {
-                TrainError::Config(format!("trainable weight `{name}` is not in the graph"))
-            })?;
-            let value = w.to_f32_vec();
-            params.push(Param {
-                name: name.clone(),
-                shape: w.shape().to_vec(),
-                moments: Moments::zeros(value.len()),
-                value,
-            });
-        }
+        check_config(&config)?;
+        let params = initial_params(&train, trainable)?;
+        let (train_inputs, eval_inputs) = (input_names(&train), input_names(&eval));
+        let backend = CpuBackend::new(train, eval, params.clone())?;
+        Trainer::with_backend(Box::new(backend), params, train_inputs, eval_inputs, config)
+    }
+
+    /// A trainer over any backend. `params` are the starting values (loaded
+    /// into the backend); `train_inputs` / `eval_inputs` are the graphs'
+    /// input names ([`input_names`]).
+    pub fn with_backend(
+        mut backend: Box<dyn StepBackend>,
+        params: Vec<Param>,
+        train_inputs: Vec<String>,
+        eval_inputs: Vec<String>,
+        config: TrainConfig,
+    ) -> Result<Trainer, TrainError> {
+        check_config(&config)?;
+        backend.load_params(&params)?;
         Ok(Trainer {
-            train: Executor::new(train)?,
-            eval: Executor::new(eval)?,
-            params,
+            backend,
+            params: Some(params),
+            train_inputs,
+            eval_inputs,
             config,
             step: 0,
             updates: 0,
@@ -142,9 +148,30 @@ impl Trainer {
         })
     }
 
-    /// The trainable parameters.
-    pub fn params(&self) -> &[Param] {
-        &self.params
+    /// The trainable parameters and their moments (read back from the
+    /// backend when an update changed them).
+    pub fn params(&mut self) -> Result<&[Param], TrainError> {
+        if self.params.is_none() {
+            self.params = Some(self.backend.params()?);
+        }
+        Ok(self.params.as_deref().unwrap_or_default())
+    }
+
+    /// The backend's name (`cpu`, `cuda`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Peak device memory of the backend in bytes, where it tracks it.
+    pub fn peak_memory(&self) -> Option<usize> {
+        self.backend.peak_memory()
+    }
+
+    /// The gradient accumulators of the last update, by parameter name
+    /// (a debugging aid: `ligerc finetune --dump-grads`).
+    pub fn last_grads(&mut self) -> Result<Vec<(String, Vec<f32>)>, TrainError> {
+        let names: Vec<String> = self.params()?.iter().map(|p| p.name.clone()).collect();
+        Ok(names.into_iter().zip(self.backend.grads()?).collect())
     }
 
     /// The run's settings.
@@ -171,17 +198,18 @@ impl Trainer {
         updates: u64,
         bad_steps: u64,
     ) -> Result<(), TrainError> {
-        if params.len() != self.params.len() {
+        let current = self.params()?.to_vec();
+        if params.len() != current.len() {
             return Err(TrainError::Checkpoint(format!(
                 "the checkpoint has {} trainable tensors, the model {}",
                 params.len(),
-                self.params.len()
+                current.len()
             )));
         }
         let mut by_name: HashMap<String, Param> =
             params.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mut ordered = Vec::with_capacity(self.params.len());
-        for mine in &self.params {
+        let mut ordered = Vec::with_capacity(current.len());
+        for mine in &current {
             let theirs = by_name.remove(&mine.name).ok_or_else(|| {
                 TrainError::Checkpoint(format!("the checkpoint has no tensor `{}`", mine.name))
             })?;
@@ -193,25 +221,17 @@ impl Trainer {
             }
             ordered.push(theirs);
         }
-        self.params = ordered;
+        self.backend.load_params(&ordered)?;
+        self.params = Some(ordered);
         self.step = step;
         self.updates = updates;
         self.bad_steps = bad_steps;
-        self.push_params()
+        Ok(())
     }
 
     /// Optimizer updates applied (skipped steps excluded): AdamW's bias-correction count.
     pub fn updates(&self) -> u64 {
         self.updates
-    }
-
-    fn push_params(&mut self) -> Result<(), TrainError> {
-        for p in &self.params {
-            let t = Tensor::f32(p.shape.clone(), p.value.clone())?;
-            self.train.set_weight(&p.name, t.clone())?;
-            self.eval.set_weight(&p.name, t)?;
-        }
-        Ok(())
     }
 
     /// One update over `micro_batches` (each a list of sequences of equal length).
@@ -236,32 +256,13 @@ impl Trainer {
             self.config.steps,
             self.config.warmup,
         );
-        let mut grads: Vec<Vec<f32>> = self
-            .params
-            .iter()
-            .map(|p| vec![0.0; p.value.len()])
-            .collect();
+        self.backend.zero_grads()?;
         let mut loss_sum = 0.0f64;
         if tokens > 0 {
             let scale = 1.0 / tokens as f32;
             for mb in micro_batches.iter().filter(|mb| !mb.is_empty()) {
-                let outputs = run_batch(&self.train, mb, Some(scale))?;
-                loss_sum += f64::from(scalar(&outputs, "loss_sum", 0)?);
-                for (i, g) in grads.iter_mut().enumerate() {
-                    let out = outputs.get(2 + i).ok_or_else(|| {
-                        TrainError::Config("the training graph returned too few gradients".into())
-                    })?;
-                    let data = out.as_f32("gradient")?;
-                    if data.len() != g.len() {
-                        return Err(TrainError::Config(format!(
-                            "gradient of `{}` has {} elements, the parameter {}",
-                            self.params[i].name,
-                            data.len(),
-                            g.len()
-                        )));
-                    }
-                    g.iter_mut().zip(data).for_each(|(a, b)| *a += b);
-                }
+                let inputs = batch_inputs(&self.train_inputs, mb, Some(scale))?;
+                loss_sum += f64::from(self.backend.accumulate(&inputs)?);
             }
         }
         let loss = if tokens > 0 {
@@ -269,8 +270,14 @@ impl Trainer {
         } else {
             f64::NAN
         };
-        let finite = loss.is_finite() && grads.iter().flatten().all(|g| g.is_finite());
-        if !finite {
+        // Every gradient is finite exactly when their f64 sum of squares is
+        // (f32 squares cannot overflow it).
+        let grad_norm = if loss.is_finite() {
+            self.backend.grad_norm()?
+        } else {
+            f64::NAN
+        };
+        if !(loss.is_finite() && grad_norm.is_finite()) {
             self.bad_steps += 1;
             if self.bad_steps > self.config.max_bad_steps {
                 return Err(TrainError::BadNumerics {
@@ -287,14 +294,13 @@ impl Trainer {
                 skipped: true,
             });
         }
-        let grad_norm = clip_global_norm(&mut grads, self.config.clip);
+        let clip = self.config.clip;
+        let clip_scale =
+            (clip > 0.0 && grad_norm > clip).then(|| (clip / (grad_norm + 1e-6)) as f32);
         self.updates += 1;
-        for (p, g) in self.params.iter_mut().zip(&grads) {
-            self.config
-                .adamw
-                .update(&mut p.value, g, &mut p.moments, lr, self.updates);
-        }
-        self.push_params()?;
+        self.params = None;
+        self.backend
+            .apply(&self.config.adamw, lr, self.updates, clip_scale)?;
         Ok(StepReport {
             step: self.step,
             loss,
@@ -307,32 +313,46 @@ impl Trainer {
 
     /// Mean loss per counted token over `seqs`, in batches of `batch`;
     /// returns `(loss, tokens)`.
-    pub fn evaluate(&self, seqs: &[Sequence], batch: usize) -> Result<(f64, usize), TrainError> {
+    pub fn evaluate(
+        &mut self,
+        seqs: &[Sequence],
+        batch: usize,
+    ) -> Result<(f64, usize), TrainError> {
         let (mut sum, mut tokens) = (0.0f64, 0usize);
         for chunk in seqs.chunks(batch.max(1)) {
             let refs: Vec<&Sequence> = chunk.iter().collect();
-            let out = run_batch(&self.eval, &refs, None)?;
-            sum += f64::from(scalar(&out, "loss_sum", 0)?);
-            tokens += scalar(&out, "loss_tokens", 1)? as usize;
+            let inputs = batch_inputs(&self.eval_inputs, &refs, None)?;
+            let (s, n) = self.backend.evaluate(&inputs)?;
+            sum += f64::from(s);
+            tokens += n as usize;
         }
         Ok((sum / tokens.max(1) as f64, tokens))
     }
 }
 
-fn scalar(outputs: &[Tensor], what: &str, i: usize) -> Result<f32, TrainError> {
-    outputs
-        .get(i)
-        .and_then(|t| t.as_f32(what).ok())
-        .and_then(|d| d.first().copied())
-        .ok_or_else(|| TrainError::Config(format!("the graph did not return `{what}`")))
+fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
+    if config.batch == 0 || config.accum == 0 {
+        return Err(TrainError::Config(
+            "batch and gradient accumulation must be at least 1".into(),
+        ));
+    }
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return Err(TrainError::Config(format!(
+            "the learning rate must be positive, is {}",
+            config.lr
+        )));
+    }
+    Ok(())
 }
 
-/// Runs a training or evaluation graph on one micro-batch.
-fn run_batch(
-    exec: &Executor,
+/// The inputs of a training or evaluation graph (input names `graph_inputs`)
+/// for one micro-batch: ids, targets, an all-ones padding mask, positions and
+/// the loss scale, as the graph asks.
+pub fn batch_inputs(
+    graph_inputs: &[String],
     seqs: &[&Sequence],
     loss_scale: Option<f32>,
-) -> Result<Vec<Tensor>, TrainError> {
+) -> Result<HashMap<String, Tensor>, TrainError> {
     let batch = seqs.len();
     let len = seqs.first().map_or(0, |s| s.ids.len());
     if let Some(s) = seqs
@@ -353,13 +373,7 @@ fn run_batch(
         .collect();
     inputs.insert(INPUT_IDS.to_string(), Tensor::i64(vec![batch, len], ids)?);
     inputs.insert(TARGETS.to_string(), Tensor::i64(vec![batch, len], targets)?);
-    let graph_inputs: Vec<String> = exec
-        .graph()
-        .inputs()
-        .iter()
-        .map(|(_, n)| n.to_string())
-        .collect();
-    for name in &graph_inputs {
+    for name in graph_inputs {
         match name.as_str() {
             ATTENTION_MASK => {
                 inputs.insert(
@@ -378,5 +392,5 @@ fn run_batch(
             _ => {}
         }
     }
-    Ok(exec.run(&inputs, &mut ExecState::default())?)
+    Ok(inputs)
 }

@@ -15,6 +15,7 @@ pub mod attention;
 pub mod basic;
 pub mod liger;
 pub mod sample;
+pub mod train_basic;
 
 use ligerc_ir::DType;
 

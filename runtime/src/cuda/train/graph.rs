@@ -1,0 +1,176 @@
+//! The graph walk: nodes in topological order, values freed (returned to the
+//! pool) when their last consumer ran, as in `crate::exec`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use ligerc_ir::{Graph, NodeId, Op, ValueRef};
+
+use super::GpuTrainError;
+use super::backward::backward;
+use super::forward::{Ctx, forward};
+use super::host::{HostCounts, run_on_host, upload};
+use super::value::DevTensor;
+
+/// A training or evaluation graph prepared for the GPU.
+pub(super) struct GpuGraph {
+    graph: Graph,
+    order: Vec<NodeId>,
+    uses: HashMap<ValueRef, usize>,
+    /// Nodes run on the host, by mnemonic (counted on every run).
+    pub(super) host_nodes: RefCell<HostCounts>,
+}
+
+/// Whether `op` has a GPU kernel (shapes aside: a broadcasting Add is found
+/// at run time).
+fn on_gpu(op: &Op) -> bool {
+    match op {
+        Op::Input { .. } | Op::Weight { .. } | Op::Const(_) => true,
+        Op::Embedding
+        | Op::Linear
+        | Op::LmHead
+        | Op::Lora { .. }
+        | Op::RmsNorm { .. }
+        | Op::Rope(_)
+        | Op::SwiGlu
+        | Op::CrossEntropy { .. } => true,
+        Op::Onnx(o) => o.op_type == "Add",
+        Op::Vjp(v) => match v.forward.as_ref() {
+            Op::Embedding => false,
+            inner => on_gpu(inner),
+        },
+        Op::Attention(_) | Op::LigerGate(_) | Op::LigerAttention(_) => false,
+    }
+}
+
+/// Why `op` has no GPU kernel.
+fn missing(op: &Op) -> String {
+    let what = match op {
+        Op::Vjp(v) => format!("the backward of {}", v.forward.mnemonic()),
+        other => other.mnemonic(),
+    };
+    format!("{what} has no GPU training kernel yet")
+}
+
+impl GpuGraph {
+    /// Verifies and orders `graph`; refuses, naming the first node, an op
+    /// without a GPU kernel unless `host_ops`.
+    pub(super) fn new(graph: Graph, host_ops: bool) -> Result<GpuGraph, GpuTrainError> {
+        ligerc_ir::verify(&graph).map_err(crate::RuntimeError::from)?;
+        let order = graph.topo_order().map_err(crate::RuntimeError::from)?;
+        let mut uses: HashMap<ValueRef, usize> = HashMap::new();
+        for &id in &order {
+            for v in graph.operands(id) {
+                *uses.entry(v).or_default() += 1;
+            }
+            let op = &graph.try_node(id).map_err(crate::RuntimeError::from)?.op;
+            if !host_ops && !on_gpu(op) {
+                return Err(GpuTrainError::Unsupported {
+                    node: graph.describe(id),
+                    reason: missing(op),
+                });
+            }
+        }
+        for o in &graph.outputs {
+            *uses.entry(o.value).or_default() += 1;
+        }
+        Ok(GpuGraph {
+            graph,
+            order,
+            uses,
+            host_nodes: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The graph.
+    pub(super) fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the graph; `weights` and `inputs` by name. Returns the outputs in order.
+    pub(super) fn run(
+        &self,
+        cx: &mut Ctx,
+        weights: &HashMap<String, DevTensor>,
+        inputs: &HashMap<String, DevTensor>,
+        host_ops: bool,
+    ) -> Result<Vec<DevTensor>, GpuTrainError> {
+        let g = &self.graph;
+        let mut remaining = self.uses.clone();
+        let mut values: HashMap<ValueRef, DevTensor> = HashMap::new();
+        for &id in &self.order {
+            let node = g.try_node(id).map_err(crate::RuntimeError::from)?;
+            cx.node = g.describe(id);
+            let results: Vec<DevTensor> = match &node.op {
+                Op::Input { name } => vec![inputs.get(name).cloned().ok_or_else(|| {
+                    crate::RuntimeError::Input(format!("graph input `{name}` was not given"))
+                })?],
+                Op::Weight { name } => vec![weights.get(name).cloned().ok_or_else(|| {
+                    crate::RuntimeError::Input(format!("weight `{name}` has no data"))
+                })?],
+                Op::Const(t) => vec![upload(cx.dev, cx.pool, &crate::Tensor::from_data(t))?],
+                op => {
+                    let operands = g.operands(id);
+                    let args: Vec<&DevTensor> = operands
+                        .iter()
+                        .map(|v| {
+                            values.get(v).ok_or(GpuTrainError::Shape {
+                                node: cx.node.clone(),
+                                problem: format!("operand from node {} was freed", v.node.index()),
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let done = match op {
+                        Op::Vjp(spec) => backward(cx, spec, &args)?,
+                        other => forward(cx, other, &args)?,
+                    };
+                    let r = match done {
+                        Some(r) => r,
+                        None if host_ops => {
+                            *self
+                                .host_nodes
+                                .borrow_mut()
+                                .entry(op.mnemonic())
+                                .or_default() += 1;
+                            run_on_host(cx, g, id, op, &args)?
+                        }
+                        None => {
+                            return Err(GpuTrainError::Unsupported {
+                                node: cx.node.clone(),
+                                reason: missing(op),
+                            });
+                        }
+                    };
+                    drop(args);
+                    for v in operands {
+                        if let Some(n) = remaining.get_mut(&v) {
+                            *n -= 1;
+                            if *n == 0 {
+                                values.remove(&v);
+                            }
+                        }
+                    }
+                    r
+                }
+            };
+            for (port, t) in results.into_iter().enumerate() {
+                let v = ValueRef {
+                    node: id,
+                    port: port as u32,
+                };
+                if remaining.get(&v).copied().unwrap_or(0) > 0 {
+                    values.insert(v, t);
+                }
+            }
+        }
+        g.outputs
+            .iter()
+            .map(|o| {
+                values.get(&o.value).cloned().ok_or_else(|| {
+                    crate::RuntimeError::Input(format!("output `{}` was not computed", o.name))
+                        .into()
+                })
+            })
+            .collect()
+    }
+}

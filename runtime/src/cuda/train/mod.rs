@@ -1,0 +1,69 @@
+//! GPU training: executes the autodiff pass's training and evaluation graphs
+//! (`ligerc_passes::autodiff`) on one NVIDIA GPU, and the optimizer with them,
+//! as a [`crate::train::StepBackend`] ([`CudaBackend`]).
+//!
+//! Owns: device values of a graph run (`value.rs`: f32 / i64 tensors in pooled
+//! device buffers, freed when their last consumer ran), the kernels
+//! (`kernels.rs`: the `train_basic` family of `ligerc_codegen`, NVRTC-compiled
+//! once and cached with the inference runtime's cubin cache), the row-major
+//! GEMM helper over cuBLAS (`gemm.rs`), forward ops (`forward.rs`), backward
+//! ops (`backward.rs`), ops run on the host (`host.rs`), the graph walk
+//! (`graph.rs`) and the parameters, moments, gradient accumulators and AdamW
+//! (`engine.rs`). It does not touch the inference runtime's plan execution.
+//!
+//! Everything is f32 on the device (frozen weights included). Ops without a
+//! GPU kernel — LigerGate, LigerAttention, softmax Attention, the Embedding
+//! backward, broadcasting ONNX ops — are refused with
+//! [`GpuTrainError::Unsupported`] naming the node, unless host execution is
+//! allowed (`LIGERC_TRAIN_HOST_OPS=1`): then such a node's operands are copied
+//! to the host, the CPU kernel runs, and its results are copied back.
+
+mod backward;
+mod engine;
+mod forward;
+mod gemm;
+mod graph;
+mod host;
+mod kernels;
+mod value;
+
+use thiserror::Error;
+
+pub use engine::CudaBackend;
+
+use super::CudaError;
+
+/// What can go wrong training on the GPU.
+#[derive(Debug, Error)]
+pub enum GpuTrainError {
+    /// The driver, NVRTC or cuBLAS failed (or no GPU: `CudaError::Unavailable`).
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    /// A node has no GPU kernel (and host execution is off).
+    #[error(
+        "{node}: {reason} (set LIGERC_TRAIN_HOST_OPS=1 to run such nodes on the CPU, or use --backend cpu)"
+    )]
+    Unsupported {
+        /// The node, as `Graph::describe` writes it.
+        node: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// Operands of the wrong shape or type, or a malformed graph.
+    #[error("{node}: {problem}")]
+    Shape {
+        /// The node.
+        node: String,
+        /// What was expected and found.
+        problem: String,
+    },
+    /// A node run on the host failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::RuntimeError),
+}
+
+/// Whether nodes without a GPU kernel may run on the host
+/// (`LIGERC_TRAIN_HOST_OPS=1`).
+pub fn host_ops_allowed() -> bool {
+    std::env::var("LIGERC_TRAIN_HOST_OPS").is_ok_and(|v| v == "1")
+}

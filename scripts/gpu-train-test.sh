@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# GPU training checks, in one device call (the GPU machine has no Rust; build here with
+# ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
+#
+#   scripts/gpu-train-test.sh [grads] [bench] [ref]      (default: all three)
+#
+#   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
+#          (--clip 0, --dump-grads) and the gradients compared: max |cuda − cpu| / max |cpu| per
+#          tensor, pass ≤ 1e-3 (f32 on both; cuBLAS and the kernels sum in other orders; the CPU's
+#          own float64-checked tolerance is 1e-4 of the largest gradient)
+#   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
+#          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
+#   ref    scripts/ref_finetune.py (PyTorch + PEFT reference), when present, same shapes
+#
+# LigerGate / LigerAttention have no GPU training kernel yet: those nodes run on the CPU
+# (LIGERC_TRAIN_HOST_OPS=1, operands copied down and results up), so the timings below are of
+# the hybrid, not of an all-GPU step. Everything is logged under $OUT (or ./gpu-train-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-train-out}
+mkdir -p "$OUT"
+BIN=${LIGERC:-.gpu/ligerc}
+PY=${PYTHON:-python3}
+export LIGERC_TRAIN_HOST_OPS=${LIGERC_TRAIN_HOST_OPS:-1}
+parts=("$@")
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads bench ref)
+status=0
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+for part in "${parts[@]}"; do
+case $part in
+grads)
+    fx=tests/fixtures/onnx/tiny_dynamo_op18_sdpa.onnx
+    for be in cuda cpu; do
+        rm -rf "$OUT/grads-$be"
+        "$BIN" finetune "$fx" --pass linearize --pass lora --lora-targets q,k,v,o,gate,up,down \
+            --lora-rank 8 --tokenizer bytes --data tests/fixtures/text/shakespeare_sample.txt \
+            --seq-len 64 --batch 2 --accum 2 --steps 1 --clip 0 --eval-every 0 --heldout 0.2 \
+            --backend $be --dump-grads "$OUT/grads-$be.json" -o "$OUT/grads-$be" \
+            > "$OUT/grads-$be.log" 2>&1
+        rc=$?
+        log "grads: --backend $be exit $rc ($(tail -1 "$OUT/grads-$be.log"))"
+        [[ $rc -eq 0 ]] || status=1
+    done
+    "$PY" - "$OUT/grads-cuda.json" "$OUT/grads-cpu.json" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || status=1
+import json, sys
+import numpy as np
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a.keys() == b.keys(), "different parameter sets"
+worst = 0.0
+for k in sorted(b):
+    x, y = np.array(a[k]["values"], np.float64), np.array(b[k]["values"], np.float64)
+    scale = max(np.abs(y).max(), 1e-30)
+    err = np.abs(x - y).max() / scale
+    worst = max(worst, err)
+    print(f"  {k}: max|grad| {scale:.3e}, max err / max|cpu| {err:.2e}")
+print(f"grads: {len(b)} tensors, worst relative error {worst:.2e} (pass <= 1e-3)")
+sys.exit(0 if worst <= 1e-3 else 1)
+PYEOF
+    ;;
+bench)
+    smol=/tmp/rsmol
+    [[ -d $smol ]] || "$PY" tests/gpu/make_random_smol.py "$smol" > "$OUT/make_random_smol.log" 2>&1
+    "$PY" -c "
+t=open('tests/fixtures/text/shakespeare_sample.txt').read()
+open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
+    for seq in 1024 4096; do
+        rm -rf "$OUT/bench-$seq"
+        /usr/bin/time -v "$BIN" finetune "$smol" --pass linearize --pass lora --tokenizer bytes \
+            --data /tmp/train.txt --seq-len $seq --batch 1 --accum 1 --steps ${BENCH_STEPS:-4} \
+            --eval-every 0 --heldout 0.01 --eval-sequences 1 --backend cuda -o "$OUT/bench-$seq" \
+            > "$OUT/bench-$seq.log" 2>&1
+        rc=$?
+        log "bench seq $seq: exit $rc: $(grep -E '^done|tok/s' "$OUT/bench-$seq.log" | tail -1)"
+        [[ $rc -eq 0 ]] || status=1
+    done
+    ;;
+ref)
+    if [[ -f scripts/ref_finetune.py ]]; then
+        "$PY" scripts/ref_finetune.py > "$OUT/ref_finetune.log" 2>&1
+        log "ref: exit $? ($(tail -1 "$OUT/ref_finetune.log"))"
+    else
+        log "ref: scripts/ref_finetune.py not present, skipped"
+    fi
+    ;;
+*) echo "unknown part: $part" >&2; exit 2 ;;
+esac
+done
+log "status $status"
+exit $status
