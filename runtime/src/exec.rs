@@ -225,7 +225,7 @@ fn bytes_of(t: &Tensor) -> usize {
 /// `recompute:…`) to just before its first consumer, so a recomputed
 /// activation lives only while the backward op that needs it runs. Other nodes
 /// keep their topological order; clones sharing a consumer keep theirs.
-fn sink_recomputation(graph: &Graph, order: Vec<NodeId>) -> Vec<NodeId> {
+pub(crate) fn sink_recomputation(graph: &Graph, order: Vec<NodeId>) -> Vec<NodeId> {
     let is_clone = |id: NodeId| {
         graph
             .node(id)

@@ -57,7 +57,10 @@ impl GpuGraph {
     /// without a GPU kernel unless `host_ops`.
     pub(super) fn new(graph: Graph, host_ops: bool) -> Result<GpuGraph, GpuTrainError> {
         ligerc_ir::verify(&graph).map_err(crate::RuntimeError::from)?;
-        let order = graph.topo_order().map_err(crate::RuntimeError::from)?;
+        let order = crate::exec::sink_recomputation(
+            &graph,
+            graph.topo_order().map_err(crate::RuntimeError::from)?,
+        );
         let mut uses: HashMap<ValueRef, usize> = HashMap::new();
         for &id in &order {
             for v in graph.operands(id) {
