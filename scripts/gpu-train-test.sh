@@ -10,18 +10,18 @@
 #          own float64-checked tolerance is 1e-4 of the largest gradient)
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
-#   ref    scripts/ref_finetune.py (PyTorch + PEFT reference), when present, same shapes
+#   ref    scripts/liger_torch.py bench: the same model and recipe in PyTorch + PEFT + fla (fla-core
+#          from .whl/, installed by the caller), same shapes, in the same call
 #
-# LigerGate / LigerAttention have no GPU training kernel yet: those nodes run on the CPU
-# (LIGERC_TRAIN_HOST_OPS=1, operands copied down and results up), so the timings below are of
-# the hybrid, not of an all-GPU step. Everything is logged under $OUT (or ./gpu-train-out).
+# Every op runs on the GPU (LigerGate / LigerAttention through the liger_train kernels); set
+# LIGERC_TRAIN_HOST_OPS=1 to run ops without a GPU kernel on the CPU instead of refusing them.
+# Everything is logged under $OUT (or ./gpu-train-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-train-out}
 mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
-export LIGERC_TRAIN_HOST_OPS=${LIGERC_TRAIN_HOST_OPS:-1}
 parts=("$@")
 [[ ${#parts[@]} -eq 0 ]] && parts=(grads bench ref)
 status=0
@@ -77,12 +77,13 @@ open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
     done
     ;;
 ref)
-    if [[ -f scripts/ref_finetune.py ]]; then
-        "$PY" scripts/ref_finetune.py > "$OUT/ref_finetune.log" 2>&1
-        log "ref: exit $? ($(tail -1 "$OUT/ref_finetune.log"))"
-    else
-        log "ref: scripts/ref_finetune.py not present, skipped"
-    fi
+    smol=/tmp/rsmol
+    [[ -d $smol ]] || "$PY" tests/gpu/make_random_smol.py "$smol" > "$OUT/make_random_smol.log" 2>&1
+    "$PY" scripts/liger_torch.py bench --model "$smol" --random-weights --seq 1024,4096 \
+        --steps ${BENCH_STEPS:-4} -o "$OUT/ref_bench.json" > "$OUT/ref_bench.log" 2>&1
+    rc=$?
+    log "ref (pytorch+peft+fla): exit $rc: $(grep tokens_per_s "$OUT/ref_bench.log" | tr '\n' ' ')"
+    [[ $rc -eq 0 ]] || status=1
     ;;
 *) echo "unknown part: $part" >&2; exit 2 ;;
 esac

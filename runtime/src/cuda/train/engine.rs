@@ -34,6 +34,7 @@ pub struct CudaBackend {
     kernels: Kernels,
     pool: Pool,
     rope: RefCell<HashMap<String, (DevTensor, DevTensor)>>,
+    liger: super::liger::LigerCache,
     train: GpuGraph,
     eval: GpuGraph,
     host_ops: bool,
@@ -120,6 +121,7 @@ impl CudaBackend {
             kernels,
             pool,
             rope: RefCell::new(HashMap::new()),
+            liger: super::liger::LigerCache::default(),
             train,
             eval,
             host_ops,
@@ -185,6 +187,7 @@ impl CudaBackend {
             k: &self.kernels,
             pool: &self.pool,
             rope: &self.rope,
+            liger: &self.liger,
             node: String::new(),
         };
         graph.run(&mut cx, &self.weights, &dev_inputs, self.host_ops)

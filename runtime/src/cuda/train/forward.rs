@@ -1,5 +1,6 @@
 //! Forward ops on the device: Embedding, Linear / LmHead / Lora (cuBLAS),
-//! RmsNorm, Rope, SwiGlu, same-shape `onnx.Add`, CrossEntropy.
+//! RmsNorm, Rope, SwiGlu, same-shape `onnx.Add`, CrossEntropy, and (through
+//! `liger.rs`) LigerGate and LigerAttention.
 //!
 //! Each function returns `Ok(None)` when the op (or this configuration of it)
 //! has no GPU kernel; the graph walk then refuses the node or runs it on the
@@ -27,6 +28,8 @@ pub(super) struct Ctx<'a> {
     pub(super) pool: &'a Pool,
     /// `(cos, sin)` tables `[seq, head_dim/2]`, by `(spec, seq)`.
     pub(super) rope: &'a RefCell<HashMap<String, (DevTensor, DevTensor)>>,
+    /// The Liger training kernels loaded so far.
+    pub(super) liger: &'a super::liger::LigerCache,
     /// The node being run, for errors.
     pub(super) node: String,
 }
@@ -133,6 +136,8 @@ pub(super) fn forward(
         (Op::CrossEntropy { ignore_index }, [logits, targets]) => {
             cross_entropy(cx, *ignore_index, logits, targets)?
         }
+        (Op::LigerGate(g), [k]) => vec![super::liger::gate_forward(cx, g, k)?],
+        (Op::LigerAttention(l), args) => vec![super::liger::attention_forward(cx, l, args)?],
         _ => return Ok(None),
     }))
 }

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use ligerc_codegen::cuda::kernels::liger_train;
 use ligerc_ir::{Graph, NodeId, Op, ValueRef};
 
 use super::GpuTrainError;
@@ -34,12 +35,14 @@ fn on_gpu(op: &Op) -> bool {
         | Op::Rope(_)
         | Op::SwiGlu
         | Op::CrossEntropy { .. } => true,
+        Op::LigerGate(g) => liger_train::gate_train_source(g).is_ok(),
+        Op::LigerAttention(l) => liger_train::liger_train_source(l).is_ok(),
         Op::Onnx(o) => o.op_type == "Add",
         Op::Vjp(v) => match v.forward.as_ref() {
             Op::Embedding => false,
             inner => on_gpu(inner),
         },
-        Op::Attention(_) | Op::LigerGate(_) | Op::LigerAttention(_) => false,
+        Op::Attention(_) => false,
     }
 }
 

@@ -11,9 +11,11 @@
 //! (`graph.rs`) and the parameters, moments, gradient accumulators and AdamW
 //! (`engine.rs`). It does not touch the inference runtime's plan execution.
 //!
-//! Everything is f32 on the device (frozen weights included). Ops without a
-//! GPU kernel — LigerGate, LigerAttention, softmax Attention, the Embedding
-//! backward, broadcasting ONNX ops — are refused with
+//! Everything is f32 on the device (frozen weights included). LigerGate and
+//! LigerAttention run the chunked training kernels of
+//! `ligerc_codegen::cuda::kernels::liger_train` (`liger.rs`). Ops without a
+//! GPU kernel — softmax Attention, a Liger variant those kernels refuse, the
+//! Embedding backward, broadcasting ONNX ops — are refused with
 //! [`GpuTrainError::Unsupported`] naming the node, unless host execution is
 //! allowed (`LIGERC_TRAIN_HOST_OPS=1`): then such a node's operands are copied
 //! to the host, the CPU kernel runs, and its results are copied back.
@@ -25,6 +27,7 @@ mod gemm;
 mod graph;
 mod host;
 mod kernels;
+mod liger;
 mod value;
 
 use thiserror::Error;

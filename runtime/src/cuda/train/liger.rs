@@ -1,0 +1,295 @@
+//! LigerGate and LigerAttention on the device, forward and backward: the
+//! training kernels of `ligerc_codegen::cuda::kernels::liger_train`, compiled
+//! once per distinct source (through the inference runtime's cubin cache) and
+//! launched in the order their launch lists give, with every argument bound
+//! to a device tensor, the scratch buffer or a size.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ligerc_codegen::cuda::kernels::liger_train::{
+    TrainArg, TrainLaunch, gate_backward_launches, gate_forward_launches, gate_train_source,
+    liger_backward_launches, liger_forward_launches, liger_scratch_floats, liger_train_source,
+};
+use ligerc_ir::{GateSpec, LigerSpec};
+
+use super::super::device::Function;
+use super::super::{Param, cubin_for};
+use super::GpuTrainError;
+use super::forward::Ctx;
+use super::value::{DevTensor, Elem};
+
+/// Loaded Liger training kernels, by `(source, kernel)`.
+#[derive(Default)]
+pub(super) struct LigerCache {
+    cubins: RefCell<HashMap<String, Rc<Vec<u8>>>>,
+    funcs: RefCell<HashMap<(String, String), Rc<Function>>>,
+}
+
+impl LigerCache {
+    fn function(
+        &self,
+        cx: &Ctx,
+        source: &str,
+        launch: &TrainLaunch,
+    ) -> Result<Rc<Function>, GpuTrainError> {
+        let key = (source.to_string(), launch.kernel.clone());
+        if let Some(f) = self.funcs.borrow().get(&key) {
+            return Ok(f.clone());
+        }
+        let cubin = {
+            let cached = self.cubins.borrow().get(source).cloned();
+            match cached {
+                Some(c) => c,
+                None => {
+                    let (bytes, _) = cubin_for("liger_train", source, &cx.dev.arch())?;
+                    let c = Rc::new(bytes);
+                    self.cubins
+                        .borrow_mut()
+                        .insert(source.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        let f = Rc::new(cx.dev.load_function(&cubin, &launch.kernel)?);
+        if launch.dynamic_smem > 48 * 1024 {
+            cx.dev.set_max_dynamic_smem(&f, launch.dynamic_smem)?;
+        }
+        self.funcs.borrow_mut().insert(key, f.clone());
+        Ok(f)
+    }
+}
+
+/// The tensors one launch list reads and writes.
+#[derive(Default)]
+struct Bound<'a> {
+    q: Option<&'a DevTensor>,
+    k: Option<&'a DevTensor>,
+    v: Option<&'a DevTensor>,
+    q_rot: Option<&'a DevTensor>,
+    k_rot: Option<&'a DevTensor>,
+    gate: Option<&'a DevTensor>,
+    y: Option<&'a DevTensor>,
+    dy: Option<&'a DevTensor>,
+    grads: [Option<&'a DevTensor>; 6],
+    scratch: Option<&'a DevTensor>,
+}
+
+/// A code-generation refusal (a variant without training kernels, a shape the
+/// kernels cannot take) as this node's error.
+fn codegen(cx: &Ctx, e: ligerc_codegen::cuda::CudaError) -> GpuTrainError {
+    GpuTrainError::Unsupported {
+        node: cx.node.clone(),
+        reason: e.to_string(),
+    }
+}
+
+fn run(
+    cx: &Ctx,
+    source: &str,
+    launches: &[TrainLaunch],
+    b: &Bound,
+    (batch, seq): (usize, usize),
+) -> Result<(), GpuTrainError> {
+    let p = |t: Option<&DevTensor>| Param::Ptr(t.map_or(0, |t| t.ptr));
+    for l in launches {
+        let f = cx.liger.function(cx, source, l)?;
+        let params: Vec<Param> = l
+            .args
+            .iter()
+            .map(|a| match *a {
+                TrainArg::Q => p(b.q),
+                TrainArg::K => p(b.k),
+                TrainArg::V => p(b.v),
+                TrainArg::QRot => p(b.q_rot),
+                TrainArg::KRot => p(b.k_rot),
+                TrainArg::Gate => p(b.gate),
+                TrainArg::Y => p(b.y),
+                TrainArg::DY => p(b.dy),
+                TrainArg::DQ => p(b.grads[0]),
+                TrainArg::DK => p(b.grads[1]),
+                TrainArg::DV => p(b.grads[2]),
+                TrainArg::DQRot => p(b.grads[3]),
+                TrainArg::DKRot => p(b.grads[4]),
+                TrainArg::DGate => p(b.grads[5]),
+                TrainArg::Scratch { offset_floats } => {
+                    Param::Ptr(b.scratch.map_or(0, |s| s.ptr + 4 * offset_floats as u64))
+                }
+                TrainArg::Batch => Param::I32(batch as i32),
+                TrainArg::Seq => Param::I32(seq as i32),
+            })
+            .collect();
+        cx.dev.launch(
+            &f,
+            [l.grid.0, l.grid.1, l.grid.2],
+            [l.block, 1, 1],
+            l.dynamic_smem,
+            &params,
+        )?;
+    }
+    Ok(())
+}
+
+/// `(batch, seq)` of a `[B, T, F]` activation.
+fn rows(cx: &Ctx, t: &DevTensor) -> Result<(usize, usize), GpuTrainError> {
+    cx.f32(t, "Liger operand")?;
+    match t.shape[..] {
+        [b, s, _] => Ok((b, s)),
+        _ => Err(cx.shape_err(format!(
+            "expected [batch, seq, features], got {:?}",
+            t.shape
+        ))),
+    }
+}
+
+/// `LigerGate(k)`.
+pub(super) fn gate_forward(
+    cx: &Ctx,
+    g: &GateSpec,
+    k: &DevTensor,
+) -> Result<DevTensor, GpuTrainError> {
+    let (batch, seq) = rows(cx, k)?;
+    let source = gate_train_source(g).map_err(|e| codegen(cx, e))?;
+    let out = cx.empty(vec![batch, seq, g.kv_heads * g.width()], Elem::F32)?;
+    let bound = Bound {
+        k: Some(k),
+        gate: Some(&out),
+        ..Bound::default()
+    };
+    run(
+        cx,
+        &source,
+        &gate_forward_launches(g, batch, seq).map_err(|e| codegen(cx, e))?,
+        &bound,
+        (batch, seq),
+    )?;
+    Ok(out)
+}
+
+/// The gradient of `LigerGate(k)` with respect to `k`.
+pub(super) fn gate_backward(
+    cx: &Ctx,
+    g: &GateSpec,
+    k: &DevTensor,
+    dy: &DevTensor,
+) -> Result<DevTensor, GpuTrainError> {
+    let (batch, seq) = rows(cx, k)?;
+    let source = gate_train_source(g).map_err(|e| codegen(cx, e))?;
+    let dk = cx.empty(k.shape.clone(), Elem::F32)?;
+    // The gate kernels read the incoming gradient as `DGate` and write `DK`.
+    let mut grads = [None; 6];
+    grads[1] = Some(&dk);
+    grads[5] = Some(dy);
+    let bound = Bound {
+        k: Some(k),
+        grads,
+        ..Bound::default()
+    };
+    let launches = gate_backward_launches(g, batch, seq).map_err(|e| codegen(cx, e))?;
+    run(cx, &source, &launches, &bound, (batch, seq))?;
+    Ok(dk)
+}
+
+fn scratch(cx: &Ctx, floats: usize) -> Result<Option<DevTensor>, GpuTrainError> {
+    if floats == 0 {
+        return Ok(None);
+    }
+    Ok(Some(cx.empty(vec![floats], Elem::F32)?))
+}
+
+/// `LigerAttention(q, k, v, q_rot, k_rot [, gate])`.
+pub(super) fn attention_forward(
+    cx: &Ctx,
+    spec: &LigerSpec,
+    args: &[&DevTensor],
+) -> Result<DevTensor, GpuTrainError> {
+    let [q, k, v, q_rot, k_rot, rest @ ..] = args else {
+        return Err(cx.shape_err(format!(
+            "LigerAttention takes 5 or 6 operands, got {}",
+            args.len()
+        )));
+    };
+    let (batch, seq) = rows(cx, q)?;
+    let source = liger_train_source(spec).map_err(|e| codegen(cx, e))?;
+    let y = cx.empty(q.shape.clone(), Elem::F32)?;
+    let launches = liger_forward_launches(spec, batch, seq).map_err(|e| codegen(cx, e))?;
+    let needs_scratch = launches
+        .iter()
+        .any(|l| l.args.iter().any(|a| matches!(a, TrainArg::Scratch { .. })));
+    let s = if needs_scratch {
+        scratch(cx, liger_scratch_floats(spec, batch, seq))?
+    } else {
+        None
+    };
+    let bound = Bound {
+        q: Some(q),
+        k: Some(k),
+        v: Some(v),
+        q_rot: Some(q_rot),
+        k_rot: Some(k_rot),
+        gate: rest.first().copied(),
+        y: Some(&y),
+        scratch: s.as_ref(),
+        ..Bound::default()
+    };
+    run(cx, &source, &launches, &bound, (batch, seq))?;
+    Ok(y)
+}
+
+/// The gradients of `LigerAttention` with respect to the operands in `wrt`.
+pub(super) fn attention_backward(
+    cx: &Ctx,
+    spec: &LigerSpec,
+    args: &[&DevTensor],
+    dy: &DevTensor,
+    wrt: &[usize],
+) -> Result<Vec<DevTensor>, GpuTrainError> {
+    let [q, k, v, q_rot, k_rot, rest @ ..] = args else {
+        return Err(cx.shape_err(format!(
+            "LigerAttention takes 5 or 6 operands, got {}",
+            args.len()
+        )));
+    };
+    let (batch, seq) = rows(cx, q)?;
+    let source = liger_train_source(spec).map_err(|e| codegen(cx, e))?;
+    let gate = rest.first().copied();
+    let mut outs: Vec<Option<DevTensor>> = Vec::with_capacity(6);
+    for t in args.iter().take(6) {
+        outs.push(Some(cx.empty(t.shape.clone(), Elem::F32)?));
+    }
+    while outs.len() < 6 {
+        outs.push(None);
+    }
+    let s = scratch(cx, liger_scratch_floats(spec, batch, seq))?;
+    let mut grads: [Option<&DevTensor>; 6] = [None; 6];
+    for (slot, o) in grads.iter_mut().zip(&outs) {
+        *slot = o.as_ref();
+    }
+    let bound = Bound {
+        q: Some(q),
+        k: Some(k),
+        v: Some(v),
+        q_rot: Some(q_rot),
+        k_rot: Some(k_rot),
+        gate,
+        dy: Some(dy),
+        grads,
+        scratch: s.as_ref(),
+        ..Bound::default()
+    };
+    run(
+        cx,
+        &source,
+        &liger_backward_launches(spec, batch, seq).map_err(|e| codegen(cx, e))?,
+        &bound,
+        (batch, seq),
+    )?;
+    wrt.iter()
+        .map(|&w| {
+            outs.get(w)
+                .and_then(|o| o.clone())
+                .ok_or_else(|| cx.shape_err(format!("LigerAttention has no operand {w}")))
+        })
+        .collect()
+}
