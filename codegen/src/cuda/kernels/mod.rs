@@ -14,6 +14,7 @@
 pub mod attention;
 pub mod basic;
 pub mod liger;
+pub mod liger_train;
 pub mod sample;
 pub mod train_basic;
 

@@ -1,0 +1,409 @@
+//! CUDA kernels for training `LigerGate` and `LigerAttention` (f32, from a
+//! zero state): launch lists for the GPU training engine, which runs them in
+//! order on one stream over device buffers it owns.
+//!
+//! Forward (`Q, K, V, QRot, KRot [, Gate] → Y`): `win_fwd` (the window
+//! branch, overwriting `Y`), then `fwd` (the chunked recurrence, adding
+//! `mix_linear · o`: one block per (value tile, KV head, row) carrying its
+//! state tile in shared memory from chunk to chunk, as the inference prefill
+//! `super::liger::gla_prefill`).
+//!
+//! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
+//! atomics):
+//! 1. `win_dq` — one warp per (query, head) recomputes the window
+//!    probabilities, writes `DQRot` and keeps (log-sum-exp, `δ = do·o`);
+//! 2. `win_dkv` — one warp per (key, KV head) sums over the queries that see
+//!    it: writes `DKRot` and `DV`;
+//! 3. `states` — forward sweep storing the state entering each chunk;
+//! 4. `bwd_dv` — reverse sweep per value tile carrying `dS`: `DV +=`;
+//! 5. `bwd_dqk` — reverse sweep per key-row tile: `dq̃`, `dk̃` (into `DQ`,
+//!    `DK` as temporaries) and `∂L/∂b = Σ_h q̃⊙dq̃ − k̃⊙dk̃` (scratch);
+//! 6. `revcumsum` — `dg_t = Σ_{u≥t} ∂L/∂b_u` in place (gated variants);
+//! 7. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃`, `k̃`, and the
+//!    gate gradient (HGRN2: `− e^g ⊙ dk̃`, `DK = 0`; retention: summed over D).
+//!
+//! swa-only runs 1, 2 and zeroes `DQ`, `DK`. GSA is not supported yet.
+//! Kernels with more than 48 KiB of `dynamic_smem` need
+//! `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` raised before launch.
+
+#[path = "liger_train_gate.rs"]
+mod gate;
+#[path = "liger_train_src.rs"]
+mod source;
+
+use ligerc_ir::{LigerSpec, LigerVariant};
+
+use super::value_tile;
+use crate::cuda::CudaError;
+pub use gate::{gate_backward_launches, gate_forward_launches, gate_train_source};
+use source::{NT, Shape, WIN_WARPS};
+
+/// Shared memory one block may use on sm_90 (227 KiB, opt-in).
+const SMEM_LIMIT: usize = 227 * 1024;
+
+/// One kernel launch of a training op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainLaunch {
+    /// The `extern "C"` entry point in the op's source.
+    pub kernel: String,
+    /// Blocks in x, y, z.
+    pub grid: (u32, u32, u32),
+    /// Threads per block (x only).
+    pub block: u32,
+    /// Dynamic shared memory in bytes (above 48 KiB the attribute must be raised).
+    pub dynamic_smem: u32,
+    /// What each kernel parameter is bound to, in order.
+    pub args: Vec<TrainArg>,
+}
+
+/// What each kernel parameter is bound to, in order. `Batch` and `Seq` are
+/// `int` scalars, everything else an `f32` device pointer (`Gate`/`DGate` null
+/// for variants without a gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainArg {
+    /// Raw queries `[B, T, H·D]`.
+    Q,
+    /// Raw keys `[B, T, KV·D]`.
+    K,
+    /// Values `[B, T, KV·D]`.
+    V,
+    /// Rotated queries `[B, T, H·D]`.
+    QRot,
+    /// Rotated keys `[B, T, KV·D]`.
+    KRot,
+    /// Log-gates `[B, T, KV·width]`.
+    Gate,
+    /// Output `[B, T, H·D]`.
+    Y,
+    /// Output gradient `[B, T, H·D]`.
+    DY,
+    /// Gradient of `Q`.
+    DQ,
+    /// Gradient of `K`.
+    DK,
+    /// Gradient of `V`.
+    DV,
+    /// Gradient of `QRot`.
+    DQRot,
+    /// Gradient of `KRot`.
+    DKRot,
+    /// Gradient of `Gate`.
+    DGate,
+    /// The scratch buffer (`liger_scratch_floats` floats) plus this offset.
+    Scratch {
+        /// Offset in floats from the start of the scratch buffer.
+        offset_floats: usize,
+    },
+    /// The batch size (`int`).
+    Batch,
+    /// Tokens per row (`int`).
+    Seq,
+}
+
+/// A grid dimension as `u32`, or a shape error naming `node`.
+pub(super) fn grid_dim(n: usize, node: &str) -> Result<u32, CudaError> {
+    u32::try_from(n).map_err(|_| CudaError::Shape {
+        node: node.to_string(),
+        problem: format!("grid dimension {n} does not fit in 32 bits"),
+    })
+}
+
+fn node(spec: &LigerSpec) -> String {
+    format!("LigerAttention({})", spec.variant)
+}
+
+/// Shared-memory floats of the chunked kernels for chunk `c`: forward/states,
+/// `bwd_dv`, `bwd_dqk`.
+fn smem_floats(d: usize, tile: usize, c: usize) -> [usize; 3] {
+    let fwd = 3 * c * d + c * tile + d * tile + c * c;
+    [
+        fwd,
+        fwd + c * tile,
+        5 * c * d + 2 * tile * d + c * c + 2 * c * tile,
+    ]
+}
+
+/// Checks `spec` and picks the chunk: the largest of 64, 32, 16 whose
+/// kernels fit in shared memory.
+fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
+    let shape_err = |problem: String| {
+        Err(CudaError::Shape {
+            node: node(spec),
+            problem,
+        })
+    };
+    if spec.variant == LigerVariant::Gsa {
+        return Err(CudaError::Unsupported {
+            node: node(spec),
+            reason: "GSA (two-pass slot recurrence) has no training kernels yet; \
+                     train it on the CPU (`ligerc finetune`)"
+                .into(),
+        });
+    }
+    let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    if kv == 0 || d == 0 || h == 0 || !h.is_multiple_of(kv) {
+        return shape_err(format!(
+            "needs heads ({h}) a positive multiple of kv_heads ({kv}) and head_dim ({d}) > 0"
+        ));
+    }
+    if !(spec.mix_window.is_finite() && spec.mix_linear.is_finite()) {
+        return shape_err("the mixing weights must be finite".into());
+    }
+    if spec.window > i32::MAX as usize / 2 || h.saturating_mul(d) > i32::MAX as usize / 4 {
+        return shape_err(format!(
+            "window {} or heads × head_dim {} out of range",
+            spec.window,
+            h * d
+        ));
+    }
+    let tile = value_tile(d);
+    let bytes = |c: usize| smem_floats(d, tile, c).into_iter().max().unwrap_or(0) * 4;
+    let chunk = [64, 32, 16]
+        .into_iter()
+        .find(|&c| bytes(c) <= SMEM_LIMIT)
+        .ok_or_else(|| CudaError::SharedMemory {
+            kernel: format!("{}_bwd_dqk", prefix(spec, 16)),
+            bytes: bytes(16),
+            limit: SMEM_LIMIT,
+            arch: "sm_90".into(),
+        })?;
+    Ok(Shape { chunk, tile })
+}
+
+/// Kernel name prefix: variant, shape, chunk and a hash of the baked mixes
+/// (so specs differing only in their mixes never share a name).
+fn prefix(spec: &LigerSpec, chunk: usize) -> String {
+    let mixes = [spec.mix_window, spec.mix_linear]
+        .iter()
+        .flat_map(|m| (*m as f32).to_bits().to_le_bytes())
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    format!(
+        "liger_train_{}_h{}_kv{}_d{}_w{}_c{chunk}_m{mixes:08x}",
+        spec.variant.name().replace('-', "_"),
+        spec.heads,
+        spec.kv_heads,
+        spec.head_dim,
+        spec.window
+    )
+}
+
+/// CUDA C++ source holding every kernel the `liger_*_launches` functions name
+/// for `spec` (one NVRTC compile; `-std=c++17`, `cuda_bf16.h` on the include path).
+pub fn liger_train_source(spec: &LigerSpec) -> Result<String, CudaError> {
+    let shape = plan(spec)?;
+    Ok(source::source(spec, &prefix(spec, shape.chunk), shape))
+}
+
+/// Scratch offsets (floats): chunk states, `∂L/∂b`, window statistics; and the total.
+fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> [usize; 4] {
+    let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    let recurrent = spec.variant != LigerVariant::SwaOnly;
+    let nch = seq.div_ceil(shape.chunk);
+    let states = if recurrent {
+        batch * kv * nch * d * d
+    } else {
+        0
+    };
+    let db = if recurrent { batch * seq * kv * d } else { 0 };
+    let stats = batch * seq * h * 2;
+    [0, states, states + db, states + db + stats]
+}
+
+/// f32 scratch the launches need (the backward's; the forward needs none).
+/// 0 for a spec the launches refuse.
+pub fn liger_scratch_floats(spec: &LigerSpec, batch: usize, seq: usize) -> usize {
+    plan(spec).map_or(0, |shape| scratch_layout(spec, shape, batch, seq)[3])
+}
+
+/// Launch geometry shared by the launch-list builders.
+struct Geometry {
+    prefix: String,
+    smem: [u32; 3],
+    /// `(ceil(seq/WARPS), H, batch)`, `(ceil(seq/WARPS), KV, batch)`.
+    win: [(u32, u32, u32); 2],
+    /// `(D/tile, KV, batch)`.
+    chunked: (u32, u32, u32),
+    batch: usize,
+    seq: usize,
+    node: String,
+}
+
+impl Geometry {
+    fn new(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> Result<Self, CudaError> {
+        let node = node(spec);
+        let g = |n: usize| grid_dim(n, &node);
+        if batch > 65_535 || spec.heads > 65_535 || seq > i32::MAX as usize {
+            return Err(CudaError::Shape {
+                node,
+                problem: format!(
+                    "batch {batch} and heads {} must be at most 65535 (grid y, z), seq {seq} an int",
+                    spec.heads
+                ),
+            });
+        }
+        let (b, rows) = (g(batch)?, g(seq.div_ceil(WIN_WARPS))?);
+        let smem = smem_floats(spec.head_dim, shape.tile, shape.chunk).map(|f| (f * 4) as u32);
+        Ok(Geometry {
+            prefix: prefix(spec, shape.chunk),
+            smem,
+            win: [(rows, g(spec.heads)?, b), (rows, g(spec.kv_heads)?, b)],
+            chunked: (g(spec.head_dim / shape.tile)?, g(spec.kv_heads)?, b),
+            batch,
+            seq,
+            node,
+        })
+    }
+
+    fn launch(
+        &self,
+        kind: &str,
+        grid: (u32, u32, u32),
+        block: usize,
+        smem: u32,
+        args: Vec<TrainArg>,
+    ) -> TrainLaunch {
+        TrainLaunch {
+            kernel: format!("{}_{kind}", self.prefix),
+            grid,
+            block: block as u32,
+            dynamic_smem: smem,
+            args,
+        }
+    }
+
+    /// A flat grid of `NT`-thread blocks covering `n` items.
+    fn flat(&self, n: usize) -> Result<(u32, u32, u32), CudaError> {
+        Ok((grid_dim(n.div_ceil(NT).max(1), &self.node)?, 1, 1))
+    }
+}
+
+/// The forward: `Q, K, V, QRot, KRot [, Gate] → Y` (`Y` overwritten). Empty
+/// for an empty batch or sequence.
+pub fn liger_forward_launches(
+    spec: &LigerSpec,
+    batch: usize,
+    seq: usize,
+) -> Result<Vec<TrainLaunch>, CudaError> {
+    use TrainArg::*;
+    let shape = plan(spec)?;
+    if batch == 0 || seq == 0 {
+        return Ok(Vec::new());
+    }
+    let geo = Geometry::new(spec, shape, batch, seq)?;
+    let win_block = 32 * WIN_WARPS;
+    let mut out = vec![geo.launch(
+        "win_fwd",
+        geo.win[0],
+        win_block,
+        0,
+        vec![QRot, KRot, V, Y, Seq],
+    )];
+    if spec.variant != LigerVariant::SwaOnly {
+        out.push(geo.launch(
+            "fwd",
+            geo.chunked,
+            NT,
+            geo.smem[0],
+            vec![Q, K, V, Gate, Y, Seq],
+        ));
+    }
+    Ok(out)
+}
+
+/// The backward: `Q, K, V, QRot, KRot [, Gate], DY → DQ, DK, DV, DQRot, DKRot
+/// [, DGate]`, every output overwritten; uses `liger_scratch_floats` floats of
+/// scratch. Empty for an empty batch or sequence.
+pub fn liger_backward_launches(
+    spec: &LigerSpec,
+    batch: usize,
+    seq: usize,
+) -> Result<Vec<TrainLaunch>, CudaError> {
+    use TrainArg::*;
+    let shape = plan(spec)?;
+    if batch == 0 || seq == 0 {
+        return Ok(Vec::new());
+    }
+    let geo = Geometry::new(spec, shape, batch, seq)?;
+    let [states, db, stats, _] = scratch_layout(spec, shape, batch, seq);
+    let scratch = |offset_floats| Scratch { offset_floats };
+    let win_block = 32 * WIN_WARPS;
+    let mut out = vec![
+        geo.launch(
+            "win_dq",
+            geo.win[0],
+            win_block,
+            0,
+            vec![QRot, KRot, V, DY, DQRot, scratch(stats), Seq],
+        ),
+        geo.launch(
+            "win_dkv",
+            geo.win[1],
+            win_block,
+            0,
+            vec![QRot, KRot, V, DY, scratch(stats), DKRot, DV, Seq],
+        ),
+    ];
+    let rows = geo.batch * geo.seq;
+    if spec.variant == LigerVariant::SwaOnly {
+        let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+        out.push(geo.launch(
+            "zero_q",
+            geo.flat(rows * h * d)?,
+            NT,
+            0,
+            vec![DQ, Batch, Seq],
+        ));
+        out.push(geo.launch(
+            "zero_k",
+            geo.flat(rows * kv * d)?,
+            NT,
+            0,
+            vec![DK, Batch, Seq],
+        ));
+        return Ok(out);
+    }
+    out.extend([
+        geo.launch(
+            "states",
+            geo.chunked,
+            NT,
+            geo.smem[0],
+            vec![K, V, Gate, scratch(states), Seq],
+        ),
+        geo.launch(
+            "bwd_dv",
+            geo.chunked,
+            NT,
+            geo.smem[1],
+            vec![Q, K, Gate, DY, DV, Seq],
+        ),
+        geo.launch(
+            "bwd_dqk",
+            geo.chunked,
+            NT,
+            geo.smem[2],
+            vec![Q, K, V, Gate, DY, scratch(states), DQ, DK, scratch(db), Seq],
+        ),
+    ]);
+    if spec.variant.has_gate() {
+        let n = geo.batch * spec.kv_heads * spec.head_dim;
+        out.push(geo.launch(
+            "revcumsum",
+            geo.flat(n)?,
+            NT,
+            0,
+            vec![scratch(db), Batch, Seq],
+        ));
+    }
+    let finish_grid = (grid_dim(geo.seq, &geo.node)?, geo.chunked.2, 1);
+    out.push(geo.launch(
+        "finish",
+        finish_grid,
+        NT,
+        0,
+        vec![Q, K, Gate, scratch(db), DQ, DK, DGate, Seq],
+    ));
+    Ok(out)
+}

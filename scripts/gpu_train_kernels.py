@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The LigerGate / LigerAttention training kernels (codegen/src/cuda/kernels/liger_train.rs) on a
+GPU, without Rust: correctness against float64 torch autograd, and forward+backward timings
+against fla `chunk_gla`. Prints one JSON object per line.
+
+    # here (Rust): sources + launch lists
+    LIGERC_TRAIN_KERNELS_DUMP=.gpu/train cargo test --test cuda_train_kernels dump -- --ignored
+    # on the GPU machine (carry .gpu/train and .whl/)
+    python3 scripts/gpu_train_kernels.py check [--dir .gpu/train]
+    python3 scripts/gpu_train_kernels.py bench [--dir .gpu/train]
+
+check: for every dumped spec (GLA GQA 4:1 D128 / 3:1 D64 / 2:1 D64 window 3, HGRN2, retention,
+linear, swa-only) at batch x seq = 1x1, 2x37, 3x67, 1x200, with moderate and extreme (near 0 and
+near -30) gates: the forward launch list (Y) and the backward list (DQ, DK, DV, DQRot, DKRot,
+DGate), every output and the scratch pre-filled with NaN, vs torch autograd of the float64
+reference (softmax feature maps / 1 - e^g for HGRN2, per-channel / broadcast / no decay, window
+softmax over window+1 keys with scale 1/sqrt(D), mixes read from the source). Also the GLA gate
+kernels (K -> Gate, K, DGate -> DK). Pass: max|err| <= 2e-4 x max|ref| per output.
+
+bench: B=8, H=32, KV=8, D=128, T=1024 and 4096: our gate + attention forward, backward, and
+both, vs fla chunk_gla (f32 and bf16 inputs; feature maps, gate and the k/v repeat to 32 heads
+in torch, as upstream Liger; scale 1) forward and forward+backward. Medians of
+triton.testing.do_bench.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Spec:
+    """One dumped spec: its module (compiled once), constants and launch lists."""
+
+    def __init__(self, folder):
+        import cupy as cp
+        self.cp = cp
+        self.name = os.path.basename(folder)
+        self.meta = json.load(open(os.path.join(folder, "launches.json")))
+        self.mod = cp.RawModule(code=open(os.path.join(folder, "source.cu")).read(),
+                                options=("-std=c++17",), backend="nvrtc")
+        self.gate_mod = cp.RawModule(code=open(os.path.join(folder, "gate_source.cu")).read(),
+                                     options=("-std=c++17",), backend="nvrtc")
+        self.fn = {}
+        m = self.meta
+        self.variant, self.H, self.KV, self.D = m["variant"], m["heads"], m["kv_heads"], m["head_dim"]
+        self.W, self.mix_w, self.mix_l = m["window"], m["mix_window"], m["mix_linear"]
+
+    def func(self, mod, name, smem):
+        if name not in self.fn:
+            f = mod.get_function(name)
+            if smem > 48 * 1024:
+                f.max_dynamic_shared_size_bytes = smem
+            self.fn[name] = f
+        return self.fn[name]
+
+    def run(self, shape, which, bufs, scratch):
+        lists = self.meta["launches"][shape]
+        mod = self.gate_mod if which.startswith("gate") else self.mod
+        B, T = (int(x) for x in shape.split("x"))
+        for l in lists[which]:
+            args = []
+            for a in l["args"]:
+                if isinstance(a, list):
+                    args.append(np.uint64(scratch.data_ptr() + 4 * a[1]))
+                elif a == "Batch":
+                    args.append(np.int32(B))
+                elif a == "Seq":
+                    args.append(np.int32(T))
+                else:
+                    t = bufs.get(a)
+                    args.append(np.uint64(0 if t is None else t.data_ptr()))
+            self.func(mod, l["kernel"], l["smem"])(tuple(l["grid"]), (l["block"],), tuple(args),
+                                                   shared_mem=l["smem"])
+
+
+def gate_width(variant, d):
+    return {"retention": 1, "linear": 0, "swa-only": 0}.get(variant, d)
+
+
+def reference(s, q, k, v, qr, kr, gate):
+    """Liger attention in float64 (autograd-able). q/qr [B,T,H,D], k/kr/v [B,T,KV,D], gate [B,T,KV,w]."""
+    B, T, H, D = q.shape
+    G = H // s.KV
+    rep = lambda x: x.repeat_interleave(G, 2)
+    i = torch.arange(T, device=q.device)
+    sc = torch.einsum("bthd,bshd->bhts", qr, rep(kr)) / math.sqrt(D)
+    band = (i[None, :] <= i[:, None]) & (i[None, :] >= i[:, None] - s.W)
+    y = torch.einsum("bhts,bshd->bthd", torch.softmax(sc.masked_fill(~band, float("-inf")), -1), rep(v))
+    out = s.mix_w * y
+    if s.variant == "swa-only":
+        return out
+    qf = torch.softmax(q, -1)
+    kf = -torch.expm1(gate) if s.variant == "hgrn2" else torch.softmax(k, -1)
+    if s.variant in ("gla", "hgrn2"):
+        g = gate
+    elif s.variant == "retention":
+        g = gate.expand(B, T, s.KV, D)
+    else:
+        g = torch.zeros_like(k)
+    cb = torch.cumsum(rep(g), 1)                                    # [B,T,H,D]
+    diff = cb[:, :, None] - cb[:, None, :]                          # [B,t,s,H,D]
+    causal = (i[None, :] <= i[:, None])[None, :, :, None, None]
+    w = torch.exp(torch.where(causal, diff, torch.full_like(diff, float("-inf"))))
+    a = torch.einsum("bthd,bshd,btshd->bhts", qf, rep(kf), w)
+    return out + s.mix_l * torch.einsum("bhts,bshd->bthd", a, rep(v))
+
+
+def rel(a, b):
+    scale = b.abs().max().item()
+    d = (a.double() - b).abs().max().item()
+    if math.isnan(d):
+        return float("inf")
+    return d / scale if scale > 0 else d
+
+
+def check(args):
+    fails = 0
+    torch.manual_seed(0)
+    for folder in sorted(os.listdir(args.dir)):
+        s = Spec(os.path.join(args.dir, folder))
+        for shape in ("1x1", "2x37", "3x67", "1x200"):
+            B, T = (int(x) for x in shape.split("x"))
+            for extreme in (False, True):
+                H, KV, D = s.H, s.KV, s.D
+                wd = gate_width(s.variant, D)
+                dev = dict(device="cuda", dtype=torch.float32)
+                x = {"Q": torch.rand(B, T, H, D, **dev) * 4 - 2, "K": torch.rand(B, T, KV, D, **dev) * 4 - 2,
+                     "V": torch.rand(B, T, KV, D, **dev) * 2 - 1, "QRot": torch.rand(B, T, H, D, **dev) * 3 - 1.5,
+                     "KRot": torch.rand(B, T, KV, D, **dev) * 3 - 1.5}
+                if wd:
+                    u = torch.rand(B, T, KV, wd, **dev)
+                    gate = -0.4 * torch.rand_like(u)
+                    if extreme:
+                        gate = torch.where(u < 1 / 3, -1e-3 * torch.rand_like(u),
+                                           torch.where(u < 2 / 3, -30 + torch.rand_like(u), gate))
+                    x["Gate"] = gate
+                dy = torch.rand(B, T, H, D, **dev) * 2 - 1
+                meta = s.meta["launches"][shape]
+                nan = lambda t: torch.full_like(t, float("nan"))
+                bufs = dict(x, DY=dy, Y=nan(dy), DQ=nan(x["Q"]), DK=nan(x["K"]), DV=nan(x["V"]),
+                            DQRot=nan(x["QRot"]), DKRot=nan(x["KRot"]))
+                if wd:
+                    bufs["DGate"] = nan(x["Gate"])
+                scratch = torch.full((max(meta["scratch"], 1),), float("nan"), **dev)
+                s.run(shape, "forward", bufs, scratch)
+                s.run(shape, "backward", bufs, scratch)
+                torch.cuda.synchronize()
+                ref_in = {n: t.double().requires_grad_() for n, t in x.items()}
+                yref = reference(s, ref_in["Q"], ref_in["K"], ref_in["V"], ref_in["QRot"], ref_in["KRot"],
+                                 ref_in.get("Gate"))
+                yref.backward(dy.double())
+                errs = {"Y": rel(bufs["Y"], yref.detach())}
+                for n in x:
+                    errs["D" + n] = rel(bufs["D" + n], ref_in[n].grad)
+                ok = all(e <= 2e-4 for e in errs.values())
+                fails += not ok
+                print(json.dumps({"spec": s.name, "shape": shape, "extreme_gates": extreme, "pass": ok,
+                                  "errors": {k: float(f"{v:.3g}") for k, v in errs.items()}}), flush=True)
+        # The GLA gate kernels of this head shape (normalizer 16).
+        B, T = 2, 37
+        k = (torch.rand(B, T, s.KV, s.D, device="cuda") * 16 - 8)
+        dg = torch.rand_like(k) * 2 - 1
+        bufs = {"K": k, "Gate": torch.full_like(k, float("nan")), "DGate": dg, "DK": torch.full_like(k, float("nan"))}
+        s.run("2x37", "gate_forward", bufs, k)
+        s.run("2x37", "gate_backward", bufs, k)
+        torch.cuda.synchronize()
+        kd = k.double().requires_grad_()
+        g = F.logsigmoid(kd) / 16
+        g.backward(dg.double())
+        e = {"Gate": rel(bufs["Gate"], g.detach()), "DK": rel(bufs["DK"], kd.grad)}
+        ok = all(v <= 2e-4 for v in e.values())
+        fails += not ok
+        print(json.dumps({"spec": s.name, "gate_kernels": True, "pass": ok,
+                          "errors": {k: float(f"{v:.3g}") for k, v in e.items()}}), flush=True)
+    print(json.dumps({"check_failures": fails}), flush=True)
+    return fails
+
+
+def load_fla():
+    try:
+        from fla.ops.gla import chunk_gla
+        return chunk_gla
+    except Exception:  # noqa: BLE001
+        pass
+    whl = [f for f in os.listdir(os.path.join(ROOT, ".whl")) if f.startswith("fla_core")] if os.path.isdir(
+        os.path.join(ROOT, ".whl")) else []
+    if not whl:
+        return None
+    dst = "/tmp/fla_core_whl"
+    if not os.path.isdir(dst):
+        zipfile.ZipFile(os.path.join(ROOT, ".whl", whl[0])).extractall(dst)
+    sys.path.insert(0, dst)
+    try:
+        from fla.ops.gla import chunk_gla
+        return chunk_gla
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"fla_import_error": str(e)}), flush=True)
+        return None
+
+
+def bench(args):
+    import triton.testing as tt
+    med = lambda f: tt.do_bench(f, warmup=10, rep=100, return_mode="median")
+    s = Spec(os.path.join(args.dir, "gla_h32_kv8_d128_w64"))
+    chunk_gla = load_fla()
+    print(json.dumps({"device": torch.cuda.get_device_name(), "fla": chunk_gla is not None}), flush=True)
+    H, KV, D = s.H, s.KV, s.D
+    for B, T in ((8, 1024), (8, 4096)):
+        shape = f"{B}x{T}"
+        dev = dict(device="cuda", dtype=torch.float32)
+        x = {"Q": torch.randn(B, T, H, D, **dev), "K": torch.randn(B, T, KV, D, **dev),
+             "V": torch.randn(B, T, KV, D, **dev), "QRot": torch.randn(B, T, H, D, **dev),
+             "KRot": torch.randn(B, T, KV, D, **dev)}
+        e = torch.empty_like
+        bufs = dict(x, Gate=e(x["K"]), DY=torch.randn(B, T, H, D, **dev), Y=e(x["Q"]), DQ=e(x["Q"]), DK=e(x["K"]),
+                    DV=e(x["V"]), DQRot=e(x["Q"]), DKRot=e(x["K"]), DGate=e(x["K"]))
+        gk = {"K": x["K"], "Gate": bufs["Gate"], "DGate": bufs["DGate"], "DK": e(x["K"])}
+        scratch = torch.empty(s.meta["launches"][shape]["scratch"], **dev)
+        fwd = lambda: (s.run(shape, "gate_forward", gk, scratch), s.run(shape, "forward", bufs, scratch))
+        bwd = lambda: (s.run(shape, "backward", bufs, scratch), s.run(shape, "gate_backward", gk, scratch))
+        r = {"B": B, "T": T, "H": H, "KV": KV, "D": D, "scratch_MiB": scratch.numel() * 4 / 2**20}
+        r["ligerc_fwd_ms"] = med(fwd)
+        r["ligerc_bwd_ms"] = med(bwd)
+        r["ligerc_fwd_bwd_ms"] = med(lambda: (fwd(), bwd()))
+        # per-kernel breakdown of the backward (one pass each, events)
+        per = {}
+        for l in s.meta["launches"][shape]["backward"]:
+            one = {"backward": [l]}
+            saved = s.meta["launches"][shape]
+            s.meta["launches"][shape] = dict(saved, **one)
+            per[l["kernel"].split("_", 8)[-1].split("_", 1)[-1]] = med(lambda: s.run(shape, "backward", bufs, scratch))
+            s.meta["launches"][shape] = saved
+        r["ligerc_bwd_kernels_ms"] = per
+        if chunk_gla is not None:
+            for dt in (torch.float32, torch.bfloat16):
+                q = x["Q"].to(dt).requires_grad_()
+                k = x["K"].to(dt).requires_grad_()
+                v = x["V"].to(dt).requires_grad_()
+                dy = bufs["DY"].to(dt)
+
+                def run_fla():
+                    kk, vv = k.repeat_interleave(H // KV, 2), v.repeat_interleave(H // KV, 2)
+                    gg = F.logsigmoid(kk.float()) / 16
+                    o, _ = chunk_gla(torch.softmax(q.float(), -1).to(dt), torch.softmax(kk.float(), -1).to(dt), vv, gg,
+                                     scale=1.0)
+                    return o
+
+                tag = "f32" if dt == torch.float32 else "bf16"
+                with torch.no_grad():
+                    r[f"fla_{tag}_fwd_ms"] = med(run_fla)
+                r[f"fla_{tag}_fwd_bwd_ms"] = med(lambda: run_fla().backward(dy))
+                r[f"speedup_vs_fla_{tag}_fwd_bwd"] = r[f"fla_{tag}_fwd_bwd_ms"] / r["ligerc_fwd_bwd_ms"]
+                q.grad = k.grad = v.grad = None
+        print(json.dumps(r), flush=True)
+        del bufs, gk, scratch, x
+        torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["check", "bench", "all"])
+    ap.add_argument("--dir", default=os.path.join(ROOT, ".gpu", "train"))
+    a = ap.parse_args()
+    fails = 0
+    if a.mode in ("check", "all"):
+        fails = check(a)
+    if a.mode in ("bench", "all"):
+        bench(a)
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
