@@ -564,7 +564,11 @@ fn training_graph_matches_pytorch_autograd() {
     pm.run(&mut model.graph, &mut PassContext::default(), |_, _| {})
         .unwrap();
     let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
     };
     for (name, values) in golden["lora"].as_object().unwrap() {
         let shape = model.graph.weights[name].shape().to_vec();
@@ -584,29 +588,53 @@ fn training_graph_matches_pytorch_autograd() {
     let (batch, len) = (2, ids.len() / 2);
     let counted = targets.iter().filter(|&&t| t >= 0).count() as f32;
     let mut inputs = HashMap::new();
-    inputs.insert("input_ids".to_string(), Tensor::i64(vec![batch, len], ids).unwrap());
-    inputs.insert(TARGETS.to_string(), Tensor::i64(vec![batch, len], targets).unwrap());
-    inputs.insert(LOSS_SCALE.to_string(), Tensor::f32(vec![], vec![1.0 / counted]).unwrap());
+    inputs.insert(
+        "input_ids".to_string(),
+        Tensor::i64(vec![batch, len], ids).unwrap(),
+    );
+    inputs.insert(
+        TARGETS.to_string(),
+        Tensor::i64(vec![batch, len], targets).unwrap(),
+    );
+    inputs.insert(
+        LOSS_SCALE.to_string(),
+        Tensor::f32(vec![], vec![1.0 / counted]).unwrap(),
+    );
     let out = Executor::new(train.graph)
         .unwrap()
         .run(&inputs, &mut ExecState::default())
         .unwrap();
     let loss = f64::from(out[0].as_f32("loss").unwrap()[0]) / f64::from(counted);
     let want_loss = golden["loss"].as_f64().unwrap();
-    assert!((loss - want_loss).abs() <= 1e-5 * want_loss, "loss {loss} vs PyTorch {want_loss}");
+    assert!(
+        (loss - want_loss).abs() <= 1e-5 * want_loss,
+        "loss {loss} vs PyTorch {want_loss}"
+    );
     let grads = golden["grads"].as_object().unwrap();
     assert_eq!(grads.len(), train.trainable.len());
-    let scale = grads.values().flat_map(|g| floats(g)).fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = grads
+        .values()
+        .flat_map(&floats)
+        .fold(0.0f32, |m, x| m.max(x.abs()));
     let mut worst = 0.0f32;
     for (name, got) in train.trainable.iter().zip(&out[2..]) {
         let want = floats(&grads[name]);
         let got = got.as_f32("grad").unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
-        let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(err <= 1e-4 * scale, "{name}: off by {err} (largest gradient {scale})");
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-4 * scale,
+            "{name}: off by {err} (largest gradient {scale})"
+        );
         worst = worst.max(err);
     }
-    eprintln!("loss {loss:.6} vs PyTorch {want_loss:.6}; worst gradient error {:.2e} of the largest", worst / scale);
+    eprintln!(
+        "loss {loss:.6} vs PyTorch {want_loss:.6}; worst gradient error {:.2e} of the largest",
+        worst / scale
+    );
 }
 
 /// Activation checkpointing (the default): the backward sweep recomputes each
@@ -618,21 +646,41 @@ fn recomputation_gives_identical_gradients_with_less_memory() {
     use ligerc::passes::autodiff::{AutodiffOptions, training_graph_with};
     let graph = adapted_graph();
     let (batch, len) = (2usize, 48usize);
-    let ids: Vec<i64> = (0..batch * len).map(|i| ((i * 29 + 3) % 256) as i64).collect();
-    let targets: Vec<i64> = (0..batch * len).map(|i| ((i * 31 + 7) % 256) as i64).collect();
+    let ids: Vec<i64> = (0..batch * len)
+        .map(|i| ((i * 29 + 3) % 256) as i64)
+        .collect();
+    let targets: Vec<i64> = (0..batch * len)
+        .map(|i| ((i * 31 + 7) % 256) as i64)
+        .collect();
     let mut inputs = HashMap::new();
-    inputs.insert("input_ids".to_string(), Tensor::i64(vec![batch, len], ids).unwrap());
-    inputs.insert(TARGETS.to_string(), Tensor::i64(vec![batch, len], targets).unwrap());
-    inputs.insert(LOSS_SCALE.to_string(), Tensor::f32(vec![], vec![0.01]).unwrap());
+    inputs.insert(
+        "input_ids".to_string(),
+        Tensor::i64(vec![batch, len], ids).unwrap(),
+    );
+    inputs.insert(
+        TARGETS.to_string(),
+        Tensor::i64(vec![batch, len], targets).unwrap(),
+    );
+    inputs.insert(
+        LOSS_SCALE.to_string(),
+        Tensor::f32(vec![], vec![0.01]).unwrap(),
+    );
     let run = |recompute: bool| {
-        let t = training_graph_with(&graph, &is_lora_weight, true, AutodiffOptions { recompute }).unwrap();
+        let t = training_graph_with(&graph, &is_lora_weight, true, AutodiffOptions { recompute })
+            .unwrap();
         let exec = Executor::new(t.graph).unwrap();
         let out = exec.run(&inputs, &mut ExecState::default()).unwrap();
         (out, exec.peak_activation_bytes())
     };
     let (kept, kept_peak) = run(false);
     let (recomputed, recomputed_peak) = run(true);
-    assert_eq!(kept, recomputed, "recomputation changed the loss or a gradient");
+    assert_eq!(
+        kept, recomputed,
+        "recomputation changed the loss or a gradient"
+    );
     eprintln!("peak activation bytes: {kept_peak} kept, {recomputed_peak} recomputed");
-    assert!(recomputed_peak < kept_peak, "{recomputed_peak} ≥ {kept_peak}");
+    assert!(
+        recomputed_peak < kept_peak,
+        "{recomputed_peak} ≥ {kept_peak}"
+    );
 }

@@ -237,7 +237,8 @@ pub(crate) fn sink_recomputation(graph: &Graph, order: Vec<NodeId>) -> Vec<NodeI
     }
     let topo: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let base: Vec<NodeId> = order.iter().copied().filter(|&id| !is_clone(id)).collect();
-    let mut anchor: HashMap<NodeId, usize> = base.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut anchor: HashMap<NodeId, usize> =
+        base.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     for &id in order.iter().rev().filter(|&&id| is_clone(id)) {
         let first = graph
             .users(id)
