@@ -2,12 +2,13 @@
 # GPU training checks, in one device call (the GPU machine has no Rust; build here with
 # ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
 #
-#   scripts/gpu-train-test.sh [grads] [bench] [ref]      (default: all three)
+#   scripts/gpu-train-test.sh [grads] [grads-smol] [bench] [ref]      (default: all four)
 #
 #   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
 #          (--clip 0, --dump-grads) and the gradients compared: max |cuda − cpu| / max |cpu| per
 #          tensor, pass ≤ 1e-3 (f32 on both; cuBLAS and the kernels sum in other orders; the CPU's
 #          own float64-checked tolerance is 1e-4 of the largest gradient)
+#   grads-smol  the same on a random-weight SmolLM2-135M-shaped model at 256 tokens (30 layers)
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
 #   ref    scripts/liger_torch.py bench: the same model and recipe in PyTorch + PEFT + fla (fla-core
@@ -23,7 +24,7 @@ mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(grads bench ref)
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-smol bench ref)
 status=0
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
@@ -56,6 +57,41 @@ for k in sorted(b):
     worst = max(worst, err)
     print(f"  {k}: max|grad| {scale:.3e}, max err / max|cpu| {err:.2e}")
 print(f"grads: {len(b)} tensors, worst relative error {worst:.2e} (pass <= 1e-3)")
+sys.exit(0 if worst <= 1e-3 else 1)
+PYEOF
+    ;;
+grads-smol)
+    # One update of a SmolLM2-135M-shaped model (random weights, linearized, LoRA q,k,v r8), 256
+    # tokens, on the GPU and on this machine's CPUs; LoRA B starts at zero, so the B gradients
+    # carry the whole backward chain.
+    smol=/tmp/rsmol
+    [[ -d $smol ]] || "$PY" tests/gpu/make_random_smol.py "$smol" > "$OUT/make_random_smol.log" 2>&1
+    "$PY" -c "
+t=open('tests/fixtures/text/shakespeare_sample.txt').read()
+open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
+    for be in cuda cpu; do
+        rm -rf "$OUT/smol-grads-$be"
+        "$BIN" finetune "$smol" --pass linearize --pass lora --tokenizer bytes --data /tmp/train.txt \
+            --seq-len 256 --batch 1 --accum 1 --steps 1 --clip 0 --eval-every 0 --heldout 0.01 \
+            --eval-sequences 1 --backend $be --dump-grads "$OUT/smol-grads-$be.json" \
+            -o "$OUT/smol-grads-$be" > "$OUT/smol-grads-$be.log" 2>&1
+        rc=$?
+        log "grads-smol: --backend $be exit $rc ($(tail -1 "$OUT/smol-grads-$be.log"))"
+        [[ $rc -eq 0 ]] || status=1
+    done
+    "$PY" - "$OUT/smol-grads-cuda.json" "$OUT/smol-grads-cpu.json" <<'PYEOF' 2>&1 | tail -3 | tee -a "$OUT/summary.txt" || status=1
+import json, sys
+import numpy as np
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a.keys() == b.keys(), "different parameter sets"
+worst, n = 0.0, 0
+for k in sorted(b):
+    x, y = np.array(a[k]["values"], np.float64), np.array(b[k]["values"], np.float64)
+    if np.abs(y).max() == 0 and np.abs(x).max() == 0:
+        continue
+    n += 1
+    worst = max(worst, np.abs(x - y).max() / np.abs(y).max())
+print(f"grads-smol: {n} non-zero tensors of {len(b)}, worst max|cuda-cpu|/max|cpu| per tensor {worst:.2e} (pass <= 1e-3)")
 sys.exit(0 if worst <= 1e-3 else 1)
 PYEOF
     ;;
