@@ -23,6 +23,29 @@ fn root_path(rel: &str) -> PathBuf {
     common::root().join(rel)
 }
 
+/// The inputs of a training graph: `ids` and `targets` as `[batch, len]`, and the loss scale.
+fn training_inputs(
+    (batch, len): (usize, usize),
+    ids: Vec<i64>,
+    targets: Vec<i64>,
+    loss_scale: f32,
+) -> HashMap<String, Tensor> {
+    let mut inputs = HashMap::new();
+    inputs.insert(
+        "input_ids".to_string(),
+        Tensor::i64(vec![batch, len], ids).unwrap(),
+    );
+    inputs.insert(
+        TARGETS.to_string(),
+        Tensor::i64(vec![batch, len], targets).unwrap(),
+    );
+    inputs.insert(
+        LOSS_SCALE.to_string(),
+        Tensor::f32(vec![], vec![loss_scale]).unwrap(),
+    );
+    inputs
+}
+
 /// The tiny model, linearized (GLA) with LoRA on every projection.
 fn adapted_graph() -> ligerc::ir::Graph {
     let mut model = ligerc::load_model(&fixture(MODEL)).unwrap();
@@ -85,20 +108,8 @@ fn training_graph_gradients_match_directional_finite_differences() {
         .map(|i| ((i * 53 + 5) % 256) as i64)
         .collect();
     targets[3] = -100;
-    let mut inputs = HashMap::new();
-    inputs.insert(
-        "input_ids".to_string(),
-        Tensor::i64(vec![batch, len], ids).unwrap(),
-    );
-    inputs.insert(
-        TARGETS.to_string(),
-        Tensor::i64(vec![batch, len], targets).unwrap(),
-    );
     let counted = (batch * len - 1) as f32;
-    inputs.insert(
-        LOSS_SCALE.to_string(),
-        Tensor::f32(vec![], vec![1.0 / counted]).unwrap(),
-    );
+    let inputs = training_inputs((batch, len), ids, targets, 1.0 / counted);
     let out = Executor::new(train.graph)
         .unwrap()
         .run(&inputs, &mut ExecState::default())
@@ -587,19 +598,7 @@ fn training_graph_matches_pytorch_autograd() {
     let (ids, targets) = (rows("ids"), rows("targets"));
     let (batch, len) = (2, ids.len() / 2);
     let counted = targets.iter().filter(|&&t| t >= 0).count() as f32;
-    let mut inputs = HashMap::new();
-    inputs.insert(
-        "input_ids".to_string(),
-        Tensor::i64(vec![batch, len], ids).unwrap(),
-    );
-    inputs.insert(
-        TARGETS.to_string(),
-        Tensor::i64(vec![batch, len], targets).unwrap(),
-    );
-    inputs.insert(
-        LOSS_SCALE.to_string(),
-        Tensor::f32(vec![], vec![1.0 / counted]).unwrap(),
-    );
+    let inputs = training_inputs((batch, len), ids, targets, 1.0 / counted);
     let out = Executor::new(train.graph)
         .unwrap()
         .run(&inputs, &mut ExecState::default())
@@ -652,19 +651,7 @@ fn recomputation_gives_identical_gradients_with_less_memory() {
     let targets: Vec<i64> = (0..batch * len)
         .map(|i| ((i * 31 + 7) % 256) as i64)
         .collect();
-    let mut inputs = HashMap::new();
-    inputs.insert(
-        "input_ids".to_string(),
-        Tensor::i64(vec![batch, len], ids).unwrap(),
-    );
-    inputs.insert(
-        TARGETS.to_string(),
-        Tensor::i64(vec![batch, len], targets).unwrap(),
-    );
-    inputs.insert(
-        LOSS_SCALE.to_string(),
-        Tensor::f32(vec![], vec![0.01]).unwrap(),
-    );
+    let inputs = training_inputs((batch, len), ids, targets, 0.01);
     let run = |recompute: bool| {
         let t = training_graph_with(&graph, &is_lora_weight, true, AutodiffOptions { recompute })
             .unwrap();
