@@ -198,21 +198,44 @@ fn scratch(cx: &Ctx, floats: usize) -> Result<Option<DevTensor>, GpuTrainError> 
     Ok(Some(cx.empty(vec![floats], Elem::F32)?))
 }
 
-/// `LigerAttention(q, k, v, q_rot, k_rot [, gate])`.
-pub(super) fn attention_forward(
+/// The forward operands `q, k, v, q_rot, k_rot [, gate]` bound, and `(batch, seq)`.
+fn operands<'a>(
     cx: &Ctx,
-    spec: &LigerSpec,
-    args: &[&DevTensor],
-) -> Result<DevTensor, GpuTrainError> {
+    args: &[&'a DevTensor],
+) -> Result<(Bound<'a>, (usize, usize)), GpuTrainError> {
     let [q, k, v, q_rot, k_rot, rest @ ..] = args else {
         return Err(cx.shape_err(format!(
             "LigerAttention takes 5 or 6 operands, got {}",
             args.len()
         )));
     };
-    let (batch, seq) = rows(cx, q)?;
+    if rest.len() > 1 {
+        return Err(cx.shape_err(format!(
+            "LigerAttention takes 5 or 6 operands, got {}",
+            args.len()
+        )));
+    }
+    let bound = Bound {
+        q: Some(q),
+        k: Some(k),
+        v: Some(v),
+        q_rot: Some(q_rot),
+        k_rot: Some(k_rot),
+        gate: rest.first().copied(),
+        ..Bound::default()
+    };
+    Ok((bound, rows(cx, q)?))
+}
+
+/// `LigerAttention(q, k, v, q_rot, k_rot [, gate])`.
+pub(super) fn attention_forward(
+    cx: &Ctx,
+    spec: &LigerSpec,
+    args: &[&DevTensor],
+) -> Result<DevTensor, GpuTrainError> {
+    let (mut bound, (batch, seq)) = operands(cx, args)?;
     let source = liger_train_source(spec).map_err(|e| codegen(cx, e))?;
-    let y = cx.empty(q.shape.clone(), Elem::F32)?;
+    let y = cx.empty(args[0].shape.clone(), Elem::F32)?;
     let launches = liger_forward_launches(spec, batch, seq).map_err(|e| codegen(cx, e))?;
     let needs_scratch = launches
         .iter()
@@ -222,22 +245,14 @@ pub(super) fn attention_forward(
     } else {
         None
     };
-    let bound = Bound {
-        q: Some(q),
-        k: Some(k),
-        v: Some(v),
-        q_rot: Some(q_rot),
-        k_rot: Some(k_rot),
-        gate: rest.first().copied(),
-        y: Some(&y),
-        scratch: s.as_ref(),
-        ..Bound::default()
-    };
+    bound.y = Some(&y);
+    bound.scratch = s.as_ref();
     run(cx, &source, &launches, &bound, (batch, seq))?;
     Ok(y)
 }
 
-/// The gradients of `LigerAttention` with respect to the operands in `wrt`.
+/// The gradients of `LigerAttention` with respect to the operands in `wrt`
+/// (every operand's gradient is computed; the others are dropped).
 pub(super) fn attention_backward(
     cx: &Ctx,
     spec: &LigerSpec,
@@ -245,50 +260,24 @@ pub(super) fn attention_backward(
     dy: &DevTensor,
     wrt: &[usize],
 ) -> Result<Vec<DevTensor>, GpuTrainError> {
-    let [q, k, v, q_rot, k_rot, rest @ ..] = args else {
-        return Err(cx.shape_err(format!(
-            "LigerAttention takes 5 or 6 operands, got {}",
-            args.len()
-        )));
-    };
-    let (batch, seq) = rows(cx, q)?;
+    let (mut bound, (batch, seq)) = operands(cx, args)?;
     let source = liger_train_source(spec).map_err(|e| codegen(cx, e))?;
-    let gate = rest.first().copied();
-    let mut outs: Vec<Option<DevTensor>> = Vec::with_capacity(6);
-    for t in args.iter().take(6) {
-        outs.push(Some(cx.empty(t.shape.clone(), Elem::F32)?));
-    }
-    while outs.len() < 6 {
-        outs.push(None);
-    }
+    let outs: Vec<DevTensor> = args
+        .iter()
+        .map(|t| cx.empty(t.shape.clone(), Elem::F32))
+        .collect::<Result<_, _>>()?;
     let s = scratch(cx, liger_scratch_floats(spec, batch, seq))?;
-    let mut grads: [Option<&DevTensor>; 6] = [None; 6];
-    for (slot, o) in grads.iter_mut().zip(&outs) {
-        *slot = o.as_ref();
+    for (slot, o) in bound.grads.iter_mut().zip(&outs) {
+        *slot = Some(o);
     }
-    let bound = Bound {
-        q: Some(q),
-        k: Some(k),
-        v: Some(v),
-        q_rot: Some(q_rot),
-        k_rot: Some(k_rot),
-        gate,
-        dy: Some(dy),
-        grads,
-        scratch: s.as_ref(),
-        ..Bound::default()
-    };
-    run(
-        cx,
-        &source,
-        &liger_backward_launches(spec, batch, seq).map_err(|e| codegen(cx, e))?,
-        &bound,
-        (batch, seq),
-    )?;
+    bound.dy = Some(dy);
+    bound.scratch = s.as_ref();
+    let launches = liger_backward_launches(spec, batch, seq).map_err(|e| codegen(cx, e))?;
+    run(cx, &source, &launches, &bound, (batch, seq))?;
     wrt.iter()
         .map(|&w| {
             outs.get(w)
-                .and_then(|o| o.clone())
+                .cloned()
                 .ok_or_else(|| cx.shape_err(format!("LigerAttention has no operand {w}")))
         })
         .collect()
