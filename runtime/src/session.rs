@@ -230,27 +230,13 @@ impl Session {
                 r.len()
             )));
         }
-        let mut inputs = HashMap::new();
-        inputs.insert(
-            INPUT_IDS.to_string(),
-            Tensor::i64(vec![batch, seq], ids.concat())?,
-        );
-        if self.has_attention_mask {
-            let total = offset + seq;
-            inputs.insert(
-                ATTENTION_MASK.to_string(),
-                Tensor::i64(vec![batch, total], vec![1; batch * total])?,
-            );
-        }
-        if self.has_position_ids {
-            let positions: Vec<i64> = (0..batch)
-                .flat_map(|_| (offset..offset + seq).map(|p| p as i64))
-                .collect();
-            inputs.insert(
-                POSITION_IDS.to_string(),
-                Tensor::i64(vec![batch, seq], positions)?,
-            );
-        }
+        let inputs = token_inputs(
+            ids.concat(),
+            (batch, seq),
+            offset,
+            self.has_attention_mask,
+            self.has_position_ids,
+        )?;
         state.position_offset = offset;
         let logits = self
             .exec
@@ -267,4 +253,36 @@ impl Session {
             ))),
         }
     }
+}
+
+/// The token inputs of a language-model graph for `ids` (`batch × seq`,
+/// row-major) starting at absolute position `offset`: `input_ids`, and when the
+/// graph takes them, an all-ones `attention_mask` over the `offset + seq`
+/// positions seen and `position_ids` `offset..offset + seq` per row.
+pub(crate) fn token_inputs(
+    ids: Vec<i64>,
+    (batch, seq): (usize, usize),
+    offset: usize,
+    attention_mask: bool,
+    position_ids: bool,
+) -> Result<HashMap<String, Tensor>, RuntimeError> {
+    let mut inputs = HashMap::new();
+    inputs.insert(INPUT_IDS.to_string(), Tensor::i64(vec![batch, seq], ids)?);
+    if attention_mask {
+        let total = offset + seq;
+        inputs.insert(
+            ATTENTION_MASK.to_string(),
+            Tensor::i64(vec![batch, total], vec![1; batch * total])?,
+        );
+    }
+    if position_ids {
+        let positions: Vec<i64> = (0..batch)
+            .flat_map(|_| (offset..offset + seq).map(|p| p as i64))
+            .collect();
+        inputs.insert(
+            POSITION_IDS.to_string(),
+            Tensor::i64(vec![batch, seq], positions)?,
+        );
+    }
+    Ok(inputs)
 }

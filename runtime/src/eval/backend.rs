@@ -1,11 +1,7 @@
 //! The model interface the scorers use, and its CPU and CUDA implementations.
 
-use std::collections::HashMap;
-
 use crate::cuda::CudaSession;
-use crate::{
-    ATTENTION_MASK, ExecState, Executor, GenerateOptions, INPUT_IDS, POSITION_IDS, Session, Tensor,
-};
+use crate::{ATTENTION_MASK, ExecState, Executor, GenerateOptions, POSITION_IDS, Session};
 
 use super::EvalError;
 use super::logprob::log_softmax_at;
@@ -128,7 +124,8 @@ impl LanguageModel for CpuModel {
 }
 
 /// One row of `ids` at absolute position `offset`, appending to `state`'s
-/// caches; binds `attention_mask` and `position_ids` as [`Session`] does.
+/// caches; binds `attention_mask` and `position_ids` as [`Session`] does
+/// (`session::token_inputs`).
 fn run_cached(
     exec: &Executor,
     ids: &[i64],
@@ -136,23 +133,15 @@ fn run_cached(
     state: &mut ExecState,
 ) -> Result<Logits, EvalError> {
     let seq = ids.len();
-    let mut inputs = HashMap::new();
-    inputs.insert(
-        INPUT_IDS.to_string(),
-        Tensor::i64(vec![1, seq], ids.to_vec())?,
-    );
-    for (_, name) in exec.graph().inputs() {
-        if name == ATTENTION_MASK {
-            let total = offset + seq;
-            inputs.insert(
-                name.to_string(),
-                Tensor::i64(vec![1, total], vec![1; total])?,
-            );
-        } else if name == POSITION_IDS {
-            let pos = (offset..offset + seq).map(|p| p as i64).collect();
-            inputs.insert(name.to_string(), Tensor::i64(vec![1, seq], pos)?);
-        }
-    }
+    let inputs = exec.graph().inputs();
+    let has = |n: &str| inputs.iter().any(|(_, g)| *g == n);
+    let inputs = crate::session::token_inputs(
+        ids.to_vec(),
+        (1, seq),
+        offset,
+        has(ATTENTION_MASK),
+        has(POSITION_IDS),
+    )?;
     state.position_offset = offset;
     let t = exec
         .run(&inputs, state)?

@@ -13,7 +13,7 @@ use super::backend::{CpuBackend, StepBackend, initial_params};
 use super::optim::{AdamW, Moments, Schedule};
 use crate::Tensor;
 use crate::data::Sequence;
-use crate::session::{ATTENTION_MASK, INPUT_IDS, POSITION_IDS};
+use crate::session::{ATTENTION_MASK, POSITION_IDS, token_inputs};
 
 /// Settings of a fine-tuning run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -365,32 +365,17 @@ pub fn batch_inputs(
             s.targets.len()
         )));
     }
-    let mut inputs = HashMap::new();
     let ids: Vec<i64> = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
     let targets: Vec<i64> = seqs
         .iter()
         .flat_map(|s| s.targets.iter().copied())
         .collect();
-    inputs.insert(INPUT_IDS.to_string(), Tensor::i64(vec![batch, len], ids)?);
+    let has = |n: &str| graph_inputs.iter().any(|g| g == n);
+    let mut inputs = token_inputs(ids, (batch, len), 0, has(ATTENTION_MASK), has(POSITION_IDS))?;
     inputs.insert(TARGETS.to_string(), Tensor::i64(vec![batch, len], targets)?);
-    for name in graph_inputs {
-        match name.as_str() {
-            ATTENTION_MASK => {
-                inputs.insert(
-                    name.clone(),
-                    Tensor::i64(vec![batch, len], vec![1; batch * len])?,
-                );
-            }
-            POSITION_IDS => {
-                let pos = (0..batch).flat_map(|_| 0..len as i64).collect();
-                inputs.insert(name.clone(), Tensor::i64(vec![batch, len], pos)?);
-            }
-            LOSS_SCALE => {
-                let s = loss_scale.unwrap_or(1.0);
-                inputs.insert(name.clone(), Tensor::f32(vec![], vec![s])?);
-            }
-            _ => {}
-        }
+    if has(LOSS_SCALE) {
+        let s = loss_scale.unwrap_or(1.0);
+        inputs.insert(LOSS_SCALE.to_string(), Tensor::f32(vec![], vec![s])?);
     }
     Ok(inputs)
 }
