@@ -86,7 +86,8 @@ fn check_logits(name: &str) {
     assert_eq!(want_shape, vec![rows.len(), rows[0].len(), 128]);
     assert_eq!(want.len(), want_shape.iter().product::<usize>());
 
-    let out = tempdir(&format!("hf-{name}")).join("logits.npy");
+    let tmp = tempdir(&format!("hf-{name}"));
+    let out = tmp.join("logits.npy");
     let dir = fixture_dir(name);
     let ids = ids_args(&rows);
     let mut args: Vec<&str> = vec!["run", dir.to_str().unwrap()];

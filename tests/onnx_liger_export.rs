@@ -24,7 +24,7 @@ struct Case {
     tag: String,
     model: PathBuf,
     flags: Vec<String>,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Case {

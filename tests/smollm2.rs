@@ -34,7 +34,8 @@ fn check_logits(model: &Path, tag: &str) {
         .map(ids_of)
         .collect();
     let probes = ids_of(&g["logits"]["probe_token_ids"]);
-    let out = tempdir(tag).join("logits.npy");
+    let tmp = tempdir(tag);
+    let out = tmp.join("logits.npy");
     let ids = ids_args(&rows);
     let mut args: Vec<&str> = vec!["run", model.to_str().unwrap()];
     args.extend(ids.iter().map(String::as_str));

@@ -51,12 +51,38 @@ pub fn smollm2() -> (PathBuf, PathBuf) {
     (g, h)
 }
 
-/// A fresh temporary directory for one test.
-pub fn tempdir(tag: &str) -> PathBuf {
+/// A fresh temporary directory for one test, removed when dropped (so a run
+/// of the suite leaves nothing behind: the SmolLM2 exports alone are 1 GB each).
+/// Set `LIGERC_KEEP_TEST_DIRS=1` to keep them for debugging.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("LIGERC_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Makes a fresh [`TempDir`] for one test.
+pub fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("ligerc-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// Runs the `ligerc` binary.

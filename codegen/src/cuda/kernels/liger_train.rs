@@ -2,11 +2,16 @@
 //! zero state): launch lists for the GPU training engine, which runs them in
 //! order on one stream over device buffers it owns.
 //!
+//! The recurrence is chunk-parallel: every chunk's own state contribution
+//! is computed at once (one block per chunk and KV head), a scan over the
+//! chunks — the only sequential part, one thread per state element — turns
+//! them into the state entering each chunk, and the outputs and gradients of
+//! all chunks are again computed at once.
+//!
 //! Forward (`Q, K, V, QRot, KRot [, Gate] → Y`): `win_fwd` (the window
-//! branch, overwriting `Y`), then `fwd` (the chunked recurrence, adding
-//! `mix_linear · o`: one block per (value tile, KV head, row) carrying its
-//! state tile in shared memory from chunk to chunk, as the inference prefill
-//! `super::liger::gla_prefill`).
+//! branch, overwriting `Y`), `chunk_state` (each chunk's `ΔS` and decay
+//! into scratch), `scan_fwd` (the state entering each chunk, in place), `fwd`
+//! (one block per (chunk, query head): `Y += mix_linear · o`).
 //!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
@@ -14,12 +19,14 @@
 //!    probabilities, writes `DQRot` and keeps (log-sum-exp, `δ = do·o`);
 //! 2. `win_dkv` — one warp per (key, KV head) sums over the queries that see
 //!    it: writes `DKRot` and `DV`;
-//! 3. `states` — forward sweep storing the state entering each chunk;
-//! 4. `bwd_dv` — reverse sweep per value tile carrying `dS`: `DV +=`;
-//! 5. `bwd_dqk` — reverse sweep per key-row tile: `dq̃`, `dk̃` (into `DQ`,
-//!    `DK` as temporaries) and `∂L/∂b = Σ_h q̃⊙dq̃ − k̃⊙dk̃` (scratch);
-//! 6. `revcumsum` — `dg_t = Σ_{u≥t} ∂L/∂b_u` in place (gated variants);
-//! 7. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃`, `k̃`, and the
+//! 3. `chunk_state`, `scan_fwd` — the state entering each chunk, as forward;
+//! 4. `chunk_dstate`, `scan_bwd` — each chunk's contribution to the state
+//!    gradient, then the gradient of the state leaving each chunk;
+//! 5. `bwd_dv` — per (chunk, KV head): `DV +=`;
+//! 6. `bwd_dqk` — per (chunk, KV head): `dq̃`, `dk̃` (into `DQ`, `DK` as
+//!    temporaries) and `∂L/∂b = Σ_h q̃⊙dq̃ − k̃⊙dk̃` (scratch);
+//! 7. `revcumsum` — `dg_t = Σ_{u≥t} ∂L/∂b_u` in place (gated variants);
+//! 8. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃`, `k̃`, and the
 //!    gate gradient (HGRN2: `− e^g ⊙ dk̃`, `DK = 0`; retention: summed over D).
 //!
 //! swa-only runs 1, 2 and zeroes `DQ`, `DK`. GSA is not supported yet.
@@ -33,7 +40,6 @@ mod source;
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
-use super::value_tile;
 use crate::cuda::CudaError;
 pub use gate::{gate_backward_launches, gate_forward_launches, gate_train_source};
 use source::{NT, Shape, WIN_WARPS};
@@ -112,14 +118,15 @@ fn node(spec: &LigerSpec) -> String {
     format!("LigerAttention({})", spec.variant)
 }
 
-/// Shared-memory floats of the chunked kernels for chunk `c`: forward/states,
-/// `bwd_dv`, `bwd_dqk`.
-fn smem_floats(d: usize, tile: usize, c: usize) -> [usize; 3] {
-    let fwd = 3 * c * d + c * tile + d * tile + c * c;
+/// Shared-memory floats of the chunked kernels for chunk `c` (tiles of
+/// `c × (d + 1)`): `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`.
+fn smem_floats(d: usize, c: usize) -> [usize; 4] {
+    let tile = c * (d + 1);
     [
-        fwd,
-        fwd + c * tile,
-        5 * c * d + 2 * tile * d + c * c + 2 * c * tile,
+        3 * tile,
+        4 * tile + d * d + c * c,
+        5 * tile + d * d + c * c,
+        7 * tile + 2 * d * d + c * c,
     ]
 }
 
@@ -156,9 +163,9 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             h * d
         ));
     }
-    let tile = value_tile(d);
-    let bytes = |c: usize| smem_floats(d, tile, c).into_iter().max().unwrap_or(0) * 4;
-    let chunk = [64, 32, 16]
+    let bytes = |c: usize| smem_floats(d, c).into_iter().max().unwrap_or(0) * 4;
+    // 32 balances the in-chunk work (∝ C per token) against the states (∝ D²/C).
+    let chunk = [32, 16]
         .into_iter()
         .find(|&c| bytes(c) <= SMEM_LIMIT)
         .ok_or_else(|| CudaError::SharedMemory {
@@ -167,7 +174,7 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             limit: SMEM_LIMIT,
             arch: "sm_90".into(),
         })?;
-    Ok(Shape { chunk, tile })
+    Ok(Shape { chunk })
 }
 
 /// Kernel name prefix: variant, shape, chunk and a hash of the baked mixes
@@ -196,35 +203,42 @@ pub fn liger_train_source(spec: &LigerSpec) -> Result<String, CudaError> {
     Ok(source::source(spec, &prefix(spec, shape.chunk), shape))
 }
 
-/// Scratch offsets (floats): chunk states, `∂L/∂b`, window statistics; and the total.
-fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> [usize; 4] {
+/// Scratch offsets (floats): chunk states, state gradients, chunk decays,
+/// `∂L/∂b`, window statistics; and the total.
+fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> [usize; 6] {
     let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
-    let recurrent = spec.variant != LigerVariant::SwaOnly;
-    let nch = seq.div_ceil(shape.chunk);
-    let states = if recurrent {
-        batch * kv * nch * d * d
-    } else {
-        0
-    };
-    let db = if recurrent { batch * seq * kv * d } else { 0 };
-    let stats = batch * seq * h * 2;
-    [0, states, states + db, states + db + stats]
+    let recurrent = usize::from(spec.variant != LigerVariant::SwaOnly);
+    let slots = recurrent * batch * kv * seq.div_ceil(shape.chunk);
+    let sizes = [
+        slots * d * d,
+        slots * d * d,
+        slots * d,
+        recurrent * batch * seq * kv * d,
+        batch * seq * h * 2,
+    ];
+    let mut out = [0; 6];
+    for (i, n) in sizes.iter().enumerate() {
+        out[i + 1] = out[i] + n;
+    }
+    out
 }
 
-/// f32 scratch the launches need (the backward's; the forward needs none).
+/// f32 scratch the launches need (the backward's; the forward uses a part).
 /// 0 for a spec the launches refuse.
 pub fn liger_scratch_floats(spec: &LigerSpec, batch: usize, seq: usize) -> usize {
-    plan(spec).map_or(0, |shape| scratch_layout(spec, shape, batch, seq)[3])
+    plan(spec).map_or(0, |shape| scratch_layout(spec, shape, batch, seq)[5])
 }
 
 /// Launch geometry shared by the launch-list builders.
 struct Geometry {
     prefix: String,
-    smem: [u32; 3],
+    smem: [u32; 4],
     /// `(ceil(seq/WARPS), H, batch)`, `(ceil(seq/WARPS), KV, batch)`.
     win: [(u32, u32, u32); 2],
-    /// `(D/tile, KV, batch)`.
-    chunked: (u32, u32, u32),
+    /// `(chunks, KV, batch)`, `(chunks, H, batch)`.
+    chunked: [(u32, u32, u32); 2],
+    /// Scratch offsets (`scratch_layout`).
+    scratch: [usize; 6],
     batch: usize,
     seq: usize,
     node: String,
@@ -244,12 +258,17 @@ impl Geometry {
             });
         }
         let (b, rows) = (g(batch)?, g(seq.div_ceil(WIN_WARPS))?);
-        let smem = smem_floats(spec.head_dim, shape.tile, shape.chunk).map(|f| (f * 4) as u32);
+        let smem = smem_floats(spec.head_dim, shape.chunk).map(|f| (f * 4) as u32);
+        let chunks = g(seq.div_ceil(shape.chunk))?;
         Ok(Geometry {
             prefix: prefix(spec, shape.chunk),
             smem,
             win: [(rows, g(spec.heads)?, b), (rows, g(spec.kv_heads)?, b)],
-            chunked: (g(spec.head_dim / shape.tile)?, g(spec.kv_heads)?, b),
+            chunked: [
+                (chunks, g(spec.kv_heads)?, b),
+                (chunks, g(spec.heads)?, b),
+            ],
+            scratch: scratch_layout(spec, shape, batch, seq),
             batch,
             seq,
             node,
@@ -277,6 +296,30 @@ impl Geometry {
     fn flat(&self, n: usize) -> Result<(u32, u32, u32), CudaError> {
         Ok((grid_dim(n.div_ceil(NT).max(1), &self.node)?, 1, 1))
     }
+
+    /// Scratch region `i` of `scratch_layout`.
+    fn scratch(&self, i: usize) -> TrainArg {
+        TrainArg::Scratch {
+            offset_floats: self.scratch[i],
+        }
+    }
+
+    /// `chunk_state` then `scan_fwd`: the state entering every chunk.
+    fn states(&self, spec: &LigerSpec) -> Result<[TrainLaunch; 2], CudaError> {
+        use TrainArg::*;
+        let (states, dec) = (self.scratch(0), self.scratch(2));
+        let n = self.batch * spec.kv_heads * spec.head_dim * spec.head_dim;
+        Ok([
+            self.launch(
+                "chunk_state",
+                self.chunked[0],
+                NT,
+                self.smem[0],
+                vec![K, V, Gate, states, dec, Seq],
+            ),
+            self.launch("scan_fwd", self.flat(n)?, NT, 0, vec![states, dec, Batch, Seq]),
+        ])
+    }
 }
 
 /// The forward: `Q, K, V, QRot, KRot [, Gate] → Y` (`Y` overwritten). Empty
@@ -301,12 +344,13 @@ pub fn liger_forward_launches(
         vec![QRot, KRot, V, Y, Seq],
     )];
     if spec.variant != LigerVariant::SwaOnly {
+        out.extend(geo.states(spec)?);
         out.push(geo.launch(
             "fwd",
-            geo.chunked,
+            geo.chunked[1],
             NT,
-            geo.smem[0],
-            vec![Q, K, V, Gate, Y, Seq],
+            geo.smem[1],
+            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],
         ));
     }
     Ok(out)
@@ -326,8 +370,7 @@ pub fn liger_backward_launches(
         return Ok(Vec::new());
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
-    let [states, db, stats, _] = scratch_layout(spec, shape, batch, seq);
-    let scratch = |offset_floats| Scratch { offset_floats };
+    let [states, dstates, dec, db, stats] = [0, 1, 2, 3, 4].map(|i| geo.scratch(i));
     let win_block = 32 * WIN_WARPS;
     let mut out = vec![
         geo.launch(
@@ -335,14 +378,14 @@ pub fn liger_backward_launches(
             geo.win[0],
             win_block,
             0,
-            vec![QRot, KRot, V, DY, DQRot, scratch(stats), Seq],
+            vec![QRot, KRot, V, DY, DQRot, stats, Seq],
         ),
         geo.launch(
             "win_dkv",
             geo.win[1],
             win_block,
             0,
-            vec![QRot, KRot, V, DY, scratch(stats), DKRot, DV, Seq],
+            vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
         ),
     ];
     let rows = geo.batch * geo.seq;
@@ -364,27 +407,30 @@ pub fn liger_backward_launches(
         ));
         return Ok(out);
     }
+    out.extend(geo.states(spec)?);
+    let n = geo.batch * spec.kv_heads * spec.head_dim * spec.head_dim;
     out.extend([
         geo.launch(
-            "states",
-            geo.chunked,
+            "chunk_dstate",
+            geo.chunked[0],
             NT,
             geo.smem[0],
-            vec![K, V, Gate, scratch(states), Seq],
+            vec![Q, Gate, DY, dstates, Seq],
         ),
+        geo.launch("scan_bwd", geo.flat(n)?, NT, 0, vec![dstates, dec, Batch, Seq]),
         geo.launch(
             "bwd_dv",
-            geo.chunked,
+            geo.chunked[0],
             NT,
-            geo.smem[1],
-            vec![Q, K, Gate, DY, DV, Seq],
+            geo.smem[2],
+            vec![Q, K, Gate, DY, dstates, DV, Seq],
         ),
         geo.launch(
             "bwd_dqk",
-            geo.chunked,
+            geo.chunked[0],
             NT,
-            geo.smem[2],
-            vec![Q, K, V, Gate, DY, scratch(states), DQ, DK, scratch(db), Seq],
+            geo.smem[3],
+            vec![Q, K, V, Gate, DY, states, dstates, DQ, DK, db, Seq],
         ),
     ]);
     if spec.variant.has_gate() {
@@ -394,16 +440,16 @@ pub fn liger_backward_launches(
             geo.flat(n)?,
             NT,
             0,
-            vec![scratch(db), Batch, Seq],
+            vec![db, Batch, Seq],
         ));
     }
-    let finish_grid = (grid_dim(geo.seq, &geo.node)?, geo.chunked.2, 1);
+    let finish_grid = (grid_dim(geo.seq, &geo.node)?, grid_dim(geo.batch, &geo.node)?, 1);
     out.push(geo.launch(
         "finish",
         finish_grid,
         NT,
         0,
-        vec![Q, K, Gate, scratch(db), DQ, DK, DGate, Seq],
+        vec![Q, K, Gate, db, DQ, DK, DGate, Seq],
     ));
     Ok(out)
 }

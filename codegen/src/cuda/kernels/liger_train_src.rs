@@ -23,8 +23,6 @@ pub(super) const WIN_WARPS: usize = 4;
 pub(super) struct Shape {
     /// Chunk length.
     pub(super) chunk: usize,
-    /// Value columns (forward, dv) or key rows (dq/dk) per block.
-    pub(super) tile: usize,
 }
 
 /// Per-variant pieces: the log-decay of channel `i`, the key operand before
@@ -80,8 +78,9 @@ constexpr int G = H / HKV;       // query heads per KV head
 constexpr int D = {d};             // head dim (= key channels = value channels)
 constexpr int W = {w};             // a query sees itself and the W previous tokens
 constexpr int C = {c};             // chunk length
-constexpr int TILE = {tile};          // value columns (forward, dv) or key rows (dq, dk) per block
+constexpr int RS = D + 1;          // row stride of the [C][D] shared tiles (padded: column walks hit distinct banks)
 constexpr int NT = {nt};           // threads of the chunked kernels
+constexpr int PER = (D * D + NT - 1) / NT; // state elements per thread
 constexpr int WARPS = {warps};          // warps of the window kernels
 constexpr int DPL = (D + 31) / 32; // features per lane
 constexpr float SCALE = {scale};     // 1/sqrt(D)
@@ -102,7 +101,6 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         variant = spec.variant,
         w = spec.window,
         c = shape.chunk,
-        tile = shape.tile,
         nt = NT,
         warps = WIN_WARPS,
         scale = float_lit(1.0 / (d as f64).sqrt()),
@@ -148,35 +146,73 @@ extern "C" __global__ void {prefix}_zero_k(float* __restrict__ x, int batch, int
 
 /// Device helpers shared by the kernels of one source.
 const HELPERS: &str = r#"
-// Mapped keys kf [C][D] (softmax over D, or 1 - e^g for HGRN2) and the in-chunk inclusive cumsum of the
-// log-gates bc [C][D] of the chunk starting at token row row0 (L valid rows, the rest zero). Ends with a barrier.
-__device__ void load_keys_gates(float* kf, float* bc, const float* k, const float* gate, long long row0, int j, int L) {
-    for (int e = threadIdx.x; e < C * D; e += NT) {
-        const int t = e / D, i = e % D;
-        kf[e] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
-        bc[e] = t < L ? gate_at(gate, row0 + t, j, i) : 0.0f;
+// Softmax over D of the first L rows of x [C][RS], in place; one warp per row. Ends with a barrier.
+__device__ void softmax_tile(float* x, int L) {
+    const int lane = threadIdx.x & 31;
+    for (int r = threadIdx.x >> 5; r < L; r += NT / 32) {
+        float* row = x + r * RS;
+        float m = neg_inf();
+        for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
+        m = warp_max(m);
+        float z = 0.0f;
+        for (int i = lane; i < D; i += 32) {
+            const float e = expf(row[i] - m);
+            row[i] = e;
+            z += e;
+        }
+        z = warp_sum(z);
+        for (int i = lane; i < D; i += 32) row[i] /= z;
     }
     __syncthreads();
-    if constexpr (KEY_SOFTMAX) softmax_rows(kf, L, D);
+}
+
+// In-chunk inclusive cumsum of the log-gates of KV head j into bc [C][RS] for the chunk of L valid rows
+// from token row row0 (rows >= L zero). Ends with a barrier.
+__device__ void load_gates(float* bc, const float* gate, long long row0, int j, int L) {
     for (int i = threadIdx.x; i < D; i += NT) {
         float acc = 0.0f;
-        for (int t = 0; t < L; ++t) {
-            acc += bc[t * D + i];
-            bc[t * D + i] = acc;
+        for (int t = 0; t < C; ++t) {
+            if (t < L) acc += gate_at(gate, row0 + t, j, i);
+            bc[t * RS + i] = t < L ? acc : 0.0f;
         }
     }
     __syncthreads();
 }
 
-// q~ = softmax over D of query head h's rows of the chunk into qf [C][D]. Ends with a barrier.
-__device__ void load_queries(float* qf, const float* q, long long row0, int h, int L) {
+// Mapped keys of KV head j into kf [C][RS] (softmax over D, or 1 - e^g for HGRN2; rows >= L zero).
+// Ends with a barrier.
+__device__ void load_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
     for (int e = threadIdx.x; e < C * D; e += NT) {
-        const int t = e / D;
-        qf[e] = t < L ? q[(row0 + t) * (H * D) + h * D + e % D] : 0.0f;
+        const int t = e / D, i = e % D;
+        kf[t * RS + i] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
     }
     __syncthreads();
-    softmax_rows(qf, L, D);
+    if constexpr (KEY_SOFTMAX) softmax_tile(kf, L);
+}
+
+// q~ = softmax over D of query head h's rows into qf [C][RS]. Ends with a barrier.
+__device__ void load_queries(float* qf, const float* q, long long row0, int h, int L) {
+    for (int e = threadIdx.x; e < C * D; e += NT) {
+        const int t = e / D, i = e % D;
+        qf[t * RS + i] = t < L ? q[(row0 + t) * (H * D) + h * D + i] : 0.0f;
+    }
     __syncthreads();
+    softmax_tile(qf, L);
+}
+
+// scale * the D features at `off` of each row of a [rows][stride] tensor into x [C][RS] (rows >= L
+// zero). No barrier.
+__device__ void load_rows(float* x, const float* src, long long row0, int stride, int off, int L, float scale) {
+    for (int e = threadIdx.x; e < C * D; e += NT) {
+        const int t = e / D, i = e % D;
+        x[t * RS + i] = t < L ? scale * src[(row0 + t) * stride + off + i] : 0.0f;
+    }
+}
+
+// A [D][D] state from global into shared memory, as is or transposed. No barrier.
+template <bool TRANSPOSE>
+__device__ void load_state(float* dst, const float* src) {
+    for (int e = threadIdx.x; e < D * D; e += NT) dst[TRANSPOSE ? (e % D) * D + e / D : e] = src[e];
 }
 
 // A[t][s] = sum_i qf[t,i] kf[s,i] e^(bc[t,i] - bc[s,i]) for s <= t < L, else 0. Ends with a barrier.
@@ -185,19 +221,19 @@ __device__ void gated_scores(float* A, const float* qf, const float* kf, const f
         const int t = e / C, s = e % C;
         float a = 0.0f;
         if (t < L && s <= t)
-            for (int i = 0; i < D; ++i) a += qf[t * D + i] * kf[s * D + i] * expf(bc[t * D + i] - bc[s * D + i]);
+            for (int i = 0; i < D; ++i) a += qf[t * RS + i] * kf[s * RS + i] * expf(bc[t * RS + i] - bc[s * RS + i]);
         A[e] = a;
     }
     __syncthreads();
 }
 
-// P[t][s] = <X_t, Y_s> over D for s <= t < L, else 0 (X, Y [C][D]). Ends with a barrier.
+// P[t][s] = <X_t, Y_s> over D for s <= t < L, else 0 (X, Y [C][RS]). Ends with a barrier.
 __device__ void causal_dots(float* P, const float* X, const float* Y, int L) {
     for (int e = threadIdx.x; e < C * C; e += NT) {
         const int t = e / C, s = e % C;
         float a = 0.0f;
         if (t < L && s <= t)
-            for (int i = 0; i < D; ++i) a += X[t * D + i] * Y[s * D + i];
+            for (int i = 0; i < D; ++i) a += X[t * RS + i] * Y[s * RS + i];
         P[e] = a;
     }
     __syncthreads();
@@ -390,217 +426,254 @@ extern "C" __global__ void {p}_win_dkv(const float* __restrict__ q_rot, const fl
     )
 }
 
-/// The chunked recurrence: forward (output and/or per-chunk states), the
-/// value-gradient and query/key-gradient sweeps, the gate's reverse cumsum.
+/// The chunk-parallel recurrence: per-chunk state contributions, the scans
+/// over chunks (the only sequential part, one thread per state element), and
+/// the per-chunk output and gradients.
 fn recurrence_kernels(p: &str) -> String {
     format!(
         r#"
-// Chunked forward of S_t = diag(e^g_t) S_(t-1) + k~_t^T v_t, o_t = q~_t S_t from S = 0, per
-// (value tile, KV head, row). Chunk [c0, c0+L), b = in-chunk inclusive cumsum of the log-gates:
-//   o_t = (q~_t * e^b_t) . S + sum_(s<=t) (sum_i q~_ti k~_si e^(b_ti - b_si)) v_s
-//   S  <- diag(e^b_L) S + sum_s (k~_s * e^(b_L - b_s))^T v_s
-// OUT: y += MIX_LIN * o.  SAVE: the state entering chunk n into states[b][j][n] ([D][D]).
-// Shared: kf, bc, qf [C][D], vs [C][TILE], S [D][TILE], A [C][C].
-template <bool OUT, bool SAVE>
-__device__ void recurrence_forward(const float* q, const float* k, const float* v, const float* gate,
-                                   float* y, float* states, int seq, float* smem) {{
+// The recurrence S_t = diag(e^g_t) S_(t-1) + k~_t^T v_t, o_t = q~_t S_t from S = 0, in chunks of C tokens.
+// Chunk n (L valid rows from token row row0, b = in-chunk inclusive cumsum of the log-gates) of KV head j:
+//   o_t     = (q~_t * e^b_t) . S_n + sum_(s<=t) (sum_i q~_ti k~_si e^(b_ti - b_si)) v_s
+//   S_(n+1) = diag(e^b_L) S_n + dS_n,   dS_n = sum_s (k~_s * e^(b_L - b_s))^T v_s
+// Every exponent is b_t - b_s <= 0 or b_t <= 0. Scratch per (row, KV head, chunk): a [D][D] state and
+// the decay e^b_L [D]; the slot of chunk n is (b * HKV + j) * nch + n.
+
+// 1. dS_n into states[slot] and e^b_L into dec[slot]. Grid (nch, HKV, batch). Shared: kf, bc, vs [C][RS].
+extern "C" __global__ void {p}_chunk_state(const float* __restrict__ k, const float* __restrict__ v,
+        const float* __restrict__ gate, float* __restrict__ states, float* __restrict__ dec, int seq) {{
+    extern __shared__ float smem[];
     float* kf = smem;
-    float* bc = kf + C * D;
-    [[maybe_unused]] float* qf = bc + C * D;
-    float* vs = qf + C * D;
-    float* S = vs + C * TILE;
-    [[maybe_unused]] float* A = S + D * TILE;
-    const int col0 = blockIdx.x * TILE, j = blockIdx.y, b = blockIdx.z;
-    const int nch = (seq + C - 1) / C;
-    for (int e = threadIdx.x; e < D * TILE; e += NT) S[e] = 0.0f;
+    float* bc = kf + C * RS;
+    float* vs = bc + C * RS;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
+    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    load_gates(bc, gate, row0, j, L);
+    load_keys(kf, k, gate, row0, j, L);
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int t = e / D, i = e % D;
+        kf[t * RS + i] *= expf(bc[(L - 1) * RS + i] - bc[t * RS + i]);
+    }}
+    __syncthreads();
+    float* dst = states + at * D * D;
+    for (int e = threadIdx.x; e < D * D; e += NT) {{
+        const int i = e / D, c = e % D;
+        float acc = 0.0f;
+        for (int s = 0; s < L; ++s) acc += kf[s * RS + i] * vs[s * RS + c];
+        dst[e] = acc;
+    }}
+    for (int i = threadIdx.x; i < D; i += NT) dec[at * D + i] = expf(bc[(L - 1) * RS + i]);
+}}
+
+// 2. states[slot of n] <- S_n, the state entering chunk n. One thread per (row, KV head, state element).
+extern "C" __global__ void {p}_scan_fwd(float* __restrict__ states, const float* __restrict__ dec, int batch, int seq) {{
+    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
+    if (id >= (long long)batch * HKV * D * D) return;
+    const long long bj = id / (D * D);
+    const int e = (int)(id % (D * D)), i = e / D, nch = (seq + C - 1) / C;
+    float S = 0.0f;
     for (int n = 0; n < nch; ++n) {{
-        const int L = min(C, seq - n * C);
-        const long long row0 = (long long)b * seq + n * C;
-        __syncthreads();
-        if constexpr (SAVE) {{
-            float* dst = states + ((long long)(b * HKV + j) * nch + n) * D * D;
-            for (int e = threadIdx.x; e < D * TILE; e += NT) dst[(e / TILE) * D + col0 + e % TILE] = S[e];
-        }}
-        for (int e = threadIdx.x; e < C * TILE; e += NT) {{
-            const int t = e / TILE;
-            vs[e] = t < L ? v[(row0 + t) * (HKV * D) + j * D + col0 + e % TILE] : 0.0f;
-        }}
-        load_keys_gates(kf, bc, k, gate, row0, j, L);
-        if constexpr (OUT) {{
-            for (int g = 0; g < G; ++g) {{
-                const int h = j * G + g;
-                load_queries(qf, q, row0, h, L);
-                gated_scores(A, qf, kf, bc, L);
-                for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-                    const int t = e / TILE, c = e % TILE;
-                    float o = 0.0f;
-                    for (int i = 0; i < D; ++i) o += qf[t * D + i] * expf(bc[t * D + i]) * S[i * TILE + c];
-                    for (int s = 0; s <= t; ++s) o += A[t * C + s] * vs[s * TILE + c];
-                    y[(row0 + t) * (H * D) + h * D + col0 + c] += MIX_LIN * o;
-                }}
-                __syncthreads();
-            }}
-        }}
-        for (int e = threadIdx.x; e < D * TILE; e += NT) {{
-            const int i = e / TILE, c = e % TILE;
-            const float bl = bc[(L - 1) * D + i];
-            float acc = expf(bl) * S[e];
-            for (int s = 0; s < L; ++s) acc += kf[s * D + i] * expf(bl - bc[s * D + i]) * vs[s * TILE + c];
-            S[e] = acc;
-        }}
+        const long long at = bj * nch + n;
+        const float add = states[at * D * D + e];
+        states[at * D * D + e] = S;
+        S = dec[at * D + i] * S + add;
     }}
 }}
 
-// Forward: y += MIX_LIN * o (y holds the window part). Grid (D/TILE, HKV, batch).
+// 3. Output of chunk n, query head h: y += MIX_LIN * o (y holds the window part). Grid (nch, H, batch).
+// Shared: kf, bc, qf, vs [C][RS], S [D][D], A [C][C].
 extern "C" __global__ void {p}_fwd(const float* __restrict__ q, const float* __restrict__ k,
-        const float* __restrict__ v, const float* __restrict__ gate, float* __restrict__ y, int seq) {{
-    extern __shared__ float smem[];
-    recurrence_forward<true, false>(q, k, v, gate, y, nullptr, seq, smem);
-}}
-
-// Backward sweep 0: the state entering every chunk into `states` [batch][HKV][nch][D][D].
-extern "C" __global__ void {p}_states(const float* __restrict__ k, const float* __restrict__ v,
-        const float* __restrict__ gate, float* __restrict__ states, int seq) {{
-    extern __shared__ float smem[];
-    recurrence_forward<false, true>(nullptr, k, v, gate, nullptr, states, seq, smem);
-}}
-
-// Backward sweep 1, per (value tile, KV head, row), chunks in reverse, carrying dS = dL/dS (columns
-// of the tile) at the end of the chunk; do = MIX_LIN * dy:
-//   dv_s += sum_i k~_si e^(b_Li - b_si) dS_ic + sum_h sum_(t>=s) A^h_ts do^h_t      (dv += : the window wrote it)
-//   dS   <- diag(e^b_L) dS + sum_h sum_t (q~^h_t * e^b_t)^T do^h_t
-// Shared: kf, bc, qf [C][D], dO [C][TILE], dS [D][TILE], A [C][C], dvs [C][TILE].
-extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
-        const float* __restrict__ gate, const float* __restrict__ dy, float* __restrict__ dv, int seq) {{
+        const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ states,
+        float* __restrict__ y, int seq) {{
     extern __shared__ float smem[];
     float* kf = smem;
-    float* bc = kf + C * D;
-    float* qf = bc + C * D;
-    float* dO = qf + C * D;
-    float* dS = dO + C * TILE;
-    float* A = dS + D * TILE;
-    float* dvs = A + C * C;
-    const int col0 = blockIdx.x * TILE, j = blockIdx.y, b = blockIdx.z;
-    for (int e = threadIdx.x; e < D * TILE; e += NT) dS[e] = 0.0f;
-    for (int n = (seq + C - 1) / C - 1; n >= 0; --n) {{
-        const int L = min(C, seq - n * C);
-        const long long row0 = (long long)b * seq + n * C;
-        __syncthreads();
-        load_keys_gates(kf, bc, k, gate, row0, j, L);
-        for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-            const int s = e / TILE, c = e % TILE;
-            float acc = 0.0f;
-            for (int i = 0; i < D; ++i) acc += kf[s * D + i] * expf(bc[(L - 1) * D + i] - bc[s * D + i]) * dS[i * TILE + c];
-            dvs[e] = acc;
-        }}
-        __syncthreads();
-        for (int e = threadIdx.x; e < D * TILE; e += NT) dS[e] *= expf(bc[(L - 1) * D + e / TILE]);
-        for (int g = 0; g < G; ++g) {{
-            const int h = j * G + g;
-            load_queries(qf, q, row0, h, L);
-            for (int e = threadIdx.x; e < C * TILE; e += NT) {{
-                const int t = e / TILE;
-                dO[e] = t < L ? MIX_LIN * dy[(row0 + t) * (H * D) + h * D + col0 + e % TILE] : 0.0f;
-            }}
-            gated_scores(A, qf, kf, bc, L);
-            for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-                const int s = e / TILE, c = e % TILE;
-                float acc = 0.0f;
-                for (int t = s; t < L; ++t) acc += A[t * C + s] * dO[t * TILE + c];
-                dvs[e] += acc;
-            }}
-            for (int e = threadIdx.x; e < D * TILE; e += NT) {{
-                const int i = e / TILE, c = e % TILE;
-                float acc = 0.0f;
-                for (int t = 0; t < L; ++t) acc += qf[t * D + i] * expf(bc[t * D + i]) * dO[t * TILE + c];
-                dS[e] += acc;
-            }}
-            __syncthreads();
-        }}
-        for (int e = threadIdx.x; e < L * TILE; e += NT)
-            dv[(row0 + e / TILE) * (HKV * D) + j * D + col0 + e % TILE] += dvs[e];
+    float* bc = kf + C * RS;
+    float* qf = bc + C * RS;
+    float* vs = qf + C * RS;
+    float* S = vs + C * RS;
+    float* A = S + D * D;
+    const int n = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = h / G, nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
+    load_state<false>(S, states + at * D * D);
+    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    load_gates(bc, gate, row0, j, L);
+    load_keys(kf, k, gate, row0, j, L);
+    load_queries(qf, q, row0, h, L);
+    gated_scores(A, qf, kf, bc, L);
+    for (int e = threadIdx.x; e < L * D; e += NT) qf[(e / D) * RS + e % D] *= expf(bc[(e / D) * RS + e % D]);
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int t = e / D, c = e % D;
+        float o = 0.0f;
+        for (int i = 0; i < D; ++i) o += qf[t * RS + i] * S[i * D + c];
+        for (int s = 0; s <= t; ++s) o += A[t * C + s] * vs[s * RS + c];
+        y[(row0 + t) * (H * D) + h * D + c] += MIX_LIN * o;
     }}
 }}
 
-// Backward sweep 2, per (key-row tile, KV head, row), chunks in reverse, carrying the tile's rows of dS;
-// S = the state entering the chunk (from `states`), P[t][s] = do_t . v_s:
-//   dq~_ti = e^b_ti (S do_t)_i + sum_(s<=t) e^(b_ti - b_si) k~_si P_ts       -> dq (temporary: dq~)
-//   dk~_si = e^(b_Li - b_si) (dS v_s)_i + sum_h sum_(t>=s) q~_ti e^(b_ti - b_si) P_ts   -> dk (dk~)
-//   db_ti  = sum_h q~_ti dq~_ti - k~_ti dk~_ti                                 -> db (gate identity)
-// Shared: kf, bc, vs, qf, dO [C][D], S, dS [TILE][D], P [C][C], dks, dbs [C][TILE].
+// Backward, with do = MIX_LIN * dy and dG_n = dL/dS_(n+1), the gradient of the state leaving chunk n:
+//   dG_(n-1) = diag(e^b_L) dG_n + sum_h sum_t (q~^h_t * e^b_t)^T do^h_t       (over chunk n)
+// 4. Per chunk: sum_h sum_t (q~^h_t * e^b_t)^T do^h_t into dstates[slot]. Grid (nch, HKV, batch).
+// Shared: bc, qf, dO [C][RS].
+extern "C" __global__ void {p}_chunk_dstate(const float* __restrict__ q, const float* __restrict__ gate,
+        const float* __restrict__ dy, float* __restrict__ dstates, int seq) {{
+    extern __shared__ float smem[];
+    float* bc = smem;
+    float* qf = bc + C * RS;
+    float* dO = qf + C * RS;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
+    float acc[PER];
+    for (int r = 0; r < PER; ++r) acc[r] = 0.0f;
+    load_gates(bc, gate, row0, j, L);
+    for (int g = 0; g < G; ++g) {{
+        const int h = j * G + g;
+        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
+        load_queries(qf, q, row0, h, L);
+        for (int e = threadIdx.x; e < L * D; e += NT) qf[(e / D) * RS + e % D] *= expf(bc[(e / D) * RS + e % D]);
+        __syncthreads();
+        for (int r = 0; r < PER; ++r) {{
+            const int e = threadIdx.x + r * NT, i = e / D, c = e % D;
+            if (e < D * D)
+                for (int t = 0; t < L; ++t) acc[r] += qf[t * RS + i] * dO[t * RS + c];
+        }}
+        __syncthreads();
+    }}
+    float* dst = dstates + at * D * D;
+    for (int r = 0; r < PER; ++r) {{
+        const int e = threadIdx.x + r * NT;
+        if (e < D * D) dst[e] = acc[r];
+    }}
+}}
+
+// 5. dstates[slot of n] <- dG_n (zero for the last chunk). One thread per (row, KV head, state element).
+extern "C" __global__ void {p}_scan_bwd(float* __restrict__ dstates, const float* __restrict__ dec, int batch, int seq) {{
+    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
+    if (id >= (long long)batch * HKV * D * D) return;
+    const long long bj = id / (D * D);
+    const int e = (int)(id % (D * D)), i = e / D, nch = (seq + C - 1) / C;
+    float dG = 0.0f;
+    for (int n = nch - 1; n >= 0; --n) {{
+        const long long at = bj * nch + n;
+        const float add = dstates[at * D * D + e];
+        dstates[at * D * D + e] = dG;
+        dG = dec[at * D + i] * dG + add;
+    }}
+}}
+
+// 6. dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv += : the window
+// wrote it). Grid (nch, HKV, batch). Shared: kf, bc, qf, dO [C][RS], dG [D][D], A [C][C], dvs [C][RS].
+extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
+        const float* __restrict__ gate, const float* __restrict__ dy, const float* __restrict__ dstates,
+        float* __restrict__ dv, int seq) {{
+    extern __shared__ float smem[];
+    float* kf = smem;
+    float* bc = kf + C * RS;
+    float* qf = bc + C * RS;
+    float* dO = qf + C * RS;
+    float* dG = dO + C * RS;
+    float* A = dG + D * D;
+    float* dvs = A + C * C;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
+    load_state<false>(dG, dstates + at * D * D);
+    load_gates(bc, gate, row0, j, L);
+    load_keys(kf, k, gate, row0, j, L);
+    // dO holds k~ * e^(b_L - b) while the inter-chunk part is summed.
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int t = e / D, i = e % D;
+        dO[t * RS + i] = kf[t * RS + i] * expf(bc[(L - 1) * RS + i] - bc[t * RS + i]);
+    }}
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int s = e / D, c = e % D;
+        float acc = 0.0f;
+        for (int i = 0; i < D; ++i) acc += dO[s * RS + i] * dG[i * D + c];
+        dvs[s * RS + c] = acc;
+    }}
+    __syncthreads();
+    for (int g = 0; g < G; ++g) {{
+        const int h = j * G + g;
+        load_queries(qf, q, row0, h, L);
+        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
+        gated_scores(A, qf, kf, bc, L);
+        for (int e = threadIdx.x; e < L * D; e += NT) {{
+            const int s = e / D, c = e % D;
+            float acc = 0.0f;
+            for (int t = s; t < L; ++t) acc += A[t * C + s] * dO[t * RS + c];
+            dvs[s * RS + c] += acc;
+        }}
+        __syncthreads();
+    }}
+    for (int e = threadIdx.x; e < L * D; e += NT)
+        dv[(row0 + e / D) * (HKV * D) + j * D + e % D] += dvs[(e / D) * RS + e % D];
+}}
+
+// 7. With S = S_n (entering chunk n) and dG = dG_n (leaving it), P^h_ts = do^h_t . v_s:
+//   dq~^h_ti = e^b_ti (S do^h_t)_i + sum_(s<=t) e^(b_ti - b_si) k~_si P^h_ts          -> dq (temporary: dq~)
+//   dk~_si   = e^(b_Li - b_si) (dG v_s)_i + sum_h sum_(t>=s) q~^h_ti e^(b_ti - b_si) P^h_ts  -> dk (dk~)
+//   db_ti    = sum_h q~^h_ti dq~^h_ti - k~_ti dk~_ti                                  -> db (gate identity)
+// Grid (nch, HKV, batch). Shared: kf, bc, vs, qf, dO [C][RS], S^T, dG^T [D][D], P [C][C], dks, dbs [C][RS].
 extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ dy,
-        const float* __restrict__ states, float* __restrict__ dq, float* __restrict__ dk,
-        float* __restrict__ db, int seq) {{
+        const float* __restrict__ states, const float* __restrict__ dstates, float* __restrict__ dq,
+        float* __restrict__ dk, float* __restrict__ db, int seq) {{
     extern __shared__ float smem[];
     float* kf = smem;
-    float* bc = kf + C * D;
-    float* vs = bc + C * D;
-    float* qf = vs + C * D;
-    float* dO = qf + C * D;
-    float* S = dO + C * D;
-    float* dS = S + TILE * D;
-    float* P = dS + TILE * D;
+    float* bc = kf + C * RS;
+    float* vs = bc + C * RS;
+    float* qf = vs + C * RS;
+    float* dO = qf + C * RS;
+    float* St = dO + C * RS;
+    float* dGt = St + D * D;
+    float* P = dGt + D * D;
     float* dks = P + C * C;
-    float* dbs = dks + C * TILE;
-    const int i0 = blockIdx.x * TILE, j = blockIdx.y, b = blockIdx.z;
-    const int nch = (seq + C - 1) / C;
-    for (int e = threadIdx.x; e < TILE * D; e += NT) dS[e] = 0.0f;
-    for (int n = nch - 1; n >= 0; --n) {{
-        const int L = min(C, seq - n * C);
-        const long long row0 = (long long)b * seq + n * C;
+    float* dbs = dks + C * RS;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
+    load_state<true>(St, states + at * D * D);
+    load_state<true>(dGt, dstates + at * D * D);
+    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    load_gates(bc, gate, row0, j, L);
+    load_keys(kf, k, gate, row0, j, L);
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int s = e / D, i = e % D;
+        float acc = 0.0f;
+        for (int c = 0; c < D; ++c) acc += dGt[c * D + i] * vs[s * RS + c];
+        dks[s * RS + i] = expf(bc[(L - 1) * RS + i] - bc[s * RS + i]) * acc;
+        dbs[s * RS + i] = 0.0f;
+    }}
+    for (int g = 0; g < G; ++g) {{
+        const int h = j * G + g;
+        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
+        load_queries(qf, q, row0, h, L);
+        causal_dots(P, dO, vs, L);
+        for (int e = threadIdx.x; e < L * D; e += NT) {{
+            const int x = e / D, i = e % D;
+            float inter = 0.0f;
+            for (int c = 0; c < D; ++c) inter += St[c * D + i] * dO[x * RS + c];
+            const float bx = bc[x * RS + i];
+            float dqv = expf(bx) * inter;
+            for (int s = 0; s <= x; ++s) dqv += expf(bx - bc[s * RS + i]) * kf[s * RS + i] * P[x * C + s];
+            dq[(row0 + x) * (H * D) + h * D + i] = dqv;
+            dbs[x * RS + i] += qf[x * RS + i] * dqv;
+            float dkv = 0.0f;
+            for (int t = x; t < L; ++t) dkv += qf[t * RS + i] * expf(bc[t * RS + i] - bx) * P[t * C + x];
+            dks[x * RS + i] += dkv;
+        }}
         __syncthreads();
-        const float* src = states + ((long long)(b * HKV + j) * nch + n) * D * D;
-        for (int e = threadIdx.x; e < TILE * D; e += NT) S[e] = src[(long long)(i0 + e / D) * D + e % D];
-        for (int e = threadIdx.x; e < C * D; e += NT) {{
-            const int t = e / D;
-            vs[e] = t < L ? v[(row0 + t) * (HKV * D) + j * D + e % D] : 0.0f;
-        }}
-        load_keys_gates(kf, bc, k, gate, row0, j, L);
-        for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-            const int s = e / TILE, r = e % TILE, i = i0 + r;
-            float acc = 0.0f;
-            for (int c = 0; c < D; ++c) acc += dS[r * D + c] * vs[s * D + c];
-            dks[e] = expf(bc[(L - 1) * D + i] - bc[s * D + i]) * acc;
-            dbs[e] = 0.0f;
-        }}
-        __syncthreads();
-        for (int e = threadIdx.x; e < TILE * D; e += NT) dS[e] *= expf(bc[(L - 1) * D + i0 + e / D]);
-        for (int g = 0; g < G; ++g) {{
-            const int h = j * G + g;
-            load_queries(qf, q, row0, h, L);
-            for (int e = threadIdx.x; e < C * D; e += NT) {{
-                const int t = e / D;
-                dO[e] = t < L ? MIX_LIN * dy[(row0 + t) * (H * D) + h * D + e % D] : 0.0f;
-            }}
-            __syncthreads();
-            causal_dots(P, dO, vs, L);
-            for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-                const int x = e / TILE, r = e % TILE, i = i0 + r;
-                float inter = 0.0f;
-                for (int c = 0; c < D; ++c) inter += S[r * D + c] * dO[x * D + c];
-                float dqv = expf(bc[x * D + i]) * inter;
-                for (int s = 0; s <= x; ++s) dqv += expf(bc[x * D + i] - bc[s * D + i]) * kf[s * D + i] * P[x * C + s];
-                dq[(row0 + x) * (H * D) + h * D + i] = dqv;
-                dbs[e] += qf[x * D + i] * dqv;
-                float dkv = 0.0f;
-                for (int t = x; t < L; ++t) dkv += qf[t * D + i] * expf(bc[t * D + i] - bc[x * D + i]) * P[t * C + x];
-                dks[e] += dkv;
-            }}
-            for (int e = threadIdx.x; e < TILE * D; e += NT) {{
-                const int r = e / D, c = e % D, i = i0 + r;
-                float acc = 0.0f;
-                for (int t = 0; t < L; ++t) acc += qf[t * D + i] * expf(bc[t * D + i]) * dO[t * D + c];
-                dS[e] += acc;
-            }}
-            __syncthreads();
-        }}
-        for (int e = threadIdx.x; e < L * TILE; e += NT) {{
-            const int t = e / TILE, i = i0 + e % TILE;
-            const long long at = (row0 + t) * (HKV * D) + j * D + i;
-            dk[at] = dks[e];
-            db[at] = dbs[e] - kf[t * D + i] * dks[e];
-        }}
+    }}
+    for (int e = threadIdx.x; e < L * D; e += NT) {{
+        const int t = e / D, i = e % D;
+        const long long o = (row0 + t) * (HKV * D) + j * D + i;
+        dk[o] = dks[t * RS + i];
+        db[o] = dbs[t * RS + i] - kf[t * RS + i] * dks[t * RS + i];
     }}
 }}
 
