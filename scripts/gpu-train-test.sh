@@ -2,12 +2,13 @@
 # GPU training checks, in one device call (the GPU machine has no Rust; build here with
 # ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
 #
-#   scripts/gpu-train-test.sh [grads] [grads-smol] [bench] [ref]      (default: all four)
+#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-smol] [bench] [ref]   (default: all)
 #
 #   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
 #          (--clip 0, --dump-grads) and the gradients compared: max |cuda − cpu| / max |cpu| per
 #          tensor, pass ≤ 1e-3 (f32 on both; cuBLAS and the kernels sum in other orders; the CPU's
 #          own float64-checked tolerance is 1e-4 of the largest gradient)
+#   grads-hybrid  the same with layer 1 of 2 keeping softmax attention (linearize:keep-softmax=every:2)
 #   grads-smol  the same on a random-weight SmolLM2-135M-shaped model at 256 tokens (30 layers)
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
@@ -24,27 +25,29 @@ mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-smol bench ref)
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-smol bench ref)
 status=0
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
 for part in "${parts[@]}"; do
 case $part in
-grads)
+grads|grads-hybrid)
     fx=tests/fixtures/onnx/tiny_dynamo_op18_sdpa.onnx
+    lin=linearize
+    [[ $part == grads-hybrid ]] && lin=linearize:keep-softmax=every:2
     for be in cuda cpu; do
         rm -rf "$OUT/grads-$be"
-        "$BIN" finetune "$fx" --pass linearize --pass lora --lora-targets q,k,v,o,gate,up,down \
+        "$BIN" finetune "$fx" --pass $lin --pass lora --lora-targets q,k,v,o,gate,up,down \
             --lora-rank 8 --tokenizer bytes --data tests/fixtures/text/shakespeare_sample.txt \
             --seq-len 64 --batch 2 --accum 2 --steps 1 --clip 0 --eval-every 0 --heldout 0.2 \
             --backend $be --dump-grads "$OUT/grads-$be.json" -o "$OUT/grads-$be" \
             > "$OUT/grads-$be.log" 2>&1
         rc=$?
-        log "grads: --backend $be exit $rc ($(tail -1 "$OUT/grads-$be.log"))"
+        log "$part: --backend $be exit $rc ($(tail -1 "$OUT/grads-$be.log"))"
         [[ $rc -eq 0 ]] || status=1
     done
-    "$PY" - "$OUT/grads-cuda.json" "$OUT/grads-cpu.json" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || status=1
+    "$PY" - "$OUT/grads-cuda.json" "$OUT/grads-cpu.json" $part <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || status=1
 import json, sys
 import numpy as np
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
@@ -56,7 +59,7 @@ for k in sorted(b):
     err = np.abs(x - y).max() / scale
     worst = max(worst, err)
     print(f"  {k}: max|grad| {scale:.3e}, max err / max|cpu| {err:.2e}")
-print(f"grads: {len(b)} tensors, worst relative error {worst:.2e} (pass <= 1e-3)")
+print(f"{sys.argv[3]}: {len(b)} tensors, worst relative error {worst:.2e} (pass <= 1e-3)")
 sys.exit(0 if worst <= 1e-3 else 1)
 PYEOF
     ;;

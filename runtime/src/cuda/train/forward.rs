@@ -138,6 +138,9 @@ pub(super) fn forward(
         }
         (Op::LigerGate(g), [k]) => vec![super::liger::gate_forward(cx, g, k)?],
         (Op::LigerAttention(l), args) => vec![super::liger::attention_forward(cx, l, args)?],
+        (Op::Attention(a), args) => {
+            vec![super::liger::softmax_attention_forward(cx, a, args)?]
+        }
         _ => return Ok(None),
     }))
 }

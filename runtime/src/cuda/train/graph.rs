@@ -20,6 +20,27 @@ pub(super) struct GpuGraph {
     uses: HashMap<ValueRef, usize>,
     /// Nodes run on the host, by mnemonic (counted on every run).
     pub(super) host_nodes: RefCell<HostCounts>,
+    /// With `LIGERC_TRAIN_PROFILE` set: device seconds and runs per op
+    /// mnemonic (each op synchronised), printed to stderr when dropped.
+    profile: Option<RefCell<HashMap<String, (f64, usize)>>>,
+}
+
+impl Drop for GpuGraph {
+    fn drop(&mut self) {
+        let Some(p) = &self.profile else { return };
+        let p = p.borrow();
+        let total: f64 = p.values().map(|v| v.0).sum();
+        let mut rows: Vec<_> = p.iter().collect();
+        rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        eprintln!("LIGERC_TRAIN_PROFILE: {total:.3} s of synchronised op time");
+        for (op, (secs, n)) in rows {
+            eprintln!(
+                "  {op:<28} {secs:>9.4} s {:>5.1}% {n:>8} runs {:>9.1} us/run",
+                100.0 * secs / total.max(1e-12),
+                1e6 * secs / (*n).max(1) as f64
+            );
+        }
+    }
 }
 
 /// Whether `op` has a GPU kernel (shapes aside: a broadcasting Add is found
@@ -42,7 +63,9 @@ fn on_gpu(op: &Op) -> bool {
             Op::Embedding => false,
             inner => on_gpu(inner),
         },
-        Op::Attention(_) => false,
+        // Causal, unmasked, scale 1/√d: the window kernels with an unbounded
+        // window (anything else is refused when the node runs).
+        Op::Attention(_) => true,
     }
 }
 
@@ -85,6 +108,7 @@ impl GpuGraph {
             order,
             uses,
             host_nodes: RefCell::new(HashMap::new()),
+            profile: std::env::var_os("LIGERC_TRAIN_PROFILE").map(|_| RefCell::new(HashMap::new())),
         })
     }
 
@@ -126,10 +150,18 @@ impl GpuGraph {
                             })
                         })
                         .collect::<Result<_, _>>()?;
+                    let started = self.profile.as_ref().map(|_| std::time::Instant::now());
                     let done = match op {
                         Op::Vjp(spec) => backward(cx, spec, &args)?,
                         other => forward(cx, other, &args)?,
                     };
+                    if let (Some(p), Some(t0)) = (&self.profile, started) {
+                        cx.dev.sync()?;
+                        let mut p = p.borrow_mut();
+                        let e = p.entry(op.mnemonic()).or_default();
+                        e.0 += t0.elapsed().as_secs_f64();
+                        e.1 += 1;
+                    }
                     let r = match done {
                         Some(r) => r,
                         None if host_ops => {

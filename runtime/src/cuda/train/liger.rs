@@ -12,7 +12,7 @@ use ligerc_codegen::cuda::kernels::liger_train::{
     TrainArg, TrainLaunch, gate_backward_launches, gate_forward_launches, gate_train_source,
     liger_backward_launches, liger_forward_launches, liger_scratch_floats, liger_train_source,
 };
-use ligerc_ir::{GateSpec, LigerSpec};
+use ligerc_ir::{AttentionSpec, GateSpec, LigerSpec, LigerVariant};
 
 use super::super::device::Function;
 use super::super::{Param, cubin_for};
@@ -281,4 +281,84 @@ pub(super) fn attention_backward(
                 .ok_or_else(|| cx.shape_err(format!("LigerAttention has no operand {w}")))
         })
         .collect()
+}
+
+/// Window longer than any sequence: the window kernels then compute full
+/// causal softmax attention.
+const UNBOUNDED_WINDOW: usize = 1 << 29;
+
+/// Causal softmax `Attention(q, k, v)` as the window branch of a
+/// swa-only LigerAttention whose window covers the whole sequence (mix 1, no
+/// recurrence). Refuses what those kernels cannot express: a mask operand, a
+/// non-causal attention, a scale other than `1/√head_dim`, or a cache.
+fn as_window_spec(cx: &Ctx, a: &AttentionSpec, operands: usize) -> Result<LigerSpec, GpuTrainError> {
+    let unsupported = |reason: String| GpuTrainError::Unsupported {
+        node: cx.node.clone(),
+        reason,
+    };
+    if operands != 3 {
+        return Err(unsupported(format!(
+            "softmax Attention with a mask operand has no GPU training kernel (got {operands} operands; \
+             packed training sequences need none)"
+        )));
+    }
+    let want = 1.0 / (a.head_dim as f64).sqrt();
+    if !a.causal || (a.scale - want).abs() > 1e-6 * want {
+        return Err(unsupported(format!(
+            "the GPU training kernel computes causal attention with scale 1/sqrt(head_dim) = {want:.6}; \
+             this node is causal={} with scale {}",
+            a.causal, a.scale
+        )));
+    }
+    Ok(LigerSpec {
+        variant: LigerVariant::SwaOnly,
+        heads: a.heads,
+        kv_heads: a.kv_heads,
+        head_dim: a.head_dim,
+        window: UNBOUNDED_WINDOW,
+        mix_window: 1.0,
+        mix_linear: 0.0,
+        slots: 0,
+    })
+}
+
+/// `Attention(q, k, v)`, causal, on the device.
+pub(super) fn softmax_attention_forward(
+    cx: &Ctx,
+    a: &AttentionSpec,
+    args: &[&DevTensor],
+) -> Result<DevTensor, GpuTrainError> {
+    let spec = as_window_spec(cx, a, args.len())?;
+    let (q, k, v) = (args[0], args[1], args[2]);
+    if q.shape.get(1) != k.shape.get(1) {
+        return Err(cx.shape_err(format!(
+            "query {:?} and key {:?} lengths differ (no KV cache in training)",
+            q.shape, k.shape
+        )));
+    }
+    attention_forward(cx, &spec, &[q, k, v, q, k])
+}
+
+/// The gradients of causal `Attention(q, k, v)` with respect to `wrt`.
+pub(super) fn softmax_attention_backward(
+    cx: &Ctx,
+    a: &AttentionSpec,
+    args: &[&DevTensor],
+    dy: &DevTensor,
+    wrt: &[usize],
+) -> Result<Vec<DevTensor>, GpuTrainError> {
+    let spec = as_window_spec(cx, a, args.len())?;
+    let (q, k, v) = (args[0], args[1], args[2]);
+    // The window kernels see q, k as the rotated operands: their gradients
+    // are DQRot (3), DKRot (4); DV (2) is the value's.
+    let slots: Vec<usize> = wrt
+        .iter()
+        .map(|&w| match w {
+            0 => Ok(3),
+            1 => Ok(4),
+            2 => Ok(2),
+            other => Err(cx.shape_err(format!("Attention has no operand {other}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    attention_backward(cx, &spec, &[q, k, v, q, k], dy, &slots)
 }
