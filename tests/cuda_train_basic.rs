@@ -282,6 +282,38 @@ fn emulated_training_kernels_match_the_cpu_runtime() {
             ],
         );
     }
+    // f32 → bf16 (the activations of a product with a bf16 frozen weight):
+    // bit-exact against `half`'s round-to-nearest-even, ties, subnormals and
+    // infinities included.
+    {
+        let mut x = rng.vec(300, 3.0);
+        x.extend([
+            1.0 + f32::EPSILON * 64.0,  // a tie below an even mantissa: down
+            1.0 + f32::EPSILON * 192.0, // a tie below an odd mantissa: up
+            1e-40,
+            -3.4e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+        ]);
+        let n = x.len();
+        let want: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        add(
+            Case {
+                name: "tr_to_bf16".into(),
+                f32_in: vec![("x".into(), x)],
+                i64_in: vec![],
+                outs: vec![("y".into(), n)],
+                code: format!(
+                    "    {{ std::vector<unsigned short> hb({n});\n\
+                     emu_launch(tr_to_bf16, dim3{{cdiv({n}, 256)}}, dim3{{256}}, 0, x.data(), hb.data(), {n}LL);\n\
+                     for (long i = 0; i < {n}; ++i) {{ uint32_t u = (uint32_t)hb[i] << 16; std::memcpy(&y[i], &u, 4); }} }}\n"
+                ),
+            },
+            vec![want],
+        );
+    }
     // Rope forward and backward: 2 rows × 7 tokens, 3 heads of 10, tables as the runtime builds them.
     {
         let (batch, seq, heads, d) = (2usize, 7usize, 3usize, 10usize);
@@ -423,6 +455,11 @@ fn emulated_training_kernels_match_the_cpu_runtime() {
     let Some(got) = emulate(&cases) else { return };
     for ((c, g), w) in cases.iter().zip(&got).zip(&want) {
         for (((name, _), a), b) in c.outs.iter().zip(g).zip(w) {
+            if c.name == "tr_to_bf16" {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "tr_to_bf16 differs from half::bf16::from_f32");
+                continue;
+            }
             let e = rel(a, b);
             eprintln!("{}: {name}: max error {e:.2e} of max |cpu|", c.name);
             assert!(e <= 1e-5, "{}: {name}: error {e:e} > 1e-5", c.name);

@@ -20,7 +20,7 @@ use ligerc::runtime::train::{
 
 use super::args::Backend;
 use super::common::{UsageError, apply_passes, bar, load, spinner, tokenizer};
-use super::finetune_args::{FinetuneArgs, ScheduleArg, TokenizerArg};
+use super::finetune_args::{FinetuneArgs, FrozenArg, ScheduleArg, TokenizerArg};
 use super::finetune_output::{Outputs, metrics_line};
 
 /// Runs `ligerc finetune`.
@@ -75,7 +75,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         s.documents, s.tokens, s.train_sequences, s.heldout_sequences, args.seq_len
     );
     let fingerprint = fingerprint(args, &files)?;
-    let mut trainer = new_trainer(args.backend, train, eval.graph, config.clone())?;
+    let mut trainer = new_trainer(args, train, eval.graph, config.clone())?;
     let out = Outputs::new(&args.output);
     let mut state = prepare_resume(args, &out, &mut trainer, config, fingerprint)?;
     let mut loader = Loader::resume(args.seed, data.train.len(), state.cursor)?;
@@ -218,12 +218,13 @@ fn evaluate(
 
 /// A trainer on the chosen backend.
 fn new_trainer(
-    backend: Backend,
+    args: &FinetuneArgs,
     train: ligerc::passes::autodiff::TrainingGraph,
     eval: ligerc::ir::Graph,
     config: TrainConfig,
 ) -> Result<Trainer> {
-    Ok(match backend {
+    use ligerc::runtime::cuda::train::FrozenDtype;
+    Ok(match args.backend {
         Backend::Cpu => Trainer::new(train.graph, eval, &train.trainable, config)?,
         Backend::Cuda => {
             let pb = spinner("compiling training kernels (NVRTC) and uploading weights");
@@ -233,6 +234,10 @@ fn new_trainer(
                 train.graph,
                 eval,
                 &train.trainable,
+                match args.frozen_dtype {
+                    FrozenArg::Bf16 => FrozenDtype::Bf16,
+                    FrozenArg::F32 => FrozenDtype::F32,
+                },
             )?;
             pb.finish_and_clear();
             eprintln!("cuda: training on {}", gpu.device_name());

@@ -96,14 +96,29 @@ pub struct FinetuneArgs {
     /// models with a 256-token vocabulary).
     #[arg(long, value_enum, default_value_t = TokenizerArg::Model)]
     pub tokenizer: TokenizerArg,
-    /// Where the updates run: the f32 CPU reference, or one NVIDIA GPU (f32; exit code 3 when
-    /// no GPU or CUDA library is available). Same loop, checkpoints and outputs.
+    /// Where the updates run: the f32 CPU reference, or one NVIDIA GPU (exit code 3 when no
+    /// GPU or CUDA library is available). Same loop, checkpoints and outputs.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// With --backend cuda: how the frozen projection weights are held. bf16 halves their
+    /// memory and runs their products on bf16 tensor cores with f32 accumulation (as PyTorch
+    /// autocast); LoRA parameters, AdamW state and activations stay f32 either way. f32 matches
+    /// the CPU reference to rounding (for gradient checks).
+    #[arg(long, value_enum, default_value_t = FrozenArg::Bf16)]
+    pub frozen_dtype: FrozenArg,
     /// Debugging: write the gradients of the first update (before clipping when `--clip 0`)
     /// as JSON `{name: {shape, values}}` to FILE (docs/FINETUNE.md, "GPU training").
     #[arg(long, value_name = "FILE", hide = true)]
     pub dump_grads: Option<PathBuf>,
+}
+
+/// `--frozen-dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FrozenArg {
+    /// bfloat16 frozen weights (the default).
+    Bf16,
+    /// f32 frozen weights.
+    F32,
 }
 
 /// `--schedule`.

@@ -53,6 +53,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "rotate-half RoPE by ±θ from cos/sin tables [seq, D/2]",
     ),
     ("tr_add", "y = a + b"),
+    (
+        "tr_to_bf16",
+        "y = bf16(x), round to nearest even, NaN kept (bits as unsigned short)",
+    ),
     ("tr_accumulate", "acc += x"),
     ("tr_bias_add", "y[r, j] += bias[j]"),
     (
@@ -261,6 +265,16 @@ extern "C" __global__ void tr_add(const float* __restrict__ a, const float* __re
                                   float* __restrict__ y, long long n) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = a[i] + b[i];
+}
+
+// launch: (ceil(n/256)) x 256
+extern "C" __global__ void tr_to_bf16(const float* __restrict__ x, unsigned short* __restrict__ y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const unsigned int u = (unsigned int)__float_as_int(x[i]);
+        y[i] = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((u >> 16) | 0x40u)
+                                               : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
 }
 
 // launch: (ceil(n/256)) x 256

@@ -5,16 +5,16 @@
 //! non-finite update); clipping and AdamW run on the device.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ligerc_codegen::cuda::kernels::train_basic::REDUCE_BLOCKS;
-use ligerc_ir::Graph;
+use ligerc_ir::{Graph, Op};
 
 use super::super::{Device, DeviceBuffer};
 use super::GpuTrainError;
 use super::forward::Ctx;
 use super::graph::GpuGraph;
-use super::host::{download_bytes, download_f32, upload};
+use super::host::{download_bytes, download_f32, upload, upload_bf16};
 use super::kernels::{Kernels, double, float, long, ptr};
 use super::value::{DevTensor, Elem, Pool};
 use crate::Tensor;
@@ -26,6 +26,49 @@ struct Slot {
     shape: Vec<usize>,
     offset: usize,
     len: usize,
+}
+
+/// How the frozen projection weights are held on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FrozenDtype {
+    /// bf16 (half the memory; products take bf16 operands with f32
+    /// accumulation, as PyTorch autocast does). LoRA parameters, optimizer
+    /// state and every activation stay f32.
+    #[default]
+    Bf16,
+    /// f32, as the CPU runtime (for tight GPU-vs-CPU gradient checks).
+    F32,
+}
+
+/// Frozen weights that are only ever the weight operand of a projection
+/// (`Linear`, `LmHead`, `Lora` and their backward) in every graph: those
+/// can be held as bf16. A weight also read elsewhere (a tied embedding table,
+/// a norm scale) stays f32.
+fn projection_only_weights(graphs: &[&Graph], trainable: &[String]) -> HashSet<String> {
+    let is_projection = |op: &Op| matches!(op, Op::Linear | Op::LmHead | Op::Lora { .. });
+    let mut ok: HashSet<String> = HashSet::new();
+    let mut other: HashSet<String> = HashSet::new();
+    for g in graphs {
+        for id in g.node_ids() {
+            let Ok(node) = g.try_node(id) else { continue };
+            let projection = match &node.op {
+                Op::Vjp(v) => is_projection(&v.forward),
+                op => is_projection(op),
+            };
+            for (pos, v) in g.operands(id).into_iter().enumerate() {
+                let Ok(src) = g.try_node(v.node) else { continue };
+                if let Op::Weight { name } = &src.op {
+                    if projection && pos == 1 {
+                        ok.insert(name.clone());
+                    } else {
+                        other.insert(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    ok.retain(|n| !other.contains(n) && !trainable.contains(n));
+    ok
 }
 
 /// Training and evaluation graphs on one GPU.
@@ -59,6 +102,7 @@ impl CudaBackend {
         train: Graph,
         eval: Graph,
         trainable: &[String],
+        frozen: FrozenDtype,
     ) -> Result<CudaBackend, GpuTrainError> {
         let dev = Device::open(0)?;
         let host_ops = super::host_ops_allowed();
@@ -95,13 +139,22 @@ impl CudaBackend {
         );
         let partials = dev.alloc(REDUCE_BLOCKS as usize * 8)?;
         let norm = dev.alloc(8)?;
+        let bf16 = match frozen {
+            FrozenDtype::Bf16 => projection_only_weights(&[train.graph(), eval.graph()], trainable),
+            FrozenDtype::F32 => HashSet::new(),
+        };
         let mut weights = HashMap::new();
         for g in [train.graph(), eval.graph()] {
             for (name, data) in &g.weights {
                 if weights.contains_key(name) || trainable.contains(name) {
                     continue;
                 }
-                let t = upload(&dev, &pool, &Tensor::from_data(data))?;
+                let host = Tensor::from_data(data);
+                let t = if bf16.contains(name) {
+                    upload_bf16(&dev, &pool, &host)?
+                } else {
+                    upload(&dev, &pool, &host)?
+                };
                 weights.insert(name.clone(), t);
             }
         }

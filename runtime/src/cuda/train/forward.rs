@@ -179,7 +179,9 @@ pub(super) fn weight_dims(
     w: &DevTensor,
     in_f: usize,
 ) -> Result<(usize, usize), GpuTrainError> {
-    cx.f32(w, "weight")?;
+    if !matches!(w.elem, Elem::F32 | Elem::BF16) {
+        return Err(cx.shape_err(format!("weight is {:?}, expected f32 or bf16", w.elem)));
+    }
     match w.shape[..] {
         [o, i] if i == in_f => Ok((o, i)),
         _ => Err(cx.shape_err(format!(
@@ -221,18 +223,45 @@ fn dense(
     let (rows, in_f) = x.rows_cols();
     let (out_f, _) = weight_dims(cx, w, in_f)?;
     let y = cx.empty(out_shape(x, out_f), Elem::F32)?;
-    matmul(
-        cx.dev,
-        (rows, out_f, in_f),
-        1.0,
-        plain(x.ptr),
-        trans(w.ptr),
-        0.0,
-        y.ptr,
-    )?;
+    if w.elem == Elem::BF16 {
+        let xb = to_bf16(cx, x)?;
+        matmul(
+            cx.dev,
+            (rows, out_f, in_f),
+            1.0,
+            plain(xb.ptr).bf16(),
+            trans(w.ptr).bf16(),
+            0.0,
+            y.ptr,
+        )?;
+    } else {
+        matmul(
+            cx.dev,
+            (rows, out_f, in_f),
+            1.0,
+            plain(x.ptr),
+            trans(w.ptr),
+            0.0,
+            y.ptr,
+        )?;
+    }
     if let Some(b) = bias {
         add_bias(cx, &y, b)?;
     }
+    Ok(y)
+}
+
+/// `x` (f32) rounded to bf16, for a product with a bf16 weight.
+pub(super) fn to_bf16(cx: &Ctx, x: &DevTensor) -> Result<DevTensor, GpuTrainError> {
+    cx.f32(x, "bf16 cast input")?;
+    let y = cx.empty(x.shape.clone(), Elem::BF16)?;
+    let n = y.numel();
+    cx.k.elems(
+        cx.dev,
+        "tr_to_bf16",
+        n,
+        &[ptr(x.ptr), ptr(y.ptr), long(n as i64)],
+    )?;
     Ok(y)
 }
 

@@ -1,4 +1,5 @@
-//! Row-major f32 matrix products on cuBLAS (`cublasGemmEx`, f32 compute).
+//! Row-major matrix products on cuBLAS (`cublasGemmEx`, f32 compute): f32
+//! operands, or bf16 operands (both; cuBLAS takes no mixed pair) into f32.
 
 use super::super::Device;
 use super::super::device::GemmParams;
@@ -11,6 +12,15 @@ pub(super) struct Operand {
     pub(super) ptr: u64,
     /// `true`: the matrix used is the transpose of the stored one.
     pub(super) t: bool,
+    /// `true`: stored as bf16.
+    pub(super) bf16: bool,
+}
+
+impl Operand {
+    /// The same operand, stored as bf16.
+    pub(super) fn bf16(self) -> Operand {
+        Operand { bf16: true, ..self }
+    }
 }
 
 /// `C[m, n] = alpha·op(A)·op(B) + beta·C`, row-major: `A` is stored `[m, k]`
@@ -29,6 +39,12 @@ pub(super) fn matmul(
 ) -> Result<(), GpuTrainError> {
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    if a.bf16 != b.bf16 {
+        return Err(GpuTrainError::Shape {
+            node: "gemm".into(),
+            problem: "internal: one bf16 and one f32 operand".into(),
+        });
     }
     let dim = |v: usize| {
         i32::try_from(v).map_err(|_| GpuTrainError::Shape {
@@ -51,8 +67,8 @@ pub(super) fn matmul(
         ldc: ni,
         alpha: if k == 0 { 0.0 } else { alpha },
         beta,
-        a_bf16: false,
-        b_bf16: false,
+        a_bf16: b.bf16,
+        b_bf16: a.bf16,
         c_bf16: false,
     })?;
     Ok(())
@@ -60,10 +76,18 @@ pub(super) fn matmul(
 
 /// A stored operand used as is.
 pub(super) fn plain(ptr: u64) -> Operand {
-    Operand { ptr, t: false }
+    Operand {
+        ptr,
+        t: false,
+        bf16: false,
+    }
 }
 
 /// A stored operand used transposed.
 pub(super) fn trans(ptr: u64) -> Operand {
-    Operand { ptr, t: true }
+    Operand {
+        ptr,
+        t: true,
+        bf16: false,
+    }
 }

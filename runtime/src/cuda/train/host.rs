@@ -59,6 +59,14 @@ pub(super) fn download(dev: &Device, t: &DevTensor) -> Result<Tensor, GpuTrainEr
                 .collect();
             Tensor::i64(t.shape.clone(), v)?
         }
+        Elem::BF16 => {
+            let b = download_bytes(dev, t.ptr, t.numel() * 2)?;
+            let v = b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect();
+            Tensor::f32(t.shape.clone(), v)?
+        }
     })
 }
 
@@ -78,6 +86,29 @@ pub(super) fn upload(dev: &Device, pool: &Pool, t: &Tensor) -> Result<DevTensor,
     {
         dev.upload_async(device_buffer(b)?, 0, &bytes)?;
         // The host bytes must outlive the copy.
+        dev.sync()?;
+    }
+    Ok(d)
+}
+
+/// An f32 host tensor on the device as bf16 (round to nearest even).
+pub(super) fn upload_bf16(
+    dev: &Device,
+    pool: &Pool,
+    t: &Tensor,
+) -> Result<DevTensor, GpuTrainError> {
+    let Data::F32(v) = &t.data else {
+        return upload(dev, pool, t);
+    };
+    let bytes: Vec<u8> = v
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    let d = DevTensor::empty(dev, pool, t.shape.clone(), Elem::BF16)?;
+    if let Some(b) = &d.hold
+        && !bytes.is_empty()
+    {
+        dev.upload_async(device_buffer(b)?, 0, &bytes)?;
         dev.sync()?;
     }
     Ok(d)

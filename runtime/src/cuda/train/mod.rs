@@ -32,7 +32,7 @@ mod value;
 
 use thiserror::Error;
 
-pub use engine::CudaBackend;
+pub use engine::{CudaBackend, FrozenDtype};
 
 use super::CudaError;
 

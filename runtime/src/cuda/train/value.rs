@@ -20,6 +20,8 @@ pub(super) enum Elem {
     F32,
     /// 64-bit integer (token ids, targets).
     I64,
+    /// bfloat16: frozen projection weights, and activations cast for their products.
+    BF16,
 }
 
 impl Elem {
@@ -28,6 +30,7 @@ impl Elem {
         match self {
             Elem::F32 => 4,
             Elem::I64 => 8,
+            Elem::BF16 => 2,
         }
     }
 }
