@@ -298,7 +298,10 @@ fn emulated_training_kernels_match_the_cpu_runtime() {
             -0.0,
         ]);
         let n = x.len();
-        let want: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        let want: Vec<f32> = x
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
         add(
             Case {
                 name: "tr_to_bf16".into(),

@@ -355,7 +355,13 @@ fn attention_cases() -> Vec<Case> {
         Case::new(spec(Gla, 2, 1, 16, 4, (0.0, 1.0)), 1, 150, false, 12),
         // Full causal softmax attention (the GPU trainer's `Attention`): an
         // unbounded window, no recurrence.
-        Case::new(spec(SwaOnly, 4, 2, 16, 1 << 29, (1.0, 0.0)), 2, 45, false, 13),
+        Case::new(
+            spec(SwaOnly, 4, 2, 16, 1 << 29, (1.0, 0.0)),
+            2,
+            45,
+            false,
+            13,
+        ),
     ]
 }
 

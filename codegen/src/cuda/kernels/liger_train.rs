@@ -264,10 +264,7 @@ impl Geometry {
             prefix: prefix(spec, shape.chunk),
             smem,
             win: [(rows, g(spec.heads)?, b), (rows, g(spec.kv_heads)?, b)],
-            chunked: [
-                (chunks, g(spec.kv_heads)?, b),
-                (chunks, g(spec.heads)?, b),
-            ],
+            chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
             batch,
             seq,
@@ -317,7 +314,13 @@ impl Geometry {
                 self.smem[0],
                 vec![K, V, Gate, states, dec, Seq],
             ),
-            self.launch("scan_fwd", self.flat(n)?, NT, 0, vec![states, dec, Batch, Seq]),
+            self.launch(
+                "scan_fwd",
+                self.flat(n)?,
+                NT,
+                0,
+                vec![states, dec, Batch, Seq],
+            ),
         ])
     }
 }
@@ -417,7 +420,13 @@ pub fn liger_backward_launches(
             geo.smem[0],
             vec![Q, Gate, DY, dstates, Seq],
         ),
-        geo.launch("scan_bwd", geo.flat(n)?, NT, 0, vec![dstates, dec, Batch, Seq]),
+        geo.launch(
+            "scan_bwd",
+            geo.flat(n)?,
+            NT,
+            0,
+            vec![dstates, dec, Batch, Seq],
+        ),
         geo.launch(
             "bwd_dv",
             geo.chunked[0],
@@ -435,15 +444,13 @@ pub fn liger_backward_launches(
     ]);
     if spec.variant.has_gate() {
         let n = geo.batch * spec.kv_heads * spec.head_dim;
-        out.push(geo.launch(
-            "revcumsum",
-            geo.flat(n)?,
-            NT,
-            0,
-            vec![db, Batch, Seq],
-        ));
+        out.push(geo.launch("revcumsum", geo.flat(n)?, NT, 0, vec![db, Batch, Seq]));
     }
-    let finish_grid = (grid_dim(geo.seq, &geo.node)?, grid_dim(geo.batch, &geo.node)?, 1);
+    let finish_grid = (
+        grid_dim(geo.seq, &geo.node)?,
+        grid_dim(geo.batch, &geo.node)?,
+        1,
+    );
     out.push(geo.launch(
         "finish",
         finish_grid,

@@ -72,9 +72,7 @@ pub(super) fn backward(
             wrt.iter().map(|_| dk.clone()).collect()
         }
         (Op::LigerAttention(l), fwd) => super::liger::attention_backward(cx, l, fwd, dy, wrt)?,
-        (Op::Attention(a), fwd) => {
-            super::liger::softmax_attention_backward(cx, a, fwd, dy, wrt)?
-        }
+        (Op::Attention(a), fwd) => super::liger::softmax_attention_backward(cx, a, fwd, dy, wrt)?,
         (Op::CrossEntropy { ignore_index }, [logits, targets]) if wrt.iter().all(|&w| w == 0) => {
             let dx = xent_grad(cx, *ignore_index, logits, targets, dy)?;
             wrt.iter().map(|_| dx.clone()).collect()

@@ -56,7 +56,9 @@ fn projection_only_weights(graphs: &[&Graph], trainable: &[String]) -> HashSet<S
                 op => is_projection(op),
             };
             for (pos, v) in g.operands(id).into_iter().enumerate() {
-                let Ok(src) = g.try_node(v.node) else { continue };
+                let Ok(src) = g.try_node(v.node) else {
+                    continue;
+                };
                 if let Op::Weight { name } = &src.op {
                     if projection && pos == 1 {
                         ok.insert(name.clone());

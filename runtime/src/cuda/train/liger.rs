@@ -291,7 +291,11 @@ const UNBOUNDED_WINDOW: usize = 1 << 29;
 /// swa-only LigerAttention whose window covers the whole sequence (mix 1, no
 /// recurrence). Refuses what those kernels cannot express: a mask operand, a
 /// non-causal attention, a scale other than `1/√head_dim`, or a cache.
-fn as_window_spec(cx: &Ctx, a: &AttentionSpec, operands: usize) -> Result<LigerSpec, GpuTrainError> {
+fn as_window_spec(
+    cx: &Ctx,
+    a: &AttentionSpec,
+    operands: usize,
+) -> Result<LigerSpec, GpuTrainError> {
     let unsupported = |reason: String| GpuTrainError::Unsupported {
         node: cx.node.clone(),
         reason,
