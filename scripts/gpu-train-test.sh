@@ -2,7 +2,7 @@
 # GPU training checks, in one device call (the GPU machine has no Rust; build here with
 # ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
 #
-#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-smol] [bench] [ref]   (default: all)
+#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-smol] [resume] [bench] [ref]   (default: all)
 #
 #   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
 #          (--clip 0, --dump-grads) and the gradients compared: max |cuda − cpu| / max |cpu| per
@@ -13,6 +13,10 @@
 #          relative each), over products of 64-128 terms and a 2-layer chain.
 #   grads-hybrid  the same with layer 1 of 2 keeping softmax attention (linearize:keep-softmax=every:2)
 #   grads-smol  the same on a random-weight SmolLM2-135M-shaped model at 256 tokens (30 layers)
+#   resume kill -9 during a run of the random-weight SmolLM2 shape (seq 256, 40 updates, a
+#          checkpoint every 5), then --resume; every update's loss must match the uninterrupted
+#          run's within 1e-3 relative (bf16 noise; the kernels are deterministic, so expect 0).
+#          RESUME_BACKEND=cpu runs the same check on the CPU (slow; for testing this script)
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
 #   ref    scripts/liger_torch.py bench: the same model and recipe in PyTorch + PEFT + fla (fla-core
@@ -28,7 +32,7 @@ mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-smol bench ref)
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-smol resume bench ref)
 status=0
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
@@ -108,6 +112,48 @@ for k in sorted(b):
     worst = max(worst, np.abs(x - y).max() / np.abs(y).max())
 print(f"grads-smol: {n} non-zero tensors of {len(b)}, worst max|cuda-cpu|/max|cpu| per tensor {worst:.2e} (pass <= 1e-3)")
 sys.exit(0 if worst <= 1e-3 else 1)
+PYEOF
+    ;;
+resume)
+    smol=${RESUME_MODEL:-/tmp/rsmol}
+    [[ -d $smol || -f $smol ]] || "$PY" tests/gpu/make_random_smol.py "$smol" > "$OUT/make_random_smol.log" 2>&1
+    "$PY" -c "
+t=open('tests/fixtures/text/shakespeare_sample.txt').read()
+open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
+    steps=${RESUME_STEPS:-40}
+    run_args=(finetune "$smol" --pass linearize --pass lora --tokenizer bytes --data /tmp/train.txt
+        --seq-len ${RESUME_SEQ:-256} --batch 1 --accum 1 --steps "$steps" --save-every 5
+        --eval-every 0 --heldout 0.01 --eval-sequences 1 --backend ${RESUME_BACKEND:-cuda})
+    rm -rf "$OUT/resume-full" "$OUT/resume-killed"
+    "$BIN" "${run_args[@]}" -o "$OUT/resume-full" > "$OUT/resume-full.log" 2>&1 || status=1
+    "$BIN" "${run_args[@]}" -o "$OUT/resume-killed" > "$OUT/resume-killed.log" 2>&1 &
+    pid=$!
+    # Kill -9 once a checkpoint past update 10 exists and the run is not done.
+    for _ in $(seq 1 6000); do
+        st=$("$PY" -c "import json,sys
+try: print(json.load(open(sys.argv[1]))['step'])
+except Exception: print(0)" "$OUT/resume-killed/checkpoint/state.json")
+        [[ $st -ge 10 ]] && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    killed_at=$st
+    "$BIN" "${run_args[@]}" --resume -o "$OUT/resume-killed" >> "$OUT/resume-killed.log" 2>&1 || status=1
+    "$PY" - "$OUT/resume-full/metrics.jsonl" "$OUT/resume-killed/metrics.jsonl" "$killed_at" "$steps" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || status=1
+import json, sys
+def curve(p):
+    rows = [json.loads(l) for l in open(p)]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r and "step" in r}
+a, b = curve(sys.argv[1]), curve(sys.argv[2])
+killed, steps = int(sys.argv[3]), int(sys.argv[4])
+ok = killed < steps and sorted(a) == sorted(b) == list(range(1, steps + 1))
+worst = max((abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for k in a if k in b), default=float("inf"))
+ok = ok and worst <= 1e-3
+print(f"resume: killed after checkpoint {killed} of {steps}, {len(b)} updates logged, "
+      f"worst relative loss difference {worst:.2e} (pass <= 1e-3, {'ok' if ok else 'FAIL'})")
+sys.exit(0 if ok else 1)
 PYEOF
     ;;
 bench)

@@ -95,7 +95,8 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    /// Opens GPU 0, compiles the kernels, uploads the frozen weights (f32) and
+    /// Opens GPU 0, compiles the kernels, uploads the frozen weights (bf16 or
+    /// f32 by `frozen`: see [`FrozenDtype`]) and
     /// allocates the flat parameter, moment and gradient buffers for
     /// `trainable` (in the order the training graph returns their gradients).
     /// No GPU or library: `CudaError::Unavailable`. An op without a GPU kernel

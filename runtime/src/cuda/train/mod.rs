@@ -2,7 +2,7 @@
 //! (`ligerc_passes::autodiff`) on one NVIDIA GPU, and the optimizer with them,
 //! as a [`crate::train::StepBackend`] ([`CudaBackend`]).
 //!
-//! Owns: device values of a graph run (`value.rs`: f32 / i64 tensors in pooled
+//! Owns: device values of a graph run (`value.rs`: f32 / i64 / bf16 tensors in pooled
 //! device buffers, freed when their last consumer ran), the kernels
 //! (`kernels.rs`: the `train_basic` family of `ligerc_codegen`, NVRTC-compiled
 //! once and cached with the inference runtime's cubin cache), the row-major
@@ -11,11 +11,14 @@
 //! (`graph.rs`) and the parameters, moments, gradient accumulators and AdamW
 //! (`engine.rs`). It does not touch the inference runtime's plan execution.
 //!
-//! Everything is f32 on the device (frozen weights included). LigerGate and
-//! LigerAttention run the chunked training kernels of
-//! `ligerc_codegen::cuda::kernels::liger_train` (`liger.rs`). Ops without a
-//! GPU kernel — softmax Attention, a Liger variant those kernels refuse, the
-//! Embedding backward, broadcasting ONNX ops — are refused with
+//! Activations, LoRA parameters and optimizer state are f32 on the device;
+//! frozen projection weights are bf16 by default ([`FrozenDtype`]), their
+//! products bf16 × bf16 → f32 on cuBLAS. LigerGate and LigerAttention run the
+//! chunk-parallel training kernels of
+//! `ligerc_codegen::cuda::kernels::liger_train` (`liger.rs`), and causal
+//! softmax Attention their window kernels with an unbounded window. Ops
+//! without a GPU kernel — a Liger variant those kernels refuse, the Embedding
+//! backward, broadcasting ONNX ops — are refused with
 //! [`GpuTrainError::Unsupported`] naming the node, unless host execution is
 //! allowed (`LIGERC_TRAIN_HOST_OPS=1`): then such a node's operands are copied
 //! to the host, the CPU kernel runs, and its results are copied back.
