@@ -39,6 +39,14 @@ fn spec(v: LigerVariant, h: usize, kv: usize, d: usize, w: usize, mix: (f64, f64
     }
 }
 
+/// A GSA spec with `slots` slots.
+fn gsa(h: usize, kv: usize, d: usize, slots: usize, w: usize, mix: (f64, f64)) -> LigerSpec {
+    LigerSpec {
+        slots,
+        ..spec(LigerVariant::Gsa, h, kv, d, w, mix)
+    }
+}
+
 fn gate_spec(v: LigerVariant, kv: usize, d: usize, slots: usize) -> GateSpec {
     GateSpec {
         variant: v,
@@ -362,6 +370,18 @@ fn attention_cases() -> Vec<Case> {
             false,
             13,
         ),
+        // GSA: GQA 2:1, D 16, 8 slots, three chunks, batch 2, extreme gates.
+        Case::new(gsa(4, 2, 16, 8, 4, half), 2, 70, true, 14),
+        // GQA 3:1, T below the window, 16 slots, other mixes.
+        Case::new(gsa(3, 1, 32, 16, 64, (0.3, 0.7)), 1, 37, false, 15),
+        // M = D, two chunks, extreme gates.
+        Case::new(gsa(2, 1, 16, 16, 4, half), 1, 67, true, 16),
+        // Recurrent only (mix_window 0), four chunks, moderate gates (memory across chunks).
+        Case::new(gsa(2, 2, 16, 4, 4, (0.0, 1.0)), 1, 100, false, 17),
+        // Tiny sequences, batch 3.
+        Case::new(gsa(2, 1, 16, 8, 4, half), 3, 1, true, 18),
+        // D 64, 48 slots (softmax rows over two lane rounds).
+        Case::new(gsa(2, 1, 64, 48, 64, half), 1, 40, true, 19),
     ]
 }
 
@@ -539,6 +559,11 @@ fn compile_specs() -> Vec<LigerSpec> {
     }
     out.push(spec(Gla, 4, 2, 16, 0, (0.0, 1.0)));
     out.push(spec(Gla, 32, 8, 128, 64, (0.5, 0.5)));
+    out.push(gsa(8, 4, 64, 64, 64, (0.5, 0.5)));
+    out.push(gsa(6, 2, 16, 8, 4, (0.5, 0.5)));
+    out.push(gsa(4, 2, 16, 4, 0, (0.0, 1.0)));
+    out.push(gsa(32, 8, 128, 128, 64, (0.5, 0.5)));
+    out.push(gsa(32, 8, 128, 64, 64, (0.5, 0.5)));
     out
 }
 
@@ -610,21 +635,23 @@ fn training_kernels_compile_with_nvrtc() {
 #[test]
 fn bad_specs_are_typed_errors() {
     use LigerVariant::*;
-    let gsa = LigerSpec {
-        slots: 32,
-        ..spec(Gsa, 4, 2, 64, 64, (0.5, 0.5))
-    };
-    for r in [
-        liger_train_source(&gsa).map(|_| ()),
-        liger_forward_launches(&gsa, 1, 8).map(|_| ()),
-        liger_backward_launches(&gsa, 1, 8).map(|_| ()),
-    ] {
-        assert!(
-            matches!(&r, Err(CudaError::Unsupported { reason, .. }) if reason.contains("GSA")),
-            "{r:?}"
-        );
+    let good = gsa(4, 2, 64, 32, 64, (0.5, 0.5));
+    assert!(liger_train_source(&good).is_ok());
+    assert!(liger_scratch_floats(&good, 1, 8) > 0);
+    for slots in [0, 65] {
+        let bad = gsa(4, 2, 64, slots, 64, (0.5, 0.5));
+        for r in [
+            liger_train_source(&bad).map(|_| ()),
+            liger_forward_launches(&bad, 1, 8).map(|_| ()),
+            liger_backward_launches(&bad, 1, 8).map(|_| ()),
+        ] {
+            assert!(
+                matches!(&r, Err(CudaError::Shape { problem, .. }) if problem.contains("GSA")),
+                "{r:?}"
+            );
+        }
+        assert_eq!(liger_scratch_floats(&bad, 1, 8), 0);
     }
-    assert_eq!(liger_scratch_floats(&gsa, 1, 8), 0);
     for bad in [
         spec(Gla, 3, 2, 16, 4, (0.5, 0.5)),
         spec(Gla, 2, 0, 16, 4, (0.5, 0.5)),

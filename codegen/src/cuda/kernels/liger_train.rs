@@ -29,12 +29,29 @@
 //! 8. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃`, `k̃`, and the
 //!    gate gradient (HGRN2: `− e^g ⊙ dk̃`, `DK = 0`; retention: summed over D).
 //!
-//! swa-only runs 1, 2 and zeroes `DQ`, `DK`. GSA is not supported yet.
+//! swa-only runs 1, 2 and zeroes `DQ`, `DK`.
+//!
+//! GSA (`liger_train_gsa_src.rs`; two gated passes over `M` slots on raw q,
+//! k, slot writes `s = 1 − e^γ`) keeps both states as `[M][D]` (`Hkᵀ`, `Hv`,
+//! decaying per slot row) with one shared chunk decay. Forward: `win_fwd`,
+//! `gsa_chunk_state` (both states' chunk contributions), `gsa_scan_fwd`,
+//! `gsa_fwd` (per (chunk, query head): slot logits, softmax over `M`, value
+//! pass, `Y += mix_linear · o`). Backward: `win_dq`, `win_dkv`, the states
+//! again, `gsa_probs` (per (chunk, query head): `p`, `∂L/∂logits`, the heads'
+//! gate-identity part `p⊙dp + logits⊙dlogits` to scratch, and `DQ`),
+//! `gsa_chunk_dstate`, `gsa_scan_bwd`, `gsa_bwd_kv` (per (chunk, KV head):
+//! `DK`, `DV +=`, `ds` of both passes into `DGate` as a temporary, `∂L/∂b`),
+//! `gsa_finish` (`dγ = revcumsum(∂L/∂b) − e^γ ⊙ ds`). The in-chunk cumsum of
+//! the log-gates is kept as two floats (summed in double), so a gate near
+//! −30 does not cost the small gates after it their precision.
+//!
 //! Kernels with more than 48 KiB of `dynamic_smem` need
 //! `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` raised before launch.
 
 #[path = "liger_train_gate.rs"]
 mod gate;
+#[path = "liger_train_gsa_src.rs"]
+mod gsa;
 #[path = "liger_train_src.rs"]
 mod source;
 
@@ -139,19 +156,15 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             problem,
         })
     };
-    if spec.variant == LigerVariant::Gsa {
-        return Err(CudaError::Unsupported {
-            node: node(spec),
-            reason: "GSA (two-pass slot recurrence) has no training kernels yet; \
-                     train it on the CPU (`ligerc finetune`)"
-                .into(),
-        });
-    }
     let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     if kv == 0 || d == 0 || h == 0 || !h.is_multiple_of(kv) {
         return shape_err(format!(
             "needs heads ({h}) a positive multiple of kv_heads ({kv}) and head_dim ({d}) > 0"
         ));
+    }
+    let gsa = spec.variant == LigerVariant::Gsa;
+    if gsa && !(1..=d).contains(&spec.slots) {
+        return shape_err(format!("GSA needs 1..={d} slots, has {}", spec.slots));
     }
     if !(spec.mix_window.is_finite() && spec.mix_linear.is_finite()) {
         return shape_err("the mixing weights must be finite".into());
@@ -163,13 +176,24 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             h * d
         ));
     }
-    let bytes = |c: usize| smem_floats(d, c).into_iter().max().unwrap_or(0) * 4;
+    let bytes = |c: usize| {
+        let floats = if gsa {
+            gsa::smem_floats(d, spec.slots, c).into_iter().max()
+        } else {
+            smem_floats(d, c).into_iter().max()
+        };
+        floats.unwrap_or(0) * 4
+    };
     // 32 balances the in-chunk work (∝ C per token) against the states (∝ D²/C).
     let chunk = [32, 16]
         .into_iter()
         .find(|&c| bytes(c) <= SMEM_LIMIT)
         .ok_or_else(|| CudaError::SharedMemory {
-            kernel: format!("{}_bwd_dqk", prefix(spec, 16)),
+            kernel: format!(
+                "{}_{}",
+                prefix(spec, 16),
+                if gsa { "gsa_bwd_kv" } else { "bwd_dqk" }
+            ),
             bytes: bytes(16),
             limit: SMEM_LIMIT,
             arch: "sm_90".into(),
@@ -186,8 +210,13 @@ fn prefix(spec: &LigerSpec, chunk: usize) -> String {
         .fold(0x811c_9dc5u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
         });
+    let slots = if spec.variant == LigerVariant::Gsa {
+        format!("_s{}", spec.slots)
+    } else {
+        String::new()
+    };
     format!(
-        "liger_train_{}_h{}_kv{}_d{}_w{}_c{chunk}_m{mixes:08x}",
+        "liger_train_{}_h{}_kv{}_d{}{slots}_w{}_c{chunk}_m{mixes:08x}",
         spec.variant.name().replace('-', "_"),
         spec.heads,
         spec.kv_heads,
@@ -200,25 +229,49 @@ fn prefix(spec: &LigerSpec, chunk: usize) -> String {
 /// for `spec` (one NVRTC compile; `-std=c++17`, `cuda_bf16.h` on the include path).
 pub fn liger_train_source(spec: &LigerSpec) -> Result<String, CudaError> {
     let shape = plan(spec)?;
-    Ok(source::source(spec, &prefix(spec, shape.chunk), shape))
+    let prefix = prefix(spec, shape.chunk);
+    Ok(if spec.variant == LigerVariant::Gsa {
+        gsa::source(spec, &prefix, shape)
+    } else {
+        source::source(spec, &prefix, shape)
+    })
 }
 
-/// Scratch offsets (floats): chunk states, state gradients, chunk decays,
-/// `∂L/∂b`, window statistics; and the total.
-fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> [usize; 6] {
+/// Scratch offsets (floats), then the total. Window statistics come last.
+/// Other variants: chunk states, state gradients, chunk decays, `∂L/∂b`.
+/// GSA: chunk states (`Hkᵀ`, `Hv`: `2·M·D` a slot), their gradients, chunk
+/// decays (`M`), per query head `p`, `∂L/∂logits` and `hb` (`[B·T][H][M]`
+/// each), `∂L/∂b` (`[B·T][KV·M]`).
+fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> Vec<usize> {
     let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     let recurrent = usize::from(spec.variant != LigerVariant::SwaOnly);
     let slots = recurrent * batch * kv * seq.div_ceil(shape.chunk);
-    let sizes = [
-        slots * d * d,
-        slots * d * d,
-        slots * d,
-        recurrent * batch * seq * kv * d,
-        batch * seq * h * 2,
-    ];
-    let mut out = [0; 6];
-    for (i, n) in sizes.iter().enumerate() {
-        out[i + 1] = out[i] + n;
+    let stats = batch * seq * h * 2;
+    let sizes = if spec.variant == LigerVariant::Gsa {
+        let m = spec.slots;
+        let rows = batch * seq;
+        vec![
+            slots * 2 * m * d,
+            slots * 2 * m * d,
+            slots * m,
+            rows * h * m,
+            rows * h * m,
+            rows * h * m,
+            rows * kv * m,
+            stats,
+        ]
+    } else {
+        vec![
+            slots * d * d,
+            slots * d * d,
+            slots * d,
+            recurrent * batch * seq * kv * d,
+            stats,
+        ]
+    };
+    let mut out = vec![0];
+    for n in sizes {
+        out.push(out[out.len() - 1] + n);
     }
     out
 }
@@ -226,19 +279,26 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> [
 /// f32 scratch the launches need (the backward's; the forward uses a part).
 /// 0 for a spec the launches refuse.
 pub fn liger_scratch_floats(spec: &LigerSpec, batch: usize, seq: usize) -> usize {
-    plan(spec).map_or(0, |shape| scratch_layout(spec, shape, batch, seq)[5])
+    plan(spec).map_or(0, |shape| {
+        scratch_layout(spec, shape, batch, seq)
+            .last()
+            .copied()
+            .unwrap_or(0)
+    })
 }
 
 /// Launch geometry shared by the launch-list builders.
 struct Geometry {
     prefix: String,
-    smem: [u32; 4],
+    /// Dynamic shared memory of the chunked kernels (`smem_floats` or
+    /// `gsa::smem_floats` order), bytes.
+    smem: Vec<u32>,
     /// `(ceil(seq/WARPS), H, batch)`, `(ceil(seq/WARPS), KV, batch)`.
     win: [(u32, u32, u32); 2],
     /// `(chunks, KV, batch)`, `(chunks, H, batch)`.
     chunked: [(u32, u32, u32); 2],
     /// Scratch offsets (`scratch_layout`).
-    scratch: [usize; 6],
+    scratch: Vec<usize>,
     batch: usize,
     seq: usize,
     node: String,
@@ -258,7 +318,12 @@ impl Geometry {
             });
         }
         let (b, rows) = (g(batch)?, g(seq.div_ceil(WIN_WARPS))?);
-        let smem = smem_floats(spec.head_dim, shape.chunk).map(|f| (f * 4) as u32);
+        let floats: Vec<usize> = if spec.variant == LigerVariant::Gsa {
+            gsa::smem_floats(spec.head_dim, spec.slots, shape.chunk).to_vec()
+        } else {
+            smem_floats(spec.head_dim, shape.chunk).to_vec()
+        };
+        let smem = floats.into_iter().map(|f| (f * 4) as u32).collect();
         let chunks = g(seq.div_ceil(shape.chunk))?;
         Ok(Geometry {
             prefix: prefix(spec, shape.chunk),
@@ -299,6 +364,82 @@ impl Geometry {
         TrainArg::Scratch {
             offset_floats: self.scratch[i],
         }
+    }
+
+    /// The window statistics' scratch region (always the last).
+    fn stats(&self) -> TrainArg {
+        self.scratch(self.scratch.len() - 2)
+    }
+
+    /// GSA's `gsa_chunk_state` then `gsa_scan_fwd`: both states entering every chunk.
+    fn gsa_states(&self, spec: &LigerSpec) -> Result<[TrainLaunch; 2], CudaError> {
+        use TrainArg::*;
+        let (states, dec) = (self.scratch(0), self.scratch(2));
+        let n = self.batch * spec.kv_heads * 2 * spec.slots * spec.head_dim;
+        Ok([
+            self.launch(
+                "gsa_chunk_state",
+                self.chunked[0],
+                NT,
+                self.smem[0],
+                vec![K, V, Gate, states, dec, Seq],
+            ),
+            self.launch(
+                "gsa_scan_fwd",
+                self.flat(n)?,
+                NT,
+                0,
+                vec![states, dec, Batch, Seq],
+            ),
+        ])
+    }
+
+    /// GSA's backward after the window kernels.
+    fn gsa_backward(&self, spec: &LigerSpec) -> Result<Vec<TrainLaunch>, CudaError> {
+        use TrainArg::*;
+        let [states, dstates, dec, p, dl, hb, db] = [0, 1, 2, 3, 4, 5, 6].map(|i| self.scratch(i));
+        let n = self.batch * spec.kv_heads * 2 * spec.slots * spec.head_dim;
+        let mut out = self.gsa_states(spec)?.to_vec();
+        out.extend([
+            self.launch(
+                "gsa_probs",
+                self.chunked[1],
+                NT,
+                self.smem[2],
+                vec![Q, K, V, Gate, DY, states, p, dl, hb, DQ, Seq],
+            ),
+            self.launch(
+                "gsa_chunk_dstate",
+                self.chunked[0],
+                NT,
+                self.smem[3],
+                vec![Q, DY, Gate, p, dl, dstates, Seq],
+            ),
+            self.launch(
+                "gsa_scan_bwd",
+                self.flat(n)?,
+                NT,
+                0,
+                vec![dstates, dec, Batch, Seq],
+            ),
+            self.launch(
+                "gsa_bwd_kv",
+                self.chunked[0],
+                NT,
+                self.smem[4],
+                vec![
+                    Q, K, V, Gate, DY, p, dl, hb, dstates, DK, DV, db, DGate, Seq,
+                ],
+            ),
+            self.launch(
+                "gsa_finish",
+                self.flat(self.batch * spec.kv_heads * spec.slots)?,
+                NT,
+                0,
+                vec![Gate, db, DGate, Batch, Seq],
+            ),
+        ]);
+        Ok(out)
     }
 
     /// `chunk_state` then `scan_fwd`: the state entering every chunk.
@@ -346,7 +487,16 @@ pub fn liger_forward_launches(
         0,
         vec![QRot, KRot, V, Y, Seq],
     )];
-    if spec.variant != LigerVariant::SwaOnly {
+    if spec.variant == LigerVariant::Gsa {
+        out.extend(geo.gsa_states(spec)?);
+        out.push(geo.launch(
+            "gsa_fwd",
+            geo.chunked[1],
+            NT,
+            geo.smem[1],
+            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],
+        ));
+    } else if spec.variant != LigerVariant::SwaOnly {
         out.extend(geo.states(spec)?);
         out.push(geo.launch(
             "fwd",
@@ -373,7 +523,7 @@ pub fn liger_backward_launches(
         return Ok(Vec::new());
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
-    let [states, dstates, dec, db, stats] = [0, 1, 2, 3, 4].map(|i| geo.scratch(i));
+    let stats = geo.stats();
     let win_block = 32 * WIN_WARPS;
     let mut out = vec![
         geo.launch(
@@ -391,6 +541,11 @@ pub fn liger_backward_launches(
             vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
         ),
     ];
+    if spec.variant == LigerVariant::Gsa {
+        out.extend(geo.gsa_backward(spec)?);
+        return Ok(out);
+    }
+    let [states, dstates, dec, db] = [0, 1, 2, 3].map(|i| geo.scratch(i));
     let rows = geo.batch * geo.seq;
     if spec.variant == LigerVariant::SwaOnly {
         let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);

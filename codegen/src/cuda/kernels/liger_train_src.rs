@@ -145,7 +145,7 @@ extern "C" __global__ void {prefix}_zero_k(float* __restrict__ x, int batch, int
 }
 
 /// Device helpers shared by the kernels of one source.
-const HELPERS: &str = r#"
+pub(super) const HELPERS: &str = r#"
 // Softmax over D of the first L rows of x [C][RS], in place; one warp per row. Ends with a barrier.
 __device__ void softmax_tile(float* x, int L) {
     const int lane = threadIdx.x & 31;
@@ -294,7 +294,7 @@ __device__ void softmax_backward_row(const float* x, float* g) {
 "#;
 
 /// The window branch: forward, and the deterministic two-pass backward.
-fn window_kernels(p: &str) -> String {
+pub(super) fn window_kernels(p: &str) -> String {
     format!(
         r#"
 // Window forward: y = MIX_WIN * softmax(q k^T * SCALE) v over keys max(0, t-W) ..= t (overwrites y).
