@@ -99,7 +99,7 @@ def main():
         json.dump({"tasks": tasks, "chance": chance, "rows": table}, f, indent=1)
 
     head = ["model"] + [f"{t} ({METRIC.get(t, 'acc')})" for t in tasks]
-    head += ["average", "recovery of average", "recovery of margin", "tokens", "GPU min"]
+    head += ["average", "recovery of average", "recovery of margin", "tokens", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label in ROWS:
         row = table.get(key)
@@ -117,19 +117,20 @@ def main():
         lines.append("| " + " | ".join(cells) + " |")
     n = {t: orig["scores"][t]["n"] for t in tasks} if orig else {}
     lines.append("")
-    lines.append(f"Chance level (average of the tasks' chance): {chance:.3f}. Questions per task: {n}.")
+    lines.append(f"Chance level (average of the tasks' chance): {chance:.3f}. Questions per task: {n}. "
+                 "train min: wall minutes of the train stage (on the GPU: device minutes).")
     for key, label in ROWS:
         lc = load(os.path.join(res, f"long-{key}.json"))
         if lc is None:
             continue
-        by_length = find(lc["passkey"], "by_length") or {}
+        by_length = find(lc["passkey"], "by_length") or []
         buckets = find(lc["perplexity"], "buckets") or []
-        pk = ", ".join(
-            f"{k}: {v.get('correct')}/{v.get('trials')}" if isinstance(v, dict) else f"{k}: {v}"
-            for k, v in (by_length.items() if isinstance(by_length, dict) else enumerate(by_length))
-        )
+        pk = ", ".join(f"{r['length']} tokens {r['correct']}/{r['trials']}" for r in by_length)
         lines.append("")
-        lines.append(f"Long context, {label}: passkey {pk}; loss by position {json.dumps(buckets)}")
+        pos = ", ".join(
+            f"[{b['lo']}, {b['hi']}): {b['mean_nll']:.3f}" for b in buckets if b.get("tokens")
+        )
+        lines.append(f"Long context, {label}: passkey {pk}; mean loss (nats) by position {pos}")
     md = "\n".join(lines) + "\n"
     with open(os.path.join(res, "table.md"), "w") as f:
         f.write(md)
