@@ -2,7 +2,8 @@
 # GPU training checks, in one device call (the GPU machine has no Rust; build here with
 # ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
 #
-#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-smol] [resume] [bench] [ref]   (default: all)
+#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-gsa] [grads-smol] [resume] [bench] [ref]
+#                                                                                    (default: all)
 #
 #   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
 #          (--clip 0, --dump-grads) and the gradients compared: max |cuda − cpu| / max |cpu| per
@@ -12,6 +13,7 @@
 #          activations entering their products are rounded to 8 significant bits (2^-9 ≈ 2e-3
 #          relative each), over products of 64-128 terms and a 2-layer chain.
 #   grads-hybrid  the same with layer 1 of 2 keeping softmax attention (linearize:keep-softmax=every:2)
+#   grads-gsa     the same with Liger-GSA (linearize:variant=gsa,slots=8)
 #   grads-smol  the same on a random-weight SmolLM2-135M-shaped model at 256 tokens (30 layers)
 #   resume kill -9 during a run of the random-weight SmolLM2 shape (seq 256, 40 updates, a
 #          checkpoint every 5), then --resume; every update's loss must match the uninterrupted
@@ -32,17 +34,18 @@ mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-smol resume bench ref)
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-gsa grads-smol resume bench ref)
 status=0
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
 for part in "${parts[@]}"; do
 case $part in
-grads|grads-hybrid)
+grads|grads-hybrid|grads-gsa)
     fx=tests/fixtures/onnx/tiny_dynamo_op18_sdpa.onnx
     lin=linearize
     [[ $part == grads-hybrid ]] && lin=linearize:keep-softmax=every:2
+    [[ $part == grads-gsa ]] && lin=linearize:variant=gsa,slots=8
     for be in cuda cuda-bf16 cpu; do
         rm -rf "$OUT/grads-$be"
         case $be in
