@@ -22,7 +22,9 @@
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
 #   ref    scripts/liger_torch.py bench: the same model and recipe in PyTorch + PEFT + fla (fla-core
-#          from .whl/, installed by the caller), same shapes, in the same call
+#          from .whl/, installed by the caller with `python3 -m pip install --no-deps --no-index
+#          .whl/*.whl` — plain `pip` installs into another Python there), same shapes, in the
+#          same call; Triton compiles fla's kernels on first use: allow it 3-5 minutes
 #
 # Every op runs on the GPU (LigerGate / LigerAttention through the liger_train kernels); set
 # LIGERC_TRAIN_HOST_OPS=1 to run ops without a GPU kernel on the CPU instead of refusing them.
