@@ -10,12 +10,14 @@ against fla `chunk_gla`. Prints one JSON object per line.
     python3 scripts/gpu_train_kernels.py bench [--dir .gpu/train]
 
 check: for every dumped spec (GLA GQA 4:1 D128 / 3:1 D64 / 2:1 D64 window 3, HGRN2, retention,
-linear, swa-only) at batch x seq = 1x1, 2x37, 3x67, 1x200, with moderate and extreme (near 0 and
-near -30) gates: the forward launch list (Y) and the backward list (DQ, DK, DV, DQRot, DKRot,
-DGate), every output and the scratch pre-filled with NaN, vs torch autograd of the float64
-reference (softmax feature maps / 1 - e^g for HGRN2, per-channel / broadcast / no decay, window
-softmax over window+1 keys with scale 1/sqrt(D), mixes read from the source). Also the GLA gate
-kernels (K -> Gate, K, DGate -> DK). Pass: max|err| <= 2e-4 x max|ref| per output.
+linear, swa-only, GSA GQA 3:1 D64 M64 / 2:1 D64 M32 window 3) at batch x seq = 1x1, 2x37, 3x67,
+1x200, with moderate and extreme (near 0 and near -30) gates: the forward launch list (Y) and the
+backward list (DQ, DK, DV, DQRot, DKRot, DGate), every output and the scratch pre-filled with NaN,
+vs torch autograd of the float64 reference (softmax feature maps / 1 - e^g for HGRN2,
+per-channel / broadcast / no decay; GSA as a per-token recurrence over M slots on raw q, k with
+slot writes 1 - e^g and a softmax over M; window softmax over window+1 keys with scale
+1/sqrt(D); mixes and GSA's M from launches.json). Also the GLA gate kernels (K -> Gate,
+K, DGate -> DK). Pass: max|err| <= 2e-4 x max|ref| per output.
 
 bench: B=8, H=32, KV=8, D=128, T=1024 and 4096: our gate + attention forward, backward, and
 both, vs fla chunk_gla (f32 and bf16 inputs; feature maps, gate and the k/v repeat to 32 heads
@@ -53,6 +55,7 @@ class Spec:
         m = self.meta
         self.variant, self.H, self.KV, self.D = m["variant"], m["heads"], m["kv_heads"], m["head_dim"]
         self.W, self.mix_w, self.mix_l = m["window"], m["mix_window"], m["mix_linear"]
+        self.M = m.get("slots", 0)
 
     def func(self, mod, name, smem):
         if name not in self.fn:
@@ -82,12 +85,33 @@ class Spec:
                                                    shared_mem=l["smem"])
 
 
-def gate_width(variant, d):
-    return {"retention": 1, "linear": 0, "swa-only": 0}.get(variant, d)
+def gate_width(variant, d, slots=0):
+    return {"retention": 1, "linear": 0, "swa-only": 0, "gsa": slots}.get(variant, d)
+
+
+def gsa_reference(q, k, v, gate, kv):
+    """GSA's recurrent branch in float64 (autograd-able), token by token as runtime/src/ops/liger/gsa.rs:
+    Hk = Hk diag(e^g) + k^T s (D x M), p = softmax_M(q Hk) (raw q, k, scale 1), Hv = diag(e^g) Hv + s^T v
+    (M x D), o = p Hv, with slot writes s = 1 - e^g; query head h reads KV head h // (H / KV).
+    q [B,T,H,D], k/v [B,T,KV,D], gate [B,T,KV,M] (log-gates <= 0) -> o [B,T,H,D]."""
+    B, T, H, D = q.shape
+    M = gate.shape[-1]
+    qg = q.reshape(B, T, kv, H // kv, D)
+    s, a = -torch.expm1(gate), torch.exp(gate)
+    hk = torch.zeros((B, kv, D, M), dtype=q.dtype, device=q.device)
+    hv = torch.zeros((B, kv, M, D), dtype=q.dtype, device=q.device)
+    outs = []
+    for t in range(T):
+        hk = hk * a[:, t, :, None, :] + k[:, t, :, :, None] * s[:, t, :, None, :]
+        p = torch.softmax(torch.einsum("bjgd,bjdm->bjgm", qg[:, t], hk), -1)
+        hv = hv * a[:, t, :, :, None] + s[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bjgm,bjmd->bjgd", p, hv))
+    return torch.stack(outs, 1).reshape(B, T, H, D)
 
 
 def reference(s, q, k, v, qr, kr, gate):
-    """Liger attention in float64 (autograd-able). q/qr [B,T,H,D], k/kr/v [B,T,KV,D], gate [B,T,KV,w]."""
+    """Liger attention in float64 (autograd-able). q/qr [B,T,H,D], k/kr/v [B,T,KV,D], gate [B,T,KV,w]
+    (w: D for GLA and HGRN2, M for GSA, 1 for retention)."""
     B, T, H, D = q.shape
     G = H // s.KV
     rep = lambda x: x.repeat_interleave(G, 2)
@@ -98,6 +122,8 @@ def reference(s, q, k, v, qr, kr, gate):
     out = s.mix_w * y
     if s.variant == "swa-only":
         return out
+    if s.variant == "gsa":
+        return out + s.mix_l * gsa_reference(q, k, v, gate, s.KV)
     qf = torch.softmax(q, -1)
     kf = -torch.expm1(gate) if s.variant == "hgrn2" else torch.softmax(k, -1)
     if s.variant in ("gla", "hgrn2"):
@@ -131,7 +157,7 @@ def check(args):
             B, T = (int(x) for x in shape.split("x"))
             for extreme in (False, True):
                 H, KV, D = s.H, s.KV, s.D
-                wd = gate_width(s.variant, D)
+                wd = gate_width(s.variant, D, s.M)
                 dev = dict(device="cuda", dtype=torch.float32)
                 x = {"Q": torch.rand(B, T, H, D, **dev) * 4 - 2, "K": torch.rand(B, T, KV, D, **dev) * 4 - 2,
                      "V": torch.rand(B, T, KV, D, **dev) * 2 - 1, "QRot": torch.rand(B, T, H, D, **dev) * 3 - 1.5,

@@ -716,6 +716,8 @@ fn dump() {
             "swa_only_h8_kv4_d64_w64",
             spec(SwaOnly, 8, 4, 64, 64, (1.0, 0.0)),
         ),
+        ("gsa_h9_kv3_d64_m64_w64", gsa(9, 3, 64, 64, 64, (0.5, 0.5))),
+        ("gsa_h8_kv4_d64_m32_w3", gsa(8, 4, 64, 32, 3, (0.5, 0.5))),
     ];
     let gate = gate_spec(Gla, 8, 128, 0);
     let root = PathBuf::from(dir);
@@ -734,7 +736,7 @@ fn dump() {
         )
         .unwrap();
         let mut json = format!(
-            "{{\"variant\": \"{}\", \"heads\": {}, \"kv_heads\": {}, \"head_dim\": {}, \"window\": {}, \"mix_window\": {}, \"mix_linear\": {}, \"gate_normalizer\": {}, \"launches\": {{",
+            "{{\"variant\": \"{}\", \"heads\": {}, \"kv_heads\": {}, \"head_dim\": {}, \"window\": {}, \"mix_window\": {}, \"mix_linear\": {}, \"slots\": {}, \"gate_normalizer\": {}, \"launches\": {{",
             s.variant,
             s.heads,
             s.kv_heads,
@@ -742,6 +744,7 @@ fn dump() {
             s.window,
             s.mix_window,
             s.mix_linear,
+            s.slots,
             s.variant.default_normalizer()
         );
         // Launch lists at the shapes the script runs (the grid depends on batch and seq).
