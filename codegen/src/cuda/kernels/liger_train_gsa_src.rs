@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use ligerc_ir::LigerSpec;
 
-use super::source::{HELPERS, NT, Shape, WIN_WARPS, window_kernels};
+use super::source::{HELPERS, NT, Shape, WIN_WARPS, scan_kernels, window_kernels};
 use crate::cuda::kernels::{PRELUDE, float_lit};
 
 /// Shared-memory floats of the GSA kernels for head dim `d`, `m` slots and
@@ -209,6 +209,8 @@ __device__ void gsa_times_decay(float* x, const float* bc, int L) {
 
 /// The chunk-parallel slot and value passes, forward and backward.
 fn gsa_kernels(p: &str) -> String {
+    // Both states of a slot ([M][D] each) decay by their slot row.
+    let scans = scan_kernels(&format!("{p}_gsa_scan"), "2 * MD", "(e % MD) / D", "M");
     format!(
         r#"
 // Chunk n (L valid rows from token row row0, b = in-chunk inclusive cumsum of the log-gates, s = 1 - e^g)
@@ -250,21 +252,7 @@ extern "C" __global__ void {p}_gsa_chunk_state(const float* __restrict__ k, cons
     for (int m = threadIdx.x; m < M; m += NT) dec[at * M + m] = gsa_gain(bc, L - 1, m);
 }}
 
-// 2. states[slot of n] <- (A_n, V_n), the states entering chunk n. One thread per (row, KV head, element).
-extern "C" __global__ void {p}_gsa_scan_fwd(float* __restrict__ states, const float* __restrict__ dec, int batch, int seq) {{
-    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
-    if (id >= (long long)batch * HKV * 2 * MD) return;
-    const long long bj = id / (2 * MD);
-    const int e = (int)(id % (2 * MD)), m = (e % MD) / D, nch = (seq + C - 1) / C;
-    float S = 0.0f;
-    for (int n = 0; n < nch; ++n) {{
-        const long long at = bj * nch + n;
-        const float add = states[at * 2 * MD + e];
-        states[at * 2 * MD + e] = S;
-        S = dec[at * M + m] * S + add;
-    }}
-}}
-
+{scan_fwd}
 // 3. Output of chunk n, query head h: y += MIX_LIN * o (y holds the window part). Grid (nch, H, batch).
 // Shared: qs, ks, vs [C][RS], S [M][RS], bc (high, low), sw, pr [C][RM], QK, Ap [C][C].
 extern "C" __global__ void {p}_gsa_fwd(const float* __restrict__ q, const float* __restrict__ k,
@@ -404,21 +392,7 @@ extern "C" __global__ void {p}_gsa_chunk_dstate(const float* __restrict__ q, con
     }}
 }}
 
-// 6. dstates[slot of n] <- the gradients of the states leaving chunk n (zero for the last chunk).
-extern "C" __global__ void {p}_gsa_scan_bwd(float* __restrict__ dstates, const float* __restrict__ dec, int batch, int seq) {{
-    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
-    if (id >= (long long)batch * HKV * 2 * MD) return;
-    const long long bj = id / (2 * MD);
-    const int e = (int)(id % (2 * MD)), m = (e % MD) / D, nch = (seq + C - 1) / C;
-    float dG = 0.0f;
-    for (int n = nch - 1; n >= 0; --n) {{
-        const long long at = bj * nch + n;
-        const float add = dstates[at * 2 * MD + e];
-        dstates[at * 2 * MD + e] = dG;
-        dG = dec[at * M + m] * dG + add;
-    }}
-}}
-
+{scan_bwd}
 // 7. Per (chunk n, KV head j), with dGA, dGV the gradients of the states leaving it, QK^h_ts = q^h_t . k_s,
 // DV^h_ts = do^h_t . v_s, W^h_ts = sum_m dl^h_tm s_sm e^(b_tm - b_sm), Ap^h_ts likewise with p:
 //   dk_s  = sum_m s_sm e^(b_Lm - b_sm) dGA[m] + sum_h sum_(t>=s) W^h_ts q^h_t                  -> dk
@@ -551,6 +525,8 @@ extern "C" __global__ void {p}_gsa_finish(const float* __restrict__ gate, const 
         dgate[at] = (float)acc - expf(gate[at]) * dgate[at];
     }}
 }}
-"#
+"#,
+        scan_fwd = scans[0],
+        scan_bwd = scans[1],
     )
 }

@@ -430,6 +430,7 @@ extern "C" __global__ void {p}_win_dkv(const float* __restrict__ q_rot, const fl
 /// over chunks (the only sequential part, one thread per state element), and
 /// the per-chunk output and gradients.
 fn recurrence_kernels(p: &str) -> String {
+    let scans = scan_kernels(&format!("{p}_scan"), "D * D", "e / D", "D");
     format!(
         r#"
 // The recurrence S_t = diag(e^g_t) S_(t-1) + k~_t^T v_t, o_t = q~_t S_t from S = 0, in chunks of C tokens.
@@ -467,21 +468,7 @@ extern "C" __global__ void {p}_chunk_state(const float* __restrict__ k, const fl
     for (int i = threadIdx.x; i < D; i += NT) dec[at * D + i] = expf(bc[(L - 1) * RS + i]);
 }}
 
-// 2. states[slot of n] <- S_n, the state entering chunk n. One thread per (row, KV head, state element).
-extern "C" __global__ void {p}_scan_fwd(float* __restrict__ states, const float* __restrict__ dec, int batch, int seq) {{
-    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
-    if (id >= (long long)batch * HKV * D * D) return;
-    const long long bj = id / (D * D);
-    const int e = (int)(id % (D * D)), i = e / D, nch = (seq + C - 1) / C;
-    float S = 0.0f;
-    for (int n = 0; n < nch; ++n) {{
-        const long long at = bj * nch + n;
-        const float add = states[at * D * D + e];
-        states[at * D * D + e] = S;
-        S = dec[at * D + i] * S + add;
-    }}
-}}
-
+{scan_fwd}
 // 3. Output of chunk n, query head h: y += MIX_LIN * o (y holds the window part). Grid (nch, H, batch).
 // Shared: kf, bc, qf, vs [C][RS], S [D][D], A [C][C].
 extern "C" __global__ void {p}_fwd(const float* __restrict__ q, const float* __restrict__ k,
@@ -550,21 +537,7 @@ extern "C" __global__ void {p}_chunk_dstate(const float* __restrict__ q, const f
     }}
 }}
 
-// 5. dstates[slot of n] <- dG_n (zero for the last chunk). One thread per (row, KV head, state element).
-extern "C" __global__ void {p}_scan_bwd(float* __restrict__ dstates, const float* __restrict__ dec, int batch, int seq) {{
-    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
-    if (id >= (long long)batch * HKV * D * D) return;
-    const long long bj = id / (D * D);
-    const int e = (int)(id % (D * D)), i = e / D, nch = (seq + C - 1) / C;
-    float dG = 0.0f;
-    for (int n = nch - 1; n >= 0; --n) {{
-        const long long at = bj * nch + n;
-        const float add = dstates[at * D * D + e];
-        dstates[at * D * D + e] = dG;
-        dG = dec[at * D + i] * dG + add;
-    }}
-}}
-
+{scan_bwd}
 // 6. dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv += : the window
 // wrote it). Grid (nch, HKV, batch). Shared: kf, bc, qf, dO [C][RS], dG [D][D], A [C][C], dvs [C][RS].
 extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
@@ -690,6 +663,53 @@ extern "C" __global__ void {p}_revcumsum(float* __restrict__ db, int batch, int 
         db[at] = (float)acc;
     }}
 }}
-"#
+"#,
+        scan_fwd = scans[0],
+        scan_bwd = scans[1],
     )
+}
+
+/// The two scans over chunks, `{name}_fwd` and `{name}_bwd`, for chunk slots of
+/// `floats` state floats whose element `e` decays by row `row` of the slot's
+/// `rows` decays (C expressions over the source's constants). One thread per
+/// (row, KV head, state element) walks the chunks:
+/// - forward: slot `n` ← the state entering chunk `n` (`S_0 = 0`,
+///   `S_(n+1) = e^(b_L) ⊙ S_n + ΔS_n`, slot `n` holding `ΔS_n` before);
+/// - reverse: slot `n` ← the gradient of the state leaving chunk `n` (zero
+///   for the last; `dG_(n-1) = e^(b_L) ⊙ dG_n + ΔdG_n`).
+pub(super) fn scan_kernels(name: &str, floats: &str, row: &str, rows: &str) -> [String; 2] {
+    let walk = |kernel: &str, what: &str, order: &str, var: &str| {
+        format!(
+            r#"// {what}. One thread per (row, KV head, state element).
+extern "C" __global__ void {name}_{kernel}(float* __restrict__ states, const float* __restrict__ dec, int batch, int seq) {{
+    constexpr int F = {floats};
+    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
+    if (id >= (long long)batch * HKV * F) return;
+    const long long bj = id / F;
+    const int e = (int)(id % F), r = {row}, nch = (seq + C - 1) / C;
+    float {var} = 0.0f;
+    for ({order}) {{
+        const long long at = bj * nch + n;
+        const float add = states[at * F + e];
+        states[at * F + e] = {var};
+        {var} = dec[at * ({rows}) + r] * {var} + add;
+    }}
+}}
+"#
+        )
+    };
+    [
+        walk(
+            "fwd",
+            "slot n <- the state entering chunk n",
+            "int n = 0; n < nch; ++n",
+            "S",
+        ),
+        walk(
+            "bwd",
+            "slot n <- the gradient of the state leaving chunk n (zero for the last)",
+            "int n = nch - 1; n >= 0; --n",
+            "dG",
+        ),
+    ]
 }
