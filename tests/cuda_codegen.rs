@@ -260,6 +260,8 @@ fn fixtures_every_variant_and_hybrid_compile_with_nvrtc() {
     let names: Vec<&str> = all.keys().map(String::as_str).collect();
     for want in [
         "liger_gla_prefill",
+        "liger_gla_chunk_states",
+        "liger_state_scan",
         "liger_hgrn2_decode",
         "liger_gsa_slots_prefill",
         "liger_gsa_decode",
@@ -510,6 +512,26 @@ fn emulated_plan_matches_cpu_runtime_every_variant() {
             (67, 0, 69),
             0.015,
         );
+        // Several chunks per call of the chunk-parallel recurrence, the second call's scan
+        // starting from the stored state, 2 rows: 150 tokens as 70 (chunks of 64 + 6),
+        // then 80 more (64 + 16), then 2 decode steps.
+        emulate_against_cpu(
+            &f,
+            &[
+                "--pass",
+                "linearize",
+                "--variant",
+                v,
+                "--slots",
+                "8",
+                "--mix",
+                "1,0",
+            ],
+            &format!("{tag}-chunks"),
+            2,
+            (150, 70, 152),
+            0.015,
+        );
     }
 }
 
@@ -618,12 +640,16 @@ fn llama3_8b_shapes_compile_with_nvrtc() {
                     srcs.push(liger::gsa_slots_prefill(&spec, c, n));
                     let (c, bytes) = liger::gla_chunk(&spec, Recurrence::GsaValues, 64, limit);
                     assert!(bytes <= limit);
+                    srcs.push(liger::gla_chunk_states(&spec, Recurrence::GsaValues, c, n));
+                    srcs.push(liger::gla_state_scan(&spec, Recurrence::GsaValues, c));
                     srcs.push(liger::gla_prefill(&spec, Recurrence::GsaValues, c, n, true));
                     srcs.push(liger::decode_gsa(&spec, n));
                 }
                 _ => {
                     let (c, bytes) = liger::gla_chunk(&spec, Recurrence::Keyed, 64, limit);
                     assert!(c == 64 && bytes <= limit, "chunk {c}, {bytes} bytes");
+                    srcs.push(liger::gla_chunk_states(&spec, Recurrence::Keyed, c, n));
+                    srcs.push(liger::gla_state_scan(&spec, Recurrence::Keyed, c));
                     srcs.push(liger::gla_prefill(&spec, Recurrence::Keyed, c, n, true));
                     srcs.push(liger::decode_keyed(&spec, n));
                 }

@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ligerc_ir::{AttentionSpec, DType, GateSpec, Graph, LigerVariant, NodeId, Op, ValueRef};
+use ligerc_ir::{
+    AttentionSpec, DType, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op, ValueRef,
+};
 
 use super::fuse::Group;
 use super::kernels::liger::{Recurrence, WindowOut};
@@ -1358,38 +1360,33 @@ impl<'a> Lower<'a> {
                         &[2, 3],
                         Some(layer),
                     );
-                    let (c, bytes) =
-                        liger::gla_chunk(&spec, Recurrence::GsaValues, self.opts.chunk, limit);
-                    let src =
-                        liger::gla_prefill(&spec, Recurrence::GsaValues, c, normalizer, window);
-                    self.check_smem(&src.name, bytes)?;
-                    let mut args = vec![
-                        logits.clone(),
-                        k.arg.clone(),
-                        v.arg.clone(),
-                        state_v.clone(),
-                    ];
-                    if window {
-                        args.push(part.clone());
-                    }
-                    args.extend([out.arg.clone(), seq.clone()]);
-                    let nargs = args.len();
-                    let grid = [Extent::from(d / value_tile(d)), kvx, b];
-                    self.launch(src, &nodes, grid, args, &[3, nargs - 2], Some(layer));
+                    self.prefill_recurrence(
+                        &spec,
+                        Recurrence::GsaValues,
+                        normalizer,
+                        &nodes,
+                        layer,
+                        [
+                            logits.clone(),
+                            k.arg.clone(),
+                            v.arg.clone(),
+                            state_v.clone(),
+                        ],
+                        window.then(|| part.clone()),
+                        out.arg.clone(),
+                    )?;
                     self.release(&logits);
                 } else if grm {
-                    let (c, bytes) =
-                        liger::gla_chunk(&spec, Recurrence::Keyed, self.opts.chunk, limit);
-                    let src = liger::gla_prefill(&spec, Recurrence::Keyed, c, normalizer, window);
-                    self.check_smem(&src.name, bytes)?;
-                    let mut args = vec![q.arg.clone(), k.arg.clone(), v.arg.clone(), state.clone()];
-                    if window {
-                        args.push(part.clone());
-                    }
-                    args.extend([out.arg.clone(), seq.clone()]);
-                    let nargs = args.len();
-                    let grid = [Extent::from(d / value_tile(d)), kvx, b];
-                    self.launch(src, &nodes, grid, args, &[3, nargs - 2], Some(layer));
+                    self.prefill_recurrence(
+                        &spec,
+                        Recurrence::Keyed,
+                        normalizer,
+                        &nodes,
+                        layer,
+                        [q.arg.clone(), k.arg.clone(), v.arg.clone(), state.clone()],
+                        window.then(|| part.clone()),
+                        out.arg.clone(),
+                    )?;
                 }
                 if window && grm {
                     self.release(&part);
@@ -1439,6 +1436,92 @@ impl<'a> Lower<'a> {
         for (i, a) in acts.iter().enumerate() {
             self.free_temp(ops[i], a);
         }
+        Ok(())
+    }
+
+    /// The chunk-parallel recurrence of a Liger prefill: per-chunk state contributions
+    /// and decays into scratch `[batch, KV, ⌈seq/C⌉, DK(, DV)]`, a scan over the chunks
+    /// from the stored `state` (which gets the final state), then the outputs per (chunk,
+    /// query head, row). `ops` = (queries, k, v, state).
+    #[allow(clippy::too_many_arguments)]
+    fn prefill_recurrence(
+        &mut self,
+        spec: &LigerSpec,
+        rec: Recurrence,
+        normalizer: f64,
+        nodes: &[NodeId],
+        layer: usize,
+        ops: [Arg; 4],
+        window: Option<Arg>,
+        out: Arg,
+    ) -> Result<(), CudaError> {
+        let [qs, k, v, state] = ops;
+        let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+        let dk = match rec {
+            Recurrence::Keyed => d,
+            Recurrence::GsaValues => spec.slots,
+        };
+        let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
+        let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
+        let scan_src = liger::gla_state_scan(spec, rec, c);
+        let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
+        self.check_smem(&states_src.name, states_src.smem as usize)?;
+        self.check_smem(&out_src.name, bytes)?;
+        let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
+        let nch = self.seq().ceil_div(c as u64);
+        let scan_blocks = b
+            .times((kv * dk * d) as u64)
+            .ceil_div(u64::from(scan_src.block[0]));
+        let states = Arg::Buffer(self.pool.alloc(
+            DType::F32,
+            vec![b, kvx, nch, Extent::from(dk), Extent::from(d)],
+        ));
+        let dec = Arg::Buffer(
+            self.pool
+                .alloc(DType::F32, vec![b, kvx, nch, Extent::from(dk)]),
+        );
+        self.launch(
+            states_src,
+            nodes,
+            [nch, kvx, b],
+            vec![
+                k.clone(),
+                v.clone(),
+                states.clone(),
+                dec.clone(),
+                seq.clone(),
+            ],
+            &[2, 3],
+            Some(layer),
+        );
+        self.launch(
+            scan_src,
+            nodes,
+            [scan_blocks, Extent::fixed(1), Extent::fixed(1)],
+            vec![
+                state,
+                states.clone(),
+                dec.clone(),
+                Arg::Scalar(Scalar::Batch),
+                seq.clone(),
+            ],
+            &[0, 1],
+            Some(layer),
+        );
+        let mut args = vec![qs, k, v, states.clone()];
+        args.extend(window);
+        args.extend([out, seq]);
+        let nargs = args.len();
+        self.launch(
+            out_src,
+            nodes,
+            [nch, Extent::from(h), b],
+            args,
+            &[nargs - 2],
+            Some(layer),
+        );
+        self.release(&states);
+        self.release(&dec);
         Ok(())
     }
 
