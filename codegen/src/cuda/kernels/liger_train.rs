@@ -201,6 +201,16 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
     Ok(Shape { chunk })
 }
 
+/// The kernel family of `spec`'s recurrence: `"gsa_"` for GSA's kernels,
+/// `""` for the keyed ones.
+fn family(spec: &LigerSpec) -> &'static str {
+    if spec.variant == LigerVariant::Gsa {
+        "gsa_"
+    } else {
+        ""
+    }
+}
+
 /// Kernel name prefix: variant, shape, chunk and a hash of the baked mixes
 /// (so specs differing only in their mixes never share a name).
 fn prefix(spec: &LigerSpec, chunk: usize) -> String {
@@ -371,35 +381,11 @@ impl Geometry {
         self.scratch(self.scratch.len() - 2)
     }
 
-    /// GSA's `gsa_chunk_state` then `gsa_scan_fwd`: both states entering every chunk.
-    fn gsa_states(&self, spec: &LigerSpec) -> Result<[TrainLaunch; 2], CudaError> {
-        use TrainArg::*;
-        let (states, dec) = (self.scratch(0), self.scratch(2));
-        let n = self.batch * spec.kv_heads * 2 * spec.slots * spec.head_dim;
-        Ok([
-            self.launch(
-                "gsa_chunk_state",
-                self.chunked[0],
-                NT,
-                self.smem[0],
-                vec![K, V, Gate, states, dec, Seq],
-            ),
-            self.launch(
-                "gsa_scan_fwd",
-                self.flat(n)?,
-                NT,
-                0,
-                vec![states, dec, Batch, Seq],
-            ),
-        ])
-    }
-
     /// GSA's backward after the window kernels.
     fn gsa_backward(&self, spec: &LigerSpec) -> Result<Vec<TrainLaunch>, CudaError> {
         use TrainArg::*;
         let [states, dstates, dec, p, dl, hb, db] = [0, 1, 2, 3, 4, 5, 6].map(|i| self.scratch(i));
-        let n = self.batch * spec.kv_heads * 2 * spec.slots * spec.head_dim;
-        let mut out = self.gsa_states(spec)?.to_vec();
+        let mut out = self.states(spec)?.to_vec();
         out.extend([
             self.launch(
                 "gsa_probs",
@@ -417,7 +403,7 @@ impl Geometry {
             ),
             self.launch(
                 "gsa_scan_bwd",
-                self.flat(n)?,
+                self.flat(self.state_floats(spec))?,
                 NT,
                 0,
                 vec![dstates, dec, Batch, Seq],
@@ -442,22 +428,34 @@ impl Geometry {
         Ok(out)
     }
 
-    /// `chunk_state` then `scan_fwd`: the state entering every chunk.
+    /// State floats of all (row, KV head) pairs for one chunk: `D²` each, or
+    /// for GSA `2·M·D` (`Hkᵀ` and `Hv`) — one scan thread per float.
+    fn state_floats(&self, spec: &LigerSpec) -> usize {
+        let per = if spec.variant == LigerVariant::Gsa {
+            2 * spec.slots * spec.head_dim
+        } else {
+            spec.head_dim * spec.head_dim
+        };
+        self.batch * spec.kv_heads * per
+    }
+
+    /// `chunk_state` then `scan_fwd` (GSA: their `gsa_` twins): the state(s)
+    /// entering every chunk.
     fn states(&self, spec: &LigerSpec) -> Result<[TrainLaunch; 2], CudaError> {
         use TrainArg::*;
         let (states, dec) = (self.scratch(0), self.scratch(2));
-        let n = self.batch * spec.kv_heads * spec.head_dim * spec.head_dim;
+        let family = family(spec);
         Ok([
             self.launch(
-                "chunk_state",
+                &format!("{family}chunk_state"),
                 self.chunked[0],
                 NT,
                 self.smem[0],
                 vec![K, V, Gate, states, dec, Seq],
             ),
             self.launch(
-                "scan_fwd",
-                self.flat(n)?,
+                &format!("{family}scan_fwd"),
+                self.flat(self.state_floats(spec))?,
                 NT,
                 0,
                 vec![states, dec, Batch, Seq],
@@ -487,19 +485,10 @@ pub fn liger_forward_launches(
         0,
         vec![QRot, KRot, V, Y, Seq],
     )];
-    if spec.variant == LigerVariant::Gsa {
-        out.extend(geo.gsa_states(spec)?);
-        out.push(geo.launch(
-            "gsa_fwd",
-            geo.chunked[1],
-            NT,
-            geo.smem[1],
-            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],
-        ));
-    } else if spec.variant != LigerVariant::SwaOnly {
+    if spec.variant != LigerVariant::SwaOnly {
         out.extend(geo.states(spec)?);
         out.push(geo.launch(
-            "fwd",
+            &format!("{}fwd", family(spec)),
             geo.chunked[1],
             NT,
             geo.smem[1],
@@ -566,7 +555,6 @@ pub fn liger_backward_launches(
         return Ok(out);
     }
     out.extend(geo.states(spec)?);
-    let n = geo.batch * spec.kv_heads * spec.head_dim * spec.head_dim;
     out.extend([
         geo.launch(
             "chunk_dstate",
@@ -577,7 +565,7 @@ pub fn liger_backward_launches(
         ),
         geo.launch(
             "scan_bwd",
-            geo.flat(n)?,
+            geo.flat(geo.state_floats(spec))?,
             NT,
             0,
             vec![dstates, dec, Batch, Seq],

@@ -101,28 +101,7 @@ fn dense_dx(
     let (out_f, _) = weight_dims(cx, w, in_f)?;
     check_dy(cx, dy, rows, out_f)?;
     let dx = cx.empty(x.shape.clone(), Elem::F32)?;
-    if w.elem == Elem::BF16 {
-        let dyb = super::forward::to_bf16(cx, dy)?;
-        matmul(
-            cx.dev,
-            (rows, in_f, out_f),
-            1.0,
-            plain(dyb.ptr).bf16(),
-            plain(w.ptr).bf16(),
-            0.0,
-            dx.ptr,
-        )?;
-    } else {
-        matmul(
-            cx.dev,
-            (rows, in_f, out_f),
-            1.0,
-            plain(dy.ptr),
-            plain(w.ptr),
-            0.0,
-            dx.ptr,
-        )?;
-    }
+    super::forward::times_weight(cx, (rows, in_f, out_f), dy, plain(w.ptr), w, dx.ptr)?;
     Ok(dx)
 }
 

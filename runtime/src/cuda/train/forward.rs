@@ -13,7 +13,7 @@ use ligerc_ir::{Op, RopeSpec};
 
 use super::super::Device;
 use super::GpuTrainError;
-use super::gemm::{matmul, plain, trans};
+use super::gemm::{Operand, matmul, plain, trans};
 use super::kernels::{Kernels, float, int, long, ptr};
 use super::value::{DevTensor, Elem, Pool};
 
@@ -223,36 +223,42 @@ fn dense(
     let (rows, in_f) = x.rows_cols();
     let (out_f, _) = weight_dims(cx, w, in_f)?;
     let y = cx.empty(out_shape(x, out_f), Elem::F32)?;
-    if w.elem == Elem::BF16 {
-        let xb = to_bf16(cx, x)?;
-        matmul(
-            cx.dev,
-            (rows, out_f, in_f),
-            1.0,
-            plain(xb.ptr).bf16(),
-            trans(w.ptr).bf16(),
-            0.0,
-            y.ptr,
-        )?;
-    } else {
-        matmul(
-            cx.dev,
-            (rows, out_f, in_f),
-            1.0,
-            plain(x.ptr),
-            trans(w.ptr),
-            0.0,
-            y.ptr,
-        )?;
-    }
+    times_weight(cx, (rows, out_f, in_f), x, trans(w.ptr), w, y.ptr)?;
     if let Some(b) = bias {
         add_bias(cx, &y, b)?;
     }
     Ok(y)
 }
 
+/// `out = a·op(W)` with `a` f32 and `w_op` the weight's operand (`plain` or
+/// `trans` of `w.ptr`): an f32 product, or for a bf16 weight a bf16 × bf16 →
+/// f32 one with `a` rounded to bf16 first (cuBLAS takes no mixed pair).
+pub(super) fn times_weight(
+    cx: &Ctx,
+    dims: (usize, usize, usize),
+    a: &DevTensor,
+    w_op: Operand,
+    w: &DevTensor,
+    out: u64,
+) -> Result<(), GpuTrainError> {
+    if w.elem == Elem::BF16 {
+        let ab = to_bf16(cx, a)?;
+        matmul(
+            cx.dev,
+            dims,
+            1.0,
+            plain(ab.ptr).bf16(),
+            w_op.bf16(),
+            0.0,
+            out,
+        )
+    } else {
+        matmul(cx.dev, dims, 1.0, plain(a.ptr), w_op, 0.0, out)
+    }
+}
+
 /// `x` (f32) rounded to bf16, for a product with a bf16 weight.
-pub(super) fn to_bf16(cx: &Ctx, x: &DevTensor) -> Result<DevTensor, GpuTrainError> {
+fn to_bf16(cx: &Ctx, x: &DevTensor) -> Result<DevTensor, GpuTrainError> {
     cx.f32(x, "bf16 cast input")?;
     let y = cx.empty(x.shape.clone(), Elem::BF16)?;
     let n = y.numel();
