@@ -131,36 +131,6 @@ fn emit(model: &Path, args: &[&str], tag: &str) -> BTreeMap<String, String> {
     k
 }
 
-/// NVRTC and the include dir, or None (skip) outside CI.
-fn nvrtc_env() -> Option<Vec<PathBuf>> {
-    let lib = std::env::var_os("LIGERC_NVRTC_LIB_DIR");
-    let inc = std::env::var_os("LIGERC_CUDA_INCLUDE");
-    let ci = std::env::var_os("CI").is_some();
-    match (lib, inc) {
-        (Some(_), Some(inc)) => {
-            nvrtc::ensure_nvrtc().unwrap_or_else(|e| {
-                panic!("LIGERC_NVRTC_LIB_DIR is set but NVRTC does not load: {e}")
-            });
-            let inc = PathBuf::from(inc);
-            assert!(
-                inc.join("cuda_bf16.h").is_file(),
-                "LIGERC_CUDA_INCLUDE={} has no cuda_bf16.h",
-                inc.display()
-            );
-            Some(vec![inc])
-        }
-        _ if ci => panic!(
-            "CI is set but LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE are not: run `eval \"$(scripts/setup-nvrtc.sh)\"` first"
-        ),
-        _ => {
-            eprintln!(
-                "NVRTC compile check skipped: LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE not set (scripts/setup-nvrtc.sh)"
-            );
-            None
-        }
-    }
-}
-
 /// Compiles every kernel for sm_90; panics listing each failure or diagnostic.
 fn compile_all(kernels: &BTreeMap<String, String>, include: &[PathBuf]) {
     let items: Vec<(&String, &String)> = kernels.iter().collect();

@@ -8,7 +8,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use common::*;
 use ligerc::codegen::cuda::emulate::SHIM;
@@ -21,24 +20,9 @@ use ligerc::runtime::{ExecState, Tensor};
 
 #[test]
 fn train_basic_compiles_with_nvrtc_sm90_cleanly() {
-    let lib = std::env::var_os("LIGERC_NVRTC_LIB_DIR");
-    let inc = std::env::var_os("LIGERC_CUDA_INCLUDE");
-    let (Some(_), Some(inc)) = (lib, inc) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE are not (scripts/setup-nvrtc.sh)"
-        );
-        eprintln!("NVRTC check skipped: LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE not set");
-        return;
-    };
-    nvrtc::ensure_nvrtc().expect("NVRTC loads");
-    let c = nvrtc::compile(
-        "train_basic",
-        train_basic_source(),
-        "sm_90",
-        &[PathBuf::from(inc)],
-    )
-    .unwrap_or_else(|e| panic!("train_basic: {e}"));
+    let Some(include) = nvrtc_env() else { return };
+    let c = nvrtc::compile("train_basic", train_basic_source(), "sm_90", &include)
+        .unwrap_or_else(|e| panic!("train_basic: {e}"));
     assert!(c.cubin && !c.image.is_empty());
     assert!(
         nvrtc::log_diagnostics(&c.log).is_empty(),

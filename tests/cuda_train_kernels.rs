@@ -13,6 +13,8 @@
 //! `LIGERC_TRAIN_KERNELS_DUMP=DIR cargo test --test cuda_train_kernels dump -- --ignored`
 //! writes the sources and launch lists `scripts/gpu_train_kernels.py` runs on a GPU.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,8 @@ use ligerc::codegen::cuda::nvrtc;
 use ligerc::ir::{GateSpec, LigerSpec, LigerVariant, NodeId, Op, VjpSpec};
 use ligerc::runtime::ops::{eval_high_level, eval_vjp};
 use ligerc::runtime::{ExecState, Tensor};
+
+use common::nvrtc_env;
 
 const ATTENTION_OUT: [&str; 7] = ["y", "dq", "dk", "dv", "dq_rot", "dk_rot", "dgate"];
 
@@ -569,18 +573,7 @@ fn compile_specs() -> Vec<LigerSpec> {
 
 #[test]
 fn training_kernels_compile_with_nvrtc() {
-    let lib = std::env::var_os("LIGERC_NVRTC_LIB_DIR");
-    let inc = std::env::var_os("LIGERC_CUDA_INCLUDE");
-    let (Some(_), Some(inc)) = (lib, inc) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE are not (scripts/setup-nvrtc.sh)"
-        );
-        eprintln!("NVRTC check skipped: LIGERC_NVRTC_LIB_DIR / LIGERC_CUDA_INCLUDE not set");
-        return;
-    };
-    nvrtc::ensure_nvrtc().unwrap();
-    let include = vec![PathBuf::from(inc)];
+    let Some(include) = nvrtc_env() else { return };
     let mut sources: Vec<(String, String, Vec<TrainLaunch>)> = Vec::new();
     for s in compile_specs() {
         let mut l = liger_forward_launches(&s, 2, 100).unwrap();
