@@ -14,7 +14,6 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ligerc::codegen::cuda::nvrtc;
 use ligerc::codegen::cuda::plan::{Arg, Plan, Step};
 
 /// FNV-1a of a kernel source.
@@ -129,51 +128,6 @@ fn emit(model: &Path, args: &[&str], tag: &str) -> BTreeMap<String, String> {
     let k = emitted(&out);
     let _ = std::fs::remove_dir_all(&dir);
     k
-}
-
-/// Compiles every kernel for sm_90; panics listing each failure or diagnostic.
-fn compile_all(kernels: &BTreeMap<String, String>, include: &[PathBuf]) {
-    let items: Vec<(&String, &String)> = kernels.iter().collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4);
-    let chunk = items.len().div_ceil(threads).max(1);
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut bad = Vec::new();
-                    for (name, src) in part {
-                        let label = name.split('@').next().unwrap_or(name);
-                        match nvrtc::compile(label, src, "sm_90", include) {
-                            Ok(c) if nvrtc::log_diagnostics(&c.log).is_empty() => {
-                                assert!(!c.image.is_empty() && c.cubin, "{name}: no cubin");
-                            }
-                            Ok(c) => bad.push(format!("{name}: NVRTC diagnostics:\n{}", c.log)),
-                            Err(e) => bad.push(format!("{name}: {e}")),
-                        }
-                    }
-                    bad
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    assert!(
-        failures.is_empty(),
-        "{} of {} kernels failed:\n{}",
-        failures.len(),
-        kernels.len(),
-        failures.join("\n\n")
-    );
-    eprintln!(
-        "NVRTC: {} kernels compiled cleanly for sm_90",
-        kernels.len()
-    );
 }
 
 #[test]

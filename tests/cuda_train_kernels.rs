@@ -21,12 +21,11 @@ use std::path::{Path, PathBuf};
 use ligerc::codegen::cuda::CudaError;
 use ligerc::codegen::cuda::emulate::SHIM;
 use ligerc::codegen::cuda::kernels::liger_train::*;
-use ligerc::codegen::cuda::nvrtc;
 use ligerc::ir::{GateSpec, LigerSpec, LigerVariant, NodeId, Op, VjpSpec};
 use ligerc::runtime::ops::{eval_high_level, eval_vjp};
 use ligerc::runtime::{ExecState, Tensor};
 
-use common::nvrtc_env;
+use common::{compile_all, nvrtc_env};
 
 const ATTENTION_OUT: [&str; 7] = ["y", "dq", "dk", "dv", "dq_rot", "dk_rot", "dgate"];
 
@@ -593,36 +592,16 @@ fn training_kernels_compile_with_nvrtc() {
             l,
         ));
     }
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sources
-            .chunks(sources.len().div_ceil(2))
-            .map(|part| {
-                let include = &include;
-                scope.spawn(move || {
-                    let mut bad = Vec::new();
-                    for (label, src, launches) in part {
-                        for l in launches {
-                            if !src.contains(&format!("extern \"C\" __global__ void {}(", l.kernel))
-                            {
-                                bad.push(format!("{label}: no kernel {}", l.kernel));
-                            }
-                        }
-                        match nvrtc::compile(label, src, "sm_90", include) {
-                            Ok(c) if nvrtc::log_diagnostics(&c.log).is_empty() => {}
-                            Ok(c) => bad.push(format!("{label}: NVRTC log:\n{}", c.log)),
-                            Err(e) => bad.push(format!("{label}: {e}")),
-                        }
-                    }
-                    bad
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let mut missing = Vec::new();
+    for (label, src, launches) in &sources {
+        for l in launches {
+            if !src.contains(&format!("extern \"C\" __global__ void {}(", l.kernel)) {
+                missing.push(format!("{label}: no kernel {}", l.kernel));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    compile_all(sources.iter().map(|(label, src, _)| (label, src)), &include);
 }
 
 #[test]

@@ -256,3 +256,53 @@ pub fn nvrtc_env() -> Option<Vec<PathBuf>> {
         }
     }
 }
+
+/// Compiles every `(name, source)` for sm_90 on up to 4 threads (the NVRTC
+/// program is named by `name` up to an `@`); panics listing each failure or
+/// diagnostic.
+pub fn compile_all<'a>(
+    kernels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    include: &[PathBuf],
+) {
+    let items: Vec<(&String, &String)> = kernels.into_iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    for (name, src) in part {
+                        let label = name.split('@').next().unwrap_or(name);
+                        match ligerc::codegen::cuda::nvrtc::compile(label, src, "sm_90", include) {
+                            Ok(c)
+                                if ligerc::codegen::cuda::nvrtc::log_diagnostics(&c.log)
+                                    .is_empty() =>
+                            {
+                                assert!(!c.image.is_empty() && c.cubin, "{name}: no cubin");
+                            }
+                            Ok(c) => bad.push(format!("{name}: NVRTC diagnostics:\n{}", c.log)),
+                            Err(e) => bad.push(format!("{name}: {e}")),
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} kernels failed:\n{}",
+        failures.len(),
+        items.len(),
+        failures.join("\n\n")
+    );
+    eprintln!("NVRTC: {} kernels compiled cleanly for sm_90", items.len());
+}
