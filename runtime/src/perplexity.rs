@@ -108,8 +108,9 @@ fn window_starts(len: usize, window: usize, stride: usize) -> Vec<usize> {
     }
 }
 
-/// `−log softmax(row)[target]`, in f64.
-fn token_nll(row: &[f32], target: i64) -> Result<f64, RuntimeError> {
+/// `−log softmax(row)[target]`, in f64 with the max subtracted; an input
+/// error when `target` is outside the row or the logits hold NaN.
+pub(crate) fn token_nll(row: &[f32], target: i64) -> Result<f64, RuntimeError> {
     let t = usize::try_from(target)
         .ok()
         .filter(|&t| t < row.len())
@@ -125,7 +126,7 @@ fn token_nll(row: &[f32], target: i64) -> Result<f64, RuntimeError> {
     let sum: f64 = row.iter().map(|&x| (f64::from(x) - max).exp()).sum();
     let nll = max + sum.ln() - f64::from(row[t]);
     if nll.is_nan() {
-        return Err(RuntimeError::Input("logits contain NaN".into()));
+        return Err(RuntimeError::Input("the model's logits contain NaN".into()));
     }
     Ok(nll)
 }

@@ -6,24 +6,12 @@ use super::EvalError;
 ///
 /// Errors when `target` is outside the row or the logits hold NaN.
 pub fn log_softmax_at(row: &[f32], target: i64) -> Result<f64, EvalError> {
-    let t = usize::try_from(target)
-        .ok()
-        .filter(|&t| t < row.len())
-        .ok_or_else(|| {
-            EvalError::Input(format!(
-                "token id {target} is out of range for a vocabulary of {}",
-                row.len()
-            ))
-        })?;
-    let max = row
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
-    let sum: f64 = row.iter().map(|&x| (f64::from(x) - max).exp()).sum();
-    let lp = f64::from(row[t]) - max - sum.ln();
-    if lp.is_nan() {
-        return Err(EvalError::Input("the model's logits contain NaN".into()));
-    }
-    Ok(lp)
+    crate::perplexity::token_nll(row, target)
+        .map(|nll| -nll)
+        .map_err(|e| match e {
+            crate::RuntimeError::Input(m) => EvalError::Input(m),
+            other => EvalError::Runtime(other),
+        })
 }
 
 #[cfg(test)]
