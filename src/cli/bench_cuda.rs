@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::args::PassArgs;
-use super::common::{UsageError, apply_passes, load};
+use super::common::{UsageError, apply_passes, emit_cuda_program, load};
 
 /// Arguments of `ligerc bench-cuda`.
 #[derive(Args, Debug)]
@@ -61,15 +61,7 @@ pub fn bench_cuda(args: &BenchCudaArgs) -> Result<()> {
     check_available()?;
     let mut model = load(&args.model, &args.passes)?;
     apply_passes(&mut model.graph, &args.passes)?;
-    let opts = ligerc::codegen::cuda::CudaOptions::default();
-    let program = ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
-        ligerc::codegen::cuda::CudaError::Unsupported { .. }
-        | ligerc::codegen::cuda::CudaError::Shape { .. }
-        | ligerc::codegen::cuda::CudaError::SharedMemory { .. } => {
-            anyhow::Error::from(UsageError(e.to_string()))
-        }
-        e => anyhow::Error::from(e),
-    })?;
+    let program = emit_cuda_program(&model.graph)?;
     let t0 = std::time::Instant::now();
     let mut session = CudaSession::from_program(&program)?;
     eprintln!(

@@ -138,3 +138,16 @@ pub fn tokenizer(model: &LoadedModel, path: &Path) -> Result<Tokenizer> {
         .into()),
     }
 }
+
+/// `graph` lowered to a CUDA program with the default options; what the
+/// model cannot be lowered for (an op without a kernel, a shape, shared
+/// memory) is a usage error (exit 2), anything else an internal one.
+pub fn emit_cuda_program(graph: &Graph) -> Result<ligerc::codegen::cuda::CudaProgram> {
+    use ligerc::codegen::cuda::{CudaError, CudaOptions, emit_cuda};
+    emit_cuda(graph, &CudaOptions::default()).map_err(|e| match e {
+        CudaError::Unsupported { .. }
+        | CudaError::Shape { .. }
+        | CudaError::SharedMemory { .. } => anyhow::Error::from(UsageError(e.to_string())),
+        e => anyhow::Error::from(e),
+    })
+}

@@ -1,12 +1,11 @@
 //! `ligerc INPUT [--pass …] --emit ir|onnx|cuda [-o FILE|DIR]`.
 
 use anyhow::{Context, Result};
-use ligerc::codegen::cuda::CudaError;
 use ligerc::codegen::onnx::{ExportError, ExportOptions, OnnxForm, export_onnx_bytes};
 use ligerc::output::write_atomic;
 
 use super::args::{CompileArgs, Emit, OnnxFormArg};
-use super::common::{UsageError, apply_passes, load, spinner};
+use super::common::{UsageError, apply_passes, emit_cuda_program, load, spinner};
 
 /// Imports, rewrites and emits one model.
 pub fn compile(args: &CompileArgs) -> Result<()> {
@@ -56,17 +55,8 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 .output
                 .as_ref()
                 .ok_or_else(|| UsageError("--emit cuda needs -o DIR".into()))?;
-            let opts = ligerc::codegen::cuda::CudaOptions::default();
             // A graph without kernels for some node is the user's input (exit 2).
-            let program =
-                ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
-                    CudaError::Unsupported { .. }
-                    | CudaError::Shape { .. }
-                    | CudaError::SharedMemory { .. } => {
-                        anyhow::Error::from(UsageError(e.to_string()))
-                    }
-                    e => anyhow::Error::from(e),
-                })?;
+            let program = emit_cuda_program(&model.graph)?;
             let pb = spinner(&format!("writing {}", dir.display()));
             ligerc::output::write_dir_atomic(dir, |tmp| {
                 program.write_to(tmp).map_err(std::io::Error::other)

@@ -20,7 +20,7 @@ use ligerc::runtime::eval::{
 use serde_json::{Value, json};
 
 use super::args::{Backend, PassArgs};
-use super::common::{UsageError, apply_passes, load, spinner, tokenizer};
+use super::common::{UsageError, apply_passes, emit_cuda_program, load, spinner, tokenizer};
 
 /// The tasks `scripts/fetch-oe-eval.sh` fetches.
 const KNOWN_TASKS: &[&str] = &[
@@ -343,15 +343,7 @@ fn make_model(args: &EvalArgs, graph: ligerc::ir::Graph) -> Result<Box<dyn Langu
     let model: Box<dyn LanguageModel> = match args.backend {
         Backend::Cpu => Box::new(CpuModel::new(ligerc::runtime::Session::new(graph)?)),
         Backend::Cuda => {
-            let opts = ligerc::codegen::cuda::CudaOptions::default();
-            let program = ligerc::codegen::cuda::emit_cuda(&graph, &opts).map_err(|e| match e {
-                ligerc::codegen::cuda::CudaError::Unsupported { .. }
-                | ligerc::codegen::cuda::CudaError::Shape { .. }
-                | ligerc::codegen::cuda::CudaError::SharedMemory { .. } => {
-                    anyhow::Error::from(UsageError(e.to_string()))
-                }
-                e => anyhow::Error::from(e),
-            })?;
+            let program = emit_cuda_program(&graph)?;
             let session = ligerc::runtime::cuda::CudaSession::from_program(&program)?;
             Box::new(CudaModel::new(session))
         }

@@ -8,7 +8,7 @@ use ligerc::output::write_atomic;
 use ligerc::runtime::{GenerateOptions, Session};
 
 use super::args::{Backend, RunArgs};
-use super::common::{UsageError, apply_passes, load, spinner, tokenizer};
+use super::common::{UsageError, apply_passes, emit_cuda_program, load, spinner, tokenizer};
 
 /// Runs a model on the CPU reference backend.
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -202,15 +202,7 @@ fn run_cuda(args: &RunArgs) -> Result<()> {
     let mut model = load(&args.model, &args.passes)?;
     apply_passes(&mut model.graph, &args.passes)?;
     check_vocab(&model.graph, &rows)?;
-    let opts = ligerc::codegen::cuda::CudaOptions::default();
-    let program = ligerc::codegen::cuda::emit_cuda(&model.graph, &opts).map_err(|e| match e {
-        ligerc::codegen::cuda::CudaError::Unsupported { .. }
-        | ligerc::codegen::cuda::CudaError::Shape { .. }
-        | ligerc::codegen::cuda::CudaError::SharedMemory { .. } => {
-            anyhow::Error::from(UsageError(e.to_string()))
-        }
-        e => anyhow::Error::from(e),
-    })?;
+    let program = emit_cuda_program(&model.graph)?;
     let pb = spinner("compiling kernels (NVRTC) and uploading weights");
     let t0 = std::time::Instant::now();
     let mut session = CudaSession::from_program(&program)?;
