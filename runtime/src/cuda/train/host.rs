@@ -80,18 +80,11 @@ pub(super) fn upload(dev: &Device, pool: &Pool, t: &Tensor) -> Result<DevTensor,
             v.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect(),
         ),
     };
-    let d = DevTensor::empty(dev, pool, t.shape.clone(), elem)?;
-    if let Some(b) = &d.hold
-        && !bytes.is_empty()
-    {
-        dev.upload_async(device_buffer(b)?, 0, &bytes)?;
-        // The host bytes must outlive the copy.
-        dev.sync()?;
-    }
-    Ok(d)
+    upload_bytes(dev, pool, t.shape.clone(), elem, &bytes)
 }
 
-/// An f32 host tensor on the device as bf16 (round to nearest even).
+/// An f32 host tensor on the device as bf16 (round to nearest even); other
+/// element types as [`upload`] holds them.
 pub(super) fn upload_bf16(
     dev: &Device,
     pool: &Pool,
@@ -104,11 +97,23 @@ pub(super) fn upload_bf16(
         .iter()
         .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
         .collect();
-    let d = DevTensor::empty(dev, pool, t.shape.clone(), Elem::BF16)?;
+    upload_bytes(dev, pool, t.shape.clone(), Elem::BF16, &bytes)
+}
+
+/// A pooled device tensor of `shape` and `elem` holding `bytes`.
+fn upload_bytes(
+    dev: &Device,
+    pool: &Pool,
+    shape: Vec<usize>,
+    elem: Elem,
+    bytes: &[u8],
+) -> Result<DevTensor, GpuTrainError> {
+    let d = DevTensor::empty(dev, pool, shape, elem)?;
     if let Some(b) = &d.hold
         && !bytes.is_empty()
     {
-        dev.upload_async(device_buffer(b)?, 0, &bytes)?;
+        dev.upload_async(device_buffer(b)?, 0, bytes)?;
+        // The host bytes must outlive the copy.
         dev.sync()?;
     }
     Ok(d)
