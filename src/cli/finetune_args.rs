@@ -100,12 +100,14 @@ pub struct FinetuneArgs {
     /// GPU or CUDA library is available). Same loop, checkpoints and outputs.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
-    /// With --backend cuda: how the frozen projection weights are held. bf16 halves their
-    /// memory and runs their products on bf16 tensor cores with f32 accumulation (as PyTorch
-    /// autocast); LoRA parameters, AdamW state and activations stay f32 either way. f32 matches
-    /// the CPU reference to rounding (for gradient checks).
-    #[arg(long, value_enum, default_value_t = FrozenArg::Bf16)]
-    pub frozen_dtype: FrozenArg,
+    /// How the frozen projection weights are held [default: bf16 with --backend cuda, f32 on
+    /// the CPU]. On the GPU, bf16 halves their memory and runs their products on bf16 tensor
+    /// cores with f32 accumulation (as PyTorch autocast); on the CPU, bf16 rounds them to the
+    /// same bf16 values and keeps the math f32, to reproduce a GPU run's weights. LoRA
+    /// parameters, AdamW state and activations stay f32 either way; f32 on the GPU matches the
+    /// CPU reference to rounding (for gradient checks).
+    #[arg(long, value_enum)]
+    pub frozen_dtype: Option<FrozenArg>,
     /// Debugging: write the gradients of the first update (before clipping when `--clip 0`)
     /// as JSON `{name: {shape, values}}` to FILE (docs/FINETUNE.md, "GPU training").
     #[arg(long, value_name = "FILE", hide = true)]
@@ -115,9 +117,9 @@ pub struct FinetuneArgs {
 /// `--frozen-dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FrozenArg {
-    /// bfloat16 frozen weights (the default).
+    /// bfloat16 frozen weights (the default on the GPU).
     Bf16,
-    /// f32 frozen weights.
+    /// f32 frozen weights (the default on the CPU).
     F32,
 }
 

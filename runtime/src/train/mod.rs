@@ -1,6 +1,7 @@
 //! LoRA fine-tuning: the optimizer (`optim.rs`), the update step
 //! (`trainer.rs`) over an execution backend (`backend.rs`: the CPU executor;
-//! the GPU engine is `crate::cuda::train`), checkpoints (`checkpoint.rs`), the
+//! the GPU engine is `crate::cuda::train`), how frozen weights are held
+//! (`frozen.rs`), checkpoints (`checkpoint.rs`), the
 //! metrics log and the loss-curve plot (`plot.rs`).
 //!
 //! The graphs come from the autodiff pass (`ligerc_passes::autodiff`): a
@@ -9,6 +10,7 @@
 
 mod backend;
 mod checkpoint;
+mod frozen;
 mod optim;
 mod plot;
 mod trainer;
@@ -17,6 +19,7 @@ use thiserror::Error;
 
 pub use backend::{CpuBackend, StepBackend, initial_params};
 pub use checkpoint::{CHECKPOINT_DIR, Checkpoint, RunState, load_checkpoint, save_checkpoint};
+pub use frozen::{FrozenDtype, projection_only_weights, round_frozen_to_bf16};
 pub use optim::{AdamW, Moments, Schedule, clip_global_norm, global_norm};
 pub use plot::loss_curve_svg;
 pub use trainer::{Param, StepReport, TrainConfig, Trainer, batch_inputs, input_names};

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use ligerc_codegen::cuda::kernels::train_basic::REDUCE_BLOCKS;
-use ligerc_ir::{Graph, Op};
+use ligerc_ir::Graph;
 
 use super::super::{Device, DeviceBuffer};
 use super::GpuTrainError;
@@ -18,7 +18,9 @@ use super::host::{download_bytes, download_f32, upload, upload_bf16};
 use super::kernels::{Kernels, double, float, long, ptr};
 use super::value::{DevTensor, Elem, Pool};
 use crate::Tensor;
-use crate::train::{AdamW, Moments, Param, StepBackend, TrainError};
+use crate::train::{
+    AdamW, FrozenDtype, Moments, Param, StepBackend, TrainError, projection_only_weights,
+};
 
 /// Where each trainable tensor lives in the flat buffers.
 struct Slot {
@@ -26,51 +28,6 @@ struct Slot {
     shape: Vec<usize>,
     offset: usize,
     len: usize,
-}
-
-/// How the frozen projection weights are held on the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum FrozenDtype {
-    /// bf16 (half the memory; products take bf16 operands with f32
-    /// accumulation, as PyTorch autocast does). LoRA parameters, optimizer
-    /// state and every activation stay f32.
-    #[default]
-    Bf16,
-    /// f32, as the CPU runtime (for tight GPU-vs-CPU gradient checks).
-    F32,
-}
-
-/// Frozen weights that are only ever the weight operand of a projection
-/// (`Linear`, `LmHead`, `Lora` and their backward) in every graph: those
-/// can be held as bf16. A weight also read elsewhere (a tied embedding table,
-/// a norm scale) stays f32.
-fn projection_only_weights(graphs: &[&Graph], trainable: &[String]) -> HashSet<String> {
-    let is_projection = |op: &Op| matches!(op, Op::Linear | Op::LmHead | Op::Lora { .. });
-    let mut ok: HashSet<String> = HashSet::new();
-    let mut other: HashSet<String> = HashSet::new();
-    for g in graphs {
-        for id in g.node_ids() {
-            let Ok(node) = g.try_node(id) else { continue };
-            let projection = match &node.op {
-                Op::Vjp(v) => is_projection(&v.forward),
-                op => is_projection(op),
-            };
-            for (pos, v) in g.operands(id).into_iter().enumerate() {
-                let Ok(src) = g.try_node(v.node) else {
-                    continue;
-                };
-                if let Op::Weight { name } = &src.op {
-                    if projection && pos == 1 {
-                        ok.insert(name.clone());
-                    } else {
-                        other.insert(name.clone());
-                    }
-                }
-            }
-        }
-    }
-    ok.retain(|n| !other.contains(n) && !trainable.contains(n));
-    ok
 }
 
 /// Training and evaluation graphs on one GPU.

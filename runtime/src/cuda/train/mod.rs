@@ -35,7 +35,8 @@ mod value;
 
 use thiserror::Error;
 
-pub use engine::{CudaBackend, FrozenDtype};
+pub use crate::train::FrozenDtype;
+pub use engine::CudaBackend;
 
 use super::CudaError;
 
