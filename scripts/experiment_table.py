@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The results table of scripts/experiment.sh: RESULTS/table.md (Markdown) and
-RESULTS/table.json, from the eval-*.json, train-*/summary.json, train-*.seconds and
-long-*.json files it wrote.
+RESULTS/table.json, from the eval-*.json, train-*/summary.json, train-*.seconds,
+long-*.json and ctx-*.json files it wrote.
 
     python3 scripts/experiment_table.py RESULTS "piqa arc_easy arc_challenge hellaswag winogrande"
 
@@ -131,6 +131,16 @@ def main():
             f"[{b['lo']}, {b['hi']}): {b['mean_nll']:.3f}" for b in buckets if b.get("tokens")
         )
         lines.append(f"Long context, {label}: passkey {pk}; mean loss (nats) by position {pos}")
+    for key, label in ROWS:
+        cx = load(os.path.join(res, f"ctx-{key}.json"))
+        if cx is None:
+            continue
+        lines.append("")
+        lines.append(
+            f"Context ablation, {label}: mean loss {cx['long_context']['mean_nll']:.4f} nats with "
+            f"512–1023 tokens of context, {cx['short_context']['mean_nll']:.4f} with 64–127: "
+            f"{cx['gain_nats']:+.4f} nats from context beyond 127 tokens"
+        )
     md = "\n".join(lines) + "\n"
     with open(os.path.join(res, "table.md"), "w") as f:
         f.write(md)
