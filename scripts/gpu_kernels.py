@@ -24,7 +24,8 @@ bench: the fused prefill (window + recurrence kernels; RoPE excluded, as for the
 B=8,H=32,KV=8,D=128,T=1k/4k and B=2,T=16k vs fla chunk_gla (kernel; + feature maps & gate,
 k/v repeated to 32 heads as upstream Liger) and SDPA causal; the decode step at batch
 1/8/64/256 vs fla fused_recurrent_gla (state per query head). Medians of
-triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run.
+triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run;
+each launch of the layer is also timed alone (ligerc_steps_ms / ligerc_steps_us).
 """
 import argparse
 import json
@@ -296,6 +297,8 @@ def bench(args):
         ours = med(lambda: L.prefill(env, tp))
         floor = (B * T * (H + 2 * KV) * D * 2 + B * T * H * D * 2) / bw * 1e3
         r = {"kernel": "prefill", "B": B, "T": T, "ligerc_ms": ours, "floor_ms": floor, "pct_floor": 100 * floor / ours}
+        # Where the prefill's time goes: each launch of the layer alone (inputs as left by a full run).
+        r["ligerc_steps_ms"] = {s["kernel"]: med(lambda s=s: L.launch(s, env, tp)) for s in L.pre}
         q = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)
@@ -327,10 +330,11 @@ def bench(args):
         tp[dn["state"]].normal_()
         tp["__pos0"].fill_(1000)
         ours = med(lambda: L.decode(env, tp)) * 1e3
+        steps_us = {s["kernel"]: med(lambda s=s: L.launch(s, env, tp)) * 1e3 for s in L.dec}
         sbytes = tp[dn["state"]].numel() * 4 * 2
         floor = sbytes / bw * 1e6
         r = {"kernel": "decode", "B": B, "ligerc_us": ours, "floor_us": floor, "pct_floor": 100 * floor / ours,
-             "state_per": "kv_head"}
+             "state_per": "kv_head", "ligerc_steps_us": steps_us}
         if fused_recurrent_gla is not None:
             q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
