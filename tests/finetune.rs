@@ -671,3 +671,68 @@ fn recomputation_gives_identical_gradients_with_less_memory() {
         "{recomputed_peak} ≥ {kept_peak}"
     );
 }
+
+/// The first update's gradients (`--dump-grads`, `--clip 0`) of a one-step run, by tensor.
+fn first_grads(dir: &Path, tag: &str, extra: &[&str]) -> (HashMap<String, Vec<f64>>, String) {
+    let (out, dump) = (dir.join(tag), dir.join(format!("{tag}.json")));
+    let (out_s, dump_s) = (out.display().to_string(), dump.display().to_string());
+    let mut flags = vec!["--clip", "0", "--eval-every", "0", "--dump-grads", &dump_s];
+    flags.extend_from_slice(extra);
+    let args = train_args(&out_s, "1", &flags);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let res = ligerc_ok(&refs);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    let grads = json
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let values = v["values"].as_array().unwrap();
+            (
+                k.clone(),
+                values.iter().map(|x| x.as_f64().unwrap()).collect(),
+            )
+        })
+        .collect();
+    (grads, String::from_utf8_lossy(&res.stderr).into_owned())
+}
+
+/// `--frozen-dtype bf16` on the CPU computes with the frozen projection weights rounded to
+/// bf16, as the GPU stores them: the 14 projections of the 2-layer fixture and its (untied)
+/// LM head are rounded, and the first update's gradients move by a bf16-sized amount — more than 1e-4 of
+/// the largest entry in some tensor (f32 reordering alone would stay near 1e-7), less than
+/// 5e-2 in every tensor (8-bit mantissas on the weights, 2^-9 relative each, through a
+/// 2-layer chain: the GPU check's bf16 bound on this fixture). The CPU default stays f32.
+#[test]
+fn frozen_bf16_on_cpu_rounds_the_projection_weights() {
+    let dir = tempdir("ft-frozen");
+    let (default, _) = first_grads(&dir, "default", &[]);
+    let (f32_run, _) = first_grads(&dir, "f32", &["--frozen-dtype", "f32"]);
+    let (bf16_run, log) = first_grads(&dir, "bf16", &["--frozen-dtype", "bf16"]);
+    assert_eq!(default, f32_run, "the CPU default is f32 frozen weights");
+    assert!(
+        log.contains("cpu: 15 frozen projection weights rounded to bf16"),
+        "{log}"
+    );
+    let mut worst = 0.0f64;
+    for (name, g) in &f32_run {
+        let r = &bf16_run[name];
+        let scale = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        if scale == 0.0 {
+            continue;
+        }
+        let err = g
+            .iter()
+            .zip(r)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        assert!(
+            err < 5e-2,
+            "{name}: bf16 weights moved the gradient by {err:.2e}"
+        );
+        worst = worst.max(err);
+    }
+    eprintln!("bf16 vs f32 frozen weights: worst per-tensor gradient change {worst:.2e}");
+    assert!(worst > 1e-4, "rounding changed nothing (worst {worst:.2e})");
+}
