@@ -1316,14 +1316,17 @@ impl<'a> Lower<'a> {
                     out.arg.clone()
                 };
                 if window {
-                    let grid = [self.seq().ceil_div(4), Extent::from(h), b];
+                    let (tq, _) = liger::window_tile(&spec);
+                    let grid = [self.seq().ceil_div(tq as u64), kvx, b];
                     let wo = if grm {
                         WindowOut::Partial
                     } else {
                         WindowOut::Final
                     };
+                    let src = liger::window_prefill(&spec, wo);
+                    self.check_smem(&src.name, src.smem as usize)?;
                     self.launch(
-                        liger::window_prefill(&spec, wo),
+                        src,
                         &nodes,
                         grid,
                         vec![
