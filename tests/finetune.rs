@@ -535,12 +535,14 @@ fn finetune_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: expected `{want}` in: {err}");
     }
-    // A finished run is not overwritten; --resume with other settings is refused.
+    // A finished run is not overwritten; --resume with other settings or other frozen
+    // weights (bf16-rounded instead of f32) is refused.
     let out = dir.join("e").display().to_string();
     run_ok(&train_args(&out, "3", &[]));
     for (extra, want) in [
         (vec![], "already holds"),
         (vec!["--lr", "5e-3", "--resume"], "other settings"),
+        (vec!["--frozen-dtype", "bf16", "--resume"], "frozen=Bf16"),
     ] {
         let args = train_args(&out, "3", &extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();

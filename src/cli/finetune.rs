@@ -224,10 +224,7 @@ fn new_trainer(
     config: TrainConfig,
 ) -> Result<Trainer> {
     use ligerc::runtime::train::{FrozenDtype, round_frozen_to_bf16};
-    let frozen = match (args.frozen_dtype, args.backend) {
-        (Some(FrozenArg::Bf16), _) | (None, Backend::Cuda) => FrozenDtype::Bf16,
-        (Some(FrozenArg::F32), _) | (None, Backend::Cpu) => FrozenDtype::F32,
-    };
+    let frozen = frozen_dtype(args);
     Ok(match args.backend {
         Backend::Cpu => {
             let (mut graph, mut eval) = (train.graph, eval);
@@ -416,7 +413,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What must be the same for `--resume` to continue a run: model, passes, data, packing.
+/// How the frozen projection weights are held: `--frozen-dtype`, else bf16 on the GPU and
+/// f32 on the CPU.
+fn frozen_dtype(args: &FinetuneArgs) -> ligerc::runtime::train::FrozenDtype {
+    use ligerc::runtime::train::FrozenDtype;
+    match (args.frozen_dtype, args.backend) {
+        (Some(FrozenArg::Bf16), _) | (None, Backend::Cuda) => FrozenDtype::Bf16,
+        (Some(FrozenArg::F32), _) | (None, Backend::Cpu) => FrozenDtype::F32,
+    }
+}
+
+/// What must be the same for `--resume` to continue a run: model, passes, data, packing,
+/// the frozen weights' precision (a GPU run resumed on the CPU needs `--frozen-dtype bf16`).
 fn fingerprint(args: &FinetuneArgs, files: &[PathBuf]) -> Result<String> {
     let sizes: Vec<String> = files
         .iter()
@@ -427,7 +435,7 @@ fn fingerprint(args: &FinetuneArgs, files: &[PathBuf]) -> Result<String> {
         })
         .collect::<Result<_>>()?;
     Ok(format!(
-        "model={} passes={:?} flags={:?} data=[{}] seq_len={} heldout={} max_tokens={:?} tokenizer={:?}",
+        "model={} passes={:?} flags={:?} data=[{}] seq_len={} heldout={} max_tokens={:?} tokenizer={:?} frozen={:?}",
         args.model.display(),
         args.passes.passes,
         args.passes.flag_options(),
@@ -435,7 +443,8 @@ fn fingerprint(args: &FinetuneArgs, files: &[PathBuf]) -> Result<String> {
         args.seq_len,
         args.heldout,
         args.max_tokens,
-        args.tokenizer
+        args.tokenizer,
+        frozen_dtype(args)
     ))
 }
 
