@@ -419,38 +419,23 @@ fn emulated_plan_matches_cpu_runtime_every_variant() {
     // The recurrence alone (no window branch) makes its errors stand out in the logits.
     for v in ["gla", "gsa"] {
         let tag = format!("{v}-recurrent-only");
-        emulate_against_cpu(
-            &f,
-            &[
-                "--pass",
-                "linearize",
-                "--variant",
-                v,
-                "--slots",
-                "8",
-                "--mix",
-                "1,0",
-            ],
-            &tag,
-            1,
-            (67, 0, 69),
-            0.015,
-        );
+        let args = [
+            "--pass",
+            "linearize",
+            "--variant",
+            v,
+            "--slots",
+            "8",
+            "--mix",
+            "1,0",
+        ];
+        emulate_against_cpu(&f, &args, &tag, 1, (67, 0, 69), 0.015);
         // Several chunks per call of the chunk-parallel recurrence, the second call's scan
         // starting from the stored state, 2 rows: 150 tokens as 70 (chunks of 64 + 6),
         // then 80 more (64 + 16), then 2 decode steps.
         emulate_against_cpu(
             &f,
-            &[
-                "--pass",
-                "linearize",
-                "--variant",
-                v,
-                "--slots",
-                "8",
-                "--mix",
-                "1,0",
-            ],
+            &args,
             &format!("{tag}-chunks"),
             2,
             (150, 70, 152),

@@ -370,13 +370,7 @@ fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize) -> String {
     __syncthreads();
 {key_map}
     __syncthreads();
-    for (int i = tid; i < DK; i += NT) {{
-        float acc = 0.0f;
-        for (int t = 0; t < L; ++t) {{
-            acc += bc[t * KS + i];
-            bc[t * KS + i] = acc;
-        }}
-    }}
+    cumsum_rows(bc, L, DK, KS);
     __syncthreads();
 "#
     )
@@ -731,13 +725,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             sv[e] = t < L ? -expm1f(gamma) : 0.0f;
         }}
         __syncthreads();
-        for (int i = tid; i < MT; i += NT) {{
-            float acc = 0.0f;
-            for (int t = 0; t < L; ++t) {{
-                acc += bc[t * MT + i];
-                bc[t * MT + i] = acc;
-            }}
-        }}
+        cumsum_rows(bc, L, MT, MT);
         __syncthreads();
         for (int g = 0; g < G; ++g) {{
             const int h = j * G + g;

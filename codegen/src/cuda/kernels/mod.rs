@@ -79,6 +79,18 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 // log(sigmoid(x)), stable for any x.
 __device__ __forceinline__ float logsigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
 
+// Inclusive running sum down the first `rows` rows of each of `cols` columns of `x` (row
+// stride `stride`), in place; one thread per column. The in-chunk gate cumsum.
+__device__ __forceinline__ void cumsum_rows(float* x, int rows, int cols, int stride) {
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int t = 0; t < rows; ++t) {
+            acc += x[t * stride + i];
+            x[t * stride + i] = acc;
+        }
+    }
+}
+
 // Softmax of each of `rows` rows of `width` floats at `x` (row stride `width`), in place; one warp per row.
 __device__ __forceinline__ void softmax_rows(float* x, int rows, int width) {
     const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
