@@ -1,0 +1,74 @@
+//! LigerAttention kernels (LIGER.md §2.4–§2.7; the CPU reference is
+//! `runtime/src/ops/liger/`, whose algorithms these mirror).
+//!
+//! Prefill of one layer runs, in stream order:
+//!
+//! 1. [`window_prefill`] — the sliding-window softmax branch over the rotated
+//!    q, k (the IR's `Rope` nodes ran before), keys older than this call read
+//!    from the ring; one block per (tile of tokens, KV head, row) stages the
+//!    tile's keys and values in shared memory for all its query heads; writes
+//!    `mix_window · y` (f32 scratch, or the final bf16 output for `swa-only`);
+//! 2. GSA only: [`gsa_slots_prefill`] — the chunked slot pass, writing the
+//!    slot logits `q·Hk` (f32 scratch) and updating `Hk`;
+//! 3. the chunked gated recurrence, chunk-parallel, gate and feature maps computed
+//!    from the raw `q`/`k` as chunks are loaded: [`gla_chunk_states`] (one block
+//!    per (chunk, KV head, row): the chunk's own state contribution and decay into
+//!    scratch), [`gla_state_scan`] (one thread per state element walks the chunks
+//!    from the stored state `S` per KV head: the state entering each chunk, the
+//!    final state written back), [`gla_prefill`] (one block per (chunk, query
+//!    head, row): adds `mix_linear · o` to the window part and writes the bf16
+//!    output). For GSA it is the value pass (queries = softmax of the slot
+//!    logits, keys `s = 1 − α`, state `Hv`);
+//! 4. [`ring_store`] — the last `window + 1` rotated keys and values into the
+//!    ring the decode step reads.
+//!
+//! A decode step is one kernel: [`decode_keyed`] (GLA, HGRN2, retention,
+//! linear, swa-only) or [`decode_gsa`].
+
+mod chunk;
+mod decode;
+mod gsa;
+mod ring;
+mod window;
+
+pub use chunk::{gla_chunk, gla_chunk_states, gla_prefill, gla_state_scan};
+pub use decode::{decode_gsa, decode_keyed};
+pub use gsa::{gsa_slots_prefill, slots_chunk};
+pub use ring::ring_store;
+pub use window::{WindowOut, window_prefill, window_smem, window_tile};
+
+use ligerc_ir::{LigerSpec, LigerVariant};
+
+/// Threads per block of the chunked kernels.
+pub(super) const CHUNK_THREADS: usize = 256;
+
+pub(super) fn vname(v: LigerVariant) -> String {
+    v.name().replace('-', "_")
+}
+
+/// Sizes shared by the Liger kernels of one layer.
+pub(super) fn dims(spec: &LigerSpec) -> (usize, usize, usize, usize) {
+    (
+        spec.heads,
+        spec.kv_heads,
+        spec.heads / spec.kv_heads.max(1),
+        spec.head_dim,
+    )
+}
+
+/// The recurrence the [`gla_prefill`] kernels / [`decode_keyed`] run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recurrence {
+    /// GLA, HGRN2, retention, linear: queries/keys are raw bf16 `[tokens, heads·D]`.
+    Keyed,
+    /// GSA's value pass: queries are f32 slot logits `[tokens, heads·M]`, keys `1 − α` over `M` slots.
+    GsaValues,
+}
+
+/// Key channels (rows of the state) of a recurrence.
+pub(super) fn key_channels(spec: &LigerSpec, rec: Recurrence) -> usize {
+    match rec {
+        Recurrence::Keyed => spec.head_dim,
+        Recurrence::GsaValues => spec.slots,
+    }
+}
