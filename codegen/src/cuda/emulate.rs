@@ -6,7 +6,8 @@
 //! are fibers (`ucontext`) on one OS thread, resumed round-robin (blocks run
 //! one after another, so `__shared__` becomes a function-level `static`);
 //! `__syncthreads` is a barrier over the block's fibers, warp shuffles
-//! exchange through a per-warp slot array between two warp barriers, `__nv_bfloat16` is a 16-bit struct with
+//! exchange through a per-warp slot array between two warp barriers, `nvcuda::wmma` fragments hold
+//! the whole tile in every lane, `__nv_bfloat16` is a 16-bit struct with
 //! round-to-nearest-even conversion. The schedule is deterministic. GEMM steps run a reference
 //! `cublasGemmEx` (column-major, f32 accumulation, bf16 rounding of bf16
 //! outputs).
@@ -49,6 +50,7 @@ pub const SHIM: &str = r#"// ligerc CUDA emulation shim: the CUDA subset of the 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
@@ -189,6 +191,71 @@ void emu_gemm(bool ta, bool tb, long m, long n, long k, float alpha, const __nv_
 }
 
 inline long ceil_div(long a, long b) { return (a + b - 1) / b; }
+
+// nvcuda::wmma on fibers: a fragment's layout across a warp's lanes is opaque in CUDA, so
+// every lane (fiber) here holds the whole tile, row-major; loads read it all, `mma_sync`
+// multiplies it all (f32 accumulation), stores write it all (each lane the same values).
+// Element-wise loops over `x[0 .. num_elements)` apply to the whole tile, as on the GPU.
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+struct row_major {}; struct col_major {};
+namespace precision { struct tf32 {}; }
+enum layout_t { mem_row_major, mem_col_major };
+template <typename Use, int M, int N, int K> struct emu_dims;
+template <int M, int N, int K> struct emu_dims<matrix_a, M, N, K> { static constexpr int R = M, C = K; };
+template <int M, int N, int K> struct emu_dims<matrix_b, M, N, K> { static constexpr int R = K, C = N; };
+template <int M, int N, int K> struct emu_dims<accumulator, M, N, K> { static constexpr int R = M, C = N; };
+template <typename T> struct emu_elem { using type = T; };
+template <> struct emu_elem<precision::tf32> { using type = float; };
+inline float emu_f(float v) { return v; }
+inline float emu_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+    static constexpr int R = emu_dims<Use, M, N, K>::R, C = emu_dims<Use, M, N, K>::C;
+    static constexpr int num_elements = R * C;
+    using element_type = typename emu_elem<T>::type;
+    element_type x[R * C];
+};
+inline float __float_to_tf32(float f) {  // round to nearest (ties away) at 10 mantissa bits
+    uint32_t u; std::memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) { u += 0x1000u; u &= 0xffffe000u; }
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+template <typename Use, int M, int N, int K, typename T, typename L, typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+    using F = fragment<Use, M, N, K, T, L>;
+    for (int r = 0; r < F::R; ++r)
+        for (int c = 0; c < F::C; ++c)
+            f.x[r * F::C + c] = std::is_same_v<L, col_major> ? p[(long)c * ldm + r] : p[(long)r * ldm + c];
+}
+template <int M, int N, int K, typename T>
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t l) {
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_col_major ? p[(long)c * ldm + r] : p[(long)r * ldm + c];
+}
+template <int M, int N, int K, typename T>
+void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) (l == mem_col_major ? p[(long)c * ldm + r] : p[(long)r * ldm + c]) = f.x[r * N + c];
+}
+template <typename Use, int M, int N, int K, typename T, typename L, typename V>
+void fill_fragment(fragment<Use, M, N, K, T, L>& f, V v) {
+    for (auto& e : f.x) e = v;
+}
+template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+    float out[M * N];
+    for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+            float acc = c.x[m * N + n];
+            for (int k = 0; k < K; ++k) acc += emu_f(a.x[m * K + k]) * emu_f(b.x[k * N + n]);
+            out[m * N + n] = acc;
+        }
+    std::memcpy(d.x, out, sizeof out);
+}
+}}  // namespace nvcuda::wmma
 "#;
 
 /// An emulation program and its weights.
@@ -418,10 +485,13 @@ pub fn emulation(dir: &Path) -> Result<Emulation, CudaError> {
     for (i, k) in plan.kernels.iter().enumerate() {
         let p = dir.join(&k.file);
         let body = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-        let body = body.replace("#include <cuda_bf16.h>", "").replace(
-            "extern __shared__ float smem[];",
-            "float* smem = ligerc_emu_dyn_smem();",
-        );
+        let body = body
+            .replace("#include <cuda_bf16.h>", "")
+            .replace("#include <mma.h>", "")
+            .replace(
+                "extern __shared__ float smem[];",
+                "float* smem = ligerc_emu_dyn_smem();",
+            );
         let _ = writeln!(src, "namespace k{i} {{\n{body}\n}} // namespace k{i}\n");
         kernel_ns.insert(k.name.clone(), i);
     }
