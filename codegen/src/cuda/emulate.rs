@@ -55,6 +55,8 @@ pub const SHIM: &str = r#"// ligerc CUDA emulation shim: the CUDA subset of the 
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 struct __nv_bfloat16 { unsigned short x; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
 
 inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.x << 16; float f; std::memcpy(&f, &u, 4); return f; }
 inline __nv_bfloat16 __float2bfloat16(float f) {
@@ -65,10 +67,12 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
 }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+inline float __expf(float x) { return expf(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __forceinline__ inline
 #define __constant__

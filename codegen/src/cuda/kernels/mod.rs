@@ -91,11 +91,11 @@ __device__ __forceinline__ void cumsum_rows(float* x, int rows, int cols, int st
     }
 }
 
-// Softmax of each of `rows` rows of `width` floats at `x` (row stride `width`), in place; one warp per row.
-__device__ __forceinline__ void softmax_rows(float* x, int rows, int width) {
+// Softmax of each of `rows` rows of `width` floats at `x` (row stride `stride`), in place; one warp per row.
+__device__ __forceinline__ void softmax_rows_strided(float* x, int rows, int width, int stride) {
     const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     for (int r = threadIdx.x >> 5; r < rows; r += warps) {
-        float* row = x + r * width;
+        float* row = x + r * stride;
         float m = neg_inf();
         for (int i = lane; i < width; i += 32) m = fmaxf(m, row[i]);
         m = warp_max(m);
@@ -109,6 +109,9 @@ __device__ __forceinline__ void softmax_rows(float* x, int rows, int width) {
         for (int i = lane; i < width; i += 32) row[i] = row[i] / s;
     }
 }
+
+// Softmax of each of `rows` rows of `width` floats at `x` (row stride `width`), in place; one warp per row.
+__device__ __forceinline__ void softmax_rows(float* x, int rows, int width) { softmax_rows_strided(x, rows, width, width); }
 "#;
 
 /// A C float literal that reads back as `x` rounded to f32.

@@ -4,7 +4,7 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit};
-use super::{CHUNK_THREADS, Recurrence, dims, key_channels, vname};
+use super::{CHUNK_THREADS, Recurrence, chunk_tc, dims, key_channels, vname};
 
 /// Shared memory of [`gla_chunk_states`] in floats for chunk `c`: raw keys, mapped keys,
 /// gate cumsum, values, per-row scalars.
@@ -24,11 +24,18 @@ fn gla_smem_floats(c: usize, d: usize, dk: usize) -> usize {
 pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) -> (usize, usize) {
     let d = spec.head_dim;
     let dk = key_channels(spec, rec);
+    let floats = |c: usize| {
+        if chunk_tc::eligible(spec, rec, c) {
+            chunk_tc::prefill_smem_floats(c, d)
+        } else {
+            gla_smem_floats(c, d, dk)
+        }
+    };
     let mut c = chunk.clamp(1, CHUNK_THREADS);
-    while c > 16 && gla_smem_floats(c, d, dk) * 4 > limit {
+    while c > 16 && floats(c) * 4 > limit {
         c /= 2;
     }
-    (c, gla_smem_floats(c, d, dk) * 4)
+    (c, floats(c) * 4)
 }
 
 /// The CUDA constants and chunk prologue shared by [`gla_chunk_states`] and
@@ -36,13 +43,16 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
 /// the gate and key map from the raw keys and the in-chunk inclusive cumsum of the gates.
 /// Expects `smem`, `n`, `j`, `b`, `tid`, `warp`, `lane`, `seq` in scope; declares `kr`,
 /// `kf`, `bc`, `vs`, `rowg`, `nch`, `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
-fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize) -> String {
+/// `in_place` (the tensor-core kernels): the raw keys are staged in the mapped-key tile
+/// (row stride `KS`) and mapped there, so `kr` and `kf` are one tile; otherwise `kr` is a
+/// tile of its own (row stride `D`). Rows `L..C` of `kf` and `vs` are zero either way.
+pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_place: bool) -> String {
     let mean = if variant == LigerVariant::Retention {
         r#"
     // retention: one gate per head from the mean of its key channels
     for (int t = warp; t < C; t += NT / 32) {
         float s = 0.0f;
-        for (int i = lane; i < D; i += 32) s += kr[t * D + i];
+        for (int i = lane; i < D; i += 32) s += kr[t * KRS + i];
         s = warp_sum(s);
         if (lane == 0) rowg[t] = s / (float)D;
     }
@@ -50,23 +60,36 @@ fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize) -> String {
     } else {
         ""
     };
-    let gate = gate_expr(variant, d, dk, "i", "(kr + t * D)", "rowg[t]");
-    let key_map = match variant {
-        LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear => {
+    let gate = gate_expr(variant, d, dk, "i", "(kr + t * KRS)", "rowg[t]");
+    let key_map = match (variant, in_place) {
+        (LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear, false) => {
             "    // k~ = softmax over the head dim (in place in the raw tile: the gate is done with it)\n    \
              softmax_rows(kr, L, D);\n    \
              __syncthreads();\n    \
              for (int e = tid; e < C * DK; e += NT) kf[(e / DK) * KS + e % DK] = kr[e];"
+        }
+        (LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear, true) => {
+            "    // k~ = softmax over the head dim, in place (the gate is done with the raw keys)\n    \
+             softmax_rows_strided(kf, L, D, KS);"
         }
         _ => {
             "    // the key is 1 - alpha = -expm1(gamma)\n    \
              for (int e = tid; e < C * DK; e += NT) kf[(e / DK) * KS + e % DK] = -expm1f(bc[(e / DK) * KS + e % DK]);"
         }
     };
-    format!(
-        r#"    float* kr = smem;              // [C][D]  raw keys
+    let tiles = if in_place {
+        "    float* kf = smem;              // [C][KS] raw keys, then mapped in place
+    float* kr = kf;
+    constexpr int KRS = KS;        // row stride of the raw keys
+    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum"
+    } else {
+        "    float* kr = smem;              // [C][D]  raw keys
+    constexpr int KRS = D;         // row stride of the raw keys
     float* kf = kr + C * D;        // [C][KS] mapped keys
-    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum
+    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum"
+    };
+    format!(
+        r#"{tiles}
     float* vs = bc + C * KS;       // [C][DV] values
     float* rowg = vs + C * DV;     // [C] per-row scalars
     const int nch = (seq + C - 1) / C;
@@ -75,7 +98,7 @@ fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize) -> String {
     const long long bl = (long long)(b * HKV + j) * nch + n;  // scratch slot of chunk n
     for (int e = tid; e < C * D; e += NT) {{
         const int t = e / D;
-        kr[e] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
+        kr[t * KRS + e % D] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
     }}
     for (int e = tid; e < C * DV; e += NT) {{
         const int t = e / DV;
@@ -98,13 +121,21 @@ fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize) -> String {
 }
 
 /// Constants of the chunk kernels.
-fn chunk_consts(spec: &LigerSpec, dk: usize, c: usize, normalizer: f64) -> String {
+/// `pad`: floats added to the key and gate tiles' row stride `KS` (1 for the scalar kernels:
+/// conflict-free column walks; 4 for the tensor-core ones: wmma needs a multiple of 4).
+pub(super) fn chunk_consts(
+    spec: &LigerSpec,
+    dk: usize,
+    c: usize,
+    normalizer: f64,
+    pad: usize,
+) -> String {
     let (_, kv, _, d) = dims(spec);
     format!(
         r#"constexpr int HKV = {kv};
 constexpr int D = {d};        // head dim of q, k, v
 constexpr int DK = {dk};       // key channels = rows of the state
-constexpr int KS = DK + 1;     // row stride of the key and gate tiles (padded: walks over their rows hit distinct banks)
+constexpr int KS = DK + {pad};     // row stride of the key and gate tiles (padded against bank conflicts)
 constexpr int DV = {d};       // value channels = columns of the state
 constexpr int C = {c};        // chunk length
 constexpr int NT = {nt};
@@ -115,7 +146,7 @@ constexpr int NT = {nt};
     )
 }
 
-const CHUNK_FORM: &str = r#"// Chunk-parallel form (chunk n = [nC, nC+L), b = in-chunk inclusive cumsum of the log-gates,
+pub(super) const CHUNK_FORM: &str = r#"// Chunk-parallel form (chunk n = [nC, nC+L), b = in-chunk inclusive cumsum of the log-gates,
 // S_n = the state entering chunk n, S_0 = the stored state):
 //   dS_n    = sum_s (k~_s * exp(b_L - b_s))^T v_s,   S_(n+1) = diag(exp(b_L)) S_n + dS_n
 //   o_t     = (q~_t * exp(b_t)) . S_n  +  sum_(s<=t) (sum_i q~_ti k~_si exp(b_ti - b_si)) v_s
@@ -124,7 +155,7 @@ const CHUNK_FORM: &str = r#"// Chunk-parallel form (chunk n = [nC, nC+L), b = in
 // Scratch slot of chunk n of KV head j, row b: (b * HKV + j) * nch + n, nch = ceil(seq / C).
 "#;
 
-fn rec_what(variant: LigerVariant, rec: Recurrence, dk: usize) -> String {
+pub(super) fn rec_what(variant: LigerVariant, rec: Recurrence, dk: usize) -> String {
     match rec {
         Recurrence::Keyed => format!("{variant} recurrence"),
         Recurrence::GsaValues => format!("GSA value pass over {dk} slots"),
@@ -140,6 +171,9 @@ pub fn gla_chunk_states(
     chunk: usize,
     normalizer: f64,
 ) -> KernelSrc {
+    if chunk_tc::eligible(spec, rec, chunk) {
+        return chunk_tc::chunk_states(spec, chunk, normalizer);
+    }
     let (_, kv, _, d) = dims(spec);
     let variant = spec.variant;
     let dk = key_channels(spec, rec);
@@ -172,9 +206,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
     for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = expf(bc[(L - 1) * KS + i]);
 }}
 "#,
-        consts = chunk_consts(spec, dk, c, normalizer),
+        consts = chunk_consts(spec, dk, c, normalizer, 1),
         form = CHUNK_FORM,
-        prologue = chunk_prologue(variant, d, dk),
+        prologue = chunk_prologue(variant, d, dk, false),
     );
     KernelSrc {
         name,
@@ -269,6 +303,9 @@ pub fn gla_prefill(
     normalizer: f64,
     window: bool,
 ) -> KernelSrc {
+    if chunk_tc::eligible(spec, rec, chunk) {
+        return chunk_tc::prefill(spec, chunk, normalizer, window);
+    }
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
     let dk = key_channels(spec, rec);
@@ -342,10 +379,10 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
     }}
 }}
 "#,
-        consts = chunk_consts(spec, dk, c, normalizer),
+        consts = chunk_consts(spec, dk, c, normalizer, 1),
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
-        prologue = chunk_prologue(variant, d, dk),
+        prologue = chunk_prologue(variant, d, dk, false),
     );
     let mut params = vec![
         q_doc,

@@ -26,6 +26,7 @@
 //! linear, swa-only) or [`decode_gsa`].
 
 mod chunk;
+mod chunk_tc;
 mod decode;
 mod gsa;
 mod ring;

@@ -1,0 +1,321 @@
+//! Tensor-core (TF32 `wmma`, f32 accumulation) bodies of the chunk-parallel prefill
+//! recurrence's steps 1 and 3 for the keyed variants: [`super::gla_chunk_states`] and
+//! [`super::gla_prefill`] use them when the head dim and the chunk are multiples of 16
+//! ([`eligible`]); the scan (step 2) is the same for both.
+//!
+//! The in-chunk products go to tensor cores without ever forming `e^{+b}`: within a chunk
+//! of `C` rows split in sub-chunks of 16, a score `A_ts = Σ_i q̃_ti k̃_si e^{b_ti − b_si}`
+//! (`s ≤ t`) is
+//! - on a diagonal 16 × 16 block: computed element-wise (one warp per `(t, s)` pair);
+//! - off the diagonal (key sub-chunk `J` ending at row `r`, `s ≤ r < t`): the product of
+//!   `q̃_t ⊙ e^{b_t − b_r}` and `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1, a 16 × 16 tile of
+//!   one TF32 matrix product over the key channels.
+//!
+//! Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32 products per 16-column tile of the output,
+//! `S` (the state entering the chunk) read as fragments straight from the scan's scratch,
+//! and `ΔS = (k̃ ⊙ e^{b_L − b})ᵀ V` of step 1 one product per 16 × 16 tile of the state.
+//! Every exponent is ≤ 0, so the fast `__expf` serves (its error, 2 + 1.16·|x| ulp, is
+//! largest where the factor is below e⁻²⁰ and no longer matters).
+//! TF32 keeps 10 bits of mantissa: the products carry ~5e-4 relative error, under the
+//! bf16 rounding (2⁻⁸) of the kernels' inputs and outputs.
+
+use ligerc_ir::LigerSpec;
+
+use super::super::{KernelSrc, float_lit};
+use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, rec_what};
+use super::{CHUNK_THREADS, Recurrence, dims, vname};
+
+/// Whether the tensor-core bodies serve `rec` at chunk `chunk`: the keyed recurrence, head
+/// dim and chunk multiples of 16 (the wmma tile).
+pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool {
+    rec == Recurrence::Keyed
+        && spec.head_dim >= 16
+        && spec.head_dim.is_multiple_of(16)
+        && chunk >= 16
+        && chunk.is_multiple_of(16)
+}
+
+/// Row stride padding of the key and gate tiles (wmma: a multiple of 4 floats).
+const PAD: usize = 4;
+
+/// Shared memory of the tensor-core step 1 in floats: keys (raw, then mapped), gate
+/// cumsum, values, per-row scalars.
+pub(super) fn states_smem_floats(c: usize, d: usize) -> usize {
+    let ks = d + PAD;
+    2 * c * ks + c * d + c
+}
+
+/// Shared memory of the tensor-core step 3 in floats: step 1's tiles, the mapped queries,
+/// the scores, the queries scaled for one key sub-chunk, a 16 × 16 staging tile per warp.
+pub(super) fn prefill_smem_floats(c: usize, d: usize) -> usize {
+    let ks = d + PAD;
+    states_smem_floats(c, d) + c * ks + c * (c + 4) + (c - 16) * ks + (CHUNK_THREADS / 32) * 256
+}
+
+/// The wmma types and helpers both kernels share.
+const TC_PRELUDE: &str = r#"#include <mma.h>
+using namespace nvcuda;
+// TF32 tensor-core tiles: A 16x8, B 8x16, accumulator 16x16 (f32).
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragA;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> FragAt;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragB;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> FragBt;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> FragC;
+template <typename F> __device__ __forceinline__ void to_tf32(F& f) {
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+}
+"#;
+
+/// Step 1 on tensor cores (see [`super::gla_chunk_states`] for the contract).
+pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
+    let (_, kv, _, d) = dims(spec);
+    let variant = spec.variant;
+    let c = chunk;
+    let name = format!("liger_{}_chunk_states_tc_kv{kv}_d{d}_c{c}", vname(variant));
+    let body = format!(
+        r#"{tc}{consts}constexpr int NW = NT / 32;
+{form}
+extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
+        float* __restrict__ states, float* __restrict__ dec, int seq) {{
+    extern __shared__ float smem[];
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
+{prologue}    // k~_s * exp(b_L - b_s), in place
+    for (int e = tid; e < L * DK; e += NT) {{
+        const int t = e / DK, i = e % DK;
+        kf[t * KS + i] *= __expf(bc[(L - 1) * KS + i] - bc[t * KS + i]);
+    }}
+    __syncthreads();
+    // dS = kf^T (DK x C) . vs (C x DV): one 16x16 tile of the state per warp at a time,
+    // written straight to the scratch (rows L.. of kf and vs are zero).
+    float* dst = states + bl * (DK * DV);
+    for (int tile = warp; tile < (DK / 16) * (DV / 16); tile += NW) {{
+        const int ti = tile / (DV / 16), cj = tile % (DV / 16);
+        FragC acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int k0 = 0; k0 < L; k0 += 8) {{
+            FragAt a;
+            FragB bm;
+            wmma::load_matrix_sync(a, kf + k0 * KS + 16 * ti, KS);
+            wmma::load_matrix_sync(bm, vs + k0 * DV + 16 * cj, DV);
+            to_tf32(a);
+            to_tf32(bm);
+            wmma::mma_sync(acc, a, bm, acc);
+        }}
+        wmma::store_matrix_sync(dst + 16 * ti * DV + 16 * cj, acc, DV, wmma::mem_row_major);
+    }}
+    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = expf(bc[(L - 1) * KS + i]);
+}}
+"#,
+        tc = TC_PRELUDE,
+        consts = chunk_consts(spec, d, c, normalizer, PAD),
+        form = CHUNK_FORM,
+        prologue = chunk_prologue(variant, d, d, true),
+    );
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {}, prefill step 1/3, chunk {c}, TF32 tensor cores: each chunk's state contribution ΔS = Σ_s (k̃_s e^(b_L−b_s))ᵀ v_s and decay e^(b_L) to scratch",
+            rec_what(variant, Recurrence::Keyed, d)
+        ),
+        body,
+        block: [CHUNK_THREADS as u32, 1, 1],
+        smem: (states_smem_floats(c, d) * 4) as u32,
+        grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
+        params: vec![
+            format!(
+                "k [tokens, {}] bf16 (raw; gate and key map computed here)",
+                kv * d
+            ),
+            format!("v [tokens, {}] bf16", kv * d),
+            format!("states [batch, {kv}, ceil(seq/{c}), {d}, {d}] f32 (out: ΔS per chunk)"),
+            format!("dec [batch, {kv}, ceil(seq/{c}), {d}] f32 (out: e^(b_L) per chunk)"),
+            "seq".into(),
+        ],
+    }
+}
+
+/// Step 3 on tensor cores (see [`super::gla_prefill`] for the contract; queries are raw bf16).
+pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let variant = spec.variant;
+    let c = chunk;
+    let name = format!(
+        "liger_{}_prefill_tc_h{h}_kv{kv}_d{d}_c{c}{}",
+        vname(variant),
+        if window { "" } else { "_nowin" }
+    );
+    let mix_in = if window { "window[at] + " } else { "" };
+    let window_param = if window {
+        "const float* __restrict__ window, "
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"{tc}constexpr int H = {h};
+constexpr int G = {g};
+{consts}constexpr int NW = NT / 32;
+constexpr int NS = C / 16;     // sub-chunks of 16 rows
+constexpr int CA = C + 4;      // row stride of the score tile
+constexpr float MIX = {mix};   // mix_linear
+
+{form}
+extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
+        const bf16* __restrict__ v, const float* __restrict__ states, {window_param}bf16* __restrict__ out, int seq) {{
+    extern __shared__ float smem[];
+    const int n = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = h / G, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
+{prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
+    float* A = qf + C * KS;        // [C][CA] intra-chunk scores (zero above the diagonal)
+    float* qp = A + C * CA;        // [C-16][KS] queries scaled for one key sub-chunk
+    float* stg = qp + (C - 16) * KS + warp * 256;  // this warp's 16x16 output staging tile
+    for (int e = tid; e < C * DK; e += NT) {{
+        const int t = e / DK, i = e % DK;
+        qf[t * KS + i] = t < L ? ld(q, (row0 + t) * (H * DK) + h * DK + i) : 0.0f;
+    }}
+    for (int e = tid; e < C * CA; e += NT) A[e] = 0.0f;
+    __syncthreads();
+    softmax_rows_strided(qf, L, DK, KS);
+    __syncthreads();
+    // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
+    for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
+        const int blk = p / 136, r = p % 136;
+        int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
+        while (tt * (tt + 1) / 2 > r) --tt;
+        while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
+        const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
+        if (t >= L) continue;  // warp-uniform
+        float a = 0.0f;
+        for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
+        a = warp_sum(a);
+        if (lane == 0) A[t * CA + s] = a;
+    }}
+    __syncthreads();
+    // 2. keys scaled to the last row r of their sub-chunk: k~_s * exp(b_r - b_s) <= 1, in place.
+    for (int e = tid; e < L * DK; e += NT) {{
+        const int s = e / DK, i = e % DK, r = min(s | 15, L - 1);
+        kf[s * KS + i] *= __expf(bc[r * KS + i] - bc[s * KS + i]);
+    }}
+    // 3. off-diagonal blocks, per key sub-chunk J (rows up to r): the later queries scaled by
+    //    exp(b_t - b_r) <= 1, times the scaled keys, on tensor cores.
+    for (int jj = 0; jj + 1 < NS; ++jj) {{
+        const int r = 16 * jj + 15, t0 = r + 1;
+        if (t0 >= L) break;  // block-uniform: no later query rows
+        __syncthreads();     // the scaled keys are written; the previous J's queries consumed
+        for (int e = tid; e < (C - t0) * DK; e += NT) {{
+            const int tq = e / DK, i = e % DK, t = t0 + tq;
+            qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
+        }}
+        __syncthreads();
+        for (int w = warp; w < (C - t0) / 16; w += NW) {{
+            FragC acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int k0 = 0; k0 < DK; k0 += 8) {{
+                FragA a;
+                FragBt bm;
+                wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
+                to_tf32(a);
+                to_tf32(bm);
+                wmma::mma_sync(acc, a, bm, acc);
+            }}
+            wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+        }}
+    }}
+    __syncthreads();
+    // 4. q~_t * exp(b_t) for the state term
+    for (int e = tid; e < L * DK; e += NT) {{
+        const int t = e / DK, i = e % DK;
+        qf[t * KS + i] *= __expf(bc[t * KS + i]);
+    }}
+    __syncthreads();
+    // 5. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
+    //    S (the state entering the chunk) read as fragments from the scratch.
+    const float* S = states + bl * (DK * DV);
+    for (int cj = warp; cj < DV / 16; cj += NW) {{
+        FragC acc[NS];
+#pragma unroll
+        for (int ii = 0; ii < NS; ++ii) wmma::fill_fragment(acc[ii], 0.0f);
+        for (int k0 = 0; k0 < DK; k0 += 8) {{
+            FragB sb;
+            wmma::load_matrix_sync(sb, S + k0 * DV + 16 * cj, DV);
+            to_tf32(sb);
+#pragma unroll
+            for (int ii = 0; ii < NS; ++ii) {{
+                if (16 * ii >= L) break;
+                FragA a;
+                wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
+                to_tf32(a);
+                wmma::mma_sync(acc[ii], a, sb, acc[ii]);
+            }}
+        }}
+        for (int k0 = 0; k0 < L; k0 += 8) {{
+            FragB vb;
+            wmma::load_matrix_sync(vb, vs + k0 * DV + 16 * cj, DV);
+            to_tf32(vb);
+#pragma unroll
+            for (int ii = 0; ii < NS; ++ii) {{
+                if (ii < k0 / 16) continue;  // score tiles right of the diagonal are zero
+                if (16 * ii >= L) break;
+                FragA a;
+                wmma::load_matrix_sync(a, A + 16 * ii * CA + k0, CA);
+                to_tf32(a);
+                wmma::mma_sync(acc[ii], a, vb, acc[ii]);
+            }}
+        }}
+#pragma unroll
+        for (int ii = 0; ii < NS; ++ii) {{
+            if (16 * ii >= L) break;
+            wmma::store_matrix_sync(stg, acc[ii], 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {{
+                const int t = 16 * ii + e / 16, c = 16 * cj + e % 16;
+                if (t < L) {{
+                    const long long at = (row0 + t) * (H * DV) + h * DV + c;
+                    out[at] = __float2bfloat16({mix_in}MIX * stg[e]);
+                }}
+            }}
+            __syncwarp();
+        }}
+    }}
+}}
+"#,
+        tc = TC_PRELUDE,
+        consts = chunk_consts(spec, d, c, normalizer, PAD),
+        mix = float_lit(spec.mix_linear),
+        form = CHUNK_FORM,
+        prologue = chunk_prologue(variant, d, d, true),
+    );
+    let mut params = vec![
+        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
+        format!(
+            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
+            kv * d
+        ),
+        format!("v [tokens, {}] bf16", kv * d),
+        format!(
+            "states [batch, {kv}, ceil(seq/{c}), {d}, {d}] f32 (the state entering each chunk)"
+        ),
+    ];
+    if window {
+        params.push(format!(
+            "window [tokens, {}] f32 (mix_window · window branch)",
+            h * d
+        ));
+    }
+    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {}, prefill step 3/3, chunk {c}, TF32 tensor cores: outputs per (chunk, query head) from the state entering the chunk, output {}mix_linear {} · o",
+            rec_what(variant, Recurrence::Keyed, d),
+            if window { "window part + " } else { "" },
+            spec.mix_linear
+        ),
+        body,
+        block: [CHUNK_THREADS as u32, 1, 1],
+        smem: (prefill_smem_floats(c, d) * 4) as u32,
+        grid: format!("(ceil(seq/{c}), {h}, batch): one block per (chunk, query head, row)"),
+        params,
+    }
+}
