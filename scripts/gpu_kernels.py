@@ -115,7 +115,7 @@ class Layer:
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
         self.dec = [s for s in self.plan["decode"]["steps"]
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
-        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_h", s["kernel"]) and "window" not in s["kernel"])
+        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_(tc_)?h", s["kernel"]) and "window" not in s["kernel"])
         win = next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
         self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
         self.mix_l = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
@@ -132,7 +132,10 @@ class Layer:
 
     def func(self, name):
         if name not in self.fn:
-            m = self.cp.RawModule(code=self.src[name], options=("-std=c++17",), backend="nvrtc")
+            # The machine's own CUDA headers first: the pip wheels' include dir lacks crt/mma.h,
+            # which the tensor-core kernels' mma.h includes.
+            inc = tuple(f"-I{d}" for d in ("/usr/local/cuda/include",) if os.path.isdir(d))
+            m = self.cp.RawModule(code=self.src[name], options=("-std=c++17",) + inc, backend="nvrtc")
             f = m.get_function(name)
             k = next(k for k in self.plan["kernels"] if k["name"] == name)
             if k["dynamic_smem"] > 48 * 1024:

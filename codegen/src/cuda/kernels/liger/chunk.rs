@@ -45,7 +45,8 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
 /// `kf`, `bc`, `vs`, `rowg`, `nch`, `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
 /// `in_place` (the tensor-core kernels): the raw keys are staged in the mapped-key tile
 /// (row stride `KS`) and mapped there, so `kr` and `kf` are one tile; otherwise `kr` is a
-/// tile of its own (row stride `D`). Rows `L..C` of `kf` and `vs` are zero either way.
+/// tile of its own (row stride `D`), and the tiles load with 16-byte vectors
+/// (`load_rows_bf16` of the tensor-core prelude). Rows `L..C` of `kf` and `vs` are zero either way.
 pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_place: bool) -> String {
     let mean = if variant == LigerVariant::Retention {
         r#"
@@ -88,6 +89,21 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_plac
     float* kf = kr + C * D;        // [C][KS] mapped keys
     float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum"
     };
+    let loads = if in_place {
+        "    load_rows_bf16<D>(kr, KRS, k + row0 * (HKV * D) + j * D, HKV * D, L);
+    load_rows_bf16<DV>(vs, DV, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);
+"
+    } else {
+        "    for (int e = tid; e < C * D; e += NT) {
+        const int t = e / D;
+        kr[t * KRS + e % D] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
+    }
+    for (int e = tid; e < C * DV; e += NT) {
+        const int t = e / DV;
+        vs[e] = t < L ? ld(v, (row0 + t) * (HKV * DV) + j * DV + e % DV) : 0.0f;
+    }
+"
+    };
     format!(
         r#"{tiles}
     float* vs = bc + C * KS;       // [C][DV] values
@@ -96,15 +112,7 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_plac
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + (long long)n * C;
     const long long bl = (long long)(b * HKV + j) * nch + n;  // scratch slot of chunk n
-    for (int e = tid; e < C * D; e += NT) {{
-        const int t = e / D;
-        kr[t * KRS + e % D] = t < L ? ld(k, (row0 + t) * (HKV * D) + j * D + e % D) : 0.0f;
-    }}
-    for (int e = tid; e < C * DV; e += NT) {{
-        const int t = e / DV;
-        vs[e] = t < L ? ld(v, (row0 + t) * (HKV * DV) + j * DV + e % DV) : 0.0f;
-    }}
-    if (tid < C) rowg[tid] = 0.0f;  // NT >= C
+{loads}    if (tid < C) rowg[tid] = 0.0f;  // NT >= C
     __syncthreads();{mean}
     for (int e = tid; e < C * DK; e += NT) {{
         const int t = e / DK;

@@ -66,6 +66,36 @@ template <typename F> __device__ __forceinline__ void to_tf32(F& f) {
 }
 "#;
 
+/// The tile loader both kernels share (after the constants: needs `C`, `NT`).
+const LOADER: &str = r#"
+// Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into f32 `dst`
+// (row stride ds), rows >= L zero: 16-byte loads, all of a thread's loads in flight before
+// the first conversion (a block's few warps would otherwise wait out each load in turn).
+template <int WIDTH>
+__device__ __forceinline__ void load_rows_bf16(float* dst, int ds, const bf16* src, long long stride, int L) {
+    constexpr int V = WIDTH / 8, PER = (C * V + NT - 1) / NT;
+    const uint4 zero = {0u, 0u, 0u, 0u};
+    uint4 buf[PER];
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+        const int e = (int)threadIdx.x + u * NT, r = e / V;
+        buf[u] = e < C * V && r < L ? *reinterpret_cast<const uint4*>(src + r * stride + (e % V) * 8) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+        const int e = (int)threadIdx.x + u * NT, r = e / V;
+        if (e < C * V) {
+            const bf16* x = reinterpret_cast<const bf16*>(&buf[u]);
+            float* o = dst + r * ds + (e % V) * 8;
+            const float4 lo = {__bfloat162float(x[0]), __bfloat162float(x[1]), __bfloat162float(x[2]), __bfloat162float(x[3])};
+            const float4 hi = {__bfloat162float(x[4]), __bfloat162float(x[5]), __bfloat162float(x[6]), __bfloat162float(x[7])};
+            *reinterpret_cast<float4*>(o) = lo;
+            *reinterpret_cast<float4*>(o + 4) = hi;
+        }
+    }
+}
+"#;
+
 /// Step 1 on tensor cores (see [`super::gla_chunk_states`] for the contract).
 pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
     let (_, kv, _, d) = dims(spec);
@@ -74,7 +104,7 @@ pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> K
     let name = format!("liger_{}_chunk_states_tc_kv{kv}_d{d}_c{c}", vname(variant));
     let body = format!(
         r#"{tc}{consts}constexpr int NW = NT / 32;
-{form}
+{loader}{form}
 extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
         float* __restrict__ states, float* __restrict__ dec, int seq) {{
     extern __shared__ float smem[];
@@ -109,6 +139,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
 "#,
         tc = TC_PRELUDE,
         consts = chunk_consts(spec, d, c, normalizer, PAD),
+        loader = LOADER,
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, d, true),
     );
@@ -158,7 +189,7 @@ constexpr int G = {g};
 constexpr int NS = C / 16;     // sub-chunks of 16 rows
 constexpr int CA = C + 4;      // row stride of the score tile
 constexpr float MIX = {mix};   // mix_linear
-
+{loader}
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, {window_param}bf16* __restrict__ out, int seq) {{
@@ -169,10 +200,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     float* A = qf + C * KS;        // [C][CA] intra-chunk scores (zero above the diagonal)
     float* qp = A + C * CA;        // [C-16][KS] queries scaled for one key sub-chunk
     float* stg = qp + (C - 16) * KS + warp * 256;  // this warp's 16x16 output staging tile
-    for (int e = tid; e < C * DK; e += NT) {{
-        const int t = e / DK, i = e % DK;
-        qf[t * KS + i] = t < L ? ld(q, (row0 + t) * (H * DK) + h * DK + i) : 0.0f;
-    }}
+    load_rows_bf16<DK>(qf, KS, q + row0 * (H * DK) + h * DK, H * DK, L);
     for (int e = tid; e < C * CA; e += NT) A[e] = 0.0f;
     __syncthreads();
     softmax_rows_strided(qf, L, DK, KS);
@@ -236,6 +264,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         FragC acc[NS];
 #pragma unroll
         for (int ii = 0; ii < NS; ++ii) wmma::fill_fragment(acc[ii], 0.0f);
+#pragma unroll 4
         for (int k0 = 0; k0 < DK; k0 += 8) {{
             FragB sb;
             wmma::load_matrix_sync(sb, S + k0 * DV + 16 * cj, DV);
@@ -268,6 +297,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             if (16 * ii >= L) break;
             wmma::store_matrix_sync(stg, acc[ii], 16, wmma::mem_row_major);
             __syncwarp();
+#pragma unroll
             for (int e = lane; e < 256; e += 32) {{
                 const int t = 16 * ii + e / 16, c = 16 * cj + e % 16;
                 if (t < L) {{
@@ -282,6 +312,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 "#,
         tc = TC_PRELUDE,
         consts = chunk_consts(spec, d, c, normalizer, PAD),
+        loader = LOADER,
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, d, true),
