@@ -3,19 +3,20 @@
 //! [`super::gla_prefill`] use them when the head dim and the chunk are multiples of 16
 //! ([`eligible`]); the scan (step 2) is the same for both.
 //!
-//! The in-chunk products go to tensor cores without ever forming `e^{+b}`: within a chunk
-//! of `C` rows split in sub-chunks of 16, a score `A_ts = Σ_i q̃_ti k̃_si e^{b_ti − b_si}`
-//! (`s ≤ t`) is
-//! - on a diagonal 16 × 16 block: computed element-wise (one warp per `(t, s)` pair);
-//! - off the diagonal (key sub-chunk `J` ending at row `r`, `s ≤ r < t`): the product of
-//!   `q̃_t ⊙ e^{b_t − b_r}` and `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1, a 16 × 16 tile of
-//!   one TF32 matrix product over the key channels.
+//! The in-chunk scores `A_ts = Σ_i q̃_ti k̃_si e^{b_ti − b_si}` (`s ≤ t`, `b` the in-chunk
+//! cumsum of the log-gates, ≤ 0 and falling) take one of two paths, per chunk:
+//! - **one product** when no channel decays by more than `e^{−40}` over the chunk (real
+//!   gates: always): `(q̃ ⊙ e^{b})(k̃ ⊙ e^{−b})ᵀ`, lower triangle kept. The factors stay
+//!   within `e^{±40}` and every term is non-negative, so TF32's relative error holds;
+//! - **per sub-chunk of 16 rows** otherwise: diagonal 16 × 16 blocks element-wise (one warp
+//!   per `(t, s)`); off the diagonal (key sub-chunk ending at row `r`, `s ≤ r < t`) the
+//!   product of `q̃_t ⊙ e^{b_t − b_r}` and `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1.
 //!
 //! Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32 products per 16-column tile of the output,
 //! `S` (the state entering the chunk) read as fragments straight from the scan's scratch,
 //! and `ΔS = (k̃ ⊙ e^{b_L − b})ᵀ V` of step 1 one product per 16 × 16 tile of the state.
-//! Every exponent is ≤ 0, so the fast `__expf` serves (its error, 2 + 1.16·|x| ulp, is
-//! largest where the factor is below e⁻²⁰ and no longer matters).
+//! The exponents are bounded (≤ 0, or ≤ 40 on the one-product path), so the fast `__expf`
+//! serves: its error, 2 + 1.16·|x| ulp, stays below 1e-5 relative.
 //! TF32 keeps 10 bits of mantissa: the products carry ~5e-4 relative error, under the
 //! bf16 rounding (2⁻⁸) of the kernels' inputs and outputs.
 
@@ -166,6 +167,19 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
     }
 }
 
+/// The largest in-chunk decay exponent `−b` for which step 3 forms the scores as one
+/// product `(q̃ e^{b})(k̃ e^{−b})ᵀ`: the factors stay within `e^{±40}` (f32 and TF32 hold up to
+/// `e^{88}`) and every term is non-negative, so nothing cancels. Chunks that decay faster
+/// take the sub-chunk path. `LIGERC_CUDA_SUBCHUNK_SCORES=1` at code generation sends every
+/// chunk down the sub-chunk path (a testing knob: both paths compute the same scores).
+fn fast_range() -> String {
+    if std::env::var_os("LIGERC_CUDA_SUBCHUNK_SCORES").is_some() {
+        float_lit(-1.0)
+    } else {
+        float_lit(40.0)
+    }
+}
+
 /// Step 3 on tensor cores (see [`super::gla_prefill`] for the contract; queries are raw bf16).
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
@@ -189,6 +203,7 @@ constexpr int G = {g};
 constexpr int NS = C / 16;     // sub-chunks of 16 rows
 constexpr int CA = C + 4;      // row stride of the score tile
 constexpr float MIX = {mix};   // mix_linear
+constexpr float FAST = {fast};  // largest in-chunk decay exponent of the one-product score path
 {loader}
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -205,58 +220,103 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     __syncthreads();
     softmax_rows_strided(qf, L, DK, KS);
     __syncthreads();
-    // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
-    for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
-        const int blk = p / 136, r = p % 136;
-        int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
-        while (tt * (tt + 1) / 2 > r) --tt;
-        while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
-        const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
-        if (t >= L) continue;  // warp-uniform
-        float a = 0.0f;
-        for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
-        a = warp_sum(a);
-        if (lane == 0) A[t * CA + s] = a;
+    // The chunk's decay range decides the score path (block-uniform): when no channel decays
+    // by more than e^-FAST over the chunk, k~_s e^(-b_s) < e^FAST and the scores are one product
+    // (q~ e^b)(k~ e^-b)^T of non-negative terms; otherwise per sub-chunk, every factor <= 1.
+    __shared__ int slow;
+    if (tid == 0) slow = 0;
+    __syncthreads();
+    for (int i = tid; i < DK; i += NT) {{
+        if (-bc[(L - 1) * KS + i] > FAST) slow = 1;
     }}
     __syncthreads();
-    // 2. keys scaled to the last row r of their sub-chunk: k~_s * exp(b_r - b_s) <= 1, in place.
-    for (int e = tid; e < L * DK; e += NT) {{
-        const int s = e / DK, i = e % DK, r = min(s | 15, L - 1);
-        kf[s * KS + i] *= __expf(bc[r * KS + i] - bc[s * KS + i]);
-    }}
-    // 3. off-diagonal blocks, per key sub-chunk J (rows up to r): the later queries scaled by
-    //    exp(b_t - b_r) <= 1, times the scaled keys, on tensor cores.
-    for (int jj = 0; jj + 1 < NS; ++jj) {{
-        const int r = 16 * jj + 15, t0 = r + 1;
-        if (t0 >= L) break;  // block-uniform: no later query rows
-        __syncthreads();     // the scaled keys are written; the previous J's queries consumed
-        for (int e = tid; e < (C - t0) * DK; e += NT) {{
-            const int tq = e / DK, i = e % DK, t = t0 + tq;
-            qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
+    if (!slow) {{
+        // q~_t e^(b_t) (also the state term's queries) and k~_s e^(-b_s), in place
+        for (int e = tid; e < L * DK; e += NT) {{
+            const int t = e / DK, i = e % DK;
+            qf[t * KS + i] *= __expf(bc[t * KS + i]);
+            kf[t * KS + i] *= __expf(-bc[t * KS + i]);
         }}
         __syncthreads();
-        for (int w = warp; w < (C - t0) / 16; w += NW) {{
+        // A = the lower triangle of qf kf^T: the 16x16 tiles on and below the diagonal
+        for (int tile = warp; tile < NS * (NS + 1) / 2; tile += NW) {{
+            int ii = 0;
+            while ((ii + 1) * (ii + 2) / 2 <= tile) ++ii;
+            const int jj = tile - ii * (ii + 1) / 2;
+            if (16 * ii >= L) continue;  // warp-uniform
             FragC acc;
             wmma::fill_fragment(acc, 0.0f);
             for (int k0 = 0; k0 < DK; k0 += 8) {{
                 FragA a;
                 FragBt bm;
-                wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
                 wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
                 to_tf32(a);
                 to_tf32(bm);
                 wmma::mma_sync(acc, a, bm, acc);
             }}
-            wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+            wmma::store_matrix_sync(A + 16 * ii * CA + 16 * jj, acc, CA, wmma::mem_row_major);
         }}
+        __syncthreads();
+        for (int e = tid; e < C * 16; e += NT) {{  // above the diagonal of the diagonal tiles
+            const int t = e / 16, s = (t & ~15) + e % 16;
+            if (s > t) A[t * CA + s] = 0.0f;
+        }}
+        __syncthreads();
+    }} else {{
+        // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
+        for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
+            const int blk = p / 136, r = p % 136;
+            int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
+            while (tt * (tt + 1) / 2 > r) --tt;
+            while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
+            const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
+            if (t >= L) continue;  // warp-uniform
+            float a = 0.0f;
+            for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
+            a = warp_sum(a);
+            if (lane == 0) A[t * CA + s] = a;
+        }}
+        __syncthreads();
+        // 2. keys scaled to the last row r of their sub-chunk: k~_s * exp(b_r - b_s) <= 1, in place.
+        for (int e = tid; e < L * DK; e += NT) {{
+            const int s = e / DK, i = e % DK, r = min(s | 15, L - 1);
+            kf[s * KS + i] *= __expf(bc[r * KS + i] - bc[s * KS + i]);
+        }}
+        // 3. off-diagonal blocks, per key sub-chunk J (rows up to r): the later queries scaled by
+        //    exp(b_t - b_r) <= 1, times the scaled keys, on tensor cores.
+        for (int jj = 0; jj + 1 < NS; ++jj) {{
+            const int r = 16 * jj + 15, t0 = r + 1;
+            if (t0 >= L) break;  // block-uniform: no later query rows
+            __syncthreads();     // the scaled keys are written; the previous J's queries consumed
+            for (int e = tid; e < (C - t0) * DK; e += NT) {{
+                const int tq = e / DK, i = e % DK, t = t0 + tq;
+                qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
+            }}
+            __syncthreads();
+            for (int w = warp; w < (C - t0) / 16; w += NW) {{
+                FragC acc;
+                wmma::fill_fragment(acc, 0.0f);
+                for (int k0 = 0; k0 < DK; k0 += 8) {{
+                    FragA a;
+                    FragBt bm;
+                    wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                    wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
+                    to_tf32(a);
+                    to_tf32(bm);
+                    wmma::mma_sync(acc, a, bm, acc);
+                }}
+                wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+            }}
+        }}
+        __syncthreads();
+        // 4. q~_t * exp(b_t) for the state term
+        for (int e = tid; e < L * DK; e += NT) {{
+            const int t = e / DK, i = e % DK;
+            qf[t * KS + i] *= __expf(bc[t * KS + i]);
+        }}
+        __syncthreads();
     }}
-    __syncthreads();
-    // 4. q~_t * exp(b_t) for the state term
-    for (int e = tid; e < L * DK; e += NT) {{
-        const int t = e / DK, i = e % DK;
-        qf[t * KS + i] *= __expf(bc[t * KS + i]);
-    }}
-    __syncthreads();
     // 5. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
     //    S (the state entering the chunk) read as fragments from the scratch.
     const float* S = states + bl * (DK * DV);
@@ -314,6 +374,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         consts = chunk_consts(spec, d, c, normalizer, PAD),
         loader = LOADER,
         mix = float_lit(spec.mix_linear),
+        fast = fast_range(),
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, d, true),
     );
