@@ -5,6 +5,7 @@ and timings against fla `chunk_gla` / `fused_recurrent_gla` and PyTorch SDPA.
 
     python3 scripts/gpu_kernels.py check  [--ligerc .gpu/ligerc] [--out DIR]
     python3 scripts/gpu_kernels.py bench  [--ligerc .gpu/ligerc] [--out DIR]
+    ncu -k regex:liger python3 scripts/gpu_kernels.py profile   (one prefill + one decode step)
 
 How: for each head shape (H, KV, D, window) it writes a 1-layer Hugging Face directory of that
 shape (zero weights: only the shapes matter), runs `ligerc DIR --pass linearize --emit cuda`,
@@ -352,11 +353,33 @@ def bench(args):
     return 0
 
 
+def profile(args):
+    """One prefill and one batch-64 decode step of the bench layer (B=8, T=1024), after a
+    warm-up: the launches to capture with `ncu -k regex:... python3 gpu_kernels.py profile`."""
+    H, KV, D = 32, 8, 128
+    L = Layer(emit(args.ligerc, args.out, H, KV, D, 64))
+    env = {"batch": 8, "seq": 1024, "tokens": 8 * 1024, "max_seq": 1024}
+    tp = L.alloc(env, {}, "prefill")
+    for n in (L.q, L.k, L.v, L.q_rot, L.k_rot):
+        tp[n].normal_()
+    for _ in range(2):
+        L.prefill(env, tp)
+    env = {"batch": 64, "seq": 1, "tokens": 64, "max_seq": 1}
+    td = L.alloc(env, {}, "decode")
+    for key in ("q", "k", "v", "q_rot", "k_rot", "state"):
+        td[L.dnames[key]].normal_()
+    td["__pos0"].fill_(1000)
+    for _ in range(2):
+        L.decode(env, td)
+    torch.cuda.synchronize()
+    return 0
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["check", "bench"])
+    ap.add_argument("what", choices=["check", "bench", "profile"])
     ap.add_argument("--ligerc", default=".gpu/ligerc")
     ap.add_argument("--out", default="/tmp/ligerc-kernels")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    sys.exit(check(a) if a.what == "check" else bench(a))
+    sys.exit({"check": check, "bench": bench, "profile": profile}[a.what](a))

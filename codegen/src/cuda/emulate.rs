@@ -114,6 +114,15 @@ inline void emu_drop(EmuBar& b) {
 }
 inline EmuBar& emu_warp_bar() { return emu_warp_bars[emu_cur / 32]; }
 inline void __syncthreads() { emu_wait(emu_block_bar); }
+std::vector<int> emu_or_slots;
+inline int __syncthreads_or(int p) {  // every thread's predicate in, the block's OR out
+    emu_or_slots[emu_cur] = p;
+    __syncthreads();
+    int r = 0;
+    for (int v : emu_or_slots) r |= v != 0;
+    __syncthreads();
+    return r;
+}
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_wait(emu_warp_bar()); }
 template <typename T> T emu_exchange(T v, int src) {
     const unsigned base = emu_cur & ~31u;
@@ -145,6 +154,7 @@ void emu_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A... args) 
     emu_fibers.assign(n, EmuFiber{});
     while (emu_stacks.size() < n) emu_stacks.emplace_back(256 * 1024);
     emu_slots.assign(n + 32, 0);
+    emu_or_slots.assign(n, 0);
     for (unsigned b = 0; b < nb; ++b) {
         blockIdx = dim3{b % grid.x, (b / grid.x) % grid.y, b / (grid.x * grid.y)};
         emu_block_bar = EmuBar{n, 0, 0};

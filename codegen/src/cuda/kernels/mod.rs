@@ -101,12 +101,12 @@ __device__ __forceinline__ void softmax_rows_strided(float* x, int rows, int wid
         m = warp_max(m);
         float s = 0.0f;
         for (int i = lane; i < width; i += 32) {
-            const float e = expf(row[i] - m);
+            const float e = __expf(row[i] - m);  // exponent <= 0: the fast exp is exact to a few ulp
             row[i] = e;
             s += e;
         }
-        s = warp_sum(s);
-        for (int i = lane; i < width; i += 32) row[i] = row[i] / s;
+        const float inv = 1.0f / warp_sum(s);
+        for (int i = lane; i < width; i += 32) row[i] *= inv;
     }
 }
 

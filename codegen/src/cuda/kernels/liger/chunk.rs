@@ -129,7 +129,7 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_plac
 }
 
 /// Constants of the chunk kernels.
-/// `pad`: floats added to the key and gate tiles' row stride `KS` (1 for the scalar kernels:
+/// `nt`: threads per block. `pad`: floats added to the key and gate tiles' row stride `KS` (1 for the scalar kernels:
 /// conflict-free column walks; 4 for the tensor-core ones: wmma needs a multiple of 4).
 pub(super) fn chunk_consts(
     spec: &LigerSpec,
@@ -137,6 +137,7 @@ pub(super) fn chunk_consts(
     c: usize,
     normalizer: f64,
     pad: usize,
+    nt: usize,
 ) -> String {
     let (_, kv, _, d) = dims(spec);
     format!(
@@ -149,7 +150,6 @@ constexpr int C = {c};        // chunk length
 constexpr int NT = {nt};
 [[maybe_unused]] constexpr float NORM = {norm};  // gate normalizer
 "#,
-        nt = CHUNK_THREADS,
         norm = float_lit(normalizer),
     )
 }
@@ -214,7 +214,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
     for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = expf(bc[(L - 1) * KS + i]);
 }}
 "#,
-        consts = chunk_consts(spec, dk, c, normalizer, 1),
+        consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, dk, false),
     );
@@ -387,7 +387,7 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
     }}
 }}
 "#,
-        consts = chunk_consts(spec, dk, c, normalizer, 1),
+        consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, dk, false),

@@ -12,7 +12,7 @@
 //!   per `(t, s)`); off the diagonal (key sub-chunk ending at row `r`, `s ≤ r < t`) the
 //!   product of `q̃_t ⊙ e^{b_t − b_r}` and `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1.
 //!
-//! Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32 products per 16-column tile of the output,
+//! Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32 products per 16 × 16 tile of the output,
 //! `S` (the state entering the chunk) read as fragments straight from the scan's scratch,
 //! and `ΔS = (k̃ ⊙ e^{b_L − b})ᵀ V` of step 1 one product per 16 × 16 tile of the state.
 //! The exponents are bounded (≤ 0, or ≤ 40 on the one-product path), so the fast `__expf`
@@ -24,7 +24,7 @@ use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
 use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, rec_what};
-use super::{CHUNK_THREADS, Recurrence, dims, vname};
+use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core bodies serve `rec` at chunk `chunk`: the keyed recurrence, head
 /// dim and chunk multiples of 16 (the wmma tile).
@@ -35,6 +35,10 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
         && chunk >= 16
         && chunk.is_multiple_of(16)
 }
+
+/// Threads per block of the tensor-core kernels: 16 warps. Step 3's tiles take 190 KB of
+/// shared memory, one block per SM, so the warps of one block must hide every latency.
+const TC_THREADS: usize = 512;
 
 /// Row stride padding of the key and gate tiles (wmma: a multiple of 4 floats).
 const PAD: usize = 4;
@@ -50,7 +54,7 @@ pub(super) fn states_smem_floats(c: usize, d: usize) -> usize {
 /// the scores, the queries scaled for one key sub-chunk, a 16 × 16 staging tile per warp.
 pub(super) fn prefill_smem_floats(c: usize, d: usize) -> usize {
     let ks = d + PAD;
-    states_smem_floats(c, d) + c * ks + c * (c + 4) + (c - 16) * ks + (CHUNK_THREADS / 32) * 256
+    states_smem_floats(c, d) + c * ks + c * (c + 4) + (c - 16) * ks + (TC_THREADS / 32) * 256
 }
 
 /// The wmma types and helpers both kernels share.
@@ -139,7 +143,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
 }}
 "#,
         tc = TC_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD),
+        consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
         loader = LOADER,
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, d, true),
@@ -151,7 +155,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
             rec_what(variant, Recurrence::Keyed, d)
         ),
         body,
-        block: [CHUNK_THREADS as u32, 1, 1],
+        block: [TC_THREADS as u32, 1, 1],
         smem: (states_smem_floats(c, d) * 4) as u32,
         grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
         params: vec![
@@ -223,13 +227,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     // The chunk's decay range decides the score path (block-uniform): when no channel decays
     // by more than e^-FAST over the chunk, k~_s e^(-b_s) < e^FAST and the scores are one product
     // (q~ e^b)(k~ e^-b)^T of non-negative terms; otherwise per sub-chunk, every factor <= 1.
-    __shared__ int slow;
-    if (tid == 0) slow = 0;
-    __syncthreads();
-    for (int i = tid; i < DK; i += NT) {{
-        if (-bc[(L - 1) * KS + i] > FAST) slow = 1;
-    }}
-    __syncthreads();
+    int fast_decay = 1;  // (no static shared flag: the dynamic tile may use all of 48 KiB unraised)
+    for (int i = tid; i < DK; i += NT) fast_decay &= -bc[(L - 1) * KS + i] <= FAST;
+    const bool slow = __syncthreads_or(!fast_decay) != 0;
     if (!slow) {{
         // q~_t e^(b_t) (also the state term's queries) and k~_s e^(-b_s), in place
         for (int e = tid; e < L * DK; e += NT) {{
@@ -318,9 +318,13 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         __syncthreads();
     }}
     // 5. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
-    //    S (the state entering the chunk) read as fragments from the scratch.
+    //    S (the state entering the chunk) read as fragments from the scratch; RG warps share
+    //    a column tile, each its own row tiles.
     const float* S = states + bl * (DK * DV);
-    for (int cj = warp; cj < DV / 16; cj += NW) {{
+    constexpr int NTJ = DV / 16;                   // 16-column tiles of the output
+    constexpr int RG = NW >= 2 * NTJ ? NW / NTJ : 1;  // row groups: warps per column tile
+    for (int item = warp; item < NTJ * RG; item += NW) {{
+        const int cj = item % NTJ, rg = item / NTJ;  // row tiles ii = rg, rg + RG, ...
         FragC acc[NS];
 #pragma unroll
         for (int ii = 0; ii < NS; ++ii) wmma::fill_fragment(acc[ii], 0.0f);
@@ -332,6 +336,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 #pragma unroll
             for (int ii = 0; ii < NS; ++ii) {{
                 if (16 * ii >= L) break;
+                if (ii % RG != rg) continue;
                 FragA a;
                 wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
                 to_tf32(a);
@@ -340,11 +345,10 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         }}
         for (int k0 = 0; k0 < L; k0 += 8) {{
             FragB vb;
-            wmma::load_matrix_sync(vb, vs + k0 * DV + 16 * cj, DV);
-            to_tf32(vb);
+            wmma::load_matrix_sync(vb, vs + k0 * DV + 16 * cj, DV);  // bf16 values: exact in tf32
 #pragma unroll
             for (int ii = 0; ii < NS; ++ii) {{
-                if (ii < k0 / 16) continue;  // score tiles right of the diagonal are zero
+                if (ii < k0 / 16 || ii % RG != rg) continue;  // score tiles right of the diagonal are zero
                 if (16 * ii >= L) break;
                 FragA a;
                 wmma::load_matrix_sync(a, A + 16 * ii * CA + k0, CA);
@@ -355,6 +359,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 #pragma unroll
         for (int ii = 0; ii < NS; ++ii) {{
             if (16 * ii >= L) break;
+            if (ii % RG != rg) continue;
             wmma::store_matrix_sync(stg, acc[ii], 16, wmma::mem_row_major);
             __syncwarp();
 #pragma unroll
@@ -371,7 +376,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 }}
 "#,
         tc = TC_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD),
+        consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
         loader = LOADER,
         mix = float_lit(spec.mix_linear),
         fast = fast_range(),
@@ -405,7 +410,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             spec.mix_linear
         ),
         body,
-        block: [CHUNK_THREADS as u32, 1, 1],
+        block: [TC_THREADS as u32, 1, 1],
         smem: (prefill_smem_floats(c, d) * 4) as u32,
         grid: format!("(ceil(seq/{c}), {h}, batch): one block per (chunk, query head, row)"),
         params,

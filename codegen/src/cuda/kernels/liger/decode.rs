@@ -8,304 +8,549 @@ use super::{dims, vname};
 
 const DECODE_THREADS: usize = 256;
 
-/// The window branch of a decode step for `G` heads, `VT` output columns per lane
-/// block (`VT ≤ 32`) starting at `col0`, writing `wout[g·VT + c]`; then the ring push.
-/// The window branch of the keyed decode step with the window's keys and values staged in
-/// shared memory by the whole block (coalesced 2-byte loads), one thread per (head, key)
-/// score, one warp per head softmax, one thread per (head, column) weighted sum.
-fn decode_window_staged() -> String {
-    r#"    {
-        // window branch: keys pos-W .. pos (ring + this step's k_rot/v) staged in shared memory
-        constexpr int DP = D + 2;  // bf16 row pitch: row-per-thread reads hit distinct banks
-        __shared__ bf16 wk[NRING * DP];
-        __shared__ bf16 wv[NRING * DP];
-        __shared__ float wp[G * NRING];
-        const bf16* k_cur = k_rot + (long long)b * HKV * D + j * D;
-        const bf16* v_cur = v + (long long)b * HKV * D + j * D;
-        const int lo = max(0, pos - W), nk = pos - lo + 1;
-        for (int e = tid; e < nk * D; e += NT) {
-            const int r = e / D, i = e % D, key = lo + r;
-            const long long at = (long long)(key % NRING) * D + i;
-            wk[r * DP + i] = key == pos ? k_cur[i] : ring_kh_w[at];
-            wv[r * DP + i] = key == pos ? v_cur[i] : ring_vh_w[at];
-        }
-        __syncthreads();
-        for (int e = tid; e < G * nk; e += NT) {
-            const int g = e / nk, r = e % nk;
-            const float* qg = qrot + g * D;
-            const bf16* kr_s = wk + r * DP;
-            float dot = 0.0f;
-            for (int i = 0; i < D; ++i) dot += qg[i] * __bfloat162float(kr_s[i]);
-            wp[g * NRING + r] = dot * SCALE;
-        }
-        __syncthreads();
-        for (int g = warp; g < G; g += NW) {
-            float m = neg_inf();
-            for (int r = lane; r < nk; r += 32) m = fmaxf(m, wp[g * NRING + r]);
-            m = warp_max(m);
-            float l = 0.0f;
-            for (int r = lane; r < nk; r += 32) {
-                const float e = expf(wp[g * NRING + r] - m);
-                wp[g * NRING + r] = e;
-                l += e;
-            }
-            l = warp_sum(l);
-            const float inv = 1.0f / l;
-            for (int r = lane; r < nk; r += 32) wp[g * NRING + r] *= inv;
-        }
-        __syncthreads();
-        for (int e = tid; e < G * VT; e += NT) {
-            const int g = e / VT, c = e % VT;
-            float a = 0.0f;
-            for (int r = 0; r < nk; ++r) a += wp[g * NRING + r] * __bfloat162float(wv[r * DP + col0 + c]);
-            wout[g * VT + c] = a;
-        }
-        // push this token into slot pos % NRING (this block's columns); that slot held
-        // position pos-W-1, which no query reads
-        const long long slot = (long long)(pos % NRING) * D;
-        for (int c = tid; c < VT; c += NT) {
-            ring_kh_w[slot + col0 + c] = k_cur[col0 + c];
-            ring_vh_w[slot + col0 + c] = v_cur[col0 + c];
-        }
-    }
-"#
-    .to_string()
-}
+/// Static shared memory the keyed decode step may use (bytes; the hardware's static
+/// limit is 48 KiB).
+const DECODE_SMEM: usize = 46 * 1024;
 
-fn decode_window(cols: &str, lanes_per_col: bool) -> String {
-    let acc_decl = if lanes_per_col {
-        "float a = 0.0f;"
-    } else {
-        "float a[DPL];\n            for (int r = 0; r < DPL; ++r) a[r] = 0.0f;"
-    };
-    let scale_acc = if lanes_per_col {
-        "a *= corr;"
-    } else {
-        "for (int r = 0; r < DPL; ++r) a[r] *= corr;"
-    };
-    let accumulate = if lanes_per_col {
-        "if (lane < VT) a += pk * ld(vp, col0 + lane);".to_string()
-    } else {
-        "for (int r = 0; r < DPL; ++r) {\n                        const int i = lane + 32 * r;\n                        if (i < D) a[r] += pk * ld(vp, i);\n                    }".to_string()
-    };
-    let finish = if lanes_per_col {
-        "if (lane < VT) wout[g * VT + lane] = a / l;".to_string()
-    } else {
-        "for (int r = 0; r < DPL; ++r) {\n                const int i = lane + 32 * r;\n                if (i < D) wout[g * D + i] = a[r] / l;\n            }".to_string()
-    };
-    format!(
-        r#"    {{
+/// The window branch of the GSA decode step for `G` heads over all `D` columns, one
+/// warp per head (online softmax, each lane's keys read from global memory), writing
+/// `wout[g·D + c]`; then the ring push.
+fn decode_window_gsa() -> String {
+    r#"    {
         // window branch: keys pos-W .. pos-1 from the ring, pos itself from this step's k_rot/v
         const bf16* k_cur = k_rot + (long long)b * HKV * D + j * D;
         const bf16* v_cur = v + (long long)b * HKV * D + j * D;
         const bf16* ring_kh = ring_k + (long long)(b * HKV + j) * NRING * D;
         const bf16* ring_vh = ring_v + (long long)(b * HKV + j) * NRING * D;
         const int lo = max(0, pos - W);
-        for (int g = warp; g < G; g += NW) {{
+        for (int g = warp; g < G; g += NW) {
             const float* qg = qrot + g * D;
             float m = neg_inf(), l = 0.0f;
-            {acc_decl}
-            for (int c0 = lo; c0 <= pos; c0 += 32) {{
+            float a[DPL];
+            for (int r = 0; r < DPL; ++r) a[r] = 0.0f;
+            for (int c0 = lo; c0 <= pos; c0 += 32) {
                 const int key = c0 + lane;
                 const bool valid = key <= pos;
                 float s = neg_inf();
-                if (valid) {{
+                if (valid) {
                     const bf16* kp = key == pos ? k_cur : ring_kh + (key % NRING) * D;
                     float dot = 0.0f;
                     for (int i = 0; i < D; ++i) dot += qg[i] * ld(kp, i);
                     s = dot * SCALE;
-                }}
+                }
                 const float m_new = fmaxf(m, warp_max(s));
                 const float corr = m == m_new ? 1.0f : expf(m - m_new);
                 const float e = valid ? expf(s - m_new) : 0.0f;
                 l = l * corr + warp_sum(e);
-                {scale_acc}
+                for (int r = 0; r < DPL; ++r) a[r] *= corr;
                 const int nk = min(32, pos - c0 + 1);
-                for (int kk = 0; kk < nk; ++kk) {{
+                for (int kk = 0; kk < nk; ++kk) {
                     const float pk = __shfl_sync(0xffffffffu, e, kk);
                     const int key_k = c0 + kk;
                     const bf16* vp = key_k == pos ? v_cur : ring_vh + (key_k % NRING) * D;
-                    {accumulate}
-                }}
+                    for (int r = 0; r < DPL; ++r) {
+                        const int i = lane + 32 * r;
+                        if (i < D) a[r] += pk * ld(vp, i);
+                    }
+                }
                 m = m_new;
-            }}
-            {finish}
-        }}
-        // push this token into slot pos % NRING ({cols}); that slot held position pos-W-1, which no query reads
+            }
+            for (int r = 0; r < DPL; ++r) {
+                const int i = lane + 32 * r;
+                if (i < D) wout[g * D + i] = a[r] / l;
+            }
+        }
+        // push this token into slot pos % NRING (all columns); that slot held position pos-W-1, which no query reads
         const long long slot = (long long)(pos % NRING) * D;
-        for (int c = tid; c < {ncols}; c += NT) {{
-            ring_kh_w[slot + {c_off}c] = k_cur[{c_off}c];
-            ring_vh_w[slot + {c_off}c] = v_cur[{c_off}c];
-        }}
-    }}
-"#,
-        ncols = if lanes_per_col { "VT" } else { "D" },
-        c_off = if lanes_per_col { "col0 + " } else { "" },
-    )
+        for (int c = tid; c < D; c += NT) {
+            ring_kh_w[slot + c] = k_cur[c];
+            ring_vh_w[slot + c] = v_cur[c];
+        }
+    }
+"#
+    .to_string()
 }
 
-/// One decode step of a key-gated (or swa-only) Liger layer: gate and feature
-/// maps, window branch over the ring plus the token, ring push, state update in
-/// place `S ← diag(α)S + k̃ᵀv`, `o = q̃S`, mix.
+/// The launch shape and shared-memory layout of [`decode_keyed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KeyedLayout {
+    /// State (and output) columns per block: the value tile of `D`.
+    cs: usize,
+    /// Adjacent state columns per thread (one 16-, 8- or 4-byte load).
+    vec: usize,
+    /// Threads per block.
+    nt: usize,
+    /// Window keys per staged chunk (a multiple of 16; the whole window when it fits).
+    kc: usize,
+    /// bf16 per staging load.
+    bv: usize,
+    /// Whether the scores use tensor cores (`wmma` bf16 16×16×16; `D` a multiple of 16).
+    tc: bool,
+    /// Staged rotated-query rows (`G`, padded to the wmma tile).
+    qr: usize,
+    /// Row pitch (floats) of a chunk's scores.
+    gs: usize,
+    /// Whether the per-warp output sums reuse the staged keys' shared memory.
+    part_in_keys: bool,
+}
+
+impl KeyedLayout {
+    fn new(g: usize, d: usize, w: usize, window: bool, grm: bool, retention: bool) -> Self {
+        let cs = value_tile(d);
+        let vec = cs.min(4);
+        let tpr = cs / vec;
+        let nt = (d * tpr).next_multiple_of(32).clamp(32, DECODE_THREADS);
+        let bv = cs.min(8);
+        let dp = d + bv;
+        let tc = d.is_multiple_of(16);
+        let qr = if tc { g.next_multiple_of(16) } else { g };
+        let gs = qr;
+        let part = 4 * (nt / 32) * g * cs;
+        let mut fixed = 0;
+        if grm {
+            fixed += 4 * ((g + 1) * d + 2 * d) + if retention { 4 * 32 } else { 0 };
+        }
+        if !window {
+            return KeyedLayout {
+                cs,
+                vec,
+                nt,
+                kc: 0,
+                bv,
+                tc,
+                qr,
+                gs,
+                part_in_keys: false,
+            };
+        }
+        fixed += 2 * qr * dp + 4 * 3 * g;
+        let per_key = 2 * dp + 2 * cs + 4 * gs;
+        let chunk = |fixed: usize| {
+            let fit = DECODE_SMEM.saturating_sub(fixed) / per_key / 16 * 16;
+            (w + 1).next_multiple_of(16).min(fit).max(16)
+        };
+        let mut kc = chunk(fixed);
+        let part_in_keys = 2 * kc * dp >= part;
+        if !part_in_keys {
+            kc = chunk(fixed + part);
+        }
+        KeyedLayout {
+            cs,
+            vec,
+            nt,
+            kc,
+            bv,
+            tc,
+            qr,
+            gs,
+            part_in_keys,
+        }
+    }
+}
+
+/// One decode step of a key-gated (or swa-only) Liger layer: gate and feature maps,
+/// window branch over the ring plus the token, ring push, state update in place
+/// `S ← diag(α)S + k̃ᵀv`, `o = q̃S`, mix.
+///
+/// One block per (value tile of `CS` columns, KV head, row) owns those columns of the
+/// state for all `G` query heads. Written to keep HBM busy at large batch: every
+/// thread issues its 16-byte state loads (`RPT` rows × `VEC` columns) and the
+/// window's staging loads before anything else, so the gate, the feature maps and the
+/// window scores run while they are in flight; the scores take all `D` features
+/// (tensor cores when `D` is a multiple of 16: the keys are the `A` tiles, the
+/// rotated queries the `B` tile), the weighted sum only the block's own columns. The
+/// window is walked in chunks of `KC` keys with an online softmax (one chunk when it
+/// fits the shared memory, as at `W` 64). Each thread's state rows and window keys
+/// give partial sums of its `G × VEC` outputs, added over the warp's lanes by
+/// shuffles and over the warps through shared memory.
 pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
     let w = spec.window;
-    let vt = value_tile(d);
     let window = spec.mix_window != 0.0 || variant == LigerVariant::SwaOnly;
     let grm = variant != LigerVariant::SwaOnly;
+    let retention = variant == LigerVariant::Retention;
+    // The gate reads the raw key (linear has none).
+    let raw_key = grm && variant != LigerVariant::Linear;
+    let lay = KeyedLayout::new(g, d, w, window, grm, retention);
+    let KeyedLayout {
+        cs,
+        vec,
+        nt,
+        kc,
+        bv,
+        tc,
+        qr,
+        gs,
+        part_in_keys,
+    } = lay;
     let name = format!(
-        "liger_{}_decode_h{h}_kv{kv}_d{d}_w{w}_vt{vt}{}",
+        "liger_{}_decode_h{h}_kv{kv}_d{d}_w{w}_vt{cs}{}",
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let gate_code = if grm {
-        let mean = if variant == LigerVariant::Retention {
-            "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n"
-        } else {
-            ""
-        };
-        let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
-        let kmap = match variant {
-            LigerVariant::Hgrn2 => {
-                "    for (int i = tid; i < D; i += NT) kf[i] = -expm1f(gam[i]);\n"
-            }
-            _ => {
-                "    for (int i = tid; i < D; i += NT) kf[i] = kr[i];\n    __syncthreads();\n    softmax_rows(kf, 1, D);\n"
-            }
-        };
-        format!(
-            "{mean}    for (int i = tid; i < D; i += NT) gam[i] = {gexpr};\n    __syncthreads();\n{kmap}    softmax_rows(qf, G, D);\n    __syncthreads();\n"
-        )
-    } else {
-        String::new()
-    };
-    // Static shared memory of the kernel without / with the staged window (bytes).
-    let nw = DECODE_THREADS / 32;
-    let base_smem = 4 * (2 * g * d + 3 * d + nw * g * vt + g * vt);
-    let staged_smem = 2 * 2 * (w + 1) * (d + 2) + 4 * g * (w + 1);
-    let window_code = if window && base_smem + staged_smem <= 46 * 1024 {
-        decode_window_staged()
-    } else if window {
-        decode_window("this block's columns", true)
-    } else {
-        String::new()
-    };
-    let grm_code = if grm {
-        r#"    // recurrent branch: lane = column of the tile, warps split the state's rows
-    float acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = 0.0f;
-    if (lane < VT) {
-        const float vc = ld(v, (long long)b * HKV * D + j * D + col0 + lane);
-        float* srow = state + (long long)(b * HKV + j) * D * D + col0 + lane;
-        for (int i = warp; i < D; i += NW) {
-            const float s = expf(gam[i]) * srow[(long long)i * D] + kf[i] * vc;
-            srow[(long long)i * D] = s;
-            for (int g = 0; g < G; ++g) acc[g] += qf[g * D + i] * s;
-        }
-        for (int g = 0; g < G; ++g) part[(warp * G + g) * VT + lane] = acc[g];
+    let mut src = String::new();
+    let mut put = |s: &str| src.push_str(s);
+    if window && tc {
+        put("#include <mma.h>\nusing namespace nvcuda;\n\n");
     }
-"#
-    } else {
-        ""
-    };
-    let out_expr = match (window, grm) {
-        (true, true) => "MIX_WIN * wout[e] + MIX_LIN * o",
-        (false, true) => "MIX_LIN * o",
-        _ => "MIX_WIN * wout[e]",
-    };
-    let o_sum = if grm {
-        "        float o = 0.0f;\n        for (int w = 0; w < NW; ++w) o += part[(w * G + g) * VT + c];\n"
-    } else {
-        ""
-    };
-    let gates = if grm {
-        "    __shared__ float qf[G * D];      // feature-mapped queries\n    __shared__ float kr[D];          // raw key\n    __shared__ float kf[D];          // mapped key\n    __shared__ float gam[D];         // log-gate\n    __shared__ float part[NW * G * VT];\n"
-    } else {
-        ""
-    };
-    let wdecl = if window {
-        "    __shared__ float qrot[G * D];    // rotated queries\n    __shared__ float wout[G * VT];   // window branch\n    bf16* ring_kh_w = ring_k + (long long)(b * HKV + j) * NRING * D;\n    bf16* ring_vh_w = ring_v + (long long)(b * HKV + j) * NRING * D;\n"
-    } else {
-        ""
-    };
-    let loads = format!(
-        "    for (int e = tid; e < G * D; e += NT) {{\n        const long long at = (long long)b * H * D + (j * G + e / D) * D + e % D;\n{}{}    }}\n{}",
-        if grm {
-            "        qf[e] = ld(q, at);\n"
-        } else {
-            ""
-        },
-        if window {
-            "        qrot[e] = ld(q_rot, at);\n"
-        } else {
-            ""
-        },
-        if grm {
-            "    for (int i = tid; i < D; i += NT) kr[i] = ld(k, (long long)b * HKV * D + j * D + i);\n"
-        } else {
-            ""
-        },
-    );
-    let unused_q = if grm {
-        ""
-    } else {
-        "    (void)q; (void)k; (void)state;\n"
-    };
-    let unused_w = if window {
-        ""
-    } else {
-        "    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos;\n"
-    };
-    let body = format!(
+    put(&format!(
         r#"constexpr int H = {h};
 constexpr int HKV = {kv};
 constexpr int G = {g};
 constexpr int D = {d};
-constexpr int VT = {vt};
-[[maybe_unused]] constexpr int W = {w};
-[[maybe_unused]] constexpr int NRING = W + 1;
+constexpr int CS = {cs};  // state and output columns of a block (the value tile)
+constexpr int VEC = {vec};  // adjacent state columns per thread: one {vbytes}-byte load
+constexpr int TPR = CS / VEC;  // threads per state row
 constexpr int NT = {nt};
 constexpr int NW = NT / 32;
+constexpr int MIN_BLOCKS = 3 * 256 / NT;  // resident blocks per SM the registers must allow (24 warps)
+constexpr int RP = NT / TPR;  // state rows per pass of the block
+[[maybe_unused]] constexpr int RPT = (D + RP - 1) / RP;  // state rows per thread
+[[maybe_unused]] constexpr int W = {w};
+[[maybe_unused]] constexpr int NRING = W + 1;
+[[maybe_unused]] constexpr int KC = {kc};  // window keys per staged chunk (a multiple of 16)
+[[maybe_unused]] constexpr int BV = {bv};  // bf16 per staging load
+[[maybe_unused]] constexpr int DP = D + BV;  // row pitch (bf16) of the staged keys and rotated queries
+[[maybe_unused]] constexpr int QR = {qr};  // staged rotated-query rows (G{qr_pad})
+[[maybe_unused]] constexpr int GS = {gs};  // row pitch (floats) of a chunk's scores
 [[maybe_unused]] constexpr float SCALE = {scale};
 [[maybe_unused]] constexpr float NORM = {norm};
 [[maybe_unused]] constexpr float MIX_WIN = {mix_win};
 [[maybe_unused]] constexpr float MIX_LIN = {mix_lin};
+static_assert(D % CS == 0 && CS % VEC == 0 && 32 % TPR == 0 && NT % 32 == 0, "decode layout");
 
-// One token per row (tokens = batch). The state is updated in place; the ring gets this token.
+struct alignas(4 * VEC) VecF {{ float x[VEC]; }};  // VEC adjacent state columns (one vector access)
+struct alignas(2 * VEC) VecB {{ bf16 x[VEC]; }};  // VEC adjacent bf16 values
+struct alignas(2 * BV) LoadB {{ bf16 x[BV]; }};  // one staging load
+
+// One token per row (tokens = batch). Grid (D/CS, HKV, batch): block (cb, j, b) owns columns
+// cb*CS .. cb*CS+CS-1 of KV head j's state for all G query heads of that KV head. Thread t
+// holds state rows t/TPR + RP*p (p < RPT), columns VEC*(t%TPR) .. of the block's slice.
+//   1. every load is issued at once: the state slice (registers), q/k (shared), the window's
+//      first chunk of keys (all features) and values (own columns); the ring gets this token
+//   2. gate, feature maps and the chunk's scores while the state loads are in flight
+//   3. recurrent branch: S <- diag(alpha) S + kf^T v written back in place, partial q S
+//   4. window branch (in chunks of KC keys when they do not fit at once): online softmax,
+//      one warp per head; partial p V
+//   5. the mix of both partials summed over the lanes (shuffles) and warps (shared memory)
+// At most 80 registers a thread at NT 256: three blocks share an SM.
+extern "C" __global__ void __launch_bounds__(NT, MIN_BLOCKS) {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+        const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
+        bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, const int* __restrict__ pos_ptr);
+
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
         const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
         bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, const int* __restrict__ pos_ptr) {{
-    const int pos = *pos_ptr;  // device memory: one captured graph serves every step
-{gates}    const int vt = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
-    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-    const int col0 = vt * VT;
-{wdecl}{unused_q}{unused_w}{loads}    __syncthreads();
-{gate_code}{window_code}{grm_code}    __syncthreads();
-    for (int e = tid; e < G * VT; e += NT) {{
-        const int g = e / VT, c = e % VT;
-{o_sum}        out[(long long)b * H * D + (j * G + g) * D + col0 + c] = __float2bfloat16({out_expr});
-    }}
-}}
 "#,
-        nt = DECODE_THREADS,
+        vbytes = 4 * vec,
+        qr_pad = if tc { ", padded to the wmma tile" } else { "" },
         scale = float_lit(1.0 / (d as f64).sqrt()),
         norm = float_lit(normalizer),
         mix_win = float_lit(spec.mix_window),
         mix_lin = float_lit(spec.mix_linear),
+    ));
+    // Shared memory.
+    if grm {
+        put(
+            "    __shared__ float qk[(G + 1) * D];  // feature-mapped queries (G rows), then the mapped key\n",
+        );
+        if raw_key {
+            put("    __shared__ float kr[D];  // raw key\n");
+        }
+        put("    __shared__ float alpha[D];  // decay e^gate\n");
+    }
+    if window {
+        put("    alignas(32) __shared__ bf16 qb[QR * DP];  // rotated queries (rows G.. zero)\n");
+        put("    alignas(32) __shared__ bf16 wk[KC * DP];  // the chunk's keys, all D features\n");
+        put(
+            "    alignas(16) __shared__ bf16 wv[KC * CS];  // the chunk's values, this block's columns\n",
+        );
+        put(
+            "    alignas(32) __shared__ float wsc[KC * GS];  // the chunk's scores q.k, then exp(score - max)\n",
+        );
+        put(
+            "    __shared__ float wm[G], wl[G], wc[G];  // per head: running max, running sum, this chunk's rescale\n",
+        );
+    }
+    if part_in_keys {
+        put(
+            "    float* part = reinterpret_cast<float*>(wk);  // [NW][G][CS] per-warp sums (the keys are dead by then)\n",
+        );
+    } else {
+        put("    alignas(16) __shared__ float part[NW * G * CS];  // per-warp sums\n");
+    }
+    put(
+        r#"    const int cb = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
+    const int col0 = cb * CS;
+    [[maybe_unused]] const int rr0 = tid / TPR, cv = tid % TPR;  // rows rr0 + RP*p, columns col0 + VEC*cv ..
+    const long long bj = (long long)b * HKV + j;
+"#,
     );
+    if !grm {
+        put("    (void)q; (void)k; (void)state;\n");
+    }
+    if !window {
+        put("    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos_ptr;\n");
+    }
+    // 1. Loads.
+    if grm {
+        put(r#"
+    // 1. every load at once: this block's state columns (16-byte loads, into registers) ...
+    float* sp = state + bj * D * D + col0 + VEC * cv;
+    VecF s[RPT] = {};
+#pragma unroll
+    for (int p = 0; p < RPT; ++p) {
+        const int i = rr0 + RP * p;
+        if (D % RP == 0 || i < D) s[p] = *reinterpret_cast<const VecF*>(sp + (long long)i * D);
+    }
+    const VecB vt = *reinterpret_cast<const VecB*>(v + bj * D + col0 + VEC * cv);  // this token's v, own columns
+"#);
+    } else {
+        put("\n    // 1. every load at once: ...\n");
+    }
+    if window {
+        put(
+            "    const int pos = *pos_ptr;  // device memory: one captured graph serves every step\n",
+        );
+    }
+    put("    // ... the queries and the key ...\n");
+    put(&format!(
+        "    for (int e = tid; e < G * D; e += NT) {{\n        const long long at = (long long)b * H * D + (long long)j * G * D + e;\n{}{}    }}\n",
+        if grm {
+            "        qk[e] = ld(q, at);\n"
+        } else {
+            ""
+        },
+        if window {
+            "        qb[e / D * DP + e % D] = q_rot[at];\n"
+        } else {
+            ""
+        },
+    ));
+    if window && qr > g {
+        put(
+            "    for (int e = tid; e < (QR - G) * D; e += NT) qb[(G + e / D) * DP + e % D] = __float2bfloat16(0.0f);\n",
+        );
+    }
+    if grm {
+        let copy = if variant == LigerVariant::Hgrn2 {
+            ""
+        } else {
+            "\n        qk[G * D + i] = x;  // the key map is its softmax"
+        };
+        put(&format!(
+            "    for (int i = tid; i < D; i += NT) {{\n        const float x = ld(k, bj * D + i);{kr}{copy}\n    }}\n",
+            kr = if raw_key { "\n        kr[i] = x;" } else { "" }
+        ));
+    }
+    if window {
+        put(&window_prologue(tc));
+    }
+    put("    __syncthreads();\n");
+    // 2. Gate, feature maps, first scores.
+    put("\n    // 2. gate and feature maps");
+    put(if window {
+        "; the first chunk's scores\n"
+    } else {
+        "\n"
+    });
+    if grm {
+        if retention {
+            put(
+                "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n",
+            );
+        }
+        let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
+        let hgrn2 = variant == LigerVariant::Hgrn2;
+        put(&format!(
+            "    for (int i = tid; i < D; i += NT) {{\n        const float gm = {gexpr};\n        alpha[i] = expf(gm);{}\n    }}\n",
+            if hgrn2 {
+                "\n        qk[G * D + i] = -expm1f(gm);  // HGRN2's key map: 1 - alpha"
+            } else {
+                ""
+            }
+        ));
+        put(if hgrn2 {
+            "    softmax_rows(qk, G, D);\n"
+        } else {
+            "    softmax_rows(qk, G + 1, D);\n"
+        });
+    }
+    if window {
+        put("    score(0);\n");
+    }
+    put("    __syncthreads();\n");
+    // 3. Recurrent branch.
+    if grm {
+        put(r#"
+    // 3. recurrent branch: S <- diag(alpha) S + kf^T v in place; o_lin = qf S over this thread's rows
+    float acc[G][VEC] = {};
+    {
+        float vf[VEC];
+#pragma unroll
+        for (int c = 0; c < VEC; ++c) vf[c] = __bfloat162float(vt.x[c]);
+#pragma unroll
+        for (int p = 0; p < RPT; ++p) {
+            const int i = rr0 + RP * p;
+            if (D % RP != 0 && i >= D) continue;
+            const float a = alpha[i], kk = qk[G * D + i];
+            VecF x = s[p];
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) x.x[c] = a * x.x[c] + kk * vf[c];
+            *reinterpret_cast<VecF*>(sp + (long long)i * D) = x;
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float qg = qk[g * D + i];
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) acc[g][c] += qg * x.x[c];
+            }
+        }
+    }
+"#);
+    }
+    // 4. Window branch.
+    if window {
+        let one_chunk = kc > w;
+        put(if one_chunk {
+            "\n    // 4. window branch: the whole window is the chunk staged and scored above\n    float aw[G][VEC] = {};\n    {\n        const int kn = nk;\n"
+        } else {
+            "\n    // 4. window branch, chunk by chunk (chunk 0 is staged and scored)\n    float aw[G][VEC] = {};\n    for (int c0 = 0;;) {\n        const int kn = min(KC, nk - c0);  // keys in this chunk\n"
+        });
+        put(
+            r#"        // online softmax of the chunk's scores, one warp per head; wsc <- exp(score - running max)
+        for (int g = warp; g < G; g += NW) {
+            const float m_old = wm[g];
+            float mx = neg_inf();
+            for (int r = lane; r < kn; r += 32) mx = fmaxf(mx, wsc[r * GS + g] * SCALE);
+            const float m = fmaxf(m_old, warp_max(mx));
+            float sum = 0.0f;
+            for (int r = lane; r < kn; r += 32) {
+                const float e = expf(wsc[r * GS + g] * SCALE - m);
+                wsc[r * GS + g] = e;
+                sum += e;
+            }
+            sum = warp_sum(sum);
+            if (lane == 0) {
+                const float corr = expf(m_old - m);  // 0 on the first chunk (m_old = -inf)
+                wc[g] = corr;
+                wl[g] = wl[g] * corr + sum;
+                wm[g] = m;
+            }
+        }
+        __syncthreads();
+        // this thread's keys of the chunk (rows rr0 + RP*u) times its VEC value columns
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float corr = wc[g];
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) aw[g][c] *= corr;
+        }
+        for (int r = rr0; r < kn; r += RP) {
+            const VecB x = *reinterpret_cast<const VecB*>(wv + r * CS + VEC * cv);
+            float vf[VEC];
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) vf[c] = __bfloat162float(x.x[c]);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const float p = wsc[r * GS + g];
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) aw[g][c] += p * vf[c];
+            }
+        }
+"#,
+        );
+        put(if one_chunk {
+            "    }\n"
+        } else {
+            r#"        c0 += KC;
+        if (c0 >= nk) break;
+        __syncthreads();  // the chunk's keys, values and weights are read
+        stage(c0);
+        __syncthreads();
+        score(c0);
+        __syncthreads();
+    }
+"#
+        });
+    }
+    // 5. Mix and sums.
+    let mix = match (window, grm) {
+        (true, true) => "MIX_LIN * acc[g][c] + MIX_WIN * aw[g][c] * inv",
+        (false, true) => "MIX_LIN * acc[g][c]",
+        _ => "MIX_WIN * aw[g][c] * inv",
+    };
+    put(&format!(
+        r#"
+    // 5. mix; sum over the warp's row groups (lanes with the same columns), then over the warps
+    float o[G][VEC];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {{
+{inv}#pragma unroll
+        for (int c = 0; c < VEC; ++c) {{
+            float x = {mix};
+            for (int off = TPR; off < 32; off <<= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+            o[g][c] = x;
+        }}
+    }}
+    if (lane < TPR) {{
+#pragma unroll
+        for (int g = 0; g < G; ++g) {{
+            VecF x;
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) x.x[c] = o[g][c];
+            *reinterpret_cast<VecF*>(part + (warp * G + g) * CS + VEC * cv) = x;
+        }}
+    }}
+    __syncthreads();
+    for (int e = tid; e < G * CS; e += NT) {{
+        const int g = e / CS, c = e % CS;
+        float x = 0.0f;
+        for (int w = 0; w < NW; ++w) x += part[(w * G + g) * CS + c];
+        out[(long long)b * H * D + (j * G + g) * D + col0 + c] = __float2bfloat16(x);
+    }}
+}}
+"#,
+        inv = if window {
+            "        const float inv = 1.0f / wl[g];\n"
+        } else {
+            ""
+        },
+    ));
+    let body = src;
+    let mut summary = format!(
+        "Liger {variant} decode step: one block per ({cs} state columns, KV head, row) for all {g} query heads; \
+         the state slice loaded first ({} rows × {vec} columns per thread, {}-byte loads) and updated in place",
+        d.div_ceil(nt / (cs / vec)),
+        4 * vec
+    );
+    if window {
+        summary.push_str(&format!(
+            "; window over the ring ({} keys) staged in shared memory {}, scores {}, softmax, pV for the block's columns",
+            w + 1,
+            if kc > w {
+                "at once".to_string()
+            } else {
+                format!("in chunks of {kc} (online softmax)")
+            },
+            if tc {
+                "on tensor cores (bf16 wmma)"
+            } else {
+                "in f32"
+            }
+        ));
+    }
+    summary.push_str("; mix");
     KernelSrc {
         name,
-        summary: format!(
-            "Liger {variant} decode step: gate + feature maps, window over the ring ({} keys), state update in place, mix",
-            w + 1
-        ),
+        summary,
         body,
-        block: [DECODE_THREADS as u32, 1, 1],
+        block: [nt as u32, 1, 1],
         smem: 0,
         grid: format!(
-            "({}, {kv}, batch): one block per (value tile of {vt} columns, KV head, row)",
-            d / vt
+            "({}, {kv}, batch): one block per ({cs}-column slice of the state, KV head, row)",
+            d / cs
         ),
         params: vec![
             format!("q [batch, {}] bf16 (raw)", h * d),
@@ -322,6 +567,96 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     }
 }
 
+/// The window part of step 1 of [`decode_keyed`]: the helpers staging and scoring a chunk
+/// of keys, the first chunk's loads and the ring push.
+fn window_prologue(tc: bool) -> String {
+    let score = if tc {
+        r#"    // Scores q.k of chunk c0 on tensor cores (bf16 in, f32 accumulation): one warp per tile of
+    // 16 keys (A, row-major) x 16 query heads (B = the rotated queries, column-major).
+    auto score = [&](int c0) {
+        for (int t = warp; t < KC / 16; t += NW) {
+            if (c0 + 16 * t >= nk) continue;
+            for (int n = 0; n < QR / 16; ++n) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> sc;
+                wmma::fill_fragment(sc, 0.0f);
+                for (int k0 = 0; k0 < D; k0 += 16) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ka;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> qm;
+                    wmma::load_matrix_sync(ka, wk + 16 * t * DP + k0, DP);
+                    wmma::load_matrix_sync(qm, qb + 16 * n * DP + k0, DP);
+                    wmma::mma_sync(sc, ka, qm, sc);
+                }
+                wmma::store_matrix_sync(wsc + 16 * t * GS + 16 * n, sc, GS, wmma::mem_row_major);
+            }
+        }
+    };
+"#
+    } else {
+        r#"    // Scores q.k of chunk c0 in f32: one thread per (key, head).
+    auto score = [&](int c0) {
+        for (int e = tid; e < KC * G; e += NT) {
+            const int r = e / G, g = e % G;
+            if (c0 + r >= nk) continue;
+            float dot = 0.0f;
+            for (int i = 0; i < D; ++i) dot += __bfloat162float(qb[g * DP + i]) * __bfloat162float(wk[r * DP + i]);
+            wsc[r * GS + g] = dot;
+        }
+    };
+"#
+    };
+    format!(
+        r#"    for (int g = tid; g < G; g += NT) {{
+        wm[g] = neg_inf();
+        wl[g] = 0.0f;
+    }}
+    // ... and the window's first chunk: keys pos-W ..= pos, the ring's then this step's k_rot / v
+    const int lo = max(0, pos - W), nk = pos - lo + 1;
+    const bf16* k_cur = k_rot + bj * D;
+    const bf16* v_cur = v + bj * D;
+    bf16* ring_kh = ring_k + bj * NRING * D;
+    bf16* ring_vh = ring_v + bj * NRING * D;
+    // Stages chunk c0: keys lo+c0 .. lo+c0+KC-1 into wk (all features) and wv (this block's
+    // columns), zeros past pos; every load of the chunk is issued before the first store.
+    auto stage = [&](int c0) {{
+        constexpr int KN = KC * D / BV, VN = KC * CS / BV;  // loads of the chunk
+        constexpr int KL = (KN + NT - 1) / NT, VL = (VN + NT - 1) / NT;  // per thread
+        LoadB kx[KL], vx[VL];
+#pragma unroll
+        for (int u = 0; u < KL; ++u) {{
+            const int e = tid + u * NT, r = e / (D / BV), i = e % (D / BV) * BV, key = lo + c0 + r;
+            kx[u] = LoadB{{}};
+            if ((KN % NT == 0 || e < KN) && c0 + r < nk)
+                kx[u] = *reinterpret_cast<const LoadB*>((key == pos ? k_cur : ring_kh + (long long)(key % NRING) * D) + i);
+        }}
+#pragma unroll
+        for (int u = 0; u < VL; ++u) {{
+            const int e = tid + u * NT, r = e / (CS / BV), c = e % (CS / BV) * BV, key = lo + c0 + r;
+            vx[u] = LoadB{{}};
+            if ((VN % NT == 0 || e < VN) && c0 + r < nk)
+                vx[u] = *reinterpret_cast<const LoadB*>((key == pos ? v_cur : ring_vh + (long long)(key % NRING) * D) + col0 + c);
+        }}
+#pragma unroll
+        for (int u = 0; u < KL; ++u) {{
+            const int e = tid + u * NT;
+            if (KN % NT == 0 || e < KN) *reinterpret_cast<LoadB*>(wk + e / (D / BV) * DP + e % (D / BV) * BV) = kx[u];
+        }}
+#pragma unroll
+        for (int u = 0; u < VL; ++u) {{
+            const int e = tid + u * NT;
+            if (VN % NT == 0 || e < VN) *reinterpret_cast<LoadB*>(wv + e / (CS / BV) * CS + e % (CS / BV) * BV) = vx[u];
+        }}
+    }};
+{score}    stage(0);
+    // push this token into slot pos % NRING (own columns): that slot held position pos-W-1, which no query reads
+    const long long slot = (long long)(pos % NRING) * D + col0;
+    for (int c = tid; c < CS; c += NT) {{
+        ring_kh[slot + c] = k_cur[col0 + c];
+        ring_vh[slot + c] = v_cur[col0 + c];
+    }}
+"#
+    )
+}
+
 /// One decode step of a GSA layer: one block per (KV head, row).
 pub fn decode_gsa(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
@@ -333,7 +668,7 @@ pub fn decode_gsa(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     );
     let gate = gate_expr(LigerVariant::Gsa, d, m, "i", "kr", "0.0f");
     let window_code = if window {
-        decode_window("all columns", false)
+        decode_window_gsa()
     } else {
         String::new()
     };
@@ -443,5 +778,35 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             format!("out [batch, {}] bf16 (out)", h * d),
             "pos (const int*: device memory)".into(),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts tests/cuda_decode_kernel.rs relies on covering every code path.
+    #[test]
+    fn keyed_layouts() {
+        // Llama-3-8B: 32-column slices, 16-byte state loads, 4 rows a thread, the
+        // whole window one chunk of 80 keys, tensor-core scores.
+        let l = KeyedLayout::new(4, 128, 64, true, true, false);
+        assert_eq!(
+            (l.cs, l.vec, l.nt, l.kc, l.bv, l.qr),
+            (32, 4, 256, 80, 8, 16)
+        );
+        assert!(l.tc && l.part_in_keys);
+        // A 201-key window at D 128 is staged in chunks of 96.
+        assert_eq!(KeyedLayout::new(2, 128, 200, true, true, false).kc, 96);
+        // G 8 at W 0: the per-warp sums outgrow the 16 staged keys.
+        let l = KeyedLayout::new(8, 16, 0, true, true, false);
+        assert_eq!((l.nt, l.kc), (64, 16));
+        assert!(!l.part_in_keys);
+        // D not a multiple of 16: f32 scores, narrower slices and loads.
+        let l = KeyedLayout::new(4, 24, 5, true, true, true);
+        assert_eq!((l.cs, l.vec, l.nt, l.bv, l.qr, l.gs), (8, 4, 64, 8, 4, 4));
+        assert!(!l.tc);
+        let l = KeyedLayout::new(2, 7, 4, true, true, false);
+        assert_eq!((l.cs, l.vec, l.nt, l.bv), (1, 1, 32, 1));
     }
 }
