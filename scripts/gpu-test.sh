@@ -14,7 +14,8 @@
 #           (tests/gpu/tie_check.py: CPU gap to the CUDA pick ≤ the CUDA − CPU error there).
 # kernels:  scripts/gpu_kernels.py check — the Liger kernels alone vs a float64 torch reference.
 # kperf:    scripts/gpu_kernels.py bench (Liger prefill/decode kernels vs fla and SDPA).
-# bench:    `ligerc bench-cuda` decode tok/s, graphs vs plain launches, batch 1/32, context 1k/8k (and scripts/gpu_bench.py for
+# bench:    `ligerc bench-cuda` decode tok/s, graphs vs plain launches, batch 1/32, context 1k/8k
+#           (BENCH_CONTEXTS; the peer's batch:context list: PEER_CONFIGS) (and scripts/gpu_bench.py for
 #           transformers SDPA on the same GPU, when python3 has torch + transformers).
 # Tolerance: max|cuda − cpu| ≤ TOL × max|cpu logit| (TOL = 3e-2: bf16 weights and activations)
 # and the argmax equal on ≥ 90% of positions; for linearized SmolLM2 the per-position median
@@ -154,7 +155,7 @@ if [[ $what == *bench* && -f $SMOL ]]; then
   $L bench-cuda "$SMOL" --pass linearize --batch 1,32 --context ${BENCH_CONTEXTS:-1024,8192} \
     --steps ${BENCH_STEPS:-256} --profile ${BENCH_PROFILE:-0} 2>>"$OUT/bench.err" | tee -a "$summary" "$OUT/bench.jsonl"
   if python3 -c 'import torch, transformers' 2>/dev/null; then
-    PYTHONUNBUFFERED=1 python3 scripts/gpu_bench.py ${PEER_STEPS:-64} 1:1024 1:8192 32:1024 32:8192 2>&1 | tee -a "$summary" "$OUT/bench.jsonl"
+    PYTHONUNBUFFERED=1 python3 scripts/gpu_bench.py ${PEER_STEPS:-64} ${PEER_CONFIGS:-1:1024 1:8192 32:1024 32:8192} 2>&1 | tee -a "$summary" "$OUT/bench.jsonl"
   fi
 fi
 
