@@ -1445,7 +1445,7 @@ impl<'a> Lower<'a> {
     /// The chunk-parallel recurrence of a Liger prefill: per-chunk state contributions
     /// and decays into scratch `[batch, KV, ⌈seq/C⌉, DK(, DV)]`, a scan over the chunks
     /// from the stored `state` (which gets the final state), then the outputs per (chunk,
-    /// query head, row). `ops` = (queries, k, v, state).
+    /// query head or KV head ([`liger::gla_prefill_heads`]), row). `ops` = (queries, k, v, state).
     #[allow(clippy::too_many_arguments)]
     fn prefill_recurrence(
         &mut self,
@@ -1459,7 +1459,7 @@ impl<'a> Lower<'a> {
         out: Arg,
     ) -> Result<(), CudaError> {
         let [qs, k, v, state] = ops;
-        let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+        let (kv, d) = (spec.kv_heads, spec.head_dim);
         let dk = match rec {
             Recurrence::Keyed => d,
             Recurrence::GsaValues => spec.slots,
@@ -1515,10 +1515,11 @@ impl<'a> Lower<'a> {
         args.extend(window);
         args.extend([out, seq]);
         let nargs = args.len();
+        let heads = liger::gla_prefill_heads(spec, rec, c);
         self.launch(
             out_src,
             nodes,
-            [nch, Extent::from(h), b],
+            [nch, Extent::from(heads), b],
             args,
             &[nargs - 2],
             Some(layer),

@@ -38,6 +38,17 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     (c, floats(c) * 4)
 }
 
+/// Blocks along the grid's y axis of [`gla_prefill`] at chunk `chunk`: one per query head
+/// (the scalar kernel), or one per KV head (the tensor-core kernel, which serves the KV
+/// head's query heads in turn).
+pub fn gla_prefill_heads(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> usize {
+    if chunk_tc::eligible(spec, rec, chunk) {
+        spec.kv_heads
+    } else {
+        spec.heads
+    }
+}
+
 /// The CUDA constants and chunk prologue shared by [`gla_chunk_states`] and
 /// [`gla_prefill`]: loads chunk `n`'s raw keys and values of KV head `j`, row `b`, computes
 /// the gate and key map from the raw keys and the in-chunk inclusive cumsum of the gates.

@@ -51,10 +51,16 @@ pub(super) fn states_smem_floats(c: usize, d: usize) -> usize {
 }
 
 /// Shared memory of the tensor-core step 3 in floats: step 1's tiles, the mapped queries,
-/// the scores, the queries scaled for one key sub-chunk, a 16 × 16 staging tile per warp.
+/// the scores, the queries and the keys scaled for one key sub-chunk, a 16 × 16 staging
+/// tile per warp.
 pub(super) fn prefill_smem_floats(c: usize, d: usize) -> usize {
     let ks = d + PAD;
-    states_smem_floats(c, d) + c * ks + c * (c + 4) + (c - 16) * ks + (TC_THREADS / 32) * 256
+    states_smem_floats(c, d)
+        + c * ks
+        + c * (c + 4)
+        + (c - 16) * ks
+        + 16 * ks
+        + (TC_THREADS / 32) * 256
 }
 
 /// The wmma types and helpers both kernels share.
@@ -184,7 +190,9 @@ fn fast_range() -> String {
     }
 }
 
-/// Step 3 on tensor cores (see [`super::gla_prefill`] for the contract; queries are raw bf16).
+/// Step 3 on tensor cores (see [`super::gla_prefill`] for the contract; queries are raw bf16),
+/// one block per (chunk, KV head, row) serving the KV head's query heads in turn: the keys'
+/// gate, feature map and scaling, the values and the state are shared by the `G` heads.
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
@@ -213,17 +221,13 @@ constexpr float FAST = {fast};  // largest in-chunk decay exponent of the one-pr
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
-    const int n = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = h / G, tid = threadIdx.x;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
 {prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
     float* A = qf + C * KS;        // [C][CA] intra-chunk scores (zero above the diagonal)
     float* qp = A + C * CA;        // [C-16][KS] queries scaled for one key sub-chunk
-    float* stg = qp + (C - 16) * KS + warp * 256;  // this warp's 16x16 output staging tile
-    load_rows_bf16<DK>(qf, KS, q + row0 * (H * DK) + h * DK, H * DK, L);
-    for (int e = tid; e < C * CA; e += NT) A[e] = 0.0f;
-    __syncthreads();
-    softmax_rows_strided(qf, L, DK, KS);
-    __syncthreads();
+    float* kp = qp + (C - 16) * KS;  // [16][KS] that key sub-chunk, scaled to its last row
+    float* stg = kp + 16 * KS + warp * 256;  // this warp's 16x16 output staging tile
     // The chunk's decay range decides the score path (block-uniform): when no channel decays
     // by more than e^-FAST over the chunk, k~_s e^(-b_s) < e^FAST and the scores are one product
     // (q~ e^b)(k~ e^-b)^T of non-negative terms; otherwise per sub-chunk, every factor <= 1.
@@ -231,148 +235,162 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     for (int i = tid; i < DK; i += NT) fast_decay &= -bc[(L - 1) * KS + i] <= FAST;
     const bool slow = __syncthreads_or(!fast_decay) != 0;
     if (!slow) {{
-        // q~_t e^(b_t) (also the state term's queries) and k~_s e^(-b_s), in place
+        // k~_s e^(-b_s), in place, once for the G query heads
         for (int e = tid; e < L * DK; e += NT) {{
             const int t = e / DK, i = e % DK;
-            qf[t * KS + i] *= __expf(bc[t * KS + i]);
             kf[t * KS + i] *= __expf(-bc[t * KS + i]);
         }}
+    }}
+    const float* S = states + bl * (DK * DV);  // the state entering this chunk
+    for (int g = 0; g < G; ++g) {{
+        const int h = j * G + g;  // the query head (the KV head's keys, values and state serve all G)
+        __syncthreads();  // the previous head's tiles are consumed (and the keys scaled)
+        load_rows_bf16<DK>(qf, KS, q + row0 * (H * DK) + h * DK, H * DK, L);
+        for (int e = tid; e < C * CA; e += NT) A[e] = 0.0f;
         __syncthreads();
-        // A = the lower triangle of qf kf^T: the 16x16 tiles on and below the diagonal
-        for (int tile = warp; tile < NS * (NS + 1) / 2; tile += NW) {{
-            int ii = 0;
-            while ((ii + 1) * (ii + 2) / 2 <= tile) ++ii;
-            const int jj = tile - ii * (ii + 1) / 2;
-            if (16 * ii >= L) continue;  // warp-uniform
-            FragC acc;
-            wmma::fill_fragment(acc, 0.0f);
-            for (int k0 = 0; k0 < DK; k0 += 8) {{
-                FragA a;
-                FragBt bm;
-                wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
-                wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
-                to_tf32(a);
-                to_tf32(bm);
-                wmma::mma_sync(acc, a, bm, acc);
-            }}
-            wmma::store_matrix_sync(A + 16 * ii * CA + 16 * jj, acc, CA, wmma::mem_row_major);
-        }}
+        softmax_rows_strided(qf, L, DK, KS);
         __syncthreads();
-        for (int e = tid; e < C * 16; e += NT) {{  // above the diagonal of the diagonal tiles
-            const int t = e / 16, s = (t & ~15) + e % 16;
-            if (s > t) A[t * CA + s] = 0.0f;
-        }}
-        __syncthreads();
-    }} else {{
-        // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
-        for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
-            const int blk = p / 136, r = p % 136;
-            int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
-            while (tt * (tt + 1) / 2 > r) --tt;
-            while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
-            const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
-            if (t >= L) continue;  // warp-uniform
-            float a = 0.0f;
-            for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
-            a = warp_sum(a);
-            if (lane == 0) A[t * CA + s] = a;
-        }}
-        __syncthreads();
-        // 2. keys scaled to the last row r of their sub-chunk: k~_s * exp(b_r - b_s) <= 1, in place.
-        for (int e = tid; e < L * DK; e += NT) {{
-            const int s = e / DK, i = e % DK, r = min(s | 15, L - 1);
-            kf[s * KS + i] *= __expf(bc[r * KS + i] - bc[s * KS + i]);
-        }}
-        // 3. off-diagonal blocks, per key sub-chunk J (rows up to r): the later queries scaled by
-        //    exp(b_t - b_r) <= 1, times the scaled keys, on tensor cores.
-        for (int jj = 0; jj + 1 < NS; ++jj) {{
-            const int r = 16 * jj + 15, t0 = r + 1;
-            if (t0 >= L) break;  // block-uniform: no later query rows
-            __syncthreads();     // the scaled keys are written; the previous J's queries consumed
-            for (int e = tid; e < (C - t0) * DK; e += NT) {{
-                const int tq = e / DK, i = e % DK, t = t0 + tq;
-                qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
+        if (!slow) {{
+            // q~_t e^(b_t), in place (also the state term's queries)
+            for (int e = tid; e < L * DK; e += NT) {{
+                const int t = e / DK, i = e % DK;
+                qf[t * KS + i] *= __expf(bc[t * KS + i]);
             }}
             __syncthreads();
-            for (int w = warp; w < (C - t0) / 16; w += NW) {{
+            // A = the lower triangle of qf kf^T: the 16x16 tiles on and below the diagonal
+            for (int tile = warp; tile < NS * (NS + 1) / 2; tile += NW) {{
+                int ii = 0;
+                while ((ii + 1) * (ii + 2) / 2 <= tile) ++ii;
+                const int jj = tile - ii * (ii + 1) / 2;
+                if (16 * ii >= L) continue;  // warp-uniform
                 FragC acc;
                 wmma::fill_fragment(acc, 0.0f);
                 for (int k0 = 0; k0 < DK; k0 += 8) {{
                     FragA a;
                     FragBt bm;
-                    wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                    wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
                     wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
                     to_tf32(a);
                     to_tf32(bm);
                     wmma::mma_sync(acc, a, bm, acc);
                 }}
-                wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+                wmma::store_matrix_sync(A + 16 * ii * CA + 16 * jj, acc, CA, wmma::mem_row_major);
             }}
+            __syncthreads();
+            for (int e = tid; e < C * 16; e += NT) {{  // above the diagonal of the diagonal tiles
+                const int t = e / 16, s = (t & ~15) + e % 16;
+                if (s > t) A[t * CA + s] = 0.0f;
+            }}
+            __syncthreads();
+        }} else {{
+            // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
+            for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
+                const int blk = p / 136, r = p % 136;
+                int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
+                while (tt * (tt + 1) / 2 > r) --tt;
+                while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
+                const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
+                if (t >= L) continue;  // warp-uniform
+                float a = 0.0f;
+                for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
+                a = warp_sum(a);
+                if (lane == 0) A[t * CA + s] = a;
+            }}
+            // 2. off-diagonal blocks, per key sub-chunk J (rows up to r): its keys scaled by
+            //    exp(b_r - b_s) <= 1 (kf itself stays as it is for the next head), the later
+            //    queries by exp(b_t - b_r) <= 1, multiplied on tensor cores.
+            for (int jj = 0; jj + 1 < NS; ++jj) {{
+                const int r = 16 * jj + 15, t0 = r + 1;
+                if (t0 >= L) break;  // block-uniform: no later query rows
+                __syncthreads();     // the diagonal is done; the previous J's tiles consumed
+                for (int e = tid; e < 16 * DK; e += NT) {{
+                    const int s = 16 * jj + e / DK, i = e % DK;
+                    kp[(e / DK) * KS + i] = kf[s * KS + i] * __expf(bc[r * KS + i] - bc[s * KS + i]);
+                }}
+                for (int e = tid; e < (C - t0) * DK; e += NT) {{
+                    const int tq = e / DK, i = e % DK, t = t0 + tq;
+                    qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
+                }}
+                __syncthreads();
+                for (int w = warp; w < (C - t0) / 16; w += NW) {{
+                    FragC acc;
+                    wmma::fill_fragment(acc, 0.0f);
+                    for (int k0 = 0; k0 < DK; k0 += 8) {{
+                        FragA a;
+                        FragBt bm;
+                        wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                        wmma::load_matrix_sync(bm, kp + k0, KS);
+                        to_tf32(a);
+                        to_tf32(bm);
+                        wmma::mma_sync(acc, a, bm, acc);
+                    }}
+                    wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+                }}
+            }}
+            __syncthreads();
+            // 3. q~_t * exp(b_t) for the state term
+            for (int e = tid; e < L * DK; e += NT) {{
+                const int t = e / DK, i = e % DK;
+                qf[t * KS + i] *= __expf(bc[t * KS + i]);
+            }}
+            __syncthreads();
         }}
-        __syncthreads();
-        // 4. q~_t * exp(b_t) for the state term
-        for (int e = tid; e < L * DK; e += NT) {{
-            const int t = e / DK, i = e % DK;
-            qf[t * KS + i] *= __expf(bc[t * KS + i]);
-        }}
-        __syncthreads();
-    }}
-    // 5. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
-    //    S (the state entering the chunk) read as fragments from the scratch; RG warps share
-    //    a column tile, each its own row tiles.
-    const float* S = states + bl * (DK * DV);
-    constexpr int NTJ = DV / 16;                   // 16-column tiles of the output
-    constexpr int RG = NW >= 2 * NTJ ? NW / NTJ : 1;  // row groups: warps per column tile
-    for (int item = warp; item < NTJ * RG; item += NW) {{
-        const int cj = item % NTJ, rg = item / NTJ;  // row tiles ii = rg, rg + RG, ...
-        FragC acc[NS];
-#pragma unroll
-        for (int ii = 0; ii < NS; ++ii) wmma::fill_fragment(acc[ii], 0.0f);
-#pragma unroll 4
-        for (int k0 = 0; k0 < DK; k0 += 8) {{
-            FragB sb;
-            wmma::load_matrix_sync(sb, S + k0 * DV + 16 * cj, DV);
-            to_tf32(sb);
-#pragma unroll
+        // 4. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
+        //    S (the state entering the chunk) read as fragments from the scratch; RG warps share
+        //    a column tile, each its own row tiles.
+        constexpr int NTJ = DV / 16;                   // 16-column tiles of the output
+        constexpr int RG = NW >= 2 * NTJ ? NW / NTJ : 1;  // row groups: warps per column tile
+        for (int item = warp; item < NTJ * RG; item += NW) {{
+            const int cj = item % NTJ, rg = item / NTJ;  // row tiles ii = rg, rg + RG, ...
+            FragC acc[NS];
+    #pragma unroll
+            for (int ii = 0; ii < NS; ++ii) wmma::fill_fragment(acc[ii], 0.0f);
+    #pragma unroll 4
+            for (int k0 = 0; k0 < DK; k0 += 8) {{
+                FragB sb;
+                wmma::load_matrix_sync(sb, S + k0 * DV + 16 * cj, DV);
+                to_tf32(sb);
+    #pragma unroll
+                for (int ii = 0; ii < NS; ++ii) {{
+                    if (16 * ii >= L) break;
+                    if (ii % RG != rg) continue;
+                    FragA a;
+                    wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
+                    to_tf32(a);
+                    wmma::mma_sync(acc[ii], a, sb, acc[ii]);
+                }}
+            }}
+            for (int k0 = 0; k0 < L; k0 += 8) {{
+                FragB vb;
+                wmma::load_matrix_sync(vb, vs + k0 * DV + 16 * cj, DV);  // bf16 values: exact in tf32
+    #pragma unroll
+                for (int ii = 0; ii < NS; ++ii) {{
+                    if (ii < k0 / 16 || ii % RG != rg) continue;  // score tiles right of the diagonal are zero
+                    if (16 * ii >= L) break;
+                    FragA a;
+                    wmma::load_matrix_sync(a, A + 16 * ii * CA + k0, CA);
+                    to_tf32(a);
+                    wmma::mma_sync(acc[ii], a, vb, acc[ii]);
+                }}
+            }}
+    #pragma unroll
             for (int ii = 0; ii < NS; ++ii) {{
                 if (16 * ii >= L) break;
                 if (ii % RG != rg) continue;
-                FragA a;
-                wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
-                to_tf32(a);
-                wmma::mma_sync(acc[ii], a, sb, acc[ii]);
-            }}
-        }}
-        for (int k0 = 0; k0 < L; k0 += 8) {{
-            FragB vb;
-            wmma::load_matrix_sync(vb, vs + k0 * DV + 16 * cj, DV);  // bf16 values: exact in tf32
-#pragma unroll
-            for (int ii = 0; ii < NS; ++ii) {{
-                if (ii < k0 / 16 || ii % RG != rg) continue;  // score tiles right of the diagonal are zero
-                if (16 * ii >= L) break;
-                FragA a;
-                wmma::load_matrix_sync(a, A + 16 * ii * CA + k0, CA);
-                to_tf32(a);
-                wmma::mma_sync(acc[ii], a, vb, acc[ii]);
-            }}
-        }}
-#pragma unroll
-        for (int ii = 0; ii < NS; ++ii) {{
-            if (16 * ii >= L) break;
-            if (ii % RG != rg) continue;
-            wmma::store_matrix_sync(stg, acc[ii], 16, wmma::mem_row_major);
-            __syncwarp();
-#pragma unroll
-            for (int e = lane; e < 256; e += 32) {{
-                const int t = 16 * ii + e / 16, c = 16 * cj + e % 16;
-                if (t < L) {{
-                    const long long at = (row0 + t) * (H * DV) + h * DV + c;
-                    out[at] = __float2bfloat16({mix_in}MIX * stg[e]);
+                wmma::store_matrix_sync(stg, acc[ii], 16, wmma::mem_row_major);
+                __syncwarp();
+    #pragma unroll
+                for (int e = lane; e < 256; e += 32) {{
+                    const int t = 16 * ii + e / 16, c = 16 * cj + e % 16;
+                    if (t < L) {{
+                        const long long at = (row0 + t) * (H * DV) + h * DV + c;
+                        out[at] = __float2bfloat16({mix_in}MIX * stg[e]);
+                    }}
                 }}
+                __syncwarp();
             }}
-            __syncwarp();
         }}
-    }}
+    }}  // query heads
 }}
 "#,
         tc = TC_PRELUDE,
@@ -404,7 +422,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     KernelSrc {
         name,
         summary: format!(
-            "Liger {}, prefill step 3/3, chunk {c}, TF32 tensor cores: outputs per (chunk, query head) from the state entering the chunk, output {}mix_linear {} · o",
+            "Liger {}, prefill step 3/3, chunk {c}, TF32 tensor cores: outputs per (chunk, KV head), its query heads in turn, from the state entering the chunk, output {}mix_linear {} · o",
             rec_what(variant, Recurrence::Keyed, d),
             if window { "window part + " } else { "" },
             spec.mix_linear
@@ -412,7 +430,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         body,
         block: [TC_THREADS as u32, 1, 1],
         smem: (prefill_smem_floats(c, d) * 4) as u32,
-        grid: format!("(ceil(seq/{c}), {h}, batch): one block per (chunk, query head, row)"),
+        grid: format!(
+            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn"
+        ),
         params,
     }
 }

@@ -16,9 +16,12 @@
 //!    scratch), [`gla_state_scan`] (one thread per state element walks the chunks
 //!    from the stored state `S` per KV head: the state entering each chunk, the
 //!    final state written back), [`gla_prefill`] (one block per (chunk, query
-//!    head, row): adds `mix_linear · o` to the window part and writes the bf16
-//!    output). For GSA it is the value pass (queries = softmax of the slot
-//!    logits, keys `s = 1 − α`, state `Hv`);
+//!    head, row), or per (chunk, KV head, row) serving its query heads in turn on
+//!    tensor cores ([`gla_prefill_heads`]): adds `mix_linear · o` to the window part
+//!    and writes the bf16 output). The keyed variants at head dims and chunks that
+//!    are multiples of 16 run steps 1 and 3 on TF32 tensor cores (`chunk_tc.rs`).
+//!    For GSA it is the value pass (queries = softmax of the slot logits, keys
+//!    `s = 1 − α`, state `Hv`);
 //! 4. [`ring_store`] — the last `window + 1` rotated keys and values into the
 //!    ring the decode step reads.
 //!
@@ -32,7 +35,7 @@ mod gsa;
 mod ring;
 mod window;
 
-pub use chunk::{gla_chunk, gla_chunk_states, gla_prefill, gla_state_scan};
+pub use chunk::{gla_chunk, gla_chunk_states, gla_prefill, gla_prefill_heads, gla_state_scan};
 pub use decode::{decode_gsa, decode_keyed};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;
