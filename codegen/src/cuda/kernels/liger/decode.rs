@@ -123,7 +123,7 @@ impl KeyedLayout {
                 part_in_keys: false,
             };
         }
-        fixed += 2 * qr * dp + 4 * 3 * g;
+        fixed += 2 * qr * dp + 4 * 4 * g;
         let per_key = 2 * dp + 2 * cs + 4 * gs;
         let chunk = |fixed: usize| {
             let fit = DECODE_SMEM.saturating_sub(fixed) / per_key / 16 * 16;
@@ -154,11 +154,14 @@ impl KeyedLayout {
 ///
 /// One block per (value tile of `CS` columns, KV head, row) owns those columns of the
 /// state for all `G` query heads. Written to keep HBM busy at large batch: every
-/// thread issues its 16-byte state loads (`RPT` rows × `VEC` columns) and the
-/// window's staging loads before anything else, so the gate, the feature maps and the
-/// window scores run while they are in flight; the scores take all `D` features
-/// (tensor cores when `D` is a multiple of 16: the keys are the `A` tiles, the
-/// rotated queries the `B` tile), the weighted sum only the block's own columns. The
+/// thread issues its 16-byte state loads (`RPT` rows × `VEC` columns), the queries' and
+/// keys' loads (`BV` bf16 each, into registers) and the window's staging loads before
+/// anything else — one round trip to memory, none waiting for another (the window is
+/// staged in ring-slot order, so its first chunk's addresses do not depend on `pos`) —
+/// so the gate, the feature maps and the window scores run while the state is in
+/// flight; the scores take all `D` features (tensor cores when `D` is a multiple of 16:
+/// the keys are the `A` tiles, the rotated queries the `B` tile), the weighted sum only
+/// the block's own columns. The
 /// window is walked in chunks of `KC` keys with an online softmax (one chunk when it
 /// fits the shared memory, as at `W` 64). Each thread's state rows and window keys
 /// give partial sums of its `G × VEC` outputs, added over the warp's lanes by
@@ -227,8 +230,10 @@ struct alignas(2 * BV) LoadB {{ bf16 x[BV]; }};  // one staging load
 // One token per row (tokens = batch). Grid (D/CS, HKV, batch): block (cb, j, b) owns columns
 // cb*CS .. cb*CS+CS-1 of KV head j's state for all G query heads of that KV head. Thread t
 // holds state rows t/TPR + RP*p (p < RPT), columns VEC*(t%TPR) .. of the block's slice.
-//   1. every load is issued at once: the state slice (registers), q/k (shared), the window's
-//      first chunk of keys (all features) and values (own columns); the ring gets this token
+//   1. every load is issued at once, none waiting for another: the state slice, q/q_rot/k/k_rot
+//      (BV-wide, registers), the window's first chunk of ring slots: keys (all features) and
+//      values (own columns), in slot order (no wait for pos); then the stores to shared memory,
+//      this token's key and value into its slot's row, the ring push (own columns)
 //   2. gate, feature maps and the chunk's scores while the state loads are in flight
 //   3. recurrent branch: S <- diag(alpha) S + kf^T v written back in place, partial q S
 //   4. window branch (in chunks of KC keys when they do not fit at once): online softmax,
@@ -270,7 +275,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             "    alignas(32) __shared__ float wsc[KC * GS];  // the chunk's scores q.k, then exp(score - max)\n",
         );
         put(
-            "    __shared__ float wm[G], wl[G], wc[G];  // per head: running max, running sum, this chunk's rescale\n",
+            "    __shared__ float wm[G], wl[G], wc[G], wi[G];  // per head: running max, running sum, this chunk's rescale, MIX_WIN / sum\n",
         );
     }
     if part_in_keys {
@@ -294,7 +299,8 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     if !window {
         put("    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos_ptr;\n");
     }
-    // 1. Loads.
+    // 1. Loads: the state slice, this token's v, pos, the queries and keys, the window's first
+    // chunk; all issued before the first store that waits for one.
     if grm {
         put(r#"
     // 1. every load at once: this block's state columns (16-byte loads, into registers) ...
@@ -305,48 +311,136 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         const int i = rr0 + RP * p;
         if (D % RP == 0 || i < D) s[p] = *reinterpret_cast<const VecF*>(sp + (long long)i * D);
     }
-    const VecB vt = *reinterpret_cast<const VecB*>(v + bj * D + col0 + VEC * cv);  // this token's v, own columns
 "#);
     } else {
         put("\n    // 1. every load at once: ...\n");
     }
+    put(
+        "    const VecB vt = *reinterpret_cast<const VecB*>(v + bj * D + col0 + VEC * cv);  // this token's v, own columns\n",
+    );
     if window {
         put(
             "    const int pos = *pos_ptr;  // device memory: one captured graph serves every step\n",
         );
     }
-    put("    // ... the queries and the key ...\n");
-    put(&format!(
-        "    for (int e = tid; e < G * D; e += NT) {{\n        const long long at = (long long)b * H * D + (long long)j * G * D + e;\n{}{}    }}\n",
-        if grm {
-            "        qk[e] = ld(q, at);\n"
+    // The queries and keys, BV bf16 a load: segments (source, loads, store of `x` at `f`).
+    let mut segs: Vec<(&str, &str, String)> = Vec::new();
+    if grm {
+        segs.push((
+            "q + qoff",
+            "G * D / BV",
+            "for (int c = 0; c < BV; ++c) qk[f + c] = __bfloat162float(x.x[c]);".into(),
+        ));
+    }
+    if window {
+        segs.push((
+            "q_rot + qoff",
+            "G * D / BV",
+            "*reinterpret_cast<LoadB*>(qb + f / D * DP + f % D) = x;".into(),
+        ));
+    }
+    if grm {
+        segs.push((
+            "k + bj * D",
+            "D / BV",
+            format!(
+                "for (int c = 0; c < BV; ++c) {{\n                    const float y = __bfloat162float(x.x[c]);{}{}\n                }}",
+                if raw_key { "\n                    kr[f + c] = y;" } else { "" },
+                if variant == LigerVariant::Hgrn2 {
+                    ""
+                } else {
+                    "\n                    qk[G * D + f + c] = y;  // the key map is its softmax"
+                }
+            ),
+        ));
+    }
+    if window {
+        segs.push((
+            "k_cur",
+            "D / BV",
+            "if (cur < KC) *reinterpret_cast<LoadB*>(wk + cur * DP + f) = x;  // its staged row\n                if (f >= col0 && f < col0 + CS) *reinterpret_cast<LoadB*>(ring_kh + slot + f) = x;  // the ring push".into(),
+        ));
+    }
+    let ends = (0..=segs.len())
+        .map(|i| {
+            format!(
+                "UE{i} = {}",
+                if i == 0 {
+                    "0".to_string()
+                } else {
+                    format!("UE{} + {}", i - 1, segs[i - 1].1)
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = segs.len();
+    let mut select = String::new();
+    let mut stores = String::new();
+    for (i, (src, _, st)) in segs.iter().enumerate() {
+        if i + 1 < n {
+            select.push_str(&format!("e < UE{} ? {src} + (e - UE{i}) * BV : ", i + 1));
         } else {
-            ""
-        },
-        if window {
-            "        qb[e / D * DP + e % D] = q_rot[at];\n"
+            select.push_str(&format!("{src} + (e - UE{i}) * BV"));
+        }
+        stores.push_str(&format!(
+            "{}if (e < UE{}) {{\n                const int f = (e - UE{i}) * BV;\n                {st}\n            }}",
+            if i == 0 { "            " } else { " else " },
+            i + 1
+        ));
+    }
+    put(&format!(
+        r#"    // ... the queries and the keys (BV bf16 a load) ...
+    const long long qoff = (long long)b * H * D + (long long)j * G * D;
+{kcur}    constexpr int {ends};  // ends of the segments of loads
+    constexpr int UL = (UE{n} + NT - 1) / NT;  // per thread
+    LoadB ux[UL];
+#pragma unroll
+    for (int u = 0; u < UL; ++u) {{
+        const int e = tid + u * NT;
+        ux[u] = LoadB{{}};
+        if (UE{n} % NT == 0 || e < UE{n}) ux[u] = *reinterpret_cast<const LoadB*>({select});
+    }}
+"#,
+        kcur = if window {
+            "    const bf16* k_cur = k_rot + bj * D;\n"
         } else {
             ""
         },
     ));
-    if window && qr > g {
-        put(
-            "    for (int e = tid; e < (QR - G) * D; e += NT) qb[(G + e / D) * DP + e % D] = __float2bfloat16(0.0f);\n",
-        );
-    }
-    if grm {
-        let copy = if variant == LigerVariant::Hgrn2 {
-            ""
-        } else {
-            "\n        qk[G * D + i] = x;  // the key map is its softmax"
-        };
-        put(&format!(
-            "    for (int i = tid; i < D; i += NT) {{\n        const float x = ld(k, bj * D + i);{kr}{copy}\n    }}\n",
-            kr = if raw_key { "\n        kr[i] = x;" } else { "" }
-        ));
-    }
     if window {
         put(&window_prologue(tc));
+    }
+    put(&format!(
+        r#"    // ... and their stores{ring}
+#pragma unroll
+    for (int u = 0; u < UL; ++u) {{
+        const int e = tid + u * NT;
+        if (UE{n} % NT == 0 || e < UE{n}) {{
+            const LoadB x = ux[u];
+{stores}
+        }}
+    }}
+"#,
+        ring = if window {
+            " (this step's key: its staged row, its ring slot's own columns)"
+        } else {
+            ""
+        },
+    ));
+    if window {
+        put(
+            r#"    if (tid < TPR) {  // this step's value: its staged row, its ring slot's own columns
+        if (cur < KC) *reinterpret_cast<VecB*>(wv + cur * CS + VEC * cv) = vt;
+        *reinterpret_cast<VecB*>(ring_vh + slot + col0 + VEC * cv) = vt;
+    }
+"#,
+        );
+    }
+    if window && qr > g {
+        put(
+            "    for (int e = tid; e < (QR - G) * DP / 8; e += NT) reinterpret_cast<uint4*>(qb + G * DP)[e] = uint4{0u, 0u, 0u, 0u};  // rows G.. zero\n",
+        );
     }
     put("    __syncthreads();\n");
     // 2. Gate, feature maps, first scores.
@@ -423,11 +517,18 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         for (int g = warp; g < G; g += NW) {
             const float m_old = wm[g];
             float mx = neg_inf();
-            for (int r = lane; r < kn; r += 32) mx = fmaxf(mx, wsc[r * GS + g] * SCALE);
+#pragma unroll
+            for (int u = 0; u < (KC + 31) / 32; ++u) {
+                const int r = lane + 32 * u;
+                if (r < kn) mx = fmaxf(mx, wsc[r * GS + g] * SCALE);
+            }
             const float m = fmaxf(m_old, warp_max(mx));
             float sum = 0.0f;
-            for (int r = lane; r < kn; r += 32) {
-                const float e = expf(wsc[r * GS + g] * SCALE - m);
+#pragma unroll
+            for (int u = 0; u < (KC + 31) / 32; ++u) {
+                const int r = lane + 32 * u;
+                if (r >= kn) break;
+                const float e = __expf(wsc[r * GS + g] * SCALE - m);  // exponent <= 0: the fast exp is exact to a few ulp
                 wsc[r * GS + g] = e;
                 sum += e;
             }
@@ -435,7 +536,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             if (lane == 0) {
                 const float corr = expf(m_old - m);  // 0 on the first chunk (m_old = -inf)
                 wc[g] = corr;
-                wl[g] = wl[g] * corr + sum;
+                const float l = wl[g] * corr + sum;
+                wl[g] = l;
+                wi[g] = MIX_WIN / l;  // the last chunk's is the one step 5 reads
                 wm[g] = m;
             }
         }
@@ -447,7 +550,10 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 #pragma unroll
             for (int c = 0; c < VEC; ++c) aw[g][c] *= corr;
         }
-        for (int r = rr0; r < kn; r += RP) {
+#pragma unroll
+        for (int u = 0; u < (KC + RP - 1) / RP; ++u) {
+            const int r = rr0 + RP * u;
+            if (r >= kn) break;
             const VecB x = *reinterpret_cast<const VecB*>(wv + r * CS + VEC * cv);
             float vf[VEC];
 #pragma unroll
@@ -477,9 +583,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     }
     // 5. Mix and sums.
     let mix = match (window, grm) {
-        (true, true) => "MIX_LIN * acc[g][c] + MIX_WIN * aw[g][c] * inv",
+        (true, true) => "MIX_LIN * acc[g][c] + aw[g][c] * inv",
         (false, true) => "MIX_LIN * acc[g][c]",
-        _ => "MIX_WIN * aw[g][c] * inv",
+        _ => "aw[g][c] * inv",
     };
     put(&format!(
         r#"
@@ -513,7 +619,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 }}
 "#,
         inv = if window {
-            "        const float inv = 1.0f / wl[g];\n"
+            "        const float inv = wi[g];  // MIX_WIN / the softmax's sum\n"
         } else {
             ""
         },
@@ -568,7 +674,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 }
 
 /// The window part of step 1 of [`decode_keyed`]: the helpers staging and scoring a chunk
-/// of keys, the first chunk's loads and the ring push.
+/// of keys and the first chunk (the ring push is in the queries' and keys' stores).
 fn window_prologue(tc: bool) -> String {
     let score = if tc {
         r#"    // Scores q.k of chunk c0 on tensor cores (bf16 in, f32 accumulation): one warp per tile of
@@ -609,50 +715,52 @@ fn window_prologue(tc: bool) -> String {
         wm[g] = neg_inf();
         wl[g] = 0.0f;
     }}
-    // ... and the window's first chunk: keys pos-W ..= pos, the ring's then this step's k_rot / v
-    const int lo = max(0, pos - W), nk = pos - lo + 1;
-    const bf16* k_cur = k_rot + bj * D;
+    // ... and the window's first chunk. The window is the ring's slots with this step's key and
+    // value in slot pos % NRING (it held pos-W-1, which no query reads): slots 0 ..= pos while
+    // pos < W, all of them after. The softmax does not care about the keys' order, so the staged
+    // row r of chunk c0 is slot c0 + r, and chunk 0's loads need not wait for pos: its rows past
+    // the window (pos < W) are read and never used, and its row of slot pos % NRING is stored
+    // from this step's k_rot / v (the segments above); later chunks read that row from them.
+    const int nk = min(pos, W) + 1, cur = pos % NRING;  // keys in the window; this step's slot
+    const long long slot = (long long)cur * D;
     const bf16* v_cur = v + bj * D;
     bf16* ring_kh = ring_k + bj * NRING * D;
     bf16* ring_vh = ring_v + bj * NRING * D;
-    // Stages chunk c0: keys lo+c0 .. lo+c0+KC-1 into wk (all features) and wv (this block's
-    // columns), zeros past pos; every load of the chunk is issued before the first store.
+    // Stages chunk c0: slots c0 .. c0+KC-1 into wk (all features) and wv (this block's columns),
+    // zeros past the ring; every load of the chunk is issued before the first store.
     auto stage = [&](int c0) {{
         constexpr int KN = KC * D / BV, VN = KC * CS / BV;  // loads of the chunk
         constexpr int KL = (KN + NT - 1) / NT, VL = (VN + NT - 1) / NT;  // per thread
+        const int hi = c0 == 0 ? NRING : nk;  // slots to read (chunk 0: before pos is known)
         LoadB kx[KL], vx[VL];
 #pragma unroll
         for (int u = 0; u < KL; ++u) {{
-            const int e = tid + u * NT, r = e / (D / BV), i = e % (D / BV) * BV, key = lo + c0 + r;
+            const int e = tid + u * NT, sl = c0 + e / (D / BV), i = e % (D / BV) * BV;
             kx[u] = LoadB{{}};
-            if ((KN % NT == 0 || e < KN) && c0 + r < nk)
-                kx[u] = *reinterpret_cast<const LoadB*>((key == pos ? k_cur : ring_kh + (long long)(key % NRING) * D) + i);
+            if ((KN % NT == 0 || e < KN) && sl < hi)
+                kx[u] = *reinterpret_cast<const LoadB*>((c0 > 0 && sl == cur ? k_cur : ring_kh + (long long)sl * D) + i);
         }}
 #pragma unroll
         for (int u = 0; u < VL; ++u) {{
-            const int e = tid + u * NT, r = e / (CS / BV), c = e % (CS / BV) * BV, key = lo + c0 + r;
+            const int e = tid + u * NT, sl = c0 + e / (CS / BV), c = e % (CS / BV) * BV;
             vx[u] = LoadB{{}};
-            if ((VN % NT == 0 || e < VN) && c0 + r < nk)
-                vx[u] = *reinterpret_cast<const LoadB*>((key == pos ? v_cur : ring_vh + (long long)(key % NRING) * D) + col0 + c);
+            if ((VN % NT == 0 || e < VN) && sl < hi)
+                vx[u] = *reinterpret_cast<const LoadB*>((c0 > 0 && sl == cur ? v_cur : ring_vh + (long long)sl * D) + col0 + c);
         }}
 #pragma unroll
         for (int u = 0; u < KL; ++u) {{
             const int e = tid + u * NT;
-            if (KN % NT == 0 || e < KN) *reinterpret_cast<LoadB*>(wk + e / (D / BV) * DP + e % (D / BV) * BV) = kx[u];
+            if ((KN % NT == 0 || e < KN) && (c0 > 0 || e / (D / BV) != cur))
+                *reinterpret_cast<LoadB*>(wk + e / (D / BV) * DP + e % (D / BV) * BV) = kx[u];
         }}
 #pragma unroll
         for (int u = 0; u < VL; ++u) {{
             const int e = tid + u * NT;
-            if (VN % NT == 0 || e < VN) *reinterpret_cast<LoadB*>(wv + e / (CS / BV) * CS + e % (CS / BV) * BV) = vx[u];
+            if ((VN % NT == 0 || e < VN) && (c0 > 0 || e / (CS / BV) != cur))
+                *reinterpret_cast<LoadB*>(wv + e / (CS / BV) * CS + e % (CS / BV) * BV) = vx[u];
         }}
     }};
 {score}    stage(0);
-    // push this token into slot pos % NRING (own columns): that slot held position pos-W-1, which no query reads
-    const long long slot = (long long)(pos % NRING) * D + col0;
-    for (int c = tid; c < CS; c += NT) {{
-        ring_kh[slot + c] = k_cur[col0 + c];
-        ring_vh[slot + c] = v_cur[col0 + c];
-    }}
 "#
     )
 }
