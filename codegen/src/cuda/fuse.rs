@@ -45,6 +45,8 @@ pub enum Group {
     LmHead(NodeId),
     /// `Rope(x)`.
     Rope(NodeId),
+    /// Two `Rope`s of the same frequencies (a layer's queries and keys): one launch.
+    RopePair(NodeId, NodeId),
     /// `SwiGlu(gate, up)`.
     SwiGlu(NodeId),
     /// `Mul(x, Unsqueeze(Cast(mask)))` with `mask` a graph input `[batch, seq]`.
@@ -76,6 +78,7 @@ impl Group {
             Group::Norm { add, norm } => add.into_iter().chain([norm]).collect(),
             Group::Liger { attn, gate } => gate.into_iter().chain([attn]).collect(),
             Group::MaskRows { mul, .. } => vec![mul],
+            Group::RopePair(a, b) => vec![a, b],
             Group::Embedding(n)
             | Group::Add(n)
             | Group::Linear(n)
@@ -262,7 +265,42 @@ pub fn fuse(graph: &Graph) -> Result<Vec<Group>, CudaError> {
         };
         groups.push(group);
     }
-    Ok(groups)
+    Ok(pair_ropes(graph, groups))
+}
+
+/// Merges each `Rope` with the next `Rope` of the same frequencies (head dim, theta,
+/// scaling) into one [`Group::RopePair`] at the second one's place, when nothing in
+/// between (the second included) reads the first one's output.
+fn pair_ropes(graph: &Graph, groups: Vec<Group>) -> Vec<Group> {
+    let spec = |n: NodeId| match graph.node(n).map(|x| &x.op) {
+        Some(Op::Rope(s)) => Some((s.head_dim, s.theta.to_bits(), s.scaling.clone())),
+        _ => None,
+    };
+    let mut out: Vec<Option<Group>> = groups.into_iter().map(Some).collect();
+    for i in 0..out.len() {
+        let Some(Group::Rope(a)) = out[i] else {
+            continue;
+        };
+        let key = spec(a);
+        for j in i + 1..out.len() {
+            let Some(g) = &out[j] else { continue };
+            let reads_a = g
+                .nodes()
+                .iter()
+                .any(|&n| graph.operands(n).iter().any(|v| v.node == a));
+            if reads_a {
+                break;
+            }
+            if let Group::Rope(b) = *g
+                && spec(b) == key
+            {
+                out[j] = Some(Group::RopePair(a, b));
+                out[i] = None;
+                break;
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
@@ -311,8 +349,7 @@ mod tests {
             [
                 "Linear",
                 "Linear",
-                "Rope",
-                "Rope",
+                "Rope+Rope",
                 "LigerGate+LigerAttention",
                 "onnx.Add+RmsNorm"
             ]
@@ -346,5 +383,27 @@ mod tests {
         .unwrap();
         let e = fuse(&g).unwrap_err().to_string();
         assert!(e.contains("Softmax") && e.contains("node"), "{e}");
+    }
+
+    #[test]
+    fn ropes_pair_only_with_equal_frequencies_and_no_reader_between() {
+        let g = parse(
+            r#"graph "ropes" {
+  %x = input "x" : f32[batch, seq, 8]
+  %qr = Rope(%x) {head_dim = 4, heads = 2, theta = 10000.0} : f32[batch, seq, 8]
+  %other = Rope(%x) {head_dim = 4, heads = 2, theta = 500000.0} : f32[batch, seq, 8]
+  %s = onnx.Add(%qr, %x) : f32[batch, seq, 8]
+  %kr = Rope(%x) {head_dim = 4, heads = 2, theta = 10000.0} : f32[batch, seq, 8]
+  %k2 = Rope(%x) {head_dim = 4, heads = 2, theta = 10000.0} : f32[batch, seq, 8]
+  output "a" = %s
+  output "b" = %other
+  output "c" = %kr
+  output "d" = %k2
+}"#,
+        )
+        .unwrap();
+        // %qr's reader (the Add) comes before the next Rope of its theta: no pair; %other has
+        // no partner of its theta; %kr and %k2 pair.
+        assert_eq!(kinds(&g), ["Rope", "Rope", "onnx.Add", "Rope+Rope"]);
     }
 }

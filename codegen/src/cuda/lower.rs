@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ligerc_ir::{
-    AttentionSpec, DType, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op, ValueRef,
+    AttentionSpec, DType, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op, RopeSpec, ValueRef,
 };
 
 use super::fuse::Group;
@@ -296,6 +296,7 @@ fn group_reads(g: &Graph, group: &Group) -> Vec<ValueRef> {
         Group::Norm { add: Some(a), .. } => ops(a),
         Group::Norm { add: None, norm } => ops(norm).into_iter().take(1).collect(),
         Group::MaskRows { x, .. } => vec![x],
+        Group::RopePair(a, b) => ops(a).into_iter().chain(ops(b)).collect(),
         Group::Liger { attn, .. } => ops(attn).into_iter().take(5).collect(),
         Group::Embedding(n) => ops(n).into_iter().skip(1).collect(),
         Group::Add(n)
@@ -720,6 +721,7 @@ impl<'a> Lower<'a> {
             Group::Lora(n) => self.lora(n),
             Group::LmHead(n) => self.lm_head(n),
             Group::Rope(n) => self.rope(n),
+            Group::RopePair(a, b) => self.rope_pair(a, b),
             Group::SwiGlu(n) => self.swiglu(n),
             Group::MaskRows { mul, x, mask } => self.mask_rows(mul, x, mask),
             Group::Gate(n) => self.gate(n),
@@ -1030,7 +1032,8 @@ impl<'a> Lower<'a> {
         Ok(())
     }
 
-    fn rope(&mut self, n: NodeId) -> Result<(), CudaError> {
+    /// A `Rope` node's spec and input, checked.
+    fn rope_operand(&mut self, n: NodeId) -> Result<(RopeSpec, Act), CudaError> {
         let Op::Rope(spec) = &self.g.try_node(n)?.op else {
             return Err(shape_err(self.g, n, "expected Rope"));
         };
@@ -1053,6 +1056,38 @@ impl<'a> Lower<'a> {
                 ),
             ));
         }
+        Ok((spec, x))
+    }
+
+    /// Two `Rope`s of the same frequencies in one launch ([`Group::RopePair`]).
+    fn rope_pair(&mut self, a: NodeId, b: NodeId) -> Result<(), CudaError> {
+        let (sa, xa) = self.rope_operand(a)?;
+        let (sb, xb) = self.rope_operand(b)?;
+        let ya = self.new_act(a.into(), xa.width, DType::BF16);
+        let yb = self.new_act(b.into(), xb.width, DType::BF16);
+        let layer = self.layer();
+        let grid = self.row_grid();
+        self.launch(
+            basic::rope_pair(&sa, xa.dtype, &sb, xb.dtype)?,
+            &[a, b],
+            grid,
+            vec![
+                xa.arg,
+                ya.arg,
+                xb.arg,
+                yb.arg,
+                Arg::Scalar(Scalar::Tokens),
+                Arg::Scalar(Scalar::Seq),
+                Arg::Scalar(Scalar::Pos0),
+            ],
+            &[1, 3],
+            layer,
+        );
+        Ok(())
+    }
+
+    fn rope(&mut self, n: NodeId) -> Result<(), CudaError> {
+        let (spec, x) = self.rope_operand(n)?;
         let y = self.new_act(n.into(), x.width, DType::BF16);
         let layer = self.layer();
         let grid = self.row_grid();

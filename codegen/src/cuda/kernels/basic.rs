@@ -165,15 +165,10 @@ extern "C" __global__ void {name}(const {at}* a, const {bt}* b, float* out, int 
 pub fn rope(spec: &RopeSpec, x: DType) -> Result<KernelSrc, CudaError> {
     let xt = c_type(x, "Rope input")?;
     let (h, d) = (spec.heads, spec.head_dim);
-    let inv: Vec<String> = spec.inv_freq().iter().map(|&f| float_lit(f)).collect();
     let name = format!("rope_h{h}_d{d}_{}", tag(x));
     let body = format!(
         r#"constexpr int HEADS = {h};
-constexpr int D = {d};
-constexpr int HALF = D / 2;
-// inv_freq[i] (theta {theta}{scaling}), as transformers computes it, rounded to f32.
-__constant__ float INV_FREQ[HALF] = {{{inv}}};
-
+{freqs}
 // y[i] = x[i]·cos θ − x[i+D/2]·sin θ, y[i+D/2] = x[i+D/2]·cos θ + x[i]·sin θ, θ = f32(pos)·inv_freq[i].
 extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__ y, int tokens, int seq, const int* __restrict__ pos0_ptr) {{
     const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
@@ -192,13 +187,7 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__
     }}
 }}
 "#,
-        theta = spec.theta,
-        scaling = match spec.scaling {
-            ligerc_ir::RopeScaling::None => "",
-            ligerc_ir::RopeScaling::Linear { .. } => ", linear scaling",
-            ligerc_ir::RopeScaling::Llama3 { .. } => ", llama3 scaling",
-        },
-        inv = inv.join(", ")
+        freqs = rope_freqs(spec),
     );
     Ok(KernelSrc {
         name,
@@ -210,6 +199,84 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, bf16* __restrict__
         params: vec![
             format!("x [tokens, {}] {}", h * d, tag(x)),
             format!("y [tokens, {}] bf16 (out)", h * d),
+            "tokens".into(),
+            "seq (token n is at position pos0 + n % seq)".into(),
+            "pos0 (const int*: device memory, read once)".into(),
+        ],
+    })
+}
+
+/// The frequency constants of a RoPE kernel: `D`, `HALF`, `INV_FREQ`.
+fn rope_freqs(spec: &RopeSpec) -> String {
+    let inv: Vec<String> = spec.inv_freq().iter().map(|&f| float_lit(f)).collect();
+    format!(
+        r#"constexpr int D = {d};
+constexpr int HALF = D / 2;
+// inv_freq[i] (theta {theta}{scaling}), as transformers computes it, rounded to f32.
+__constant__ float INV_FREQ[HALF] = {{{inv}}};
+"#,
+        d = spec.head_dim,
+        theta = spec.theta,
+        scaling = match spec.scaling {
+            ligerc_ir::RopeScaling::None => "",
+            ligerc_ir::RopeScaling::Linear { .. } => ", linear scaling",
+            ligerc_ir::RopeScaling::Llama3 { .. } => ", llama3 scaling",
+        },
+        inv = inv.join(", ")
+    )
+}
+
+/// Two rotary embeddings of the same frequencies in one launch (a layer's queries, `a`,
+/// and keys, `b`): one block per token rotates the `a` heads, then the `b` heads. The
+/// caller ([`crate::cuda::fuse`]'s `RopePair`) checks that the frequencies agree.
+pub fn rope_pair(a: &RopeSpec, xa: DType, b: &RopeSpec, xb: DType) -> Result<KernelSrc, CudaError> {
+    let (at, bt) = (c_type(xa, "Rope input")?, c_type(xb, "Rope input")?);
+    let (ha, hb, d) = (a.heads, b.heads, a.head_dim);
+    let name = format!("rope2_h{ha}_h{hb}_d{d}_{}_{}", tag(xa), tag(xb));
+    let body = format!(
+        r#"constexpr int HA = {ha};  // heads of the first input
+constexpr int HB = {hb};  // heads of the second
+{freqs}
+template <typename T>
+__device__ __forceinline__ void rotate(const T* x, bf16* y, long long at, float c, float s) {{
+    const float x1 = ld(x, at), x2 = ld(x, at + HALF);
+    st(y, at, x1 * c - x2 * s);
+    st(y, at + HALF, x2 * c + x1 * s);
+}}
+
+// As rope_*: y[i] = x[i]·cos θ − x[i+D/2]·sin θ, y[i+D/2] = x[i+D/2]·cos θ + x[i]·sin θ,
+// θ = f32(pos)·inv_freq[i], for HA heads of xa then HB heads of xb.
+extern "C" __global__ void {name}(const {at}* __restrict__ xa, bf16* __restrict__ ya,
+        const {bt}* __restrict__ xb, bf16* __restrict__ yb, int tokens, int seq, const int* __restrict__ pos0_ptr) {{
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
+    const int n = blockIdx.x;
+    if (n >= tokens) return;
+    const float pos = (float)(pos0 + n % seq);
+    for (int e = threadIdx.x; e < (HA + HB) * HALF; e += blockDim.x) {{
+        const int head = e / HALF, i = e % HALF;
+        float s, c;
+        sincosf(pos * INV_FREQ[i], &s, &c);
+        if (head < HA) rotate(xa, ya, (long long)n * HA * D + head * D + i, c, s);
+        else rotate(xb, yb, (long long)n * HB * D + (head - HA) * D + i, c, s);
+    }}
+}}
+"#,
+        freqs = rope_freqs(a),
+    );
+    Ok(KernelSrc {
+        name,
+        summary: format!(
+            "rotary embedding (rotate-half) of {ha} + {hb} heads × {d} (two tensors, one launch), positions pos0 + t"
+        ),
+        body,
+        block: [128, 1, 1],
+        smem: 0,
+        grid: "(tokens, 1, 1): one block per token".into(),
+        params: vec![
+            format!("xa [tokens, {}] {}", ha * d, tag(xa)),
+            format!("ya [tokens, {}] bf16 (out)", ha * d),
+            format!("xb [tokens, {}] {}", hb * d, tag(xb)),
+            format!("yb [tokens, {}] bf16 (out)", hb * d),
             "tokens".into(),
             "seq (token n is at position pos0 + n % seq)".into(),
             "pos0 (const int*: device memory, read once)".into(),
