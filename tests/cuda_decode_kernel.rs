@@ -2,8 +2,8 @@
 //! emulation of CUDA (`ligerc::codegen::cuda::emulate::SHIM`, g++), against a float64
 //! reference: every variant (GLA, HGRN2, retention, linear, swa-only, and a layer
 //! without the window branch), the layouts the generator picks — D 128 (16-byte state
-//! loads, 32-column slices, tensor-core scores), D 64 / 16, D 24 and 7 (f32 scores,
-//! 8- / 1-column slices), G 1–8, the per-warp sums in their own shared memory (W 0,
+//! loads, 32-column passes, tensor-core scores), D 64 / 16, D 24 and 7 (f32 scores,
+//! 8- / 1-column passes), G 1–8, the per-warp sums in their own shared memory (W 0,
 //! G 8), a window staged in several chunks (W 200 at D 128) — at positions below and
 //! past the window. Checks the outputs (all written), the state written back in place
 //! and the ring (this token in slot `pos % (W+1)` for every column, the other slots
@@ -49,7 +49,7 @@ static double logsig(double x) { return x < 0 ? x - log1p(exp(x)) : -log1p(exp(-
 // state-ref R bad N` (bad: unwritten outputs and wrong ring entries).
 template <typename K>
 void run_case(int id, K kernel, int variant, bool win, int H, int KV, int D, int W, double norm, double mix_win,
-              double mix_lin, int cs, int threads, int B, int pos) {
+              double mix_lin, int cs, int threads, size_t smem, int B, int pos) {
     const int G = H / KV, NR = W + 1;
     const bool grm = variant != 4;
     std::vector<__nv_bfloat16> q((size_t)B * H * D), qr(q.size()), k((size_t)B * KV * D), kr(k.size()), v(k.size());
@@ -78,7 +78,7 @@ void run_case(int id, K kernel, int variant, bool win, int H, int KV, int D, int
     const std::vector<__nv_bfloat16> rk0 = rk, rv0 = rv;
     std::vector<__nv_bfloat16> out((size_t)B * H * D, bf_nan());
     int posv = pos;
-    emu_launch(kernel, dim3{(unsigned)(D / cs), (unsigned)KV, (unsigned)B}, dim3{(unsigned)threads, 1, 1}, 0,
+    emu_launch(kernel, dim3{(unsigned)(D / cs), (unsigned)KV, (unsigned)B}, dim3{(unsigned)threads, 1, 1}, smem,
                (const __nv_bfloat16*)q.data(), (const __nv_bfloat16*)k.data(), (const __nv_bfloat16*)v.data(),
                (const __nv_bfloat16*)qr.data(), (const __nv_bfloat16*)kr.data(), st.data(), rk.data(), rv.data(),
                out.data(), (const int*)&posv);
@@ -195,10 +195,13 @@ fn decode_kernel_emulated_matches_reference() {
             slots: 64,
         };
         let k = liger::decode_keyed(&spec, *norm);
-        // The grid is `(D/CS, KV, batch)`.
+        // The grid is `(1, KV, batch)`: one block per (KV head, row).
         let slices: usize = k.grid[1..].split(',').next().unwrap().parse().unwrap();
         let cs = d / slices;
-        let code = k.body.replace("#include <mma.h>", "");
+        let code = k.body.replace("#include <mma.h>", "").replace(
+            "extern __shared__ float smem[];",
+            "float* smem = ligerc_emu_dyn_smem();",
+        );
         body.push_str(&format!("namespace k{i} {{\n{PRELUDE}\n{code}\n}}\n"));
         let code = match variant {
             Gla => 0,
@@ -213,10 +216,11 @@ fn decode_kernel_emulated_matches_reference() {
             let id = labels.len();
             labels.push(format!("{} (B {b}, pos {pos})", k.name));
             driver.push_str(&format!(
-                "    run_case({id}, k{i}::{}, {code}, {win}, {h}, {kv}, {d}, {w}, {norm:?}, {mix_win:?}, {:?}, {cs}, {}, {b}, {pos});\n",
+                "    run_case({id}, k{i}::{}, {code}, {win}, {h}, {kv}, {d}, {w}, {norm:?}, {mix_win:?}, {:?}, {cs}, {}, {}, {b}, {pos});\n",
                 k.name,
                 1.0 - mix_win,
                 k.block[0],
+                k.smem,
             ));
         }
         kernels.insert(

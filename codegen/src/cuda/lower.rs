@@ -1456,7 +1456,7 @@ impl<'a> Lower<'a> {
                         Some(layer),
                     );
                 } else {
-                    let grid = [Extent::from(d / value_tile(d)), kvx, b];
+                    let grid = [Extent::fixed(1), kvx, b];
                     self.launch(
                         liger::decode_keyed(&spec, normalizer),
                         &nodes,

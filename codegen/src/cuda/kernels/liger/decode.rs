@@ -12,6 +12,10 @@ const DECODE_THREADS: usize = 256;
 /// limit is 48 KiB).
 const DECODE_SMEM: usize = 46 * 1024;
 
+/// Shared memory (static and dynamic) the keyed decode step may use when the window does
+/// not fit [`DECODE_SMEM`]: three blocks still share an SM (228 KiB).
+const DECODE_SMEM_BLOCK: usize = 72 * 1024;
+
 /// The window branch of the GSA decode step for `G` heads over all `D` columns, one
 /// warp per head (online softmax, each lane's keys read from global memory), writing
 /// `wout[g·D + c]`; then the ring push.
@@ -74,7 +78,7 @@ fn decode_window_gsa() -> String {
 /// The launch shape and shared-memory layout of [`decode_keyed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KeyedLayout {
-    /// State (and output) columns per block: the value tile of `D`.
+    /// State (and output) columns per pass: the value tile of `D`.
     cs: usize,
     /// Adjacent state columns per thread (one 16-, 8- or 4-byte load).
     vec: usize,
@@ -92,6 +96,10 @@ struct KeyedLayout {
     gs: usize,
     /// Whether the per-warp output sums reuse the staged keys' shared memory.
     part_in_keys: bool,
+    /// Dynamic shared memory (bytes): the window's scores, keys, rotated queries and
+    /// values; above 48 KiB whenever static and dynamic together are (the runtime then
+    /// raises the kernel's limit).
+    smem: usize,
 }
 
 impl KeyedLayout {
@@ -105,10 +113,11 @@ impl KeyedLayout {
         let tc = d.is_multiple_of(16);
         let qr = if tc { g.next_multiple_of(16) } else { g };
         let gs = qr;
-        let part = 4 * (nt / 32) * g * cs;
+        // Two buffers of per-warp sums (the passes alternate).
+        let part = 4 * 2 * (nt / 32) * g * cs;
         let mut fixed = 0;
         if grm {
-            fixed += 4 * ((g + 1) * d + 2 * d) + if retention { 4 * 32 } else { 0 };
+            fixed += 4 * ((g + 1) * d + 3 * d) + if retention { 4 * 32 } else { 0 };
         }
         if !window {
             return KeyedLayout {
@@ -121,18 +130,27 @@ impl KeyedLayout {
                 qr,
                 gs,
                 part_in_keys: false,
+                smem: 0,
             };
         }
-        fixed += 2 * qr * dp + 4 * 4 * g;
-        let per_key = 2 * dp + 2 * cs + 4 * gs;
-        let chunk = |fixed: usize| {
-            let fit = DECODE_SMEM.saturating_sub(fixed) / per_key / 16 * 16;
-            (w + 1).next_multiple_of(16).min(fit).max(16)
+        fixed += if grm { 4 * g * d } else { 0 } + 4 * 4 * g;
+        // The dynamic part: per staged key its row of keys, values and scores.
+        let per_key = 2 * dp + 2 * d + 4 * gs;
+        let qbytes = 2 * qr * dp;
+        let cap = DECODE_SMEM_BLOCK.saturating_sub(fixed + part);
+        let whole = (w + 1).next_multiple_of(16);
+        let kc = if qbytes + whole * per_key <= cap {
+            whole
+        } else {
+            (cap.saturating_sub(qbytes) / per_key / 16 * 16).max(16)
         };
-        let mut kc = chunk(fixed);
         let part_in_keys = 2 * kc * dp >= part;
         if !part_in_keys {
-            kc = chunk(fixed + part);
+            fixed += part;
+        }
+        let mut smem = qbytes + kc * per_key;
+        if fixed + smem > DECODE_SMEM && smem <= 48 * 1024 {
+            smem = 48 * 1024 + 16;
         }
         KeyedLayout {
             cs,
@@ -144,6 +162,7 @@ impl KeyedLayout {
             qr,
             gs,
             part_in_keys,
+            smem,
         }
     }
 }
@@ -152,20 +171,22 @@ impl KeyedLayout {
 /// window branch over the ring plus the token, ring push, state update in place
 /// `S ← diag(α)S + k̃ᵀv`, `o = q̃S`, mix.
 ///
-/// One block per (value tile of `CS` columns, KV head, row) owns those columns of the
-/// state for all `G` query heads. Written to keep HBM busy at large batch: every
-/// thread issues its 16-byte state loads (`RPT` rows × `VEC` columns), the queries' and
-/// keys' loads (`BV` bf16 each, into registers) and the window's staging loads before
-/// anything else — one round trip to memory, none waiting for another (the window is
-/// staged in ring-slot order, so its first chunk's addresses do not depend on `pos`) —
-/// so the gate, the feature maps and the window scores run while the state is in
-/// flight; the scores take all `D` features (tensor cores when `D` is a multiple of 16:
-/// the keys are the `A` tiles, the rotated queries the `B` tile), the weighted sum only
-/// the block's own columns. The
-/// window is walked in chunks of `KC` keys with an online softmax (one chunk when it
-/// fits the shared memory, as at `W` 64). Each thread's state rows and window keys
-/// give partial sums of its `G × VEC` outputs, added over the warp's lanes by
-/// shuffles and over the warps through shared memory.
+/// One block per (KV head, row) for all `G` query heads of that KV head: the window
+/// work (loads of q/k, feature maps, gate, staging the `W+1` keys and values, scores,
+/// softmax, `pV` over all `D` columns) is done once per head, then the state is
+/// streamed in `D/CS` column passes of `CS` columns (the value tile). Each thread holds
+/// `RPT` rows × `VEC` columns of a pass (16-byte loads and stores); the first pass's
+/// state is loaded with the window's inputs, the second's once the window is staged,
+/// and each pass issues the loads of the pass two ahead as soon as its own registers are
+/// free, so two passes (32 KB at `D` 128) are in flight per block while the window is
+/// computed and the passes run. The window's keys and values are staged in shared
+/// memory (dynamic) in ring-slot order, so the first chunk's loads do not wait for
+/// `pos`; the scores take tensor cores when `D` is a multiple of 16 (the keys are the
+/// `A` tiles, the rotated queries the `B` tile); a window too long for the shared
+/// memory is walked in chunks of `KC` keys with an online softmax. The ring push
+/// happens after a barrier that follows the block's only reads of that slot. Each
+/// pass's partial sums of its `G × CS` outputs are added over the warp's lanes by
+/// shuffles and over the warps through shared memory (two buffers: one barrier a pass).
 pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
@@ -186,7 +207,14 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
         qr,
         gs,
         part_in_keys,
+        smem,
     } = lay;
+    // Three blocks of 256 threads an SM (80 registers a thread); two (128) when the
+    // per-thread sums of G heads would not fit beside two passes of state.
+    let min_blocks = if g * vec > 16 { 2 } else { 3 };
+    // The state's first two passes are loaded with the window's inputs, unless the
+    // window is staged in several chunks (their loads would not fit the registers too).
+    let early = !window || kc > w;
     let name = format!(
         "liger_{}_decode_h{h}_kv{kv}_d{d}_w{w}_vt{cs}{}",
         vname(variant),
@@ -202,14 +230,15 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
 constexpr int HKV = {kv};
 constexpr int G = {g};
 constexpr int D = {d};
-constexpr int CS = {cs};  // state and output columns of a block (the value tile)
+constexpr int CS = {cs};  // state and output columns of a pass (the value tile)
+[[maybe_unused]] constexpr int NP = D / CS;  // column passes over the state
 constexpr int VEC = {vec};  // adjacent state columns per thread: one {vbytes}-byte load
 constexpr int TPR = CS / VEC;  // threads per state row
 constexpr int NT = {nt};
 constexpr int NW = NT / 32;
-constexpr int MIN_BLOCKS = 3 * 256 / NT;  // resident blocks per SM the registers must allow (24 warps)
+constexpr int MIN_BLOCKS = {min_blocks} * 256 / NT;  // resident blocks per SM the registers must allow ({min_warps} warps)
 constexpr int RP = NT / TPR;  // state rows per pass of the block
-[[maybe_unused]] constexpr int RPT = (D + RP - 1) / RP;  // state rows per thread
+[[maybe_unused]] constexpr int RPT = (D + RP - 1) / RP;  // state rows per thread and pass
 [[maybe_unused]] constexpr int W = {w};
 [[maybe_unused]] constexpr int NRING = W + 1;
 [[maybe_unused]] constexpr int KC = {kc};  // window keys per staged chunk (a multiple of 16)
@@ -217,29 +246,32 @@ constexpr int RP = NT / TPR;  // state rows per pass of the block
 [[maybe_unused]] constexpr int DP = D + BV;  // row pitch (bf16) of the staged keys and rotated queries
 [[maybe_unused]] constexpr int QR = {qr};  // staged rotated-query rows (G{qr_pad})
 [[maybe_unused]] constexpr int GS = {gs};  // row pitch (floats) of a chunk's scores
+[[maybe_unused]] constexpr int OW = (G * D + NT - 1) / NT;  // window outputs per thread
 [[maybe_unused]] constexpr float SCALE = {scale};
 [[maybe_unused]] constexpr float NORM = {norm};
 [[maybe_unused]] constexpr float MIX_WIN = {mix_win};
 [[maybe_unused]] constexpr float MIX_LIN = {mix_lin};
-static_assert(D % CS == 0 && CS % VEC == 0 && 32 % TPR == 0 && NT % 32 == 0, "decode layout");
+static_assert(D % CS == 0 && CS % VEC == 0 && 32 % TPR == 0 && NT % 32 == 0 && D % BV == 0, "decode layout");
 
 struct alignas(4 * VEC) VecF {{ float x[VEC]; }};  // VEC adjacent state columns (one vector access)
-struct alignas(2 * VEC) VecB {{ bf16 x[VEC]; }};  // VEC adjacent bf16 values
 struct alignas(2 * BV) LoadB {{ bf16 x[BV]; }};  // one staging load
 
-// One token per row (tokens = batch). Grid (D/CS, HKV, batch): block (cb, j, b) owns columns
-// cb*CS .. cb*CS+CS-1 of KV head j's state for all G query heads of that KV head. Thread t
-// holds state rows t/TPR + RP*p (p < RPT), columns VEC*(t%TPR) .. of the block's slice.
-//   1. every load is issued at once, none waiting for another: the state slice, q/q_rot/k/k_rot
-//      (BV-wide, registers), the window's first chunk of ring slots: keys (all features) and
-//      values (own columns), in slot order (no wait for pos); then the stores to shared memory,
-//      this token's key and value into its slot's row, the ring push (own columns)
-//   2. gate, feature maps and the chunk's scores while the state loads are in flight
-//   3. recurrent branch: S <- diag(alpha) S + kf^T v written back in place, partial q S
-//   4. window branch (in chunks of KC keys when they do not fit at once): online softmax,
-//      one warp per head; partial p V
-//   5. the mix of both partials summed over the lanes (shuffles) and warps (shared memory)
-// At most 80 registers a thread at NT 256: three blocks share an SM.
+// One token per row (tokens = batch). Grid (1, HKV, batch): block (j, b) owns KV head j of row b
+// for all G query heads of that KV head. Thread t holds, in pass cb, state rows t/TPR + RP*p
+// (p < RPT), columns cb*CS + VEC*(t%TPR) ..
+//   1. loads, none waiting for another: pass 0 of the state, q/q_rot/k/k_rot/v (BV-wide,
+//      registers), the window's first chunk of ring slots (keys and values, all features), in
+//      slot order (no wait for pos); their stores to shared memory (this token's key and value
+//      into its slot's row); then pass 1 of the state (both passes after step 3 instead when the
+//      window is staged in several chunks)
+//   2. gate, feature maps and the chunk's scores; the ring push (after a barrier: the block's
+//      reads of that slot are done)
+//   3. window branch (in chunks of KC keys when they do not fit at once): online softmax, one
+//      warp per head; p V for all G x D outputs, into shared memory
+//   4. the state passes: S <- diag(alpha) S + kf^T v in place, partial q S (then the loads of
+//      the pass two ahead), summed over the lanes (shuffles) and warps (shared memory), mixed
+//      with the window's output
+// At most {max_regs} registers a thread at NT 256: {min_blocks} blocks share an SM.
 extern "C" __global__ void __launch_bounds__(NT, MIN_BLOCKS) {name}(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
         const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot, float* __restrict__ state,
         bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, const int* __restrict__ pos_ptr);
@@ -249,6 +281,8 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         bf16* __restrict__ ring_k, bf16* __restrict__ ring_v, bf16* __restrict__ out, const int* __restrict__ pos_ptr) {{
 "#,
         vbytes = 4 * vec,
+        min_warps = 8 * min_blocks,
+        max_regs = if min_blocks == 3 { 80 } else { 128 },
         qr_pad = if tc { ", padded to the wmma tile" } else { "" },
         scale = float_lit(1.0 / (d as f64).sqrt()),
         norm = float_lit(normalizer),
@@ -264,33 +298,39 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             put("    __shared__ float kr[D];  // raw key\n");
         }
         put("    __shared__ float alpha[D];  // decay e^gate\n");
+        put("    __shared__ float vcur[D];  // this token's value\n");
     }
     if window {
-        put("    alignas(32) __shared__ bf16 qb[QR * DP];  // rotated queries (rows G.. zero)\n");
-        put("    alignas(32) __shared__ bf16 wk[KC * DP];  // the chunk's keys, all D features\n");
-        put(
-            "    alignas(16) __shared__ bf16 wv[KC * CS];  // the chunk's values, this block's columns\n",
-        );
-        put(
-            "    alignas(32) __shared__ float wsc[KC * GS];  // the chunk's scores q.k, then exp(score - max)\n",
-        );
+        if grm {
+            put("    __shared__ float wo[G * D];  // the window branch's output, times MIX_WIN\n");
+        }
         put(
             "    __shared__ float wm[G], wl[G], wc[G], wi[G];  // per head: running max, running sum, this chunk's rescale, MIX_WIN / sum\n",
         );
+        put(r#"    extern __shared__ float smem[];
+    float* wsc = smem;  // [KC][GS] the chunk's scores q.k, then exp(score - max)
+    bf16* wk = reinterpret_cast<bf16*>(smem + KC * GS);  // [KC][DP] the chunk's keys, all D features
+    bf16* qb = wk + KC * DP;  // [QR][DP] rotated queries (rows G.. zero)
+    bf16* wv = qb + QR * DP;  // [KC][D] the chunk's values, all D columns
+"#);
     }
-    if part_in_keys {
-        put(
-            "    float* part = reinterpret_cast<float*>(wk);  // [NW][G][CS] per-warp sums (the keys are dead by then)\n",
-        );
-    } else {
-        put("    alignas(16) __shared__ float part[NW * G * CS];  // per-warp sums\n");
+    if grm {
+        if part_in_keys {
+            put(
+                "    float* part = reinterpret_cast<float*>(wk);  // [2][NW][G][CS] per-warp sums (the keys are dead by then)\n",
+            );
+        } else {
+            put(
+                "    alignas(16) __shared__ float part[2 * NW * G * CS];  // per-warp sums, two buffers\n",
+            );
+        }
     }
     put(
-        r#"    const int cb = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+        r#"    const int j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-    const int col0 = cb * CS;
-    [[maybe_unused]] const int rr0 = tid / TPR, cv = tid % TPR;  // rows rr0 + RP*p, columns col0 + VEC*cv ..
+    [[maybe_unused]] const int rr0 = tid / TPR, cv = tid % TPR;  // rows rr0 + RP*p, columns cb*CS + VEC*cv ..
     const long long bj = (long long)b * HKV + j;
+    const bf16* v_cur = v + bj * D;
 "#,
     );
     if !grm {
@@ -299,31 +339,33 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     if !window {
         put("    (void)q_rot; (void)k_rot; (void)ring_k; (void)ring_v; (void)pos_ptr;\n");
     }
-    // 1. Loads: the state slice, this token's v, pos, the queries and keys, the window's first
-    // chunk; all issued before the first store that waits for one.
     if grm {
         put(r#"
-    // 1. every load at once: this block's state columns (16-byte loads, into registers) ...
-    float* sp = state + bj * D * D + col0 + VEC * cv;
-    VecF s[RPT] = {};
+    // 1. loads: the state, one pass of CS columns at a time (16-byte loads, into registers) ...
+    float* const sp = state + bj * D * D + VEC * cv;
+    VecF s[NP][RPT];
+    auto load_pass = [&](int cb) {
 #pragma unroll
-    for (int p = 0; p < RPT; ++p) {
-        const int i = rr0 + RP * p;
-        if (D % RP == 0 || i < D) s[p] = *reinterpret_cast<const VecF*>(sp + (long long)i * D);
-    }
+        for (int p = 0; p < RPT; ++p) {
+            const int i = rr0 + RP * p;
+            s[cb][p] = VecF{};
+            if (D % RP == 0 || i < D) s[cb][p] = *reinterpret_cast<const VecF*>(sp + (long long)i * D + cb * CS);
+        }
+    };
 "#);
+        if early {
+            put("    load_pass(0);\n");
+        }
     } else {
-        put("\n    // 1. every load at once: ...\n");
+        put("\n    // 1. loads: ...\n");
     }
-    put(
-        "    const VecB vt = *reinterpret_cast<const VecB*>(v + bj * D + col0 + VEC * cv);  // this token's v, own columns\n",
-    );
     if window {
         put(
             "    const int pos = *pos_ptr;  // device memory: one captured graph serves every step\n",
         );
     }
-    // The queries and keys, BV bf16 a load: segments (source, loads, store of `x` at `f`).
+    // The queries, keys and this token's value, BV bf16 a load: segments (source, loads,
+    // store of `x` at `f`).
     let mut segs: Vec<(&str, &str, String)> = Vec::new();
     if grm {
         segs.push((
@@ -354,12 +396,32 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             ),
         ));
     }
+    // Segment indices of this token's key and value (the ring push).
+    let (mut kseg, mut vseg) = (None, None);
     if window {
+        kseg = Some(segs.len());
         segs.push((
             "k_cur",
             "D / BV",
-            "if (cur < KC) *reinterpret_cast<LoadB*>(wk + cur * DP + f) = x;  // its staged row\n                if (f >= col0 && f < col0 + CS) *reinterpret_cast<LoadB*>(ring_kh + slot + f) = x;  // the ring push".into(),
+            "if (cur < KC) *reinterpret_cast<LoadB*>(wk + cur * DP + f) = x;  // its staged row"
+                .into(),
         ));
+    }
+    if grm || window {
+        vseg = Some(segs.len());
+        let mut st = String::new();
+        if grm {
+            st.push_str("for (int c = 0; c < BV; ++c) vcur[f + c] = __bfloat162float(x.x[c]);");
+        }
+        if window {
+            if grm {
+                st.push_str("\n                ");
+            }
+            st.push_str(
+                "if (cur < KC) *reinterpret_cast<LoadB*>(wv + cur * D + f) = x;  // its staged row",
+            );
+        }
+        segs.push(("v_cur", "D / BV", st));
     }
     let ends = (0..=segs.len())
         .map(|i| {
@@ -390,7 +452,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         ));
     }
     put(&format!(
-        r#"    // ... the queries and the keys (BV bf16 a load) ...
+        r#"    // ... the queries, the keys and this token's value (BV bf16 a load) ...
     const long long qoff = (long long)b * H * D + (long long)j * G * D;
 {kcur}    constexpr int {ends};  // ends of the segments of loads
     constexpr int UL = (UE{n} + NT - 1) / NT;  // per thread
@@ -423,33 +485,44 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     }}
 "#,
         ring = if window {
-            " (this step's key: its staged row, its ring slot's own columns)"
+            " (this step's key and value: their staged rows)"
         } else {
             ""
         },
     ));
-    if window {
-        put(
-            r#"    if (tid < TPR) {  // this step's value: its staged row, its ring slot's own columns
-        if (cur < KC) *reinterpret_cast<VecB*>(wv + cur * CS + VEC * cv) = vt;
-        *reinterpret_cast<VecB*>(ring_vh + slot + col0 + VEC * cv) = vt;
-    }
-"#,
-        );
-    }
     if window && qr > g {
         put(
             "    for (int e = tid; e < (QR - G) * DP / 8; e += NT) reinterpret_cast<uint4*>(qb + G * DP)[e] = uint4{0u, 0u, 0u, 0u};  // rows G.. zero\n",
         );
     }
+    if grm && early {
+        put(if d > cs {
+            "    load_pass(1);  // ... then pass 1 of the state\n"
+        } else {
+            ""
+        });
+    }
     put("    __syncthreads();\n");
-    // 2. Gate, feature maps, first scores.
+    // 2. Gate, feature maps, first scores, ring push.
     put("\n    // 2. gate and feature maps");
     put(if window {
-        "; the first chunk's scores\n"
+        "; the first chunk's scores; the ring push\n"
     } else {
         "\n"
     });
+    if let (true, Some(ks), Some(vs)) = (window, kseg, vseg) {
+        put(&format!(
+            r#"#pragma unroll
+    for (int u = 0; u < UL; ++u) {{  // this step's key and value into slot pos % NRING (all of the block's reads of it are done)
+        const int e = tid + u * NT;
+        if (e >= UE{ks} && e < UE{ke}) *reinterpret_cast<LoadB*>(ring_kh + slot + (e - UE{ks}) * BV) = ux[u];
+        else if (e >= UE{vs} && e < UE{ve}) *reinterpret_cast<LoadB*>(ring_vh + slot + (e - UE{vs}) * BV) = ux[u];
+    }}
+"#,
+            ke = ks + 1,
+            ve = vs + 1,
+        ));
+    }
     if grm {
         if retention {
             put(
@@ -476,41 +549,13 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         put("    score(0);\n");
     }
     put("    __syncthreads();\n");
-    // 3. Recurrent branch.
-    if grm {
-        put(r#"
-    // 3. recurrent branch: S <- diag(alpha) S + kf^T v in place; o_lin = qf S over this thread's rows
-    float acc[G][VEC] = {};
-    {
-        float vf[VEC];
-#pragma unroll
-        for (int c = 0; c < VEC; ++c) vf[c] = __bfloat162float(vt.x[c]);
-#pragma unroll
-        for (int p = 0; p < RPT; ++p) {
-            const int i = rr0 + RP * p;
-            if (D % RP != 0 && i >= D) continue;
-            const float a = alpha[i], kk = qk[G * D + i];
-            VecF x = s[p];
-#pragma unroll
-            for (int c = 0; c < VEC; ++c) x.x[c] = a * x.x[c] + kk * vf[c];
-            *reinterpret_cast<VecF*>(sp + (long long)i * D) = x;
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const float qg = qk[g * D + i];
-#pragma unroll
-                for (int c = 0; c < VEC; ++c) acc[g][c] += qg * x.x[c];
-            }
-        }
-    }
-"#);
-    }
-    // 4. Window branch.
+    // 3. Window branch.
     if window {
         let one_chunk = kc > w;
         put(if one_chunk {
-            "\n    // 4. window branch: the whole window is the chunk staged and scored above\n    float aw[G][VEC] = {};\n    {\n        const int kn = nk;\n"
+            "\n    // 3. window branch: the whole window is the chunk staged and scored above\n    float ao[OW] = {};\n    {\n        const int kn = nk;\n"
         } else {
-            "\n    // 4. window branch, chunk by chunk (chunk 0 is staged and scored)\n    float aw[G][VEC] = {};\n    for (int c0 = 0;;) {\n        const int kn = min(KC, nk - c0);  // keys in this chunk\n"
+            "\n    // 3. window branch, chunk by chunk (chunk 0 is staged and scored)\n    float ao[OW] = {};\n    for (int c0 = 0;;) {\n        const int kn = min(KC, nk - c0);  // keys in this chunk\n"
         });
         put(
             r#"        // online softmax of the chunk's scores, one warp per head; wsc <- exp(score - running max)
@@ -538,32 +583,20 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
                 wc[g] = corr;
                 const float l = wl[g] * corr + sum;
                 wl[g] = l;
-                wi[g] = MIX_WIN / l;  // the last chunk's is the one step 5 reads
+                wi[g] = MIX_WIN / l;  // the last chunk's is the one the output takes
                 wm[g] = m;
             }
         }
         __syncthreads();
-        // this thread's keys of the chunk (rows rr0 + RP*u) times its VEC value columns
+        // p V: this thread's outputs (head e / D, column e % D) over the chunk's keys
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const float corr = wc[g];
-#pragma unroll
-            for (int c = 0; c < VEC; ++c) aw[g][c] *= corr;
-        }
-#pragma unroll
-        for (int u = 0; u < (KC + RP - 1) / RP; ++u) {
-            const int r = rr0 + RP * u;
-            if (r >= kn) break;
-            const VecB x = *reinterpret_cast<const VecB*>(wv + r * CS + VEC * cv);
-            float vf[VEC];
-#pragma unroll
-            for (int c = 0; c < VEC; ++c) vf[c] = __bfloat162float(x.x[c]);
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const float p = wsc[r * GS + g];
-#pragma unroll
-                for (int c = 0; c < VEC; ++c) aw[g][c] += p * vf[c];
-            }
+        for (int u = 0; u < OW; ++u) {
+            const int e = tid + NT * u;
+            if ((G * D) % NT != 0 && e >= G * D) break;
+            const int g = e / D, c = e % D;
+            float a = ao[u] * wc[g];
+            for (int r = 0; r < kn; ++r) a += wsc[r * GS + g] * __bfloat162float(wv[r * D + c]);
+            ao[u] = a;
         }
 "#,
         );
@@ -580,60 +613,103 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     }
 "#
         });
+        if grm {
+            put(r#"#pragma unroll
+    for (int u = 0; u < OW; ++u) {
+        const int e = tid + NT * u;
+        if ((G * D) % NT == 0 || e < G * D) wo[e] = ao[u] * wi[e / D];
     }
-    // 5. Mix and sums.
-    let mix = match (window, grm) {
-        (true, true) => "MIX_LIN * acc[g][c] + aw[g][c] * inv",
-        (false, true) => "MIX_LIN * acc[g][c]",
-        _ => "aw[g][c] * inv",
-    };
-    put(&format!(
-        r#"
-    // 5. mix; sum over the warp's row groups (lanes with the same columns), then over the warps
-    float o[G][VEC];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {{
-{inv}#pragma unroll
-        for (int c = 0; c < VEC; ++c) {{
-            float x = {mix};
-            for (int off = TPR; off < 32; off <<= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-            o[g][c] = x;
-        }}
-    }}
-    if (lane < TPR) {{
-#pragma unroll
-        for (int g = 0; g < G; ++g) {{
-            VecF x;
-#pragma unroll
-            for (int c = 0; c < VEC; ++c) x.x[c] = o[g][c];
-            *reinterpret_cast<VecF*>(part + (warp * G + g) * CS + VEC * cv) = x;
-        }}
-    }}
-    __syncthreads();
-    for (int e = tid; e < G * CS; e += NT) {{
-        const int g = e / CS, c = e % CS;
-        float x = 0.0f;
-        for (int w = 0; w < NW; ++w) x += part[(w * G + g) * CS + c];
-        out[(long long)b * H * D + (j * G + g) * D + col0 + c] = __float2bfloat16(x);
-    }}
-}}
-"#,
-        inv = if window {
-            "        const float inv = wi[g];  // MIX_WIN / the softmax's sum\n"
+    __syncthreads();  // wo is written; the keys (the per-warp sums' memory) are dead
+"#);
+        } else {
+            put(r#"#pragma unroll
+    for (int u = 0; u < OW; ++u) {
+        const int e = tid + NT * u;
+        if ((G * D) % NT == 0 || e < G * D) out[(long long)b * H * D + (long long)j * G * D + e] = __float2bfloat16(ao[u] * wi[e / D]);
+    }
+"#);
+        }
+    }
+    // 4. The state passes.
+    if grm {
+        let win_term = if window {
+            " + wo[g * D + col0 + c]"
         } else {
             ""
-        },
-    ));
+        };
+        if !early {
+            put(if d > cs {
+                "    load_pass(0);  // the first two passes of the state\n    load_pass(1);\n"
+            } else {
+                "    load_pass(0);  // the state\n"
+            });
+        }
+        put(&format!(
+            r#"
+    // 4. the state passes: S <- diag(alpha) S + kf^T v in place; o_lin = qf S over this thread's rows
+#pragma unroll
+    for (int cb = 0; cb < NP; ++cb) {{
+        const int col0 = cb * CS;
+        float acc[G][VEC] = {{}};
+        float vf[VEC];
+#pragma unroll
+        for (int c = 0; c < VEC; ++c) vf[c] = vcur[col0 + VEC * cv + c];
+#pragma unroll
+        for (int p = 0; p < RPT; ++p) {{
+            const int i = rr0 + RP * p;
+            if (D % RP != 0 && i >= D) continue;
+            const float a = alpha[i], kk = qk[G * D + i];
+            VecF x = s[cb][p];
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) x.x[c] = a * x.x[c] + kk * vf[c];
+            *reinterpret_cast<VecF*>(sp + (long long)i * D + col0) = x;
+#pragma unroll
+            for (int g = 0; g < G; ++g) {{
+                const float qg = qk[g * D + i];
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) acc[g][c] += qg * x.x[c];
+            }}
+        }}
+        if (cb + 2 < NP) load_pass(cb + 2);  // this pass's registers are free: the pass two ahead
+        // sum over the warp's row groups (lanes with the same columns), then over the warps
+        float* pt = part + (cb & 1) * NW * G * CS;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {{
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) {{
+                float x = acc[g][c];
+                for (int off = TPR; off < 32; off <<= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+                acc[g][c] = x;
+            }}
+        }}
+        if (lane < TPR) {{
+#pragma unroll
+            for (int g = 0; g < G; ++g) {{
+                VecF x;
+#pragma unroll
+                for (int c = 0; c < VEC; ++c) x.x[c] = acc[g][c];
+                *reinterpret_cast<VecF*>(pt + (warp * G + g) * CS + VEC * cv) = x;
+            }}
+        }}
+        __syncthreads();  // (the other buffer's readers are past the previous pass's barrier)
+        for (int e = tid; e < G * CS; e += NT) {{
+            const int g = e / CS, c = e % CS;
+            float x = 0.0f;
+            for (int w = 0; w < NW; ++w) x += pt[(w * G + g) * CS + c];
+            out[(long long)b * H * D + (j * G + g) * D + col0 + c] = __float2bfloat16(MIX_LIN * x{win_term});
+        }}
+    }}
+"#
+        ));
+    }
+    put("}\n");
     let body = src;
     let mut summary = format!(
-        "Liger {variant} decode step: one block per ({cs} state columns, KV head, row) for all {g} query heads; \
-         the state slice loaded first ({} rows × {vec} columns per thread, {}-byte loads) and updated in place",
-        d.div_ceil(nt / (cs / vec)),
-        4 * vec
+        "Liger {variant} decode step: one block per (KV head, row) for all {g} query heads"
     );
     if window {
         summary.push_str(&format!(
-            "; window over the ring ({} keys) staged in shared memory {}, scores {}, softmax, pV for the block's columns",
+            "; window over the ring ({} keys, all {d} columns) staged in shared memory {}, scores {}, softmax, pV, once",
             w + 1,
             if kc > w {
                 "at once".to_string()
@@ -647,17 +723,22 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             }
         ));
     }
+    if grm {
+        summary.push_str(&format!(
+            "; the state streamed in {} passes of {cs} columns ({} rows × {vec} columns per thread, {}-byte loads, two passes in flight) and updated in place",
+            d / cs,
+            d.div_ceil(nt / (cs / vec)),
+            4 * vec
+        ));
+    }
     summary.push_str("; mix");
     KernelSrc {
         name,
         summary,
         body,
         block: [nt as u32, 1, 1],
-        smem: 0,
-        grid: format!(
-            "({}, {kv}, batch): one block per ({cs}-column slice of the state, KV head, row)",
-            d / cs
-        ),
+        smem: smem as u32,
+        grid: format!("(1, {kv}, batch): one block per (KV head, row)"),
         params: vec![
             format!("q [batch, {}] bf16 (raw)", h * d),
             format!("k [batch, {}] bf16 (raw)", kv * d),
@@ -674,7 +755,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 }
 
 /// The window part of step 1 of [`decode_keyed`]: the helpers staging and scoring a chunk
-/// of keys and the first chunk (the ring push is in the queries' and keys' stores).
+/// of keys and values and the first chunk.
 fn window_prologue(tc: bool) -> String {
     let score = if tc {
         r#"    // Scores q.k of chunk c0 on tensor cores (bf16 in, f32 accumulation): one warp per tile of
@@ -723,41 +804,33 @@ fn window_prologue(tc: bool) -> String {
     // from this step's k_rot / v (the segments above); later chunks read that row from them.
     const int nk = min(pos, W) + 1, cur = pos % NRING;  // keys in the window; this step's slot
     const long long slot = (long long)cur * D;
-    const bf16* v_cur = v + bj * D;
     bf16* ring_kh = ring_k + bj * NRING * D;
     bf16* ring_vh = ring_v + bj * NRING * D;
-    // Stages chunk c0: slots c0 .. c0+KC-1 into wk (all features) and wv (this block's columns),
-    // zeros past the ring; every load of the chunk is issued before the first store.
+    // Stages chunk c0: slots c0 .. c0+KC-1 into wk and wv (all D features / columns), zeros past
+    // the ring; every load of the chunk is issued before the first store.
     auto stage = [&](int c0) {{
-        constexpr int KN = KC * D / BV, VN = KC * CS / BV;  // loads of the chunk
-        constexpr int KL = (KN + NT - 1) / NT, VL = (VN + NT - 1) / NT;  // per thread
+        constexpr int KN = KC * D / BV;  // loads of the chunk's keys (and of its values)
+        constexpr int KL = (KN + NT - 1) / NT;  // per thread
         const int hi = c0 == 0 ? NRING : nk;  // slots to read (chunk 0: before pos is known)
-        LoadB kx[KL], vx[VL];
+        LoadB kx[KL], vx[KL];
 #pragma unroll
         for (int u = 0; u < KL; ++u) {{
             const int e = tid + u * NT, sl = c0 + e / (D / BV), i = e % (D / BV) * BV;
             kx[u] = LoadB{{}};
-            if ((KN % NT == 0 || e < KN) && sl < hi)
-                kx[u] = *reinterpret_cast<const LoadB*>((c0 > 0 && sl == cur ? k_cur : ring_kh + (long long)sl * D) + i);
-        }}
-#pragma unroll
-        for (int u = 0; u < VL; ++u) {{
-            const int e = tid + u * NT, sl = c0 + e / (CS / BV), c = e % (CS / BV) * BV;
             vx[u] = LoadB{{}};
-            if ((VN % NT == 0 || e < VN) && sl < hi)
-                vx[u] = *reinterpret_cast<const LoadB*>((c0 > 0 && sl == cur ? v_cur : ring_vh + (long long)sl * D) + col0 + c);
+            if ((KN % NT == 0 || e < KN) && sl < hi) {{
+                const bool mine = c0 > 0 && sl == cur;
+                kx[u] = *reinterpret_cast<const LoadB*>((mine ? k_cur : ring_kh + (long long)sl * D) + i);
+                vx[u] = *reinterpret_cast<const LoadB*>((mine ? v_cur : ring_vh + (long long)sl * D) + i);
+            }}
         }}
 #pragma unroll
         for (int u = 0; u < KL; ++u) {{
-            const int e = tid + u * NT;
-            if ((KN % NT == 0 || e < KN) && (c0 > 0 || e / (D / BV) != cur))
-                *reinterpret_cast<LoadB*>(wk + e / (D / BV) * DP + e % (D / BV) * BV) = kx[u];
-        }}
-#pragma unroll
-        for (int u = 0; u < VL; ++u) {{
-            const int e = tid + u * NT;
-            if ((VN % NT == 0 || e < VN) && (c0 > 0 || e / (CS / BV) != cur))
-                *reinterpret_cast<LoadB*>(wv + e / (CS / BV) * CS + e % (CS / BV) * BV) = vx[u];
+            const int e = tid + u * NT, r = e / (D / BV), i = e % (D / BV) * BV;
+            if ((KN % NT == 0 || e < KN) && (c0 > 0 || r != cur)) {{
+                *reinterpret_cast<LoadB*>(wk + r * DP + i) = kx[u];
+                *reinterpret_cast<LoadB*>(wv + r * D + i) = vx[u];
+            }}
         }}
     }};
 {score}    stage(0);
@@ -896,14 +969,18 @@ mod tests {
     /// The layouts tests/cuda_decode_kernel.rs relies on covering every code path.
     #[test]
     fn keyed_layouts() {
-        // Llama-3-8B: 32-column slices, 16-byte state loads, 4 rows a thread, the
-        // whole window one chunk of 80 keys, tensor-core scores.
+        // Llama-3-8B: passes of 32 columns, 16-byte state loads, 4 rows a thread, the
+        // whole window one chunk of 80 keys (dynamic shared memory above 48 KiB),
+        // tensor-core scores.
         let l = KeyedLayout::new(4, 128, 64, true, true, false);
         assert_eq!(
             (l.cs, l.vec, l.nt, l.kc, l.bv, l.qr),
             (32, 4, 256, 80, 8, 16)
         );
         assert!(l.tc && l.part_in_keys);
+        assert_eq!(l.smem, 2 * 16 * 136 + 80 * (2 * 136 + 2 * 128 + 4 * 16));
+        // Small layouts stay within the 48 KiB of static + dynamic.
+        assert!(KeyedLayout::new(2, 64, 64, true, true, false).smem < 40 * 1024);
         // A 201-key window at D 128 is staged in chunks of 96.
         assert_eq!(KeyedLayout::new(2, 128, 200, true, true, false).kc, 96);
         // G 8 at W 0: the per-warp sums outgrow the 16 staged keys.
