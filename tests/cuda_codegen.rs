@@ -12,7 +12,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ligerc::codegen::cuda::plan::{Arg, Plan, Step};
 
@@ -263,24 +263,6 @@ fn unsupported_graphs_are_refused_naming_the_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// g++ with C++20 (`std::barrier`), or None (skip) outside CI.
-fn gxx() -> Option<PathBuf> {
-    let ok = std::process::Command::new("g++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => Some(PathBuf::from("g++")),
-        (false, true) => {
-            panic!("CI is set but g++ is missing: the CPU emulation of the CUDA plan needs it")
-        }
-        (false, false) => {
-            eprintln!("CPU emulation skipped: no g++");
-            None
-        }
-    }
-}
-
 /// Emits CUDA for `model` with `passes`, runs the plan under the CPU emulation
 /// (prefill of `prefill` tokens — as two calls split at `split` when it is not
 /// 0 — then decode steps up to `total`) and compares every position's logits
@@ -323,7 +305,6 @@ fn emulate_against_cpu_env(
         String::from_utf8_lossy(&emitted.stderr)
     );
     let emu = ligerc::codegen::cuda::emulate::emulation(&out).unwrap();
-    std::fs::write(dir.join("main.cpp"), &emu.source).unwrap();
     std::fs::write(dir.join("weights.bin"), &emu.weights).unwrap();
     let plan: Plan =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
@@ -335,18 +316,7 @@ fn emulate_against_cpu_env(
         .flat_map(|v| v.to_le_bytes())
         .collect();
     std::fs::write(dir.join("ids.bin"), ids).unwrap();
-    let prog = dir.join("prog");
-    let c = std::process::Command::new(cxx)
-        .args(["-std=c++20", "-O1", "-pthread", "-w", "-o"])
-        .arg(&prog)
-        .arg(dir.join("main.cpp"))
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "{tag}: g++ failed:\n{}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    let prog = gxx_build(&cxx, &dir, &emu.source, tag);
     let (lp, np) = (dir.join("logits.bin"), dir.join("next.bin"));
     let r = std::process::Command::new(&prog)
         .arg(dir.join("weights.bin"))
@@ -832,19 +802,7 @@ int main() {
     }
     let Some(cxx) = gxx() else { return };
     let dir = tempdir("cuda-window-kernel");
-    std::fs::write(dir.join("main.cpp"), &src).unwrap();
-    let prog = dir.join("prog");
-    let c = std::process::Command::new(cxx)
-        .args(["-std=c++20", "-O1", "-w", "-o"])
-        .arg(&prog)
-        .arg(dir.join("main.cpp"))
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    let prog = gxx_build(&cxx, &dir, &src, "window kernel");
     let r = std::process::Command::new(&prog).output().unwrap();
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(

@@ -14,23 +14,6 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-/// g++, or None (skip) outside CI.
-fn gxx() -> Option<PathBuf> {
-    let ok = std::process::Command::new("g++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => Some(PathBuf::from("g++")),
-        (false, true) => panic!("CI is set but g++ is missing: the CPU emulation needs it"),
-        (false, false) => {
-            eprintln!("CPU emulation skipped: no g++");
-            None
-        }
-    }
-}
 
 const DRIVER: &str = r#"
 static uint64_t rng_state = 88172645463325252ull;
@@ -239,19 +222,7 @@ fn decode_kernel_emulated_matches_reference() {
     let Some(cxx) = gxx() else { return };
     let src = format!("{SHIM}\n{body}{driver}");
     let dir = tempdir("cuda-decode-kernel");
-    std::fs::write(dir.join("main.cpp"), &src).unwrap();
-    let prog = dir.join("prog");
-    let c = std::process::Command::new(cxx)
-        .args(["-std=c++20", "-O1", "-w", "-o"])
-        .arg(&prog)
-        .arg(dir.join("main.cpp"))
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    let prog = gxx_build(&cxx, &dir, &src, "decode kernel");
     let r = std::process::Command::new(&prog).output().unwrap();
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(

@@ -25,7 +25,7 @@ use ligerc::ir::{GateSpec, LigerSpec, LigerVariant, NodeId, Op, VjpSpec};
 use ligerc::runtime::ops::{eval_high_level, eval_vjp};
 use ligerc::runtime::{ExecState, Tensor};
 
-use common::{compile_all, nvrtc_env};
+use common::{compile_all, gxx, gxx_build, nvrtc_env};
 
 const ATTENTION_OUT: [&str; 7] = ["y", "dq", "dk", "dv", "dq_rot", "dk_rot", "dgate"];
 
@@ -238,22 +238,6 @@ fn runner(name: &str, ns: &str, launches: &[TrainLaunch]) -> String {
     }
     s.push_str("}\n");
     s
-}
-
-/// g++ (C++20), or None (skip) outside CI.
-fn gxx() -> Option<PathBuf> {
-    let ok = std::process::Command::new("g++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => Some(PathBuf::from("g++")),
-        (false, true) => panic!("CI is set but g++ is missing"),
-        (false, false) => {
-            eprintln!("g++ missing: emulation of the training kernels skipped");
-            None
-        }
-    }
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
@@ -470,19 +454,7 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
     }
     main.push_str("    return 0;\n}\n");
     prog.push_str(&main);
-    std::fs::write(dir.join("main.cpp"), &prog).unwrap();
-    let exe = dir.join("prog");
-    let c = std::process::Command::new(cxx)
-        .args(["-std=c++20", "-O1", "-w", "-o"])
-        .arg(&exe)
-        .arg(dir.join("main.cpp"))
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&c.stderr)
-    );
+    let exe = gxx_build(&cxx, &dir, &prog, "training kernels");
     let r = std::process::Command::new(&exe).arg(&dir).output().unwrap();
     assert!(
         r.status.success(),

@@ -306,3 +306,39 @@ pub fn compile_all<'a>(
     );
     eprintln!("NVRTC: {} kernels compiled cleanly for sm_90", items.len());
 }
+
+/// g++ (C++20) for the CPU emulation of emitted CUDA, or None (the test is skipped) when
+/// it is missing outside CI; under CI a missing g++ fails the test.
+pub fn gxx() -> Option<PathBuf> {
+    let ok = Command::new("g++")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match (ok, std::env::var_os("CI").is_some()) {
+        (true, _) => Some(PathBuf::from("g++")),
+        (false, true) => panic!("CI is set but g++ is missing: the CPU emulation of CUDA needs it"),
+        (false, false) => {
+            eprintln!("CPU emulation skipped: no g++");
+            None
+        }
+    }
+}
+
+/// Writes `src` to `dir/main.cpp` and compiles it with `cxx` (`-std=c++20 -O1`) into
+/// `dir/prog`, failing the test (labelled `tag`) with g++'s errors; returns the program.
+pub fn gxx_build(cxx: &Path, dir: &Path, src: &str, tag: &str) -> PathBuf {
+    std::fs::write(dir.join("main.cpp"), src).unwrap();
+    let prog = dir.join("prog");
+    let c = Command::new(cxx)
+        .args(["-std=c++20", "-O1", "-pthread", "-w", "-o"])
+        .arg(&prog)
+        .arg(dir.join("main.cpp"))
+        .output()
+        .unwrap();
+    assert!(
+        c.status.success(),
+        "{tag}: g++ failed:\n{}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+    prog
+}
