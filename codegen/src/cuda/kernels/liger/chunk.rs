@@ -38,6 +38,37 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     (c, floats(c) * 4)
 }
 
+/// The parameter lines of step 3 (scalar and tensor-core kernels alike): `q_doc`, then
+/// k, v, the scanned states (`dk` rows), the window part when there is one, out, seq.
+pub(super) fn prefill_params(
+    spec: &LigerSpec,
+    q_doc: String,
+    dk: usize,
+    c: usize,
+    window: bool,
+) -> Vec<String> {
+    let (h, kv, _, d) = dims(spec);
+    let mut params = vec![
+        q_doc,
+        format!(
+            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
+            kv * d
+        ),
+        format!("v [tokens, {}] bf16", kv * d),
+        format!(
+            "states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (the state entering each chunk)"
+        ),
+    ];
+    if window {
+        params.push(format!(
+            "window [tokens, {}] f32 (mix_window · window branch)",
+            h * d
+        ));
+    }
+    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
+    params
+}
+
 /// Blocks along the grid's y axis of [`gla_prefill`] at chunk `chunk`: one per query head
 /// (the scalar kernel), or one per KV head (the tensor-core kernel, which serves the KV
 /// head's query heads in turn).
@@ -403,24 +434,7 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, dk, false),
     );
-    let mut params = vec![
-        q_doc,
-        format!(
-            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
-            kv * d
-        ),
-        format!("v [tokens, {}] bf16", kv * d),
-        format!(
-            "states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (the state entering each chunk)"
-        ),
-    ];
-    if window {
-        params.push(format!(
-            "window [tokens, {}] f32 (mix_window · window branch)",
-            h * d
-        ));
-    }
-    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
+    let params = prefill_params(spec, q_doc, dk, c, window);
     KernelSrc {
         name,
         summary: format!(

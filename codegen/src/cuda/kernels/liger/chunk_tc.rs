@@ -23,7 +23,7 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, rec_what};
+use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what};
 use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core bodies serve `rec` at chunk `chunk`: the keyed recurrence, head
@@ -401,24 +401,8 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, d, true),
     );
-    let mut params = vec![
-        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
-        format!(
-            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
-            kv * d
-        ),
-        format!("v [tokens, {}] bf16", kv * d),
-        format!(
-            "states [batch, {kv}, ceil(seq/{c}), {d}, {d}] f32 (the state entering each chunk)"
-        ),
-    ];
-    if window {
-        params.push(format!(
-            "window [tokens, {}] f32 (mix_window · window branch)",
-            h * d
-        ));
-    }
-    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
+    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
+    let params = prefill_params(spec, q_doc, d, c, window);
     KernelSrc {
         name,
         summary: format!(
