@@ -201,7 +201,8 @@ pub(super) const CHUNK_FORM: &str = r#"// Chunk-parallel form (chunk n = [nC, nC
 //   dS_n    = sum_s (k~_s * exp(b_L - b_s))^T v_s,   S_(n+1) = diag(exp(b_L)) S_n + dS_n
 //   o_t     = (q~_t * exp(b_t)) . S_n  +  sum_(s<=t) (sum_i q~_ti k~_si exp(b_ti - b_si)) v_s
 // 1. chunk states: dS_n, exp(b_L) per chunk;  2. scan: S_n per chunk, final state back;
-// 3. prefill: outputs per (chunk, query head). Every exponent is <= 0; nothing divides by a decay.
+// 3. prefill: outputs per chunk. Nothing divides by a decay; the exponents are <= 0, except
+//    e^(-b) <= e^40 on the tensor-core kernels' one-product score path.
 // Scratch slot of chunk n of KV head j, row b: (b * HKV + j) * nch + n, nch = ceil(seq / C).
 "#;
 

@@ -36,7 +36,7 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
         && chunk.is_multiple_of(16)
 }
 
-/// Threads per block of the tensor-core kernels: 16 warps. Step 3's tiles take 190 KB of
+/// Threads per block of the tensor-core kernels: 16 warps. Step 3's tiles take 202 KB of
 /// shared memory, one block per SM, so the warps of one block must hide every latency.
 const TC_THREADS: usize = 512;
 
