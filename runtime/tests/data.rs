@@ -22,12 +22,30 @@ fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/text").join(name)
 }
 
+/// A temporary directory, removed when dropped (`LIGERC_KEEP_TEST_DIRS=1` keeps it).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("LIGERC_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh temporary directory for one test.
-fn tempdir(tag: &str) -> PathBuf {
+fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("ligerc-data-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
