@@ -318,20 +318,17 @@ fn emulate_against_cpu_env(
     std::fs::write(dir.join("ids.bin"), ids).unwrap();
     let prog = gxx_build(&cxx, &dir, &emu.source, tag);
     let (lp, np) = (dir.join("logits.bin"), dir.join("next.bin"));
-    let r = std::process::Command::new(&prog)
-        .arg(dir.join("weights.bin"))
-        .arg(dir.join("ids.bin"))
-        .args([batch.to_string(), prefill.to_string(), total.to_string()])
-        .arg(&lp)
-        .arg(&np)
-        .arg(split.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        r.status.success(),
-        "{tag}: emulation failed:\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let args = [
+        dir.join("weights.bin"),
+        dir.join("ids.bin"),
+        batch.to_string().into(),
+        prefill.to_string().into(),
+        total.to_string().into(),
+        lp.clone(),
+        np.clone(),
+        split.to_string().into(),
+    ];
+    run_emulation(&prog, &args, tag);
     let ours: Vec<f32> = std::fs::read(&lp)
         .unwrap()
         .chunks_exact(4)
@@ -803,13 +800,7 @@ int main() {
     let Some(cxx) = gxx() else { return };
     let dir = tempdir("cuda-window-kernel");
     let prog = gxx_build(&cxx, &dir, &src, "window kernel");
-    let r = std::process::Command::new(&prog).output().unwrap();
-    let text = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success(),
-        "emulation failed:\n{text}\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let text = run_emulation(&prog, &[] as &[&str], "window kernel");
     let mut seen = 0;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();

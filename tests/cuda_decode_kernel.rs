@@ -223,13 +223,7 @@ fn decode_kernel_emulated_matches_reference() {
     let src = format!("{SHIM}\n{body}{driver}");
     let dir = tempdir("cuda-decode-kernel");
     let prog = gxx_build(&cxx, &dir, &src, "decode kernel");
-    let r = std::process::Command::new(&prog).output().unwrap();
-    let text = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success(),
-        "emulation failed:\n{text}\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let text = run_emulation(&prog, &[] as &[&str], "decode kernel");
     let mut seen = 0;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -59,18 +59,7 @@ struct Case {
 
 /// Runs every case in one emulated program; returns each case's outputs.
 fn emulate(cases: &[Case]) -> Option<Vec<Vec<Vec<f32>>>> {
-    let ok = std::process::Command::new("g++")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but g++ is missing"
-        );
-        eprintln!("emulation skipped: no g++");
-        return None;
-    }
+    let cxx = gxx()?;
     let dir = tempdir("cuda-train-basic");
     let mut src = String::from(SHIM);
     src.push_str(
@@ -116,25 +105,8 @@ fn emulate(cases: &[Case]) -> Option<Vec<Vec<Vec<f32>>>> {
         src.push_str("  }\n");
     }
     src.push_str("  return 0;\n}\n");
-    std::fs::write(dir.join("main.cpp"), &src).unwrap();
-    let prog = dir.join("prog");
-    let c = std::process::Command::new("g++")
-        .args(["-std=c++20", "-O1", "-w", "-o"])
-        .arg(&prog)
-        .arg(dir.join("main.cpp"))
-        .output()
-        .unwrap();
-    assert!(
-        c.status.success(),
-        "g++:\n{}",
-        String::from_utf8_lossy(&c.stderr)
-    );
-    let r = std::process::Command::new(&prog).output().unwrap();
-    assert!(
-        r.status.success(),
-        "emulation:\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let prog = gxx_build(&cxx, &dir, &src, "basic training kernels");
+    run_emulation(&prog, &[] as &[&str], "basic training kernels");
     Some(
         cases
             .iter()

@@ -25,7 +25,7 @@ use ligerc::ir::{GateSpec, LigerSpec, LigerVariant, NodeId, Op, VjpSpec};
 use ligerc::runtime::ops::{eval_high_level, eval_vjp};
 use ligerc::runtime::{ExecState, Tensor};
 
-use common::{compile_all, gxx, gxx_build, nvrtc_env};
+use common::{compile_all, gxx, gxx_build, nvrtc_env, run_emulation};
 
 const ATTENTION_OUT: [&str; 7] = ["y", "dq", "dk", "dv", "dq_rot", "dk_rot", "dgate"];
 
@@ -455,12 +455,7 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
     main.push_str("    return 0;\n}\n");
     prog.push_str(&main);
     let exe = gxx_build(&cxx, &dir, &prog, "training kernels");
-    let r = std::process::Command::new(&exe).arg(&dir).output().unwrap();
-    assert!(
-        r.status.success(),
-        "emulation failed:\n{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    run_emulation(&exe, &[&dir], "training kernels");
     let mut failures = Vec::new();
     for (i, (c, reference)) in cases.iter().zip(&refs).enumerate() {
         let ours = read_f32(&dir.join(format!("case{i}.out")));

@@ -342,3 +342,16 @@ pub fn gxx_build(cxx: &Path, dir: &Path, src: &str, tag: &str) -> PathBuf {
     );
     prog
 }
+
+/// Runs an emulation program built by [`gxx_build`] with `args`, failing the test (labelled
+/// `tag`) with its output when it exits non-zero; returns its stdout.
+pub fn run_emulation<A: AsRef<std::ffi::OsStr>>(prog: &Path, args: &[A], tag: &str) -> String {
+    let r = Command::new(prog).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(
+        r.status.success(),
+        "{tag}: emulation failed:\n{text}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    text
+}

@@ -38,6 +38,42 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     (c, floats(c) * 4)
 }
 
+/// Step 1's kernel up to the ΔS product (scalar and tensor-core kernels alike): the entry
+/// point `name`, the chunk `prologue`, then the keys scaled in place by `e^{b_L − b_s}`
+/// with the exponential `exp` (`expf`, or `__expf`), and a barrier.
+pub(super) fn states_head(name: &str, prologue: &str, exp: &str) -> String {
+    format!(
+        r#"extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
+        float* __restrict__ states, float* __restrict__ dec, int seq) {{
+    extern __shared__ float smem[];
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
+{prologue}    // k~_s * exp(b_L - b_s), in place
+    for (int e = tid; e < L * DK; e += NT) {{
+        const int t = e / DK, i = e % DK;
+        kf[t * KS + i] *= {exp}(bc[(L - 1) * KS + i] - bc[t * KS + i]);
+    }}
+    __syncthreads();
+"#
+    )
+}
+
+/// The parameter lines of step 1 (scalar and tensor-core kernels alike), `dk` rows of
+/// the state.
+pub(super) fn states_params(spec: &LigerSpec, dk: usize, c: usize) -> Vec<String> {
+    let (_, kv, _, d) = dims(spec);
+    vec![
+        format!(
+            "k [tokens, {}] bf16 (raw; gate and key map computed here)",
+            kv * d
+        ),
+        format!("v [tokens, {}] bf16", kv * d),
+        format!("states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (out: ΔS per chunk)"),
+        format!("dec [batch, {kv}, ceil(seq/{c}), {dk}] f32 (out: e^(b_L) per chunk)"),
+        "seq".into(),
+    ]
+}
+
 /// The parameter lines of step 3 (scalar and tensor-core kernels alike): `q_doc`, then
 /// k, v, the scanned states (`dk` rows), the window part when there is one, out, seq.
 pub(super) fn prefill_params(
@@ -236,18 +272,7 @@ pub fn gla_chunk_states(
     let body = format!(
         r#"{consts}
 {form}
-extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
-        float* __restrict__ states, float* __restrict__ dec, int seq) {{
-    extern __shared__ float smem[];
-    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
-    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-{prologue}    // k~_s * exp(b_L - b_s), in place
-    for (int e = tid; e < L * DK; e += NT) {{
-        const int t = e / DK, i = e % DK;
-        kf[t * KS + i] *= expf(bc[(L - 1) * KS + i] - bc[t * KS + i]);
-    }}
-    __syncthreads();
-    float* dst = states + bl * (DK * DV);
+{head}    float* dst = states + bl * (DK * DV);
     for (int e = tid; e < DK * DV; e += NT) {{
         const int i = e / DV, c = e % DV;
         float acc = 0.0f;
@@ -259,7 +284,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
 "#,
         consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         form = CHUNK_FORM,
-        prologue = chunk_prologue(variant, d, dk, false),
+        head = states_head(&name, &chunk_prologue(variant, d, dk, false), "expf"),
     );
     KernelSrc {
         name,
@@ -271,16 +296,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
         block: [CHUNK_THREADS as u32, 1, 1],
         smem: (states_smem_floats(c, d, dk) * 4) as u32,
         grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
-        params: vec![
-            format!(
-                "k [tokens, {}] bf16 (raw; gate and key map computed here)",
-                kv * d
-            ),
-            format!("v [tokens, {}] bf16", kv * d),
-            format!("states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (out: ΔS per chunk)"),
-            format!("dec [batch, {kv}, ceil(seq/{c}), {dk}] f32 (out: e^(b_L) per chunk)"),
-            "seq".into(),
-        ],
+        params: states_params(spec, dk, c),
     }
 }
 

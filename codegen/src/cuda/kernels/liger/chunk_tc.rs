@@ -23,7 +23,9 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what};
+use super::chunk::{
+    CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head, states_params,
+};
 use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core bodies serve `rec` at chunk `chunk`: the keyed recurrence, head
@@ -116,18 +118,7 @@ pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> K
     let body = format!(
         r#"{tc}{consts}constexpr int NW = NT / 32;
 {loader}{form}
-extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
-        float* __restrict__ states, float* __restrict__ dec, int seq) {{
-    extern __shared__ float smem[];
-    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
-    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-{prologue}    // k~_s * exp(b_L - b_s), in place
-    for (int e = tid; e < L * DK; e += NT) {{
-        const int t = e / DK, i = e % DK;
-        kf[t * KS + i] *= __expf(bc[(L - 1) * KS + i] - bc[t * KS + i]);
-    }}
-    __syncthreads();
-    // dS = kf^T (DK x C) . vs (C x DV): one 16x16 tile of the state per warp at a time,
+{head}    // dS = kf^T (DK x C) . vs (C x DV): one 16x16 tile of the state per warp at a time,
     // written straight to the scratch (rows L.. of kf and vs are zero).
     float* dst = states + bl * (DK * DV);
     for (int tile = warp; tile < (DK / 16) * (DV / 16); tile += NW) {{
@@ -152,7 +143,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
         consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
         loader = LOADER,
         form = CHUNK_FORM,
-        prologue = chunk_prologue(variant, d, d, true),
+        head = states_head(&name, &chunk_prologue(variant, d, d, true), "__expf"),
     );
     KernelSrc {
         name,
@@ -164,16 +155,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __rest
         block: [TC_THREADS as u32, 1, 1],
         smem: (states_smem_floats(c, d) * 4) as u32,
         grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
-        params: vec![
-            format!(
-                "k [tokens, {}] bf16 (raw; gate and key map computed here)",
-                kv * d
-            ),
-            format!("v [tokens, {}] bf16", kv * d),
-            format!("states [batch, {kv}, ceil(seq/{c}), {d}, {d}] f32 (out: ΔS per chunk)"),
-            format!("dec [batch, {kv}, ceil(seq/{c}), {d}] f32 (out: e^(b_L) per chunk)"),
-            "seq".into(),
-        ],
+        params: states_params(spec, d, c),
     }
 }
 
