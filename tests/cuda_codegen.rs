@@ -824,3 +824,29 @@ int main() {
     assert_eq!(seen, labels.len(), "cases run:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--emit cuda` is reproducible: two runs write the same plan.json (buffer reuse does
+/// not follow a hash map's per-process order).
+#[test]
+fn emitted_plan_is_the_same_on_every_run() {
+    let f = fixture("tiny_legacy_op17_eager_mask.onnx");
+    let dir = tempdir("cuda-emit-twice");
+    let plans: Vec<String> = (0..2)
+        .map(|i| {
+            let out = dir.join(format!("out{i}"));
+            ligerc_ok(&[
+                f.to_str().unwrap(),
+                "--pass",
+                "linearize",
+                "--keep-softmax",
+                "1",
+                "--emit",
+                "cuda",
+                "-o",
+                out.to_str().unwrap(),
+            ]);
+            std::fs::read_to_string(out.join("plan.json")).unwrap()
+        })
+        .collect();
+    assert!(plans[0] == plans[1], "plan.json differs between two runs");
+}

@@ -349,12 +349,15 @@ pub fn lower_phase(
     for (i, grp) in groups.iter().enumerate() {
         l.group = i;
         l.lower(grp)?;
-        let dead: Vec<ValueRef> = l
+        let mut dead: Vec<ValueRef> = l
             .last_use
             .iter()
             .filter(|(v, at)| **at == i && !l.keep.contains(v))
             .map(|(v, _)| *v)
             .collect();
+        // Released in a fixed order (not the map's), so buffer reuse — and plan.json — is
+        // the same on every run.
+        dead.sort_unstable();
         for v in dead {
             if let Some(Act {
                 arg: Arg::Buffer(name),
