@@ -116,7 +116,7 @@ class Layer:
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
         self.dec = [s for s in self.plan["decode"]["steps"]
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
-        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_(tc_)?h", s["kernel"]) and "window" not in s["kernel"])
+        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_(tc_|mma_)?h", s["kernel"]) and "window" not in s["kernel"])
         win = next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
         self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
         self.mix_l = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))

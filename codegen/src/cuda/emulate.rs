@@ -6,7 +6,8 @@
 //! are fibers (`ucontext`) on one OS thread, resumed round-robin (blocks run
 //! one after another, so `__shared__` becomes a function-level `static`);
 //! `__syncthreads` is a barrier over the block's fibers, warp shuffles
-//! exchange through a per-warp slot array between two warp barriers, `nvcuda::wmma` fragments hold
+//! exchange through a per-warp slot array between two warp barriers (so do the bf16
+//! `mma.sync` / `ldmatrix` primitives `mma_bf16` and `ldsm_*`), `nvcuda::wmma` fragments hold
 //! the whole tile in every lane, `__nv_bfloat16` is a 16-bit struct with
 //! round-to-nearest-even conversion. The schedule is deterministic. GEMM steps run a reference
 //! `cublasGemmEx` (column-major, f32 accumulation, bf16 rounding of bf16
@@ -57,6 +58,8 @@ struct dim3 { unsigned x = 1, y = 1, z = 1; };
 struct __nv_bfloat16 { unsigned short x; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+#define LIGERC_EMULATION 1
 
 inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.x << 16; float f; std::memcpy(&f, &u, 4); return f; }
 inline __nv_bfloat16 __float2bfloat16(float f) {
@@ -68,6 +71,7 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline float __expf(float x) { return expf(x); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.x; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
@@ -136,6 +140,66 @@ template <typename T> T emu_exchange(T v, int src) {
 template <typename T> T __shfl_xor_sync(unsigned, T v, int o) { return emu_exchange(v, (int)(threadIdx.x & 31) ^ o); }
 template <typename T> T __shfl_sync(unsigned, T v, int src) { return emu_exchange(v, src); }
 
+// bf16 tensor-core primitives (the kernels' ldsm_* and mma_bf16), warp-collective: every lane
+// deposits its operands in its own slots of `emu_frag`, a warp barrier, every lane gathers
+// what it needs, a second barrier before the slots are reused.
+std::vector<uint64_t> emu_frag;  // 8 per thread
+// ldmatrix .xNM (.trans): lane l gives the address of row l % 8 of matrix l / 8; each lane gets
+// per matrix the two 16-bit elements at row l / 4, columns 2(l % 4) and 2(l % 4) + 1
+// (transposed: rows 2(l % 4) and 2(l % 4) + 1, column l / 4), the first in the low half.
+template <int NM> void emu_ldsm(unsigned* r, const void* p, bool trans) {
+    const unsigned base = emu_cur & ~31u, l = emu_cur & 31u;
+    emu_frag[emu_cur * 8] = (uint64_t)(uintptr_t)p;
+    emu_wait(emu_warp_bar());
+    for (int m = 0; m < NM; ++m) {
+        unsigned v = 0;
+        for (unsigned h = 0; h < 2; ++h) {
+            const unsigned row = trans ? 2 * (l % 4) + h : l / 4, col = trans ? l / 4 : 2 * (l % 4) + h;
+            const unsigned short* rp = (const unsigned short*)(uintptr_t)emu_frag[(base + 8 * m + row) * 8];
+            v |= (unsigned)rp[col] << (16 * h);
+        }
+        r[m] = v;
+    }
+    emu_wait(emu_warp_bar());
+}
+inline void ldsm_x4(unsigned (&r)[4], const __nv_bfloat16* p) { emu_ldsm<4>(r, p, false); }
+inline void ldsm_x4_t(unsigned (&r)[4], const __nv_bfloat16* p) { emu_ldsm<4>(r, p, true); }
+inline void ldsm_x2(unsigned (&r)[2], const __nv_bfloat16* p) { emu_ldsm<2>(r, p, false); }
+inline float emu_bf(uint64_t u, unsigned h) { return __int_as_float((int)(((u >> (16 * h)) & 0xffffu) << 16)); }
+// mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32: C (16x8) += A (16x16) B (16x8). Lane l (g = l / 4,
+// t = 2(l % 4)) holds A at rows g, g + 8 and columns t, t + 1, t + 8, t + 9 (registers: (g, t..),
+// (g + 8, t..), (g, t + 8..), (g + 8, t + 8..)), B at rows t, t + 1, t + 8, t + 9 of column g, and
+// C at rows g, g + 8 of columns t, t + 1.
+inline void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    const unsigned base = emu_cur & ~31u, l = emu_cur & 31u;
+    uint64_t* s = &emu_frag[emu_cur * 8];
+    for (int i = 0; i < 4; ++i) s[i] = a[i];
+    s[4] = b0;
+    s[5] = b1;
+    emu_wait(emu_warp_bar());
+    float A[16][16], B[16][8];
+    for (unsigned ln = 0; ln < 32; ++ln) {
+        const uint64_t* f = &emu_frag[(base + ln) * 8];
+        const unsigned g = ln / 4, t = 2 * (ln % 4);
+        for (unsigned h = 0; h < 2; ++h) {
+            A[g][t + h] = emu_bf(f[0], h);
+            A[g + 8][t + h] = emu_bf(f[1], h);
+            A[g][t + 8 + h] = emu_bf(f[2], h);
+            A[g + 8][t + 8 + h] = emu_bf(f[3], h);
+            B[t + h][g] = emu_bf(f[4], h);
+            B[t + 8 + h][g] = emu_bf(f[5], h);
+        }
+    }
+    emu_wait(emu_warp_bar());
+    const unsigned g = l / 4, t = 2 * (l % 4);
+    for (unsigned e = 0; e < 4; ++e) {
+        const unsigned row = g + 8 * (e / 2), col = t + e % 2;
+        float acc = c[e];
+        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+        c[e] = acc;
+    }
+}
+
 inline void emu_fiber_entry() {
     emu_body();
     emu_fibers[emu_cur].done = true;
@@ -155,6 +219,7 @@ void emu_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A... args) 
     while (emu_stacks.size() < n) emu_stacks.emplace_back(256 * 1024);
     emu_slots.assign(n + 32, 0);
     emu_or_slots.assign(n, 0);
+    emu_frag.assign(8 * (n + 32), 0);
     for (unsigned b = 0; b < nb; ++b) {
         blockIdx = dim3{b % grid.x, (b / grid.x) % grid.y, b / (grid.x * grid.y)};
         emu_block_bar = EmuBar{n, 0, 0};

@@ -1506,6 +1506,7 @@ impl<'a> Lower<'a> {
         let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
         let scan_src = liger::gla_state_scan(spec, rec, c);
         let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
+        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
         self.check_smem(&states_src.name, states_src.smem as usize)?;
         self.check_smem(&out_src.name, bytes)?;
         let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
@@ -1550,18 +1551,24 @@ impl<'a> Lower<'a> {
             Some(layer),
         );
         let mut args = vec![qs, k, v, states.clone()];
+        if sub_src.is_some() {
+            args.push(dec.clone());
+        }
         args.extend(window);
         args.extend([out, seq]);
         let nargs = args.len();
-        let heads = liger::gla_prefill_heads(spec, rec, c);
-        self.launch(
-            out_src,
-            nodes,
-            [nch, Extent::from(heads), b],
-            args,
-            &[nargs - 2],
-            Some(layer),
-        );
+        let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
+        // the sub-chunk kernel, if any, takes the chunks the first one leaves (disjoint rows)
+        for src in std::iter::once(out_src).chain(sub_src) {
+            self.launch(
+                src,
+                nodes,
+                grid.clone(),
+                args.clone(),
+                &[nargs - 2],
+                Some(layer),
+            );
+        }
         self.release(&states);
         self.release(&dec);
         Ok(())

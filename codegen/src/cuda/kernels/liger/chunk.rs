@@ -4,7 +4,7 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit};
-use super::{CHUNK_THREADS, Recurrence, chunk_tc, dims, key_channels, vname};
+use super::{CHUNK_THREADS, Recurrence, chunk_mma, chunk_tc, dims, key_channels, vname};
 
 /// Shared memory of [`gla_chunk_states`] in floats for chunk `c`: raw keys, mapped keys,
 /// gate cumsum, values, per-row scalars.
@@ -26,7 +26,7 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     let dk = key_channels(spec, rec);
     let floats = |c: usize| {
         if chunk_tc::eligible(spec, rec, c) {
-            chunk_tc::prefill_smem_floats(c, d)
+            chunk_tc::prefill_smem_floats(c, d).max(chunk_mma::smem_floats(c, d))
         } else {
             gla_smem_floats(c, d, dk)
         }
@@ -82,6 +82,7 @@ pub(super) fn prefill_params(
     dk: usize,
     c: usize,
     window: bool,
+    dec: bool,
 ) -> Vec<String> {
     let (h, kv, _, d) = dims(spec);
     let mut params = vec![
@@ -95,6 +96,11 @@ pub(super) fn prefill_params(
             "states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (the state entering each chunk)"
         ),
     ];
+    if dec {
+        params.push(format!(
+            "dec [batch, {kv}, ceil(seq/{c}), {dk}] f32 (each chunk's decay e^(b_L), from step 1: picks the kernel)"
+        ));
+    }
     if window {
         params.push(format!(
             "window [tokens, {}] f32 (mix_window · window branch)",
@@ -114,6 +120,22 @@ pub fn gla_prefill_heads(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> usi
     } else {
         spec.heads
     }
+}
+
+/// The second step-3 kernel of the tensor-core variants, or `None`: where [`gla_prefill`]
+/// is the bf16 `mma` kernel, it takes only the chunks that decay by at most `e^{−40}` in
+/// every channel, and this sub-chunk kernel (TF32) the others. Both then take step 1's
+/// `dec` after `states`, and the plan launches both, same grid: each returns at once on the
+/// other's chunks.
+pub fn gla_prefill_subchunk(
+    spec: &LigerSpec,
+    rec: Recurrence,
+    chunk: usize,
+    normalizer: f64,
+    window: bool,
+) -> Option<KernelSrc> {
+    chunk_tc::eligible(spec, rec, chunk)
+        .then(|| chunk_tc::prefill(spec, chunk, normalizer, window))
 }
 
 /// The CUDA constants and chunk prologue shared by [`gla_chunk_states`] and
@@ -371,7 +393,7 @@ pub fn gla_prefill(
     window: bool,
 ) -> KernelSrc {
     if chunk_tc::eligible(spec, rec, chunk) {
-        return chunk_tc::prefill(spec, chunk, normalizer, window);
+        return chunk_mma::prefill(spec, chunk, normalizer, window);
     }
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
@@ -451,7 +473,7 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, dk, false),
     );
-    let params = prefill_params(spec, q_doc, dk, c, window);
+    let params = prefill_params(spec, q_doc, dk, c, window, false);
     KernelSrc {
         name,
         summary: format!(

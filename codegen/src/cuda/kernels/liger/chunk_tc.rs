@@ -40,10 +40,10 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
 
 /// Threads per block of the tensor-core kernels: 16 warps. Step 3's tiles take 202 KB of
 /// shared memory, one block per SM, so the warps of one block must hide every latency.
-const TC_THREADS: usize = 512;
+pub(super) const TC_THREADS: usize = 512;
 
 /// Row stride padding of the key and gate tiles (wmma: a multiple of 4 floats).
-const PAD: usize = 4;
+pub(super) const PAD: usize = 4;
 
 /// Shared memory of the tensor-core step 1 in floats: keys (raw, then mapped), gate
 /// cumsum, values, per-row scalars.
@@ -80,7 +80,7 @@ template <typename F> __device__ __forceinline__ void to_tf32(F& f) {
 "#;
 
 /// The tile loader both kernels share (after the constants: needs `C`, `NT`).
-const LOADER: &str = r#"
+pub(super) const LOADER: &str = r#"
 // Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into f32 `dst`
 // (row stride ds), rows >= L zero: 16-byte loads, all of a thread's loads in flight before
 // the first conversion (a block's few warps would otherwise wait out each load in turn).
@@ -160,21 +160,48 @@ pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> K
 }
 
 /// The largest in-chunk decay exponent `−b` for which step 3 forms the scores as one
-/// product `(q̃ e^{b})(k̃ e^{−b})ᵀ`: the factors stay within `e^{±40}` (f32 and TF32 hold up to
-/// `e^{88}`) and every term is non-negative, so nothing cancels. Chunks that decay faster
-/// take the sub-chunk path. `LIGERC_CUDA_SUBCHUNK_SCORES=1` at code generation sends every
-/// chunk down the sub-chunk path (a testing knob: both paths compute the same scores).
-fn fast_range() -> String {
+/// product `(q̃ e^{b})(k̃ e^{−b})ᵀ` ([`super::chunk_mma`]): the factors stay within `e^{±40}`
+/// (f32 and bf16 hold up to `e^{88}`) and every term is non-negative, so nothing cancels.
+/// Chunks that decay faster take the sub-chunk kernel ([`prefill`]).
+/// `LIGERC_CUDA_SUBCHUNK_SCORES=1` at code generation sends every chunk to the sub-chunk
+/// kernel (a testing knob: both kernels compute the same outputs).
+pub(super) fn fast_range() -> f64 {
     if std::env::var_os("LIGERC_CUDA_SUBCHUNK_SCORES").is_some() {
-        float_lit(-1.0)
+        -1.0
     } else {
-        float_lit(40.0)
+        40.0
     }
 }
 
-/// Step 3 on tensor cores (see [`super::gla_prefill`] for the contract; queries are raw bf16),
-/// one block per (chunk, KV head, row) serving the KV head's query heads in turn: the keys'
-/// gate, feature map and scaling, the values and the state are shared by the `G` heads.
+/// The opening of both step-3 kernels of the tensor-core variants: reads chunk `n`'s decays
+/// `e^{b_L}` (step 1's `dec`) and returns unless the chunk is this kernel's — the one-product
+/// kernel takes the chunks whose every channel keeps at least `e^{−FAST}`, the sub-chunk
+/// kernel the others. Block-uniform; needs `dec`, `b`, `j`, `n`, `tid`, `seq` in scope.
+pub(super) fn chunk_owner(one_product: bool) -> String {
+    format!(
+        r#"    {{  // which step-3 kernel takes this chunk (block-uniform)
+        constexpr float FAST_DEC = {fast_dec};  // e^(-FAST)
+        const float* dl = dec + ((long long)(b * HKV + j) * ((seq + C - 1) / C) + n) * DK;
+        int fast = 1;
+        for (int i = tid; i < DK; i += NT) fast &= dl[i] >= FAST_DEC;
+        if ({not}__syncthreads_or(!fast)) return;  // {other}
+    }}
+"#,
+        fast_dec = float_lit((-fast_range()).exp()),
+        not = if one_product { "" } else { "!" },
+        other = if one_product {
+            "some channel decays faster: the sub-chunk kernel's"
+        } else {
+            "the one-product kernel's"
+        },
+    )
+}
+
+/// Step 3's sub-chunk kernel, on tensor cores (see [`super::gla_prefill`] for the contract;
+/// queries are raw bf16): the chunks that decay by more than `e^{−FAST}` in some channel
+/// (never, with real gates; the bf16 kernel [`super::chunk_mma`] takes the others), one block
+/// per (chunk, KV head, row) serving the KV head's query heads in turn: the keys' gate,
+/// feature map and scaling, the values and the state are shared by the `G` heads.
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
@@ -197,126 +224,79 @@ constexpr int G = {g};
 constexpr int NS = C / 16;     // sub-chunks of 16 rows
 constexpr int CA = C + 4;      // row stride of the score tile
 constexpr float MIX = {mix};   // mix_linear
-constexpr float FAST = {fast};  // largest in-chunk decay exponent of the one-product score path
 {loader}
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
-        const bf16* __restrict__ v, const float* __restrict__ states, {window_param}bf16* __restrict__ out, int seq) {{
+        const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
+        {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-{prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
+{owner}{prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
     float* A = qf + C * KS;        // [C][CA] intra-chunk scores (zero above the diagonal)
     float* qp = A + C * CA;        // [C-16][KS] queries scaled for one key sub-chunk
     float* kp = qp + (C - 16) * KS;  // [16][KS] that key sub-chunk, scaled to its last row
     float* stg = kp + 16 * KS + warp * 256;  // this warp's 16x16 output staging tile
-    // The chunk's decay range decides the score path (block-uniform): when no channel decays
-    // by more than e^-FAST over the chunk, k~_s e^(-b_s) < e^FAST and the scores are one product
-    // (q~ e^b)(k~ e^-b)^T of non-negative terms; otherwise per sub-chunk, every factor <= 1.
-    int fast_decay = 1;  // (no static shared flag: the dynamic tile may use all of 48 KiB unraised)
-    for (int i = tid; i < DK; i += NT) fast_decay &= -bc[(L - 1) * KS + i] <= FAST;
-    const bool slow = __syncthreads_or(!fast_decay) != 0;
-    if (!slow) {{
-        // k~_s e^(-b_s), in place, once for the G query heads
-        for (int e = tid; e < L * DK; e += NT) {{
-            const int t = e / DK, i = e % DK;
-            kf[t * KS + i] *= __expf(-bc[t * KS + i]);
-        }}
-    }}
     const float* S = states + bl * (DK * DV);  // the state entering this chunk
     for (int g = 0; g < G; ++g) {{
         const int h = j * G + g;  // the query head (the KV head's keys, values and state serve all G)
-        __syncthreads();  // the previous head's tiles are consumed (and the keys scaled)
+        __syncthreads();  // the previous head's tiles are consumed
         load_rows_bf16<DK>(qf, KS, q + row0 * (H * DK) + h * DK, H * DK, L);
         for (int e = tid; e < C * CA; e += NT) A[e] = 0.0f;
         __syncthreads();
         softmax_rows_strided(qf, L, DK, KS);
         __syncthreads();
-        if (!slow) {{
-            // q~_t e^(b_t), in place (also the state term's queries)
-            for (int e = tid; e < L * DK; e += NT) {{
-                const int t = e / DK, i = e % DK;
-                qf[t * KS + i] *= __expf(bc[t * KS + i]);
+        // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
+        for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
+            const int blk = p / 136, r = p % 136;
+            int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
+            while (tt * (tt + 1) / 2 > r) --tt;
+            while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
+            const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
+            if (t >= L) continue;  // warp-uniform
+            float a = 0.0f;
+            for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
+            a = warp_sum(a);
+            if (lane == 0) A[t * CA + s] = a;
+        }}
+        // 2. off-diagonal blocks, per key sub-chunk J (rows up to r): its keys scaled by
+        //    exp(b_r - b_s) <= 1 (kf itself stays as it is for the next head), the later
+        //    queries by exp(b_t - b_r) <= 1, multiplied on tensor cores.
+        for (int jj = 0; jj + 1 < NS; ++jj) {{
+            const int r = 16 * jj + 15, t0 = r + 1;
+            if (t0 >= L) break;  // block-uniform: no later query rows
+            __syncthreads();     // the diagonal is done; the previous J's tiles consumed
+            for (int e = tid; e < 16 * DK; e += NT) {{
+                const int s = 16 * jj + e / DK, i = e % DK;
+                kp[(e / DK) * KS + i] = kf[s * KS + i] * __expf(bc[r * KS + i] - bc[s * KS + i]);
+            }}
+            for (int e = tid; e < (C - t0) * DK; e += NT) {{
+                const int tq = e / DK, i = e % DK, t = t0 + tq;
+                qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
             }}
             __syncthreads();
-            // A = the lower triangle of qf kf^T: the 16x16 tiles on and below the diagonal
-            for (int tile = warp; tile < NS * (NS + 1) / 2; tile += NW) {{
-                int ii = 0;
-                while ((ii + 1) * (ii + 2) / 2 <= tile) ++ii;
-                const int jj = tile - ii * (ii + 1) / 2;
-                if (16 * ii >= L) continue;  // warp-uniform
+            for (int w = warp; w < (C - t0) / 16; w += NW) {{
                 FragC acc;
                 wmma::fill_fragment(acc, 0.0f);
                 for (int k0 = 0; k0 < DK; k0 += 8) {{
                     FragA a;
                     FragBt bm;
-                    wmma::load_matrix_sync(a, qf + 16 * ii * KS + k0, KS);
-                    wmma::load_matrix_sync(bm, kf + 16 * jj * KS + k0, KS);
+                    wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
+                    wmma::load_matrix_sync(bm, kp + k0, KS);
                     to_tf32(a);
                     to_tf32(bm);
                     wmma::mma_sync(acc, a, bm, acc);
                 }}
-                wmma::store_matrix_sync(A + 16 * ii * CA + 16 * jj, acc, CA, wmma::mem_row_major);
+                wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
             }}
-            __syncthreads();
-            for (int e = tid; e < C * 16; e += NT) {{  // above the diagonal of the diagonal tiles
-                const int t = e / 16, s = (t & ~15) + e % 16;
-                if (s > t) A[t * CA + s] = 0.0f;
-            }}
-            __syncthreads();
-        }} else {{
-            // 1. diagonal 16x16 blocks, element-wise: one warp per (t, s), s <= t, lanes over channels.
-            for (int p = warp; p < NS * 136; p += NW) {{  // 136 = 16 * 17 / 2 pairs per block
-                const int blk = p / 136, r = p % 136;
-                int tt = (int)((sqrtf(8.0f * (float)r + 1.0f) - 1.0f) * 0.5f);
-                while (tt * (tt + 1) / 2 > r) --tt;
-                while ((tt + 1) * (tt + 2) / 2 <= r) ++tt;
-                const int t = 16 * blk + tt, s = 16 * blk + (r - tt * (tt + 1) / 2);
-                if (t >= L) continue;  // warp-uniform
-                float a = 0.0f;
-                for (int i = lane; i < DK; i += 32) a += qf[t * KS + i] * kf[s * KS + i] * __expf(bc[t * KS + i] - bc[s * KS + i]);
-                a = warp_sum(a);
-                if (lane == 0) A[t * CA + s] = a;
-            }}
-            // 2. off-diagonal blocks, per key sub-chunk J (rows up to r): its keys scaled by
-            //    exp(b_r - b_s) <= 1 (kf itself stays as it is for the next head), the later
-            //    queries by exp(b_t - b_r) <= 1, multiplied on tensor cores.
-            for (int jj = 0; jj + 1 < NS; ++jj) {{
-                const int r = 16 * jj + 15, t0 = r + 1;
-                if (t0 >= L) break;  // block-uniform: no later query rows
-                __syncthreads();     // the diagonal is done; the previous J's tiles consumed
-                for (int e = tid; e < 16 * DK; e += NT) {{
-                    const int s = 16 * jj + e / DK, i = e % DK;
-                    kp[(e / DK) * KS + i] = kf[s * KS + i] * __expf(bc[r * KS + i] - bc[s * KS + i]);
-                }}
-                for (int e = tid; e < (C - t0) * DK; e += NT) {{
-                    const int tq = e / DK, i = e % DK, t = t0 + tq;
-                    qp[tq * KS + i] = t < L ? qf[t * KS + i] * __expf(bc[t * KS + i] - bc[r * KS + i]) : 0.0f;
-                }}
-                __syncthreads();
-                for (int w = warp; w < (C - t0) / 16; w += NW) {{
-                    FragC acc;
-                    wmma::fill_fragment(acc, 0.0f);
-                    for (int k0 = 0; k0 < DK; k0 += 8) {{
-                        FragA a;
-                        FragBt bm;
-                        wmma::load_matrix_sync(a, qp + 16 * w * KS + k0, KS);
-                        wmma::load_matrix_sync(bm, kp + k0, KS);
-                        to_tf32(a);
-                        to_tf32(bm);
-                        wmma::mma_sync(acc, a, bm, acc);
-                    }}
-                    wmma::store_matrix_sync(A + (t0 + 16 * w) * CA + 16 * jj, acc, CA, wmma::mem_row_major);
-                }}
-            }}
-            __syncthreads();
-            // 3. q~_t * exp(b_t) for the state term
-            for (int e = tid; e < L * DK; e += NT) {{
-                const int t = e / DK, i = e % DK;
-                qf[t * KS + i] *= __expf(bc[t * KS + i]);
-            }}
-            __syncthreads();
         }}
+        __syncthreads();
+        // 3. q~_t * exp(b_t) for the state term
+        for (int e = tid; e < L * DK; e += NT) {{
+            const int t = e / DK, i = e % DK;
+            qf[t * KS + i] *= __expf(bc[t * KS + i]);
+        }}
+        __syncthreads();
         // 4. o = (q~ * exp(b)) S + A V: a warp per 16-column tile of the output, every row tile;
         //    S (the state entering the chunk) read as fragments from the scratch; RG warps share
         //    a column tile, each its own row tiles.
@@ -379,16 +359,16 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
         loader = LOADER,
         mix = float_lit(spec.mix_linear),
-        fast = fast_range(),
         form = CHUNK_FORM,
+        owner = chunk_owner(false),
         prologue = chunk_prologue(variant, d, d, true),
     );
     let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
-    let params = prefill_params(spec, q_doc, d, c, window);
+    let params = prefill_params(spec, q_doc, d, c, window, true);
     KernelSrc {
         name,
         summary: format!(
-            "Liger {}, prefill step 3/3, chunk {c}, TF32 tensor cores: outputs per (chunk, KV head), its query heads in turn, from the state entering the chunk, output {}mix_linear {} · o",
+            "Liger {}, prefill step 3/3 for fast-decaying chunks (sub-chunk scores), chunk {c}, TF32 tensor cores: outputs per (chunk, KV head), its query heads in turn, from the state entering the chunk, output {}mix_linear {} · o",
             rec_what(variant, Recurrence::Keyed, d),
             if window { "window part + " } else { "" },
             spec.mix_linear
@@ -397,7 +377,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         block: [TC_THREADS as u32, 1, 1],
         smem: (prefill_smem_floats(c, d) * 4) as u32,
         grid: format!(
-            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn"
+            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
         ),
         params,
     }

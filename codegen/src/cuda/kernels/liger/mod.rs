@@ -19,7 +19,10 @@
 //!    head, row), or per (chunk, KV head, row) serving its query heads in turn on
 //!    tensor cores ([`gla_prefill_heads`]): adds `mix_linear · o` to the window part
 //!    and writes the bf16 output). The keyed variants at head dims and chunks that
-//!    are multiples of 16 run steps 1 and 3 on TF32 tensor cores (`chunk_tc.rs`).
+//!    are multiples of 16 run step 1 on TF32 tensor cores (`chunk_tc.rs`) and step 3
+//!    as two launches: the bf16 `mma.sync` kernel (`chunk_mma.rs`) on every chunk
+//!    that decays by at most `e^{−40}`, the TF32 sub-chunk kernel
+//!    ([`gla_prefill_subchunk`]) on the others.
 //!    For GSA it is the value pass (queries = softmax of the slot logits, keys
 //!    `s = 1 − α`, state `Hv`);
 //! 4. [`ring_store`] — the last `window + 1` rotated keys and values into the
@@ -29,13 +32,17 @@
 //! linear, swa-only) or [`decode_gsa`].
 
 mod chunk;
+mod chunk_mma;
 mod chunk_tc;
 mod decode;
 mod gsa;
 mod ring;
 mod window;
 
-pub use chunk::{gla_chunk, gla_chunk_states, gla_prefill, gla_prefill_heads, gla_state_scan};
+pub use chunk::{
+    gla_chunk, gla_chunk_states, gla_prefill, gla_prefill_heads, gla_prefill_subchunk,
+    gla_state_scan,
+};
 pub use decode::{decode_gsa, decode_keyed};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;

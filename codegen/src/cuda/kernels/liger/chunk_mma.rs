@@ -1,0 +1,293 @@
+//! Step 3 of the chunk-parallel prefill recurrence on bf16 tensor cores (`mma.sync`
+//! m16n8k16, f32 accumulation), for the keyed variants at head dims and chunks that are
+//! multiples of 16, on every chunk whose decay over the chunk stays within `e^{−FAST}` in
+//! every channel (real gates: all of them; [`super::chunk_tc::prefill`] takes the rest).
+//!
+//! One block per (chunk, KV head, row). After the chunk prologue the block keeps three bf16
+//! tiles in shared memory, shared by the KV head's `G` query heads: `k̃ ⊙ e^{−b}`, the
+//! values, and the state entering the chunk. Each warp then takes one (query head, 16-row
+//! tile) at a time and keeps everything else in registers:
+//! - its queries, loaded straight into `mma` A fragments, mapped (softmax over the head dim,
+//!   four lanes per row) and scaled by `e^{b}`;
+//! - the scores `(q̃ e^{b})(k̃ e^{−b})ᵀ` of the key tiles up to the diagonal, masked on the
+//!   diagonal, converted in registers into the A fragments of the next product;
+//! - `o = (q̃ e^{b}) S + A V`, 64 output columns at a time, then `window + mix_linear · o`
+//!   written two columns per store.
+//!
+//! Precision: the score factors are within `e^{±40}` and every term is non-negative, so
+//! bf16 operands (2⁻⁹ relative each) keep the scores to ~2⁻⁸ relative; the scores are then
+//! rounded to bf16 once more before `A V`. The state term rounds `S` to bf16, as fla's
+//! `chunk_gla` does. The outputs are bf16.
+
+use ligerc_ir::LigerSpec;
+
+use super::super::{KernelSrc, float_lit};
+use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what};
+use super::chunk_tc::{LOADER, PAD, TC_THREADS, chunk_owner, states_smem_floats};
+use super::{Recurrence, dims, vname};
+
+/// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
+/// row addresses on distinct banks.
+const BPAD: usize = 8;
+
+/// Shared memory of the kernel in floats: step 1's f32 tiles (the chunk prologue's), then
+/// the bf16 keys, values and state.
+pub(super) fn smem_floats(c: usize, d: usize) -> usize {
+    states_smem_floats(c, d) + (d + BPAD) * (2 * c + d) / 2
+}
+
+/// The `ldmatrix` / `mma.sync` wrappers (sm_80 and later). The CPU emulation
+/// (`LIGERC_EMULATION`) defines the same functions on its fibers.
+const MMA_PRELUDE: &str = r#"#ifndef LIGERC_EMULATION
+// Four 8x8 b16 matrices from shared memory, lane l giving row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// The same, each matrix transposed.
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// Two matrices (lanes 0..15 give the rows).
+__device__ __forceinline__ void ldsm_x2(unsigned (&r)[2], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(a) : "memory");
+}
+// C (16x8, f32) += A (16x16, bf16, row) B (16x8, bf16, col).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+// Two floats as bf16, the first in the low half (an mma operand register).
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
+}
+__device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
+__device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
+"#;
+
+/// Step 3 on bf16 tensor cores (see [`super::gla_prefill`] for the contract; queries are
+/// raw bf16, `dec` is step 1's per-chunk decay).
+pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let variant = spec.variant;
+    let c = chunk;
+    let name = format!(
+        "liger_{}_prefill_mma_h{h}_kv{kv}_d{d}_c{c}{}",
+        vname(variant),
+        if window { "" } else { "_nowin" }
+    );
+    let (window_param, window_load) = if window {
+        (
+            "const float* __restrict__ window, ",
+            "const float2 w = *reinterpret_cast<const float2*>(window + at);",
+        )
+    } else {
+        ("", "const float2 w = {0.0f, 0.0f};")
+    };
+    let cg = if d.is_multiple_of(64) { 64 } else { 16 };
+    let sig = format!(
+        "const bf16* __restrict__ q, const bf16* __restrict__ k,
+        const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
+        {window_param}bf16* __restrict__ out, int seq"
+    );
+    let body = format!(
+        r#"{mma}constexpr int H = {h};
+constexpr int G = {g};
+{consts}constexpr int NW = NT / 32;
+constexpr int NS = C / 16;     // 16-row tiles of the chunk
+constexpr int BS = D + {bpad};     // row stride of the bf16 tiles
+constexpr int CG = {cg};       // output columns per pass (CG / 2 f32 accumulators per lane)
+constexpr float MIX = {mix};   // mix_linear
+{loader}
+{form}
+// At most 128 registers a thread: the block's 16 warps share an SM.
+extern "C" __global__ void __launch_bounds__(NT) {name}({sig});
+
+extern "C" __global__ void {name}({sig}) {{
+    extern __shared__ float smem[];
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
+{owner}{prologue}    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] k~ e^(-b)
+    bf16* vb = kb + C * BS;                             // [C][BS] values
+    bf16* sb = vb + C * BS;                             // [DK][BS] the state entering the chunk
+    for (int e = tid; e < C * DK; e += NT) {{
+        const int t = e / DK, i = e % DK;
+        const float lb = bc[t * KS + i];
+        kb[t * BS + i] = __float2bfloat16(kf[t * KS + i] * __expf(-lb));  // <= e^FAST
+        bc[t * KS + i] = __expf(lb);  // e^(b), for the queries
+        vb[t * BS + i] = __float2bfloat16(vs[t * DV + i]);
+    }}
+    const float* S = states + bl * (DK * DV);
+    for (int e = 4 * tid; e < DK * DV; e += 4 * NT) {{
+        const float4 x = *reinterpret_cast<const float4*>(S + e);
+        bf16* o = sb + (e / DV) * BS + e % DV;
+        o[0] = __float2bfloat16(x.x);
+        o[1] = __float2bfloat16(x.y);
+        o[2] = __float2bfloat16(x.z);
+        o[3] = __float2bfloat16(x.w);
+    }}
+    __syncthreads();
+    // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
+    // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
+    const int gid = lane >> 2, tig = lane & 3;
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldsm_x4_t row / column
+    for (int task = warp; task < G * NS; task += NW) {{
+        const int g = task / NS, ii = NS - 1 - task % NS;  // (query head, 16-row tile), long rows first
+        if (16 * ii >= L) continue;  // warp-uniform
+        const int h = j * G + g;
+        const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
+        // q rows ta, tb as A fragments over the head dim; rows past L are zero
+        unsigned qa[D / 16][4];
+        const bf16* qr = q + (row0 + ta) * (H * D) + h * D + 2 * tig;
+        const long long q8 = 8LL * (H * D);
+    #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {{
+            qa[kk][0] = ta < L ? *reinterpret_cast<const unsigned*>(qr + 16 * kk) : 0u;
+            qa[kk][1] = tb < L ? *reinterpret_cast<const unsigned*>(qr + q8 + 16 * kk) : 0u;
+            qa[kk][2] = ta < L ? *reinterpret_cast<const unsigned*>(qr + 16 * kk + 8) : 0u;
+            qa[kk][3] = tb < L ? *reinterpret_cast<const unsigned*>(qr + q8 + 16 * kk + 8) : 0u;
+        }}
+        // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
+        float m[2] = {{neg_inf(), neg_inf()}}, sum[2] = {{0.0f, 0.0f}};
+    #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+            for (int r = 0; r < 4; ++r) m[r & 1] = fmaxf(m[r & 1], fmaxf(bf_lo(qa[kk][r]), bf_hi(qa[kk][r])));
+    #pragma unroll
+        for (int x = 0; x < 2; ++x) {{
+            m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 1));
+            m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 2));
+        }}
+    #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+            for (int r = 0; r < 4; ++r) sum[r & 1] += __expf(bf_lo(qa[kk][r]) - m[r & 1]) + __expf(bf_hi(qa[kk][r]) - m[r & 1]);
+    #pragma unroll
+        for (int x = 0; x < 2; ++x) {{
+            sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 1);
+            sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 2);
+            sum[x] = 1.0f / sum[x];
+        }}
+        // ... times e^(b), rounded to bf16: the A operand of the scores and of the state term
+    #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+            for (int r = 0; r < 4; ++r) {{
+                const int x = r & 1, t = x ? tb : ta, c = 16 * kk + 2 * tig + 8 * (r >> 1);
+                const float2 e = *reinterpret_cast<const float2*>(bc + t * KS + c);
+                qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * sum[x] * e.x,
+                                      __expf(bf_hi(qa[kk][r]) - m[x]) * sum[x] * e.y);
+            }}
+        // scores of the key tiles up to the diagonal, 8 keys per mma tile
+        unsigned pa[NS][4];  // the masked scores as A fragments over the keys
+    #pragma unroll
+        for (int kt = 0; kt < NS; ++kt) {{
+            if (kt > ii) break;
+            float sc[2][4] = {{{{0.0f, 0.0f, 0.0f, 0.0f}}, {{0.0f, 0.0f, 0.0f, 0.0f}}}};
+    #pragma unroll
+            for (int half = 0; half < 2; ++half) {{
+                const bf16* kp = kb + (16 * kt + 8 * half + (lane & 7)) * BS + 8 * (lane >> 3);
+    #pragma unroll
+                for (int kk = 0; kk + 1 < D / 16; kk += 2) {{
+                    unsigned r[4];
+                    ldsm_x4(r, kp + 16 * kk);
+                    mma_bf16(sc[half], qa[kk], r[0], r[1]);
+                    mma_bf16(sc[half], qa[kk + 1], r[2], r[3]);
+                }}
+                if constexpr ((D / 16) % 2 == 1) {{
+                    unsigned r[2];
+                    ldsm_x2(r, kp + D - 16);
+                    mma_bf16(sc[half], qa[D / 16 - 1], r[0], r[1]);
+                }}
+            }}
+            if (kt == ii) {{  // the diagonal tile: keys after the query row score zero
+    #pragma unroll
+                for (int half = 0; half < 2; ++half)
+    #pragma unroll
+                    for (int r = 0; r < 4; ++r)
+                        if (8 * half + 2 * tig + (r & 1) > gid + 8 * (r >> 1)) sc[half][r] = 0.0f;
+            }}
+            pa[kt][0] = pack_bf16(sc[0][0], sc[0][1]);
+            pa[kt][1] = pack_bf16(sc[0][2], sc[0][3]);
+            pa[kt][2] = pack_bf16(sc[1][0], sc[1][1]);
+            pa[kt][3] = pack_bf16(sc[1][2], sc[1][3]);
+        }}
+        // o = (q~ e^b) S + A V, CG columns at a time
+    #pragma unroll 1
+        for (int cg = 0; cg < DV; cg += CG) {{
+            float o[CG / 8][4];
+    #pragma unroll
+            for (int nt = 0; nt < CG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+            const bf16* sp = sb + lrow * BS + cg + lcol;
+    #pragma unroll
+            for (int kk = 0; kk < DK / 16; ++kk)
+    #pragma unroll
+                for (int np = 0; np < CG / 16; ++np) {{
+                    unsigned r[4];
+                    ldsm_x4_t(r, sp + 16 * kk * BS + 16 * np);
+                    mma_bf16(o[2 * np], qa[kk], r[0], r[1]);
+                    mma_bf16(o[2 * np + 1], qa[kk], r[2], r[3]);
+                }}
+            const bf16* vp = vb + lrow * BS + cg + lcol;
+    #pragma unroll
+            for (int kt = 0; kt < NS; ++kt) {{
+                if (kt > ii) break;
+    #pragma unroll
+                for (int np = 0; np < CG / 16; ++np) {{
+                    unsigned r[4];
+                    ldsm_x4_t(r, vp + 16 * kt * BS + 16 * np);
+                    mma_bf16(o[2 * np], pa[kt], r[0], r[1]);
+                    mma_bf16(o[2 * np + 1], pa[kt], r[2], r[3]);
+                }}
+            }}
+            // out = window + MIX o, two columns per store
+    #pragma unroll
+            for (int nt = 0; nt < CG / 8; ++nt)
+    #pragma unroll
+                for (int x = 0; x < 2; ++x) {{
+                    const int t = x ? tb : ta;
+                    if (t < L) {{
+                        const long long at = (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig;
+                        {window_load}
+                        *reinterpret_cast<unsigned*>(out + at) = pack_bf16(w.x + MIX * o[nt][2 * x], w.y + MIX * o[nt][2 * x + 1]);
+                    }}
+                }}
+        }}
+    }}
+}}
+"#,
+        mma = MMA_PRELUDE,
+        consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
+        bpad = BPAD,
+        mix = float_lit(spec.mix_linear),
+        loader = LOADER,
+        form = CHUNK_FORM,
+        owner = chunk_owner(true),
+        prologue = chunk_prologue(variant, d, d, true),
+    );
+    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
+    let params = prefill_params(spec, q_doc, d, c, window, true);
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {}, prefill step 3/3, chunk {c}, bf16 tensor cores (mma.sync, fragments in registers): outputs per (chunk, KV head), a warp per (query head, 16-row tile), from the state entering the chunk, output {}mix_linear {} · o",
+            rec_what(variant, Recurrence::Keyed, d),
+            if window { "window part + " } else { "" },
+            spec.mix_linear
+        ),
+        body,
+        block: [TC_THREADS as u32, 1, 1],
+        smem: (smem_floats(c, d) * 4) as u32,
+        grid: format!(
+            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile); returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
+        ),
+        params,
+    }
+}
