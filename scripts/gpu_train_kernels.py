@@ -30,6 +30,7 @@ import math
 import os
 import re
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -239,7 +240,9 @@ def load_fla():
 def bench(args):
     import triton.testing as tt
     med = lambda f: tt.do_bench(f, warmup=10, rep=100, return_mode="median")
+    t0 = time.perf_counter()
     s = Spec(os.path.join(args.dir, "gla_h32_kv8_d128_w64"))
+    print(json.dumps({"compile_s": time.perf_counter() - t0}), flush=True)
     chunk_gla = load_fla()
     print(json.dumps({"device": torch.cuda.get_device_name(), "fla": chunk_gla is not None}), flush=True)
     H, KV, D = s.H, s.KV, s.D
@@ -257,6 +260,12 @@ def bench(args):
         fwd = lambda: (s.run(shape, "gate_forward", gk, scratch), s.run(shape, "forward", bufs, scratch))
         bwd = lambda: (s.run(shape, "backward", bufs, scratch), s.run(shape, "gate_backward", gk, scratch))
         r = {"B": B, "T": T, "H": H, "KV": KV, "D": D, "scratch_MiB": scratch.numel() * 4 / 2**20}
+        # one of each first, timed, so a slow shape shows where its time goes
+        for what, f in (("forward", fwd), ("backward", bwd)):
+            t0 = time.perf_counter()
+            f()
+            torch.cuda.synchronize()
+            print(json.dumps({"B": B, "T": T, f"first_{what}_s": time.perf_counter() - t0}), flush=True)
         r["ligerc_fwd_ms"] = med(fwd)
         r["ligerc_bwd_ms"] = med(bwd)
         r["ligerc_fwd_bwd_ms"] = med(lambda: (fwd(), bwd()))

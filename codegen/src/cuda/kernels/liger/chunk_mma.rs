@@ -83,19 +83,17 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let (window_param, window_load) = if window {
-        (
-            "const float* __restrict__ window, ",
-            "const float2 w = *reinterpret_cast<const float2*>(window + at);",
-        )
+    let window_load = if window {
+        "const unsigned wp = *reinterpret_cast<const unsigned*>(out + at);  // the window part
+                        const float2 w = {bf_lo(wp), bf_hi(wp)};"
     } else {
-        ("", "const float2 w = {0.0f, 0.0f};")
+        "const float2 w = {0.0f, 0.0f};"
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
     let sig = format!(
         "const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
-        {window_param}bf16* __restrict__ out, int seq"
+        bf16* __restrict__ out, int seq"
     );
     let body = format!(
         r#"{mma}constexpr int H = {h};
@@ -247,7 +245,7 @@ extern "C" __global__ void {name}({sig}) {{
                     mma_bf16(o[2 * np + 1], pa[kt], r[2], r[3]);
                 }}
             }}
-            // out = window + MIX o, two columns per store
+            // out = (window part in out) + MIX o, two columns per store
     #pragma unroll
             for (int nt = 0; nt < CG / 8; ++nt)
     #pragma unroll

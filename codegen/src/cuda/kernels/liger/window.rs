@@ -22,7 +22,8 @@ use super::dims;
 /// What the window kernel produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowOut {
-    /// `mix_window · y` as f32 scratch, finished by the recurrent kernel.
+    /// `mix_window · y` (bf16) into the layer's output, to which the recurrent kernel then
+    /// adds its part in place.
     Partial,
     /// The layer's bf16 output (no recurrent branch).
     Final,
@@ -117,12 +118,12 @@ fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
         ),
         format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
         format!(
-            "out [tokens, {}] {} (out)",
+            "out [tokens, {}] bf16 (out{})",
             h * d,
             if out == WindowOut::Partial {
-                "f32"
+                ": the window part, the recurrent kernel adds its own"
             } else {
-                "bf16"
+                ""
             }
         ),
         "seq".into(),
@@ -146,7 +147,7 @@ fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let (tq, kc) = tc_tile(spec);
     let smem = tc_smem(tq, kc, d);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("float", "part"),
+        WindowOut::Partial => ("bf16", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
@@ -466,7 +467,7 @@ fn window_prefill_scalar(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let (tq, gw) = scalar_tile(spec);
     let smem = window_smem(spec);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("float", "part"),
+        WindowOut::Partial => ("bf16", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
