@@ -137,16 +137,29 @@ pub fn gla_prefill_subchunk(
         .then(|| chunk_tc::prefill(spec, chunk, normalizer, window))
 }
 
+/// How [`chunk_prologue`] lays out its shared-memory tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tiles {
+    /// The scalar kernels: raw keys `kr` (row stride `D`), mapped keys `kf`, gates `bc`,
+    /// f32 values `vs`, per-row scalars `rowg`, one after another.
+    Separate,
+    /// The TF32 kernels: the raw keys staged in the mapped-key tile (row stride `KS`) and
+    /// mapped there (`kr` = `kf`); 16-byte loads (`load_rows_bf16` of the tensor-core prelude).
+    InPlace,
+    /// The bf16 `mma` kernel: gates `bc`, bf16 values `vb` (row stride `BS`, 16-byte copies,
+    /// `copy_rows_bf16`), the keys in place as for `InPlace` in a region of `SX` floats (which
+    /// the kernel reuses), `rowg`.
+    Bf16Values,
+}
+
 /// The CUDA constants and chunk prologue shared by [`gla_chunk_states`] and
 /// [`gla_prefill`]: loads chunk `n`'s raw keys and values of KV head `j`, row `b`, computes
 /// the gate and key map from the raw keys and the in-chunk inclusive cumsum of the gates.
 /// Expects `smem`, `n`, `j`, `b`, `tid`, `warp`, `lane`, `seq` in scope; declares `kr`,
 /// `kf`, `bc`, `vs`, `rowg`, `nch`, `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
-/// `in_place` (the tensor-core kernels): the raw keys are staged in the mapped-key tile
-/// (row stride `KS`) and mapped there, so `kr` and `kf` are one tile; otherwise `kr` is a
-/// tile of its own (row stride `D`), and the tiles load with 16-byte vectors
-/// (`load_rows_bf16` of the tensor-core prelude). Rows `L..C` of `kf` and `vs` are zero either way.
-pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_place: bool) -> String {
+/// `tiles` lays out the tiles (see [`Tiles`]). Rows `L..C` of `kf` and of the values are zero.
+pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: Tiles) -> String {
+    let in_place = tiles != Tiles::Separate;
     let mean = if variant == LigerVariant::Retention {
         r#"
     // retention: one gate per head from the mean of its key channels
@@ -177,21 +190,42 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_plac
              for (int e = tid; e < C * DK; e += NT) kf[(e / DK) * KS + e % DK] = -expm1f(bc[(e / DK) * KS + e % DK]);"
         }
     };
-    let tiles = if in_place {
-        "    float* kf = smem;              // [C][KS] raw keys, then mapped in place
+    let layout = tiles;
+    let tiles = match layout {
+        Tiles::InPlace => {
+            "    float* kf = smem;              // [C][KS] raw keys, then mapped in place
     float* kr = kf;
     constexpr int KRS = KS;        // row stride of the raw keys
-    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum"
-    } else {
-        "    float* kr = smem;              // [C][D]  raw keys
+    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum
+    float* vs = bc + C * KS;       // [C][DV] values
+    float* rowg = vs + C * DV;     // [C] per-row scalars"
+        }
+        Tiles::Separate => {
+            "    float* kr = smem;              // [C][D]  raw keys
     constexpr int KRS = D;         // row stride of the raw keys
     float* kf = kr + C * D;        // [C][KS] mapped keys
-    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum"
+    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum
+    float* vs = bc + C * KS;       // [C][DV] values
+    float* rowg = vs + C * DV;     // [C] per-row scalars"
+        }
+        Tiles::Bf16Values => {
+            "    float* bc = smem;              // [C][KS] log-gates, then their cumsum
+    bf16* vb = reinterpret_cast<bf16*>(bc + C * KS);  // [C][BS] values, bf16
+    float* kf = reinterpret_cast<float*>(vb + C * BS);  // [C][KS] raw keys, then mapped in place (SX floats)
+    float* kr = kf;
+    constexpr int KRS = KS;        // row stride of the raw keys
+    float* rowg = kf + SX;         // [C] per-row scalars"
+        }
     };
     let loads = if in_place {
-        "    load_rows_bf16<D>(kr, KRS, k + row0 * (HKV * D) + j * D, HKV * D, L);
-    load_rows_bf16<DV>(vs, DV, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);
-"
+        let values = if layout == Tiles::Bf16Values {
+            "    copy_rows_bf16<DV>(vb, BS, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
+        } else {
+            "    load_rows_bf16<DV>(vs, DV, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
+        };
+        format!(
+            "    load_rows_bf16<D>(kr, KRS, k + row0 * (HKV * D) + j * D, HKV * D, L);\n{values}"
+        )
     } else {
         "    for (int e = tid; e < C * D; e += NT) {
         const int t = e / D;
@@ -202,11 +236,10 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, in_plac
         vs[e] = t < L ? ld(v, (row0 + t) * (HKV * DV) + j * DV + e % DV) : 0.0f;
     }
 "
+        .to_string()
     };
     format!(
         r#"{tiles}
-    float* vs = bc + C * KS;       // [C][DV] values
-    float* rowg = vs + C * DV;     // [C] per-row scalars
     const int nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + (long long)n * C;
@@ -305,7 +338,7 @@ pub fn gla_chunk_states(
 "#,
         consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         form = CHUNK_FORM,
-        head = states_head(&name, &chunk_prologue(variant, d, dk, false), "expf"),
+        head = states_head(&name, &chunk_prologue(variant, d, dk, Tiles::Separate), "expf"),
     );
     KernelSrc {
         name,
@@ -469,7 +502,7 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
         consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
-        prologue = chunk_prologue(variant, d, dk, false),
+        prologue = chunk_prologue(variant, d, dk, Tiles::Separate),
     );
     let params = prefill_params(spec, q_doc, dk, c, window, false);
     KernelSrc {

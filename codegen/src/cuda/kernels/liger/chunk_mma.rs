@@ -22,18 +22,30 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what};
-use super::chunk_tc::{LOADER, PAD, TC_THREADS, chunk_owner, states_smem_floats};
+use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what};
+use super::chunk_tc::{LOADER, PAD, chunk_owner};
 use super::{Recurrence, dims, vname};
 
 /// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
 /// row addresses on distinct banks.
 const BPAD: usize = 8;
 
-/// Shared memory of the kernel in floats: step 1's f32 tiles (the chunk prologue's), then
-/// the bf16 keys, values and state.
+/// Threads per block: 8 warps, at most 128 registers each, so two blocks share an SM
+/// (one's prologue overlaps the other's products).
+const MMA_THREADS: usize = 256;
+
+/// The region of the f32 keys in floats, which then takes the bf16 state: the larger of
+/// the two.
+fn key_region(c: usize, d: usize) -> usize {
+    (c * (d + PAD)).max(d * (d + BPAD) / 2)
+}
+
+/// Shared memory of the kernel in floats: the gates (then `e^{b}`), the bf16 values, the
+/// key region (f32 keys, then the bf16 state), the per-row scalars, the bf16 keys
+/// `k̃ e^{−b}`. 101 KiB at D = 128, C = 64: two blocks fit an sm_90 SM.
 pub(super) fn smem_floats(c: usize, d: usize) -> usize {
-    states_smem_floats(c, d) + (d + BPAD) * (2 * c + d) / 2
+    let (ks, bs) = (d + PAD, d + BPAD);
+    c * ks + c * bs / 2 + key_region(c, d) + c + c * bs / 2
 }
 
 /// The `ldmatrix` / `mma.sync` wrappers (sm_80 and later). The CPU emulation
@@ -72,6 +84,28 @@ __device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)
 __device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
 "#;
 
+/// The bf16 row copier of [`Tiles::Bf16Values`] (after the constants: needs `C`, `NT`).
+const COPIER: &str = r#"
+// Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into bf16 `dst`
+// (row stride ds), rows >= L zero; 16-byte copies, all in flight at once.
+template <int WIDTH>
+__device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* src, long long stride, int L) {
+    constexpr int V = WIDTH / 8, PER = (C * V + NT - 1) / NT;
+    const uint4 zero = {0u, 0u, 0u, 0u};
+    uint4 buf[PER];
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+        const int e = (int)threadIdx.x + u * NT, r = e / V;
+        buf[u] = e < C * V && r < L ? *reinterpret_cast<const uint4*>(src + r * stride + (e % V) * 8) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+        const int e = (int)threadIdx.x + u * NT;
+        if (e < C * V) *reinterpret_cast<uint4*>(dst + (e / V) * ds + (e % V) * 8) = buf[u];
+    }
+}
+"#;
+
 /// Step 3 on bf16 tensor cores (see [`super::gla_prefill`] for the contract; queries are
 /// raw bf16, `dec` is step 1's per-chunk decay).
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
@@ -101,27 +135,27 @@ constexpr int G = {g};
 {consts}constexpr int NW = NT / 32;
 constexpr int NS = C / 16;     // 16-row tiles of the chunk
 constexpr int BS = D + {bpad};     // row stride of the bf16 tiles
+constexpr int SX = {sx};     // floats of the key region (f32 keys, then the bf16 state)
 constexpr int CG = {cg};       // output columns per pass (CG / 2 f32 accumulators per lane)
 constexpr float MIX = {mix};   // mix_linear
-{loader}
+{loader}{copier}
 {form}
-// At most 128 registers a thread: the block's 16 warps share an SM.
-extern "C" __global__ void __launch_bounds__(NT) {name}({sig});
+// At most 128 registers a thread: two blocks share an SM.
+extern "C" __global__ void __launch_bounds__(NT, 2) {name}({sig});
 
 extern "C" __global__ void {name}({sig}) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
 {owner}{prologue}    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] k~ e^(-b)
-    bf16* vb = kb + C * BS;                             // [C][BS] values
-    bf16* sb = vb + C * BS;                             // [DK][BS] the state entering the chunk
+    bf16* sb = reinterpret_cast<bf16*>(kf);         // [DK][BS] the state entering the chunk, once kb is built
     for (int e = tid; e < C * DK; e += NT) {{
         const int t = e / DK, i = e % DK;
         const float lb = bc[t * KS + i];
         kb[t * BS + i] = __float2bfloat16(kf[t * KS + i] * __expf(-lb));  // <= e^FAST
         bc[t * KS + i] = __expf(lb);  // e^(b), for the queries
-        vb[t * BS + i] = __float2bfloat16(vs[t * DV + i]);
     }}
+    __syncthreads();  // the f32 keys are consumed: their region takes the state
     const float* S = states + bl * (DK * DV);
     for (int e = 4 * tid; e < DK * DV; e += 4 * NT) {{
         const float4 x = *reinterpret_cast<const float4*>(S + e);
@@ -262,13 +296,15 @@ extern "C" __global__ void {name}({sig}) {{
 }}
 "#,
         mma = MMA_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
+        consts = chunk_consts(spec, d, c, normalizer, PAD, MMA_THREADS),
         bpad = BPAD,
+        sx = key_region(c, d),
+        copier = COPIER,
         mix = float_lit(spec.mix_linear),
         loader = LOADER,
         form = CHUNK_FORM,
         owner = chunk_owner(true),
-        prologue = chunk_prologue(variant, d, d, true),
+        prologue = chunk_prologue(variant, d, d, Tiles::Bf16Values),
     );
     let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
     let params = prefill_params(spec, q_doc, d, c, window, true);
@@ -281,7 +317,7 @@ extern "C" __global__ void {name}({sig}) {{
             spec.mix_linear
         ),
         body,
-        block: [TC_THREADS as u32, 1, 1],
+        block: [MMA_THREADS as u32, 1, 1],
         smem: (smem_floats(c, d) * 4) as u32,
         grid: format!(
             "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile); returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"

@@ -24,7 +24,8 @@ use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
 use super::chunk::{
-    CHUNK_FORM, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head, states_params,
+    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head,
+    states_params,
 };
 use super::{Recurrence, dims, vname};
 
@@ -143,7 +144,7 @@ pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> K
         consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
         loader = LOADER,
         form = CHUNK_FORM,
-        head = states_head(&name, &chunk_prologue(variant, d, d, true), "__expf"),
+        head = states_head(&name, &chunk_prologue(variant, d, d, Tiles::InPlace), "__expf"),
     );
     KernelSrc {
         name,
@@ -360,7 +361,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
         owner = chunk_owner(false),
-        prologue = chunk_prologue(variant, d, d, true),
+        prologue = chunk_prologue(variant, d, d, Tiles::InPlace),
     );
     let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
     let params = prefill_params(spec, q_doc, d, c, window, true);
