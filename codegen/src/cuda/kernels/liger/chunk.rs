@@ -313,7 +313,7 @@ pub fn gla_chunk_states(
     normalizer: f64,
 ) -> KernelSrc {
     if chunk_tc::eligible(spec, rec, chunk) {
-        return chunk_tc::chunk_states(spec, chunk, normalizer);
+        return chunk_mma::chunk_states(spec, chunk, normalizer);
     }
     let (_, kv, _, d) = dims(spec);
     let variant = spec.variant;

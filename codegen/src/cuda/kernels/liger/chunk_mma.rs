@@ -22,7 +22,10 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what};
+use super::chunk::{
+    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head,
+    states_params,
+};
 use super::chunk_tc::{LOADER, PAD, chunk_owner};
 use super::{Recurrence, dims, vname};
 
@@ -30,9 +33,12 @@ use super::{Recurrence, dims, vname};
 /// row addresses on distinct banks.
 const BPAD: usize = 8;
 
-/// Threads per block: 8 warps, at most 128 registers each, so two blocks share an SM
-/// (one's prologue overlaps the other's products).
-const MMA_THREADS: usize = 256;
+/// Threads per block of step 1: 8 warps.
+const STATES_THREADS: usize = 256;
+
+/// Threads per block of step 3: 16 warps, a (query head, 16-row tile) each at `G` = 4,
+/// at most 128 registers a thread; one block per SM.
+const PREFILL_THREADS: usize = 512;
 
 /// The region of the f32 keys in floats, which then takes the bf16 state: the larger of
 /// the two.
@@ -40,12 +46,19 @@ fn key_region(c: usize, d: usize) -> usize {
     (c * (d + PAD)).max(d * (d + BPAD) / 2)
 }
 
-/// Shared memory of the kernel in floats: the gates (then `e^{b}`), the bf16 values, the
-/// key region (f32 keys, then the bf16 state), the per-row scalars, the bf16 keys
-/// `k̃ e^{−b}`. 101 KiB at D = 128, C = 64: two blocks fit an sm_90 SM.
-pub(super) fn smem_floats(c: usize, d: usize) -> usize {
+/// Shared memory of step 1 in floats: the gates (then `e^{b}`), the bf16 values, the key
+/// region (f32 keys, then step 3's bf16 state), the per-row scalars, the bf16 keys.
+/// 101 KiB at D = 128, C = 64: two blocks fit an sm_90 SM.
+fn states_smem_floats(c: usize, d: usize) -> usize {
     let (ks, bs) = (d + PAD, d + BPAD);
     c * ks + c * bs / 2 + key_region(c, d) + c + c * bs / 2
+}
+
+/// Shared memory of step 3 in floats: step 1's tiles and a 16-row bf16 staging tile per
+/// warp (the queries in, the outputs out, both with 16-byte coalesced accesses).
+/// 170 KiB at D = 128, C = 64.
+pub(super) fn smem_floats(c: usize, d: usize) -> usize {
+    states_smem_floats(c, d) + (PREFILL_THREADS / 32) * 16 * (d + BPAD) / 2
 }
 
 /// The `ldmatrix` / `mma.sync` wrappers (sm_80 and later). The CPU emulation
@@ -106,6 +119,85 @@ __device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* sr
 }
 "#;
 
+/// Step 1 on bf16 tensor cores (see [`super::gla_chunk_states`] for the contract): the
+/// chunk prologue of step 3's layout, the keys scaled by `e^{b_L − b_s} ≤ 1` and rounded
+/// to bf16, then `ΔS = (k̃ e^{b_L − b})ᵀ V` a warp per (16 state rows, `CG` columns) with
+/// the keys' A fragments from `ldmatrix.trans`, written to the scratch as f32.
+pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
+    let (_, kv, _, d) = dims(spec);
+    let variant = spec.variant;
+    let c = chunk;
+    let name = format!("liger_{}_chunk_states_mma_kv{kv}_d{d}_c{c}", vname(variant));
+    let cg = if d.is_multiple_of(64) { 64 } else { 16 };
+    let body = format!(
+        r#"{mma}{consts}constexpr int NW = NT / 32;
+constexpr int BS = D + {bpad};     // row stride of the bf16 tiles
+constexpr int SX = {sx};     // floats of the key region
+constexpr int CG = {cg};       // state columns per warp task
+{loader}{copier}
+{form}
+{head}    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] k~ e^(b_L - b), bf16
+    for (int e = tid; e < C * DK; e += NT) kb[(e / DK) * BS + e % DK] = __float2bfloat16(kf[(e / DK) * KS + e % DK]);
+    __syncthreads();
+    // dS = kb^T vb: A = kb^T (rows: state rows i, k: keys s) by ldmatrix.trans of kb [s][i]
+    const int gid = lane >> 2, tig = lane & 3;
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldsm_x4_t of vb
+    const int arow = (lane & 7) + 8 * (lane >> 4), acol = 8 * ((lane >> 3) & 1);  // ldsm_x4_t of kb as A
+    float* dst = states + bl * (DK * DV);
+    for (int task = warp; task < (DK / 16) * (DV / CG); task += NW) {{
+        const int it = task / (DV / CG), cg = (task % (DV / CG)) * CG;
+        float acc[CG / 8][4];
+    #pragma unroll
+        for (int nt = 0; nt < CG / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+        for (int kt = 0; 16 * kt < L; ++kt) {{  // key rows past L are zero
+            unsigned a[4];
+            ldsm_x4_t(a, kb + (16 * kt + arow) * BS + 16 * it + acol);
+    #pragma unroll
+            for (int np = 0; np < CG / 16; ++np) {{
+                unsigned r[4];
+                ldsm_x4_t(r, vb + (16 * kt + lrow) * BS + cg + 16 * np + lcol);
+                mma_bf16(acc[2 * np], a, r[0], r[1]);
+                mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
+            }}
+        }}
+    #pragma unroll
+        for (int nt = 0; nt < CG / 8; ++nt)
+    #pragma unroll
+            for (int x = 0; x < 2; ++x) {{
+                const float2 o = {{acc[nt][2 * x], acc[nt][2 * x + 1]}};
+                *reinterpret_cast<float2*>(dst + (16 * it + gid + 8 * x) * DV + cg + 8 * nt + 2 * tig) = o;
+            }}
+    }}
+    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = __expf(bc[(L - 1) * KS + i]);
+}}
+"#,
+        mma = MMA_PRELUDE,
+        consts = chunk_consts(spec, d, c, normalizer, PAD, STATES_THREADS),
+        bpad = BPAD,
+        sx = key_region(c, d),
+        loader = LOADER,
+        copier = COPIER,
+        form = CHUNK_FORM,
+        head = states_head(
+            &name,
+            &chunk_prologue(variant, d, d, Tiles::Bf16Values),
+            "__expf"
+        ),
+    );
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {}, prefill step 1/3, chunk {c}, bf16 tensor cores (mma.sync): each chunk's state contribution ΔS = Σ_s (k̃_s e^(b_L−b_s))ᵀ v_s and decay e^(b_L) to scratch",
+            rec_what(variant, Recurrence::Keyed, d)
+        ),
+        body,
+        block: [STATES_THREADS as u32, 1, 1],
+        smem: (states_smem_floats(c, d) * 4) as u32,
+        grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
+        params: states_params(spec, d, c),
+    }
+}
+
 /// Step 3 on bf16 tensor cores (see [`super::gla_prefill`] for the contract; queries are
 /// raw bf16, `dec` is step 1's per-chunk decay).
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
@@ -117,11 +209,19 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let window_load = if window {
-        "const unsigned wp = *reinterpret_cast<const unsigned*>(out + at);  // the window part
-                        const float2 w = {bf_lo(wp), bf_hi(wp)};"
+    let (window_load, window_part) = if window {
+        (
+            "    #pragma unroll
+            for (int it = 0; it < VC / 2; ++it) {
+                const int u = lane + 32 * it, r = u / VC, c8 = u % VC, t = 16 * ii + r;
+                const uint4 x = t < L ? *reinterpret_cast<const uint4*>(out + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8) : zero4;
+                *reinterpret_cast<uint4*>(stg + r * BS + 8 * c8) = x;
+            }
+            __syncwarp();",
+            "const float2 w = {bf_lo(*p), bf_hi(*p)};",
+        )
     } else {
-        "const float2 w = {0.0f, 0.0f};"
+        ("", "const float2 w = {0.0f, 0.0f};")
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
     let sig = format!(
@@ -140,8 +240,8 @@ constexpr int CG = {cg};       // output columns per pass (CG / 2 f32 accumulato
 constexpr float MIX = {mix};   // mix_linear
 {loader}{copier}
 {form}
-// At most 128 registers a thread: two blocks share an SM.
-extern "C" __global__ void __launch_bounds__(NT, 2) {name}({sig});
+// At most 128 registers a thread.
+extern "C" __global__ void __launch_bounds__(NT, 1) {name}({sig});
 
 extern "C" __global__ void {name}({sig}) {{
     extern __shared__ float smem[];
@@ -169,23 +269,29 @@ extern "C" __global__ void {name}({sig}) {{
     // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
     // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
     const int gid = lane >> 2, tig = lane & 3;
-    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldsm_x4_t row / column
+    // ldmatrix lane addresses of a 16x16 tile: row, column (as A fragments: ldsm_x4; as B
+    // fragments of two 8-column tiles: ldsm_x4_t)
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);
+    bf16* stg = kb + C * BS + warp * (16 * BS);  // [16][BS] this warp's staging tile
+    const uint4 zero4 = {{0u, 0u, 0u, 0u}};
     for (int task = warp; task < G * NS; task += NW) {{
         const int g = task / NS, ii = NS - 1 - task % NS;  // (query head, 16-row tile), long rows first
         if (16 * ii >= L) continue;  // warp-uniform
         const int h = j * G + g;
         const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
-        // q rows ta, tb as A fragments over the head dim; rows past L are zero
-        unsigned qa[D / 16][4];
-        const bf16* qr = q + (row0 + ta) * (H * D) + h * D + 2 * tig;
-        const long long q8 = 8LL * (H * D);
+        // the tile's query rows (rows past L zero): 16-byte loads into the staging tile, then
+        // A fragments over the head dim
+        __syncwarp();  // the previous task's outputs have left the staging tile
     #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {{
-            qa[kk][0] = ta < L ? *reinterpret_cast<const unsigned*>(qr + 16 * kk) : 0u;
-            qa[kk][1] = tb < L ? *reinterpret_cast<const unsigned*>(qr + q8 + 16 * kk) : 0u;
-            qa[kk][2] = ta < L ? *reinterpret_cast<const unsigned*>(qr + 16 * kk + 8) : 0u;
-            qa[kk][3] = tb < L ? *reinterpret_cast<const unsigned*>(qr + q8 + 16 * kk + 8) : 0u;
+        for (int it = 0; it < D / 16; ++it) {{
+            const int u = lane + 32 * it, r = u / (D / 8), c8 = u % (D / 8), t = 16 * ii + r;
+            const uint4 x = t < L ? *reinterpret_cast<const uint4*>(q + (row0 + t) * (H * D) + h * D + 8 * c8) : zero4;
+            *reinterpret_cast<uint4*>(stg + r * BS + 8 * c8) = x;
         }}
+        __syncwarp();
+        unsigned qa[D / 16][4];
+    #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], stg + lrow * BS + 16 * kk + lcol);
         // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
         float m[2] = {{neg_inf(), neg_inf()}}, sum[2] = {{0.0f, 0.0f}};
     #pragma unroll
@@ -279,24 +385,31 @@ extern "C" __global__ void {name}({sig}) {{
                     mma_bf16(o[2 * np + 1], pa[kt], r[2], r[3]);
                 }}
             }}
-            // out = (window part in out) + MIX o, two columns per store
+            // out = (the window part, in out) + MIX o, through the staging tile: 16-byte loads
+            // and stores of the tile's rows
+            constexpr int VC = CG / 8;  // 16-byte pieces of a staged row
+            __syncwarp();  // the staging tile's previous contents are consumed
+{window_load}
     #pragma unroll
             for (int nt = 0; nt < CG / 8; ++nt)
     #pragma unroll
                 for (int x = 0; x < 2; ++x) {{
-                    const int t = x ? tb : ta;
-                    if (t < L) {{
-                        const long long at = (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig;
-                        {window_load}
-                        *reinterpret_cast<unsigned*>(out + at) = pack_bf16(w.x + MIX * o[nt][2 * x], w.y + MIX * o[nt][2 * x + 1]);
-                    }}
+                    unsigned* p = reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * BS + 8 * nt + 2 * tig);
+                    {window_part}
+                    *p = pack_bf16(w.x + MIX * o[nt][2 * x], w.y + MIX * o[nt][2 * x + 1]);
                 }}
+            __syncwarp();
+    #pragma unroll
+            for (int it = 0; it < VC / 2; ++it) {{
+                const int u = lane + 32 * it, r = u / VC, c8 = u % VC, t = 16 * ii + r;
+                if (t < L) *reinterpret_cast<uint4*>(out + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8) = *reinterpret_cast<const uint4*>(stg + r * BS + 8 * c8);
+            }}
         }}
     }}
 }}
 "#,
         mma = MMA_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD, MMA_THREADS),
+        consts = chunk_consts(spec, d, c, normalizer, PAD, PREFILL_THREADS),
         bpad = BPAD,
         sx = key_region(c, d),
         copier = COPIER,
@@ -317,7 +430,7 @@ extern "C" __global__ void {name}({sig}) {{
             spec.mix_linear
         ),
         body,
-        block: [MMA_THREADS as u32, 1, 1],
+        block: [PREFILL_THREADS as u32, 1, 1],
         smem: (smem_floats(c, d) * 4) as u32,
         grid: format!(
             "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile); returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"

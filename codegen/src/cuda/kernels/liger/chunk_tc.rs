@@ -1,36 +1,29 @@
-//! Tensor-core (TF32 `wmma`, f32 accumulation) bodies of the chunk-parallel prefill
-//! recurrence's steps 1 and 3 for the keyed variants: [`super::gla_chunk_states`] and
-//! [`super::gla_prefill`] use them when the head dim and the chunk are multiples of 16
-//! ([`eligible`]); the scan (step 2) is the same for both.
+//! The TF32 (`wmma`, f32 accumulation) sub-chunk kernel of the chunk-parallel prefill
+//! recurrence's step 3, for the keyed variants at head dims and chunks that are multiples
+//! of 16 ([`eligible`]), and what it shares with the bf16 kernels of `chunk_mma.rs`
+//! (which run step 1, and step 3 on every other chunk).
 //!
-//! The in-chunk scores `A_ts = Σ_i q̃_ti k̃_si e^{b_ti − b_si}` (`s ≤ t`, `b` the in-chunk
-//! cumsum of the log-gates, ≤ 0 and falling) take one of two paths, per chunk:
-//! - **one product** when no channel decays by more than `e^{−40}` over the chunk (real
-//!   gates: always): `(q̃ ⊙ e^{b})(k̃ ⊙ e^{−b})ᵀ`, lower triangle kept. The factors stay
-//!   within `e^{±40}` and every term is non-negative, so TF32's relative error holds;
-//! - **per sub-chunk of 16 rows** otherwise: diagonal 16 × 16 blocks element-wise (one warp
-//!   per `(t, s)`); off the diagonal (key sub-chunk ending at row `r`, `s ≤ r < t`) the
-//!   product of `q̃_t ⊙ e^{b_t − b_r}` and `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1.
-//!
-//! Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32 products per 16 × 16 tile of the output,
-//! `S` (the state entering the chunk) read as fragments straight from the scan's scratch,
-//! and `ΔS = (k̃ ⊙ e^{b_L − b})ᵀ V` of step 1 one product per 16 × 16 tile of the state.
-//! The exponents are bounded (≤ 0, or ≤ 40 on the one-product path), so the fast `__expf`
-//! serves: its error, 2 + 1.16·|x| ulp, stays below 1e-5 relative.
-//! TF32 keeps 10 bits of mantissa: the products carry ~5e-4 relative error, under the
-//! bf16 rounding (2⁻⁸) of the kernels' inputs and outputs.
+//! It takes the chunks that decay by more than `e^{−FAST}` in some channel ([`fast_range`],
+//! [`chunk_owner`]), where the one-product scores `(q̃ ⊙ e^{b})(k̃ ⊙ e^{−b})ᵀ` would overflow:
+//! the in-chunk scores `A_ts = Σ_i q̃_ti k̃_si e^{b_ti − b_si}` (`s ≤ t`, `b` the in-chunk
+//! cumsum of the log-gates, ≤ 0 and falling) are formed per sub-chunk of 16 rows: diagonal
+//! 16 × 16 blocks element-wise (one warp per `(t, s)`); off the diagonal (key sub-chunk
+//! ending at row `r`, `s ≤ r < t`) the product of `q̃_t ⊙ e^{b_t − b_r}` and
+//! `k̃_s ⊙ e^{b_r − b_s}`, both factors ≤ 1. Then `o = (q̃ ⊙ e^{b}) S + A V` is two TF32
+//! products per 16 × 16 tile of the output, `S` (the state entering the chunk) read as
+//! fragments straight from the scan's scratch.
+//! The exponents are ≤ 0, so the fast `__expf` serves: its error, 2 + 1.16·|x| ulp, stays
+//! below 1e-5 relative. TF32 keeps 10 bits of mantissa: the products carry ~5e-4 relative
+//! error, under the bf16 rounding (2⁻⁸) of the kernels' inputs and outputs.
 
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{
-    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head,
-    states_params,
-};
+use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what};
 use super::{Recurrence, dims, vname};
 
-/// Whether the tensor-core bodies serve `rec` at chunk `chunk`: the keyed recurrence, head
-/// dim and chunk multiples of 16 (the wmma tile).
+/// Whether the tensor-core kernels (these and `chunk_mma.rs`'s) serve `rec` at chunk
+/// `chunk`: the keyed recurrence, head dim and chunk multiples of 16 (the mma tiles).
 pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool {
     rec == Recurrence::Keyed
         && spec.head_dim >= 16
@@ -39,21 +32,21 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
         && chunk.is_multiple_of(16)
 }
 
-/// Threads per block of the tensor-core kernels: 16 warps. Step 3's tiles take 202 KB of
-/// shared memory, one block per SM, so the warps of one block must hide every latency.
+/// Threads per block of the sub-chunk kernel: 16 warps. Its tiles take 202 KB of shared
+/// memory, one block per SM, so the warps of one block must hide every latency.
 pub(super) const TC_THREADS: usize = 512;
 
 /// Row stride padding of the key and gate tiles (wmma: a multiple of 4 floats).
 pub(super) const PAD: usize = 4;
 
-/// Shared memory of the tensor-core step 1 in floats: keys (raw, then mapped), gate
-/// cumsum, values, per-row scalars.
-pub(super) fn states_smem_floats(c: usize, d: usize) -> usize {
+/// Shared memory of the [`Tiles::InPlace`] chunk prologue in floats: keys (raw, then
+/// mapped), gate cumsum, values, per-row scalars.
+fn states_smem_floats(c: usize, d: usize) -> usize {
     let ks = d + PAD;
     2 * c * ks + c * d + c
 }
 
-/// Shared memory of the tensor-core step 3 in floats: step 1's tiles, the mapped queries,
+/// Shared memory of the sub-chunk kernel in floats: the prologue's tiles, the mapped queries,
 /// the scores, the queries and the keys scaled for one key sub-chunk, a 16 × 16 staging
 /// tile per warp.
 pub(super) fn prefill_smem_floats(c: usize, d: usize) -> usize {
@@ -109,56 +102,6 @@ __device__ __forceinline__ void load_rows_bf16(float* dst, int ds, const bf16* s
     }
 }
 "#;
-
-/// Step 1 on tensor cores (see [`super::gla_chunk_states`] for the contract).
-pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
-    let (_, kv, _, d) = dims(spec);
-    let variant = spec.variant;
-    let c = chunk;
-    let name = format!("liger_{}_chunk_states_tc_kv{kv}_d{d}_c{c}", vname(variant));
-    let body = format!(
-        r#"{tc}{consts}constexpr int NW = NT / 32;
-{loader}{form}
-{head}    // dS = kf^T (DK x C) . vs (C x DV): one 16x16 tile of the state per warp at a time,
-    // written straight to the scratch (rows L.. of kf and vs are zero).
-    float* dst = states + bl * (DK * DV);
-    for (int tile = warp; tile < (DK / 16) * (DV / 16); tile += NW) {{
-        const int ti = tile / (DV / 16), cj = tile % (DV / 16);
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int k0 = 0; k0 < L; k0 += 8) {{
-            FragAt a;
-            FragB bm;
-            wmma::load_matrix_sync(a, kf + k0 * KS + 16 * ti, KS);
-            wmma::load_matrix_sync(bm, vs + k0 * DV + 16 * cj, DV);
-            to_tf32(a);
-            to_tf32(bm);
-            wmma::mma_sync(acc, a, bm, acc);
-        }}
-        wmma::store_matrix_sync(dst + 16 * ti * DV + 16 * cj, acc, DV, wmma::mem_row_major);
-    }}
-    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = expf(bc[(L - 1) * KS + i]);
-}}
-"#,
-        tc = TC_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD, TC_THREADS),
-        loader = LOADER,
-        form = CHUNK_FORM,
-        head = states_head(&name, &chunk_prologue(variant, d, d, Tiles::InPlace), "__expf"),
-    );
-    KernelSrc {
-        name,
-        summary: format!(
-            "Liger {}, prefill step 1/3, chunk {c}, TF32 tensor cores: each chunk's state contribution ΔS = Σ_s (k̃_s e^(b_L−b_s))ᵀ v_s and decay e^(b_L) to scratch",
-            rec_what(variant, Recurrence::Keyed, d)
-        ),
-        body,
-        block: [TC_THREADS as u32, 1, 1],
-        smem: (states_smem_floats(c, d) * 4) as u32,
-        grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
-        params: states_params(spec, d, c),
-    }
-}
 
 /// The largest in-chunk decay exponent `−b` for which step 3 forms the scores as one
 /// product `(q̃ e^{b})(k̃ e^{−b})ᵀ` ([`super::chunk_mma`]): the factors stay within `e^{±40}`
