@@ -1554,14 +1554,7 @@ impl<'a> Lower<'a> {
         let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
         // the sub-chunk kernel, if any, takes the chunks the first one leaves (disjoint rows)
         for src in std::iter::once(out_src).chain(sub_src) {
-            self.launch(
-                src,
-                nodes,
-                grid.clone(),
-                args.clone(),
-                &[nargs - 2],
-                Some(layer),
-            );
+            self.launch(src, nodes, grid, args.clone(), &[nargs - 2], Some(layer));
         }
         self.release(&states);
         self.release(&dec);

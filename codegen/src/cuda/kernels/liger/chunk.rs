@@ -106,7 +106,10 @@ pub(super) fn prefill_params(
     } else {
         "out"
     };
-    params.extend([format!("out [tokens, {}] bf16 ({out})", h * d), "seq".into()]);
+    params.extend([
+        format!("out [tokens, {}] bf16 ({out})", h * d),
+        "seq".into(),
+    ]);
     params
 }
 
@@ -133,8 +136,7 @@ pub fn gla_prefill_subchunk(
     normalizer: f64,
     window: bool,
 ) -> Option<KernelSrc> {
-    chunk_tc::eligible(spec, rec, chunk)
-        .then(|| chunk_tc::prefill(spec, chunk, normalizer, window))
+    chunk_tc::eligible(spec, rec, chunk).then(|| chunk_tc::prefill(spec, chunk, normalizer, window))
 }
 
 /// How [`chunk_prologue`] lays out its shared-memory tiles.
@@ -338,7 +340,11 @@ pub fn gla_chunk_states(
 "#,
         consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         form = CHUNK_FORM,
-        head = states_head(&name, &chunk_prologue(variant, d, dk, Tiles::Separate), "expf"),
+        head = states_head(
+            &name,
+            &chunk_prologue(variant, d, dk, Tiles::Separate),
+            "expf"
+        ),
     );
     KernelSrc {
         name,

@@ -224,11 +224,9 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         ("", "const float2 w = {0.0f, 0.0f};")
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
-    let sig = format!(
-        "const bf16* __restrict__ q, const bf16* __restrict__ k,
+    let sig = "const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
-        bf16* __restrict__ out, int seq"
-    );
+        bf16* __restrict__ out, int seq";
     let body = format!(
         r#"{mma}constexpr int H = {h};
 constexpr int G = {g};
