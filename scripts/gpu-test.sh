@@ -2,7 +2,7 @@
 # GPU checks of the CUDA runtime (`ligerc run --backend cuda`), run on the GPU machine in one call:
 #
 #   .gpu/ligerc (../shared/tools/stage-gpu) must exist; logs go to $OUT (or ./gpu-out).
-#   scripts/gpu-test.sh [kernels] [fixtures] [smol] [bench] [kperf]  (default: kernels fixtures smol bench)
+#   scripts/gpu-test.sh [kernels] [fixtures] [smol] [bench] [kperf] [abtf32] (default: kernels fixtures smol bench)
 #
 # fixtures: the tiny ONNX fixtures, every Liger variant, the hybrid with LoRA and the key mask,
 #           window 3 — logits of `--backend cuda` (one prefill, and a prefill of 40 then
@@ -21,6 +21,7 @@
 # and the argmax equal on ≥ 90% of positions; for linearized SmolLM2 the per-position median
 # instead of the worst position (its logits are chaotic under bf16 rounding: the CPU
 # emulation of the same plan differs from the f32 runtime as much as the GPU does).
+# abtf32:   smol-gla-b2 with every prefill chunk on the TF32 sub-chunk kernel (precision A/B).
 # sanitize (not in the default set): compute-sanitizer racecheck + memcheck on SmolLM2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,12 @@ if [[ $what == *fixtures* ]]; then
   check "d64-gla-recurrent-only" /tmp/d64 "--pass linearize --mix 1,0" "$(ids_rows 1 100 6 128)" 70
   check "d64-gla" /tmp/d64 "--pass linearize" "$(ids_rows 2 100 6 128)" 70
   check "d64-gsa" /tmp/d64 "--pass linearize --variant gsa" "$(ids_rows 2 100 6 128)" 70
+fi
+
+if [[ $what == *abtf32* && -f $SMOL ]]; then
+  # A/B of the prefill's precision: smol-gla-b2 again with every chunk on the TF32 sub-chunk
+  # kernel instead of the bf16 mma kernel (LIGERC_CUDA_SUBCHUNK_SCORES, read at code generation).
+  (export LIGERC_CUDA_SUBCHUNK_SCORES=1; check "smol-gla-b2-tf32" "$SMOL" "--pass linearize" "$(ids_rows 2 100 8 49000)" 70 median)
 fi
 
 if [[ $what == *sanitize* && -f $SMOL ]]; then

@@ -262,10 +262,12 @@ def check(args):
             scale = ref.abs().max().item()
             rel = err.max().item() / scale if torch.isfinite(got).all() else float("inf")
             rel_pre = (err[:, :T].max().item() / scale) if torch.isfinite(got).all() else float("inf")
+            rms = (err.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
             ok = rel <= 2e-2
             fails += not ok
             msg = (f"{'PASS' if ok else 'FAIL'} liger-gla H{h} KV{kv} D{d} W{w} B{B} T{T} split={split} "
-                   f"gate×{gs} +{n_dec} decode: max err {rel:.2e} (prefill {rel_pre:.2e}) of max|ref| {scale:.3g}")
+                   f"gate×{gs} +{n_dec} decode: max err {rel:.2e} (prefill {rel_pre:.2e}) of max|ref| {scale:.3g}, "
+                   f"rms err {rms:.2e} of rms ref")
             print(msg, flush=True)
             lines.append(msg)
     print(f"kernel checks: {fails} failures")

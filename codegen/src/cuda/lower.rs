@@ -1348,9 +1348,11 @@ impl<'a> Lower<'a> {
         let kvx = Extent::from(kv);
         match self.phase {
             PhaseKind::Prefill => {
-                // The window kernel writes mix_window · y (bf16) into the output; the recurrent
-                // kernel, if any, adds mix_linear · o to it in place.
-                let part = out.arg.clone();
+                let part = if window && grm {
+                    self.scratch(h * d, DType::F32)
+                } else {
+                    out.arg.clone()
+                };
                 if window {
                     let (tq, _) = liger::window_tile(&spec);
                     let grid = [self.seq().ceil_div(tq as u64), kvx, b];
@@ -1411,7 +1413,7 @@ impl<'a> Lower<'a> {
                             v.arg.clone(),
                             state_v.clone(),
                         ],
-                        window,
+                        window.then(|| part.clone()),
                         out.arg.clone(),
                     )?;
                     self.release(&logits);
@@ -1423,9 +1425,12 @@ impl<'a> Lower<'a> {
                         &nodes,
                         layer,
                         [q.arg.clone(), k.arg.clone(), v.arg.clone(), state.clone()],
-                        window,
+                        window.then(|| part.clone()),
                         out.arg.clone(),
                     )?;
+                }
+                if window && grm {
+                    self.release(&part);
                 }
                 if window {
                     let grid = [Extent::from(spec.window + 1), kvx, b];
@@ -1488,7 +1493,7 @@ impl<'a> Lower<'a> {
         nodes: &[NodeId],
         layer: usize,
         ops: [Arg; 4],
-        window: bool,
+        window: Option<Arg>,
         out: Arg,
     ) -> Result<(), CudaError> {
         let [qs, k, v, state] = ops;
@@ -1500,8 +1505,8 @@ impl<'a> Lower<'a> {
         let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
         let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
         let scan_src = liger::gla_state_scan(spec, rec, c);
-        let out_src = liger::gla_prefill(spec, rec, c, normalizer, window);
-        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window);
+        let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
+        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
         self.check_smem(&states_src.name, states_src.smem as usize)?;
         self.check_smem(&out_src.name, bytes)?;
         let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
@@ -1549,6 +1554,7 @@ impl<'a> Lower<'a> {
         if sub_src.is_some() {
             args.push(dec.clone());
         }
+        args.extend(window);
         args.extend([out, seq]);
         let nargs = args.len();
         let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];

@@ -101,15 +101,13 @@ pub(super) fn prefill_params(
             "dec [batch, {kv}, ceil(seq/{c}), {dk}] f32 (each chunk's decay e^(b_L), from step 1: picks the kernel)"
         ));
     }
-    let out = if window {
-        "in: mix_window · window branch; out: + mix_linear · o"
-    } else {
-        "out"
-    };
-    params.extend([
-        format!("out [tokens, {}] bf16 ({out})", h * d),
-        "seq".into(),
-    ]);
+    if window {
+        params.push(format!(
+            "window [tokens, {}] f32 (mix_window · window branch)",
+            h * d
+        ));
+    }
+    params.extend([format!("out [tokens, {}] bf16 (out)", h * d), "seq".into()]);
     params
 }
 
@@ -456,8 +454,9 @@ pub fn gla_prefill(
             format!("logits [tokens, {}] f32 (slot logits q·Hk)", h * dk),
         ),
     };
-    let mix_in = if window {
-        "__bfloat162float(out[at]) + "
+    let mix_in = if window { "window[at] + " } else { "" };
+    let window_param = if window {
+        "const float* __restrict__ window, "
     } else {
         ""
     };
@@ -468,7 +467,7 @@ constexpr int G = {g};
 
 {form}
 extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __restrict__ k,
-        const bf16* __restrict__ v, const float* __restrict__ states, bf16* __restrict__ out, int seq) {{
+        const bf16* __restrict__ v, const float* __restrict__ states, {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = h / G, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;

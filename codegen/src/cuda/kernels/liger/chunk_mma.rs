@@ -120,9 +120,11 @@ __device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* sr
 "#;
 
 /// Step 1 on bf16 tensor cores (see [`super::gla_chunk_states`] for the contract): the
-/// chunk prologue of step 3's layout, the keys scaled by `e^{b_L − b_s} ≤ 1` and rounded
-/// to bf16, then `ΔS = (k̃ e^{b_L − b})ᵀ V` a warp per (16 state rows, `CG` columns) with
-/// the keys' A fragments from `ldmatrix.trans`, written to the scratch as f32.
+/// chunk prologue of step 3's layout, the keys scaled by `e^{b_L − b_s} ≤ 1` and split into
+/// high and low bf16 halves (exact to ~2⁻¹⁷: the state accumulates these contributions over
+/// the whole sequence), then `ΔS = (k̃ e^{b_L − b})ᵀ V` (two products; the values are bf16
+/// already) a warp per (16 state rows, `CG` columns) with the keys' A fragments from
+/// `ldmatrix.trans`, written to the scratch as f32.
 pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
     let (_, kv, _, d) = dims(spec);
     let variant = spec.variant;
@@ -136,8 +138,18 @@ constexpr int SX = {sx};     // floats of the key region
 constexpr int CG = {cg};       // state columns per warp task
 {loader}{copier}
 {form}
-{head}    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] k~ e^(b_L - b), bf16
-    for (int e = tid; e < C * DK; e += NT) kb[(e / DK) * BS + e % DK] = __float2bfloat16(kf[(e / DK) * KS + e % DK]);
+{head}    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = __expf(bc[(L - 1) * KS + i]);
+    __syncthreads();  // the gates are consumed: their region takes the keys' low halves
+    // k~ e^(b_L - b) <= 1 as two bf16 tiles, high and low halves (exact to ~2^-17): the state
+    // contributions accumulate over the whole sequence
+    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] high halves
+    bf16* kl = reinterpret_cast<bf16*>(bc);        // [C][BS] low halves
+    for (int e = tid; e < C * DK; e += NT) {{
+        const float x = kf[(e / DK) * KS + e % DK];
+        const bf16 hi = __float2bfloat16(x);
+        kb[(e / DK) * BS + e % DK] = hi;
+        kl[(e / DK) * BS + e % DK] = __float2bfloat16(x - __bfloat162float(hi));
+    }}
     __syncthreads();
     // dS = kb^T vb: A = kb^T (rows: state rows i, k: keys s) by ldmatrix.trans of kb [s][i]
     const int gid = lane >> 2, tig = lane & 3;
@@ -150,14 +162,17 @@ constexpr int CG = {cg};       // state columns per warp task
     #pragma unroll
         for (int nt = 0; nt < CG / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
         for (int kt = 0; 16 * kt < L; ++kt) {{  // key rows past L are zero
-            unsigned a[4];
+            unsigned a[4], al[4];
             ldsm_x4_t(a, kb + (16 * kt + arow) * BS + 16 * it + acol);
+            ldsm_x4_t(al, kl + (16 * kt + arow) * BS + 16 * it + acol);
     #pragma unroll
             for (int np = 0; np < CG / 16; ++np) {{
                 unsigned r[4];
                 ldsm_x4_t(r, vb + (16 * kt + lrow) * BS + cg + 16 * np + lcol);
                 mma_bf16(acc[2 * np], a, r[0], r[1]);
                 mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
+                mma_bf16(acc[2 * np], al, r[0], r[1]);
+                mma_bf16(acc[2 * np + 1], al, r[2], r[3]);
             }}
         }}
     #pragma unroll
@@ -168,7 +183,6 @@ constexpr int CG = {cg};       // state columns per warp task
                 *reinterpret_cast<float2*>(dst + (16 * it + gid + 8 * x) * DV + cg + 8 * nt + 2 * tig) = o;
             }}
     }}
-    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = __expf(bc[(L - 1) * KS + i]);
 }}
 "#,
         mma = MMA_PRELUDE,
@@ -209,24 +223,21 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let (window_load, window_part) = if window {
+    let (window_param, window_part) = if window {
         (
-            "    #pragma unroll
-            for (int it = 0; it < VC / 2; ++it) {
-                const int u = lane + 32 * it, r = u / VC, c8 = u % VC, t = 16 * ii + r;
-                const uint4 x = t < L ? *reinterpret_cast<const uint4*>(out + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8) : zero4;
-                *reinterpret_cast<uint4*>(stg + r * BS + 8 * c8) = x;
-            }
-            __syncwarp();",
-            "const float2 w = {bf_lo(*p), bf_hi(*p)};",
+            "const float* __restrict__ window, ",
+            "float2 w = {0.0f, 0.0f};  // the window part (f32 scratch)
+                    if (t < L) w = *reinterpret_cast<const float2*>(window + (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig);",
         )
     } else {
         ("", "const float2 w = {0.0f, 0.0f};")
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
-    let sig = "const bf16* __restrict__ q, const bf16* __restrict__ k,
+    let sig = format!(
+        "const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
-        bf16* __restrict__ out, int seq";
+        {window_param}bf16* __restrict__ out, int seq"
+    );
     let body = format!(
         r#"{mma}constexpr int H = {h};
 constexpr int G = {g};
@@ -383,15 +394,14 @@ extern "C" __global__ void {name}({sig}) {{
                     mma_bf16(o[2 * np + 1], pa[kt], r[2], r[3]);
                 }}
             }}
-            // out = (the window part, in out) + MIX o, through the staging tile: 16-byte loads
-            // and stores of the tile's rows
+            // out = window + MIX o, through the staging tile: 16-byte stores of the tile's rows
             constexpr int VC = CG / 8;  // 16-byte pieces of a staged row
             __syncwarp();  // the staging tile's previous contents are consumed
-{window_load}
     #pragma unroll
             for (int nt = 0; nt < CG / 8; ++nt)
     #pragma unroll
                 for (int x = 0; x < 2; ++x) {{
+                    [[maybe_unused]] const int t = x ? tb : ta;
                     unsigned* p = reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * BS + 8 * nt + 2 * tig);
                     {window_part}
                     *p = pack_bf16(w.x + MIX * o[nt][2 * x], w.y + MIX * o[nt][2 * x + 1]);

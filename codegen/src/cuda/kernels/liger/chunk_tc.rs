@@ -155,8 +155,9 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let mix_in = if window {
-        "__bfloat162float(out[at]) + "
+    let mix_in = if window { "window[at] + " } else { "" };
+    let window_param = if window {
+        "const float* __restrict__ window, "
     } else {
         ""
     };
@@ -171,7 +172,7 @@ constexpr float MIX = {mix};   // mix_linear
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
-        bf16* __restrict__ out, int seq) {{
+        {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;

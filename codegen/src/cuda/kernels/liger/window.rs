@@ -22,8 +22,7 @@ use super::dims;
 /// What the window kernel produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowOut {
-    /// `mix_window · y` (bf16) into the layer's output, to which the recurrent kernel then
-    /// adds its part in place.
+    /// `mix_window · y` as f32 scratch, finished by the recurrent kernel.
     Partial,
     /// The layer's bf16 output (no recurrent branch).
     Final,
@@ -118,12 +117,12 @@ fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
         ),
         format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
         format!(
-            "out [tokens, {}] bf16 (out{})",
+            "out [tokens, {}] {} (out)",
             h * d,
             if out == WindowOut::Partial {
-                ": the window part, the recurrent kernel adds its own"
+                "f32"
             } else {
-                ""
+                "bf16"
             }
         ),
         "seq".into(),
@@ -147,7 +146,7 @@ fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let (tq, kc) = tc_tile(spec);
     let smem = tc_smem(tq, kc, d);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("bf16", "part"),
+        WindowOut::Partial => ("float", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
@@ -467,7 +466,7 @@ fn window_prefill_scalar(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let (tq, gw) = scalar_tile(spec);
     let smem = window_smem(spec);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("bf16", "part"),
+        WindowOut::Partial => ("float", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
