@@ -111,6 +111,39 @@ pub(super) fn prefill_params(
     params
 }
 
+/// The [`KernelSrc`] of a tensor-core step-3 kernel (one block per (chunk, KV head, row),
+/// raw bf16 queries, `dec` after the states): `how` names the kernel's arithmetic in its
+/// summary, `grid` describes its blocks.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step3_src(
+    spec: &LigerSpec,
+    c: usize,
+    window: bool,
+    name: String,
+    body: String,
+    how: &str,
+    threads: usize,
+    smem_bytes: usize,
+    grid: String,
+) -> KernelSrc {
+    let (h, _, _, d) = dims(spec);
+    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {}, prefill step 3/3, chunk {c}, {how}: outputs per (chunk, KV head) from the state entering the chunk, output {}mix_linear {} · o",
+            rec_what(spec.variant, Recurrence::Keyed, d),
+            if window { "window part + " } else { "" },
+            spec.mix_linear
+        ),
+        body,
+        block: [threads as u32, 1, 1],
+        smem: smem_bytes as u32,
+        grid,
+        params: prefill_params(spec, q_doc, d, c, window, true),
+    }
+}
+
 /// Blocks along the grid's y axis of [`gla_prefill`] at chunk `chunk`: one per query head
 /// (the scalar kernel), or one per KV head (the tensor-core kernel, which serves the KV
 /// head's query heads in turn).

@@ -23,8 +23,8 @@ use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
 use super::chunk::{
-    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what, states_head,
-    states_params,
+    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, rec_what, states_head, states_params,
+    step3_src,
 };
 use super::chunk_tc::{LOADER, PAD, chunk_owner};
 use super::{Recurrence, dims, vname};
@@ -427,22 +427,17 @@ extern "C" __global__ void {name}({sig}) {{
         owner = chunk_owner(true),
         prologue = chunk_prologue(variant, d, d, Tiles::Bf16Values),
     );
-    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
-    let params = prefill_params(spec, q_doc, d, c, window, true);
-    KernelSrc {
+    step3_src(
+        spec,
+        c,
+        window,
         name,
-        summary: format!(
-            "Liger {}, prefill step 3/3, chunk {c}, bf16 tensor cores (mma.sync, fragments in registers): outputs per (chunk, KV head), a warp per (query head, 16-row tile), from the state entering the chunk, output {}mix_linear {} · o",
-            rec_what(variant, Recurrence::Keyed, d),
-            if window { "window part + " } else { "" },
-            spec.mix_linear
-        ),
         body,
-        block: [PREFILL_THREADS as u32, 1, 1],
-        smem: (smem_floats(c, d) * 4) as u32,
-        grid: format!(
+        "bf16 tensor cores (mma.sync, fragments in registers, a warp per (query head, 16-row tile))",
+        PREFILL_THREADS,
+        smem_floats(c, d) * 4,
+        format!(
             "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile); returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
         ),
-        params,
-    }
+    )
 }

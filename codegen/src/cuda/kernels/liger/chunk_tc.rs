@@ -19,7 +19,7 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, prefill_params, rec_what};
+use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, step3_src};
 use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core kernels (these and `chunk_mma.rs`'s) serve `rec` at chunk
@@ -307,22 +307,17 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         owner = chunk_owner(false),
         prologue = chunk_prologue(variant, d, d, Tiles::InPlace),
     );
-    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
-    let params = prefill_params(spec, q_doc, d, c, window, true);
-    KernelSrc {
+    step3_src(
+        spec,
+        c,
+        window,
         name,
-        summary: format!(
-            "Liger {}, prefill step 3/3 for fast-decaying chunks (sub-chunk scores), chunk {c}, TF32 tensor cores: outputs per (chunk, KV head), its query heads in turn, from the state entering the chunk, output {}mix_linear {} · o",
-            rec_what(variant, Recurrence::Keyed, d),
-            if window { "window part + " } else { "" },
-            spec.mix_linear
-        ),
         body,
-        block: [TC_THREADS as u32, 1, 1],
-        smem: (prefill_smem_floats(c, d) * 4) as u32,
-        grid: format!(
+        "TF32 tensor cores, for fast-decaying chunks (sub-chunk scores), the query heads in turn",
+        TC_THREADS,
+        prefill_smem_floats(c, d) * 4,
+        format!(
             "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
         ),
-        params,
-    }
+    )
 }
