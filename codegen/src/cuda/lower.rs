@@ -1483,7 +1483,10 @@ impl<'a> Lower<'a> {
     /// The chunk-parallel recurrence of a Liger prefill: per-chunk state contributions
     /// and decays into scratch `[batch, KV, ⌈seq/C⌉, DK(, DV)]`, a scan over the chunks
     /// from the stored `state` (which gets the final state), then the outputs per (chunk,
-    /// query head or KV head ([`liger::gla_prefill_heads`]), row). `ops` = (queries, k, v, state).
+    /// query head or KV head ([`liger::gla_prefill_heads`]), row) — for the tensor-core
+    /// variants two launches on one grid, the bf16 `mma` kernel and the sub-chunk kernel
+    /// ([`liger::gla_prefill_subchunk`]), each taking its own chunks by their decay.
+    /// `ops` = (queries, k, v, state).
     #[allow(clippy::too_many_arguments)]
     fn prefill_recurrence(
         &mut self,

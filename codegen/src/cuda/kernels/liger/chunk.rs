@@ -189,7 +189,8 @@ pub(super) enum Tiles {
 /// [`gla_prefill`]: loads chunk `n`'s raw keys and values of KV head `j`, row `b`, computes
 /// the gate and key map from the raw keys and the in-chunk inclusive cumsum of the gates.
 /// Expects `smem`, `n`, `j`, `b`, `tid`, `warp`, `lane`, `seq` in scope; declares `kr`,
-/// `kf`, `bc`, `vs`, `rowg`, `nch`, `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
+/// `kf`, `bc`, the values (`vs`, f32; `vb`, bf16, for [`Tiles::Bf16Values`]), `rowg`, `nch`,
+/// `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
 /// `tiles` lays out the tiles (see [`Tiles`]). Rows `L..C` of `kf` and of the values are zero.
 pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: Tiles) -> String {
     let in_place = tiles != Tiles::Separate;
