@@ -104,20 +104,16 @@ __device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)
 __device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
 "#;
 
-/// The bf16 row copier of [`Tiles::Bf16Values`] (after the constants: needs `C`, `NT`).
+/// The bf16 row copier of [`Tiles::Bf16Values`] (after [`LOADER`], whose
+/// `fetch_rows_bf16` it uses).
 const COPIER: &str = r#"
 // Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into bf16 `dst`
 // (row stride ds), rows >= L zero; 16-byte copies, all in flight at once.
 template <int WIDTH>
 __device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* src, long long stride, int L) {
-    constexpr int V = WIDTH / 8, PER = (C * V + NT - 1) / NT;
-    const uint4 zero = {0u, 0u, 0u, 0u};
+    constexpr int V = row_pieces<WIDTH>(), PER = (C * V + NT - 1) / NT;
     uint4 buf[PER];
-#pragma unroll
-    for (int u = 0; u < PER; ++u) {
-        const int e = (int)threadIdx.x + u * NT, r = e / V;
-        buf[u] = e < C * V && r < L ? *reinterpret_cast<const uint4*>(src + r * stride + (e % V) * 8) : zero;
-    }
+    fetch_rows_bf16<WIDTH>(buf, src, stride, L);
 #pragma unroll
     for (int u = 0; u < PER; ++u) {
         const int e = (int)threadIdx.x + u * NT;

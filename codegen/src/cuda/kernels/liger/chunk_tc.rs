@@ -73,21 +73,32 @@ template <typename F> __device__ __forceinline__ void to_tf32(F& f) {
 }
 "#;
 
-/// The tile loader both kernels share (after the constants: needs `C`, `NT`).
+/// The tile loaders of the tensor-core kernels (after the constants: needs `C`, `NT`):
+/// `fetch_rows_bf16` (a thread's 16-byte pieces of a bf16 tile into registers), and
+/// `load_rows_bf16` on it (the tile into f32 shared memory); `chunk_mma.rs` adds a bf16 copier.
 pub(super) const LOADER: &str = r#"
-// Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into f32 `dst`
-// (row stride ds), rows >= L zero: 16-byte loads, all of a thread's loads in flight before
-// the first conversion (a block's few warps would otherwise wait out each load in turn).
-template <int WIDTH>
-__device__ __forceinline__ void load_rows_bf16(float* dst, int ds, const bf16* src, long long stride, int L) {
-    constexpr int V = WIDTH / 8, PER = (C * V + NT - 1) / NT;
+// 16-byte pieces of a bf16 tile of WIDTH columns per row.
+template <int WIDTH> constexpr int row_pieces() { return WIDTH / 8; }
+// This thread's pieces (piece e = threadIdx.x + u * NT, row e / V) of rows [0, C) of a bf16
+// tile (row r at src + r * stride) into `buf`, rows >= L zero: all loads in flight at once
+// (a block's few warps would otherwise wait out each load in turn).
+template <int WIDTH, int PER>
+__device__ __forceinline__ void fetch_rows_bf16(uint4 (&buf)[PER], const bf16* src, long long stride, int L) {
+    constexpr int V = row_pieces<WIDTH>();
     const uint4 zero = {0u, 0u, 0u, 0u};
-    uint4 buf[PER];
 #pragma unroll
     for (int u = 0; u < PER; ++u) {
         const int e = (int)threadIdx.x + u * NT, r = e / V;
         buf[u] = e < C * V && r < L ? *reinterpret_cast<const uint4*>(src + r * stride + (e % V) * 8) : zero;
     }
+}
+// Rows [0, C) of a bf16 tile of WIDTH columns into f32 `dst` (row stride ds), rows >= L zero:
+// every load issued before the first conversion.
+template <int WIDTH>
+__device__ __forceinline__ void load_rows_bf16(float* dst, int ds, const bf16* src, long long stride, int L) {
+    constexpr int V = row_pieces<WIDTH>(), PER = (C * V + NT - 1) / NT;
+    uint4 buf[PER];
+    fetch_rows_bf16<WIDTH>(buf, src, stride, L);
 #pragma unroll
     for (int u = 0; u < PER; ++u) {
         const int e = (int)threadIdx.x + u * NT, r = e / V;
