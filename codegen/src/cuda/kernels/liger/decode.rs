@@ -96,6 +96,11 @@ struct KeyedLayout {
     gs: usize,
     /// Whether the per-warp output sums reuse the staged keys' shared memory.
     part_in_keys: bool,
+    /// Staged value rows: the window's `W + 1` when it is staged at once (the key rows
+    /// are padded to the 16-row tile, the values need not be), else `kc`.
+    vr: usize,
+    /// Static shared memory (bytes).
+    fixed: usize,
     /// Dynamic shared memory (bytes): the window's scores, keys, rotated queries and
     /// values; above 48 KiB whenever static and dynamic together are (the runtime then
     /// raises the kernel's limit).
@@ -104,7 +109,9 @@ struct KeyedLayout {
 
 impl KeyedLayout {
     fn new(g: usize, d: usize, w: usize, window: bool, grm: bool, retention: bool) -> Self {
-        let cs = value_tile(d);
+        // At most two state rows a thread and pass (`D·CS/(4·256)`): a pass of 16 columns at
+        // D 128, so that two passes in flight fit 64 registers a thread.
+        let cs = if d >= 128 && d.is_multiple_of(16) { 16 } else { value_tile(d) };
         let vec = cs.min(4);
         let tpr = cs / vec;
         let nt = (d * tpr).next_multiple_of(32).clamp(32, DECODE_THREADS);
@@ -130,6 +137,8 @@ impl KeyedLayout {
                 qr,
                 gs,
                 part_in_keys: false,
+                vr: 0,
+                fixed,
                 smem: 0,
             };
         }
@@ -139,16 +148,17 @@ impl KeyedLayout {
         let qbytes = 2 * qr * dp;
         let cap = DECODE_SMEM_BLOCK.saturating_sub(fixed + part);
         let whole = (w + 1).next_multiple_of(16);
-        let kc = if qbytes + whole * per_key <= cap {
-            whole
+        let (kc, vr) = if qbytes + whole * (per_key - 2 * d) + (w + 1) * 2 * d <= cap {
+            (whole, w + 1)
         } else {
-            (cap.saturating_sub(qbytes) / per_key / 16 * 16).max(16)
+            let kc = (cap.saturating_sub(qbytes) / per_key / 16 * 16).max(16);
+            (kc, kc)
         };
         let part_in_keys = 2 * kc * dp >= part;
         if !part_in_keys {
             fixed += part;
         }
-        let mut smem = qbytes + kc * per_key;
+        let mut smem = qbytes + kc * (per_key - 2 * d) + vr * 2 * d;
         if fixed + smem > DECODE_SMEM && smem <= 48 * 1024 {
             smem = 48 * 1024 + 16;
         }
@@ -162,8 +172,16 @@ impl KeyedLayout {
             qr,
             gs,
             part_in_keys,
+            vr,
+            fixed,
             smem,
         }
+    }
+
+    /// Blocks of this layout an sm_90 SM holds by shared memory (228 KiB, 1 KiB reserved a
+    /// block).
+    fn blocks_by_smem(&self) -> usize {
+        228 * 1024 / (self.fixed + self.smem + 1024)
     }
 }
 
@@ -207,11 +225,21 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
         qr,
         gs,
         part_in_keys,
+        vr,
+        fixed: _,
         smem,
     } = lay;
-    // Three blocks of 256 threads an SM (80 registers a thread); two (128) when the
-    // per-thread sums of G heads would not fit beside two passes of state.
-    let min_blocks = if g * vec > 16 { 2 } else { 3 };
+    // Four blocks of 256 threads an SM (64 registers a thread) when their shared memory
+    // fits: 512 blocks (batch 64 at 8 KV heads) then run in one wave on 132 SMs. Else three
+    // (80 registers); two (128) when the per-thread sums of G heads would not fit beside
+    // two passes of state.
+    let min_blocks = if g * vec > 16 {
+        2
+    } else if cs * d <= 16 * 128 && lay.blocks_by_smem() >= 4 {
+        4
+    } else {
+        3
+    };
     // The state's first two passes are loaded with the window's inputs, unless the
     // window is staged in several chunks (their loads would not fit the registers too).
     let early = !window || kc > w;
@@ -224,6 +252,7 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let mut put = |s: &str| src.push_str(s);
     if window && tc {
         put("#include <mma.h>\nusing namespace nvcuda;\n\n");
+        put(CP_ASYNC);
     }
     put(&format!(
         r#"constexpr int H = {h};
@@ -242,6 +271,7 @@ constexpr int RP = NT / TPR;  // state rows per pass of the block
 [[maybe_unused]] constexpr int W = {w};
 [[maybe_unused]] constexpr int NRING = W + 1;
 [[maybe_unused]] constexpr int KC = {kc};  // window keys per staged chunk (a multiple of 16)
+[[maybe_unused]] constexpr int VR = {vr};  // staged value rows (the window's keys when it is one chunk)
 [[maybe_unused]] constexpr int BV = {bv};  // bf16 per staging load
 [[maybe_unused]] constexpr int DP = D + BV;  // row pitch (bf16) of the staged keys and rotated queries
 [[maybe_unused]] constexpr int QR = {qr};  // staged rotated-query rows (G{qr_pad})
@@ -282,7 +312,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
 "#,
         vbytes = 4 * vec,
         min_warps = 8 * min_blocks,
-        max_regs = if min_blocks == 3 { 80 } else { 128 },
+        max_regs = 65536 / (256 * min_blocks) / 8 * 8,
         qr_pad = if tc { ", padded to the wmma tile" } else { "" },
         scale = float_lit(1.0 / (d as f64).sqrt()),
         norm = float_lit(normalizer),
@@ -311,7 +341,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     float* wsc = smem;  // [KC][GS] the chunk's scores q.k, then exp(score - max)
     bf16* wk = reinterpret_cast<bf16*>(smem + KC * GS);  // [KC][DP] the chunk's keys, all D features
     bf16* qb = wk + KC * DP;  // [QR][DP] rotated queries (rows G.. zero)
-    bf16* wv = qb + QR * DP;  // [KC][D] the chunk's values, all D columns
+    bf16* wv = qb + QR * DP;  // [VR][D] the chunk's values, all D columns
 "#);
     }
     if grm {
@@ -473,6 +503,12 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     if window {
         put(&window_prologue(tc));
     }
+    if grm && early && d > cs {
+        put("    load_pass(1);  // ... then pass 1 of the state\n");
+    }
+    if window && tc {
+        put("    cp_async_wait_all();  // the staged window (row cur is stored over below)\n    __syncthreads();\n");
+    }
     put(&format!(
         r#"    // ... and their stores{ring}
 #pragma unroll
@@ -494,13 +530,6 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         put(
             "    for (int e = tid; e < (QR - G) * DP / 8; e += NT) reinterpret_cast<uint4*>(qb + G * DP)[e] = uint4{0u, 0u, 0u, 0u};  // rows G.. zero\n",
         );
-    }
-    if grm && early {
-        put(if d > cs {
-            "    load_pass(1);  // ... then pass 1 of the state\n"
-        } else {
-            ""
-        });
     }
     put("    __syncthreads();\n");
     // 2. Gate, feature maps, first scores, ring push.
@@ -806,37 +835,86 @@ fn window_prologue(tc: bool) -> String {
     const long long slot = (long long)cur * D;
     bf16* ring_kh = ring_k + bj * NRING * D;
     bf16* ring_vh = ring_v + bj * NRING * D;
-    // Stages chunk c0: slots c0 .. c0+KC-1 into wk and wv (all D features / columns), zeros past
-    // the ring; every load of the chunk is issued before the first store.
-    auto stage = [&](int c0) {{
+{stage}{score}    stage(0);
+"#,
+        stage = if tc { STAGE_ASYNC } else { STAGE_REGS },
+    )
+}
+
+/// `cp_async16(dst, src, fill)`: a 16-byte `cp.async` from global to shared memory (zeros
+/// when `!fill`; `src` must still be a valid address), and `cp_async_wait_all()`: the
+/// thread's copies have landed. The CPU emulation copies at once.
+const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
+#ifdef LIGERC_EMULATION
+    *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
+#else
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+"#;
+
+/// The window's staging helper of [`window_prologue`] when `BV` is 8: `cp.async` copies
+/// global memory to shared memory without registers (16 bytes each, zero-filled past the
+/// ring), so the staged window costs the block no registers while it is in flight.
+const STAGE_ASYNC: &str = r#"    // Stages chunk c0: slots c0 .. c0+KC-1 into wk and wv (all D features / columns; values only
+    // rows < VR), zeros past the ring, by cp.async (no registers). Chunk 0 copies every row,
+    // row cur too (stale): its row from this step's key and value is stored over it once the
+    // copies are waited for. Later chunks take row cur from k_cur / v_cur and wait here.
+    auto stage = [&](int c0) {
+        constexpr int KN = KC * D / BV;  // copies of the chunk's keys (and of its values)
+        constexpr int KL = (KN + NT - 1) / NT;  // per thread
+        const int hi = c0 == 0 ? NRING : nk;  // slots to read (chunk 0: before pos is known)
+#pragma unroll
+        for (int u = 0; u < KL; ++u) {
+            const int e = tid + u * NT, r = e / (D / BV), sl = c0 + r, i = e % (D / BV) * BV;
+            if (KN % NT == 0 || e < KN) {
+                const bool live = sl < hi, mine = c0 > 0 && sl == cur;
+                const bf16* ks = live ? (mine ? k_cur : ring_kh + (long long)sl * D) + i : ring_kh;
+                const bf16* vs = live ? (mine ? v_cur : ring_vh + (long long)sl * D) + i : ring_vh;
+                cp_async16(wk + r * DP + i, ks, live);
+                if (r < VR) cp_async16(wv + r * D + i, vs, live);
+            }
+        }
+        if (c0 > 0) cp_async_wait_all();
+    };
+"#;
+
+/// The register-staged variant of [`STAGE_ASYNC`] (any `BV`).
+const STAGE_REGS: &str = r#"    // Stages chunk c0: slots c0 .. c0+KC-1 into wk and wv (all D features / columns; values only
+    // rows < VR), zeros past the ring; every load of the chunk is issued before the first store.
+    auto stage = [&](int c0) {
         constexpr int KN = KC * D / BV;  // loads of the chunk's keys (and of its values)
         constexpr int KL = (KN + NT - 1) / NT;  // per thread
         const int hi = c0 == 0 ? NRING : nk;  // slots to read (chunk 0: before pos is known)
         LoadB kx[KL], vx[KL];
 #pragma unroll
-        for (int u = 0; u < KL; ++u) {{
+        for (int u = 0; u < KL; ++u) {
             const int e = tid + u * NT, sl = c0 + e / (D / BV), i = e % (D / BV) * BV;
-            kx[u] = LoadB{{}};
-            vx[u] = LoadB{{}};
-            if ((KN % NT == 0 || e < KN) && sl < hi) {{
+            kx[u] = LoadB{};
+            vx[u] = LoadB{};
+            if ((KN % NT == 0 || e < KN) && sl < hi) {
                 const bool mine = c0 > 0 && sl == cur;
                 kx[u] = *reinterpret_cast<const LoadB*>((mine ? k_cur : ring_kh + (long long)sl * D) + i);
                 vx[u] = *reinterpret_cast<const LoadB*>((mine ? v_cur : ring_vh + (long long)sl * D) + i);
-            }}
-        }}
+            }
+        }
 #pragma unroll
-        for (int u = 0; u < KL; ++u) {{
+        for (int u = 0; u < KL; ++u) {
             const int e = tid + u * NT, r = e / (D / BV), i = e % (D / BV) * BV;
-            if ((KN % NT == 0 || e < KN) && (c0 > 0 || r != cur)) {{
+            if ((KN % NT == 0 || e < KN) && (c0 > 0 || r != cur)) {
                 *reinterpret_cast<LoadB*>(wk + r * DP + i) = kx[u];
-                *reinterpret_cast<LoadB*>(wv + r * D + i) = vx[u];
-            }}
-        }}
-    }};
-{score}    stage(0);
-"#
-    )
-}
+                if (r < VR) *reinterpret_cast<LoadB*>(wv + r * D + i) = vx[u];
+            }
+        }
+    };
+"#;
 
 /// One decode step of a GSA layer: one block per (KV head, row).
 pub fn decode_gsa(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
@@ -969,16 +1047,18 @@ mod tests {
     /// The layouts tests/cuda_decode_kernel.rs relies on covering every code path.
     #[test]
     fn keyed_layouts() {
-        // Llama-3-8B: passes of 32 columns, 16-byte state loads, 4 rows a thread, the
-        // whole window one chunk of 80 keys (dynamic shared memory above 48 KiB),
-        // tensor-core scores.
+        // Llama-3-8B: passes of 16 columns, 16-byte state loads, 2 rows a thread, the
+        // whole window one chunk of 80 keys (65 value rows; dynamic shared memory raised
+        // above 48 KiB), tensor-core scores; four blocks an SM.
         let l = KeyedLayout::new(4, 128, 64, true, true, false);
         assert_eq!(
-            (l.cs, l.vec, l.nt, l.kc, l.bv, l.qr),
-            (32, 4, 256, 80, 8, 16)
+            (l.cs, l.vec, l.nt, l.kc, l.vr, l.bv, l.qr),
+            (16, 4, 256, 80, 65, 8, 16)
         );
         assert!(l.tc && l.part_in_keys);
-        assert_eq!(l.smem, 2 * 16 * 136 + 80 * (2 * 136 + 2 * 128 + 4 * 16));
+        assert!(2 * 16 * 136 + 80 * (2 * 136 + 4 * 16) + 65 * 2 * 128 <= 48 * 1024);
+        assert_eq!(l.smem, 48 * 1024 + 16);
+        assert_eq!(l.blocks_by_smem(), 4);
         // Small layouts stay within the 48 KiB of static + dynamic.
         assert!(KeyedLayout::new(2, 64, 64, true, true, false).smem < 40 * 1024);
         // A 201-key window at D 128 is staged in chunks of 96.
