@@ -339,7 +339,12 @@ def bench(args):
         steps_us = {s["kernel"]: med(lambda s=s: L.launch(s, env, tp)) * 1e3 for s in L.dec}
         sbytes = tp[dn["state"]].numel() * 4 * 2
         floor = sbytes / bw * 1e6
+        # every byte the step must move: the state read and written, the window's ring read (a
+        # whole ring: W+1 keys and values), the token's q, k, v (raw and rotated) and the output
+        io = sum(tp[dn[n]].numel() * tp[dn[n]].element_size() for n in ("ring_k", "ring_v", "q", "k", "v", "q_rot", "k_rot", "out"))
+        floor_all = (sbytes + io) / bw * 1e6
         r = {"kernel": "decode", "B": B, "ligerc_us": ours, "floor_us": floor, "pct_floor": 100 * floor / ours,
+             "floor_all_us": floor_all, "pct_floor_all": 100 * floor_all / ours,
              "state_per": "kv_head", "ligerc_steps_us": steps_us}
         if fused_recurrent_gla is not None:
             q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
