@@ -22,11 +22,12 @@ softmax branch), on odd T, T below the window, T not a multiple of the chunk, ba
 and extreme gates (k scaled ×30). Pass: max|err| ≤ 2e-2 × max|ref| (bf16 in and out).
 
 bench: the fused prefill (window + recurrence kernels; RoPE excluded, as for the peers) at
-B=8,H=32,KV=8,D=128,T=1k/4k and B=2,T=16k vs fla chunk_gla (kernel; + feature maps & gate,
+B=8,H=32,KV=8,D=128,T=1k/2k/4k and B=2,T=16k vs fla chunk_gla (kernel; + feature maps & gate,
 k/v repeated to 32 heads as upstream Liger) and SDPA causal; the decode step at batch
 1/8/64/256 vs fla fused_recurrent_gla (state per query head). Medians of
 triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run;
 each launch of the layer is also timed alone (ligerc_steps_ms / ligerc_steps_us).
+LIGERC_BENCH_ONLY=prefill|decode runs that half alone.
 """
 import argparse
 import json
@@ -295,7 +296,8 @@ def bench(args):
     H, KV, D = 32, 8, 128
     L = Layer(emit(args.ligerc, args.out, H, KV, D, 64))
     rows = []
-    for B, T in [(8, 1024), (8, 4096), (2, 16384)]:
+    only = os.environ.get("LIGERC_BENCH_ONLY", "")  # "prefill" or "decode": that half alone
+    for B, T in [] if only == "decode" else [(8, 1024), (8, 2048), (8, 4096), (2, 16384)]:
         env = {"batch": B, "seq": T, "tokens": B * T, "max_seq": T}
         tp = L.alloc(env, {}, "prefill")
         for n in (L.q, L.k, L.v, L.q_rot, L.k_rot):
@@ -327,7 +329,7 @@ def bench(args):
         rows.append(r)
         del tp
         torch.cuda.empty_cache()
-    for B in (1, 8, 64, 256):
+    for B in () if only == "prefill" else (1, 8, 64, 256):
         env = {"batch": B, "seq": 1, "tokens": B, "max_seq": 1}
         tp = L.alloc(env, {}, "decode")
         dn = L.dnames
