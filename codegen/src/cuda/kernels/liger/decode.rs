@@ -192,15 +192,13 @@ impl KeyedLayout {
 /// work (loads of q/k, feature maps, gate, staging the `W+1` keys and values, scores,
 /// softmax, `pV` over all `D` columns) is done once per head, then the state is
 /// streamed in `D/CS` column passes of `CS` columns (the value tile). Each thread holds
-/// `RPT` rows × `VEC` columns of a pass (16-byte loads and stores). When the block's
-/// whole state fits 64 registers a thread (D 128 at G ≤ 4: two blocks an SM), every
-/// pass is loaded at the start, with the window's inputs, so the state costs one round
-/// trip; else the first pass's state is loaded with the window's inputs, the second's
-/// once the window is staged, and each pass issues the loads of the pass two ahead as
-/// soon as its own registers are free (two passes, 32 KB at `D` 128, in flight per
-/// block). The window's keys and values are staged in shared memory (dynamic, by
-/// `cp.async` when `D` is a multiple of 16) in ring-slot order, so the first chunk's
-/// loads do not wait for `pos`; the scores take tensor cores when `D` is a multiple of 16 (the keys are the
+/// `RPT` rows × `VEC` columns of a pass (16-byte loads and stores); the first pass's
+/// state is loaded with the window's inputs, the second's once the window is staged,
+/// and each pass issues the loads of the pass two ahead as soon as its own registers are
+/// free, so two passes (32 KB at `D` 128) are in flight per block while the window is
+/// computed and the passes run. The window's keys and values are staged in shared
+/// memory (dynamic) in ring-slot order, so the first chunk's loads do not wait for
+/// `pos`; the scores take tensor cores when `D` is a multiple of 16 (the keys are the
 /// `A` tiles, the rotated queries the `B` tile); a window too long for the shared
 /// memory is walked in chunks of `KC` keys with an online softmax. The ring push
 /// happens after a barrier that follows the block's only reads of that slot. Each
@@ -235,20 +233,9 @@ pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     // 64 registers, passes of 16 columns at D 128, one wave at batch 64: slower on an H100,
     // 47.7 against 43.3 µs at batch 64 and 156 against 132 at batch 256 — docs/CUDA.md.)
     let min_blocks = if g * vec > 16 { 2 } else { 3 };
-    // The state's first passes are loaded with the window's inputs, unless the window is
-    // staged in several chunks (their loads would not fit the registers too).
+    // The state's first two passes are loaded with the window's inputs, unless the
+    // window is staged in several chunks (their loads would not fit the registers too).
     let early = !window || kc > w;
-    // Passes in flight: all of them when the whole state of the block fits 64 registers a
-    // thread beside the sums (two blocks an SM, 128 registers: one round trip for the
-    // state instead of a chain of D/CS/2), else two. `LIGERC_CUDA_DECODE_AHEAD=2` at code
-    // generation keeps two (for A/B runs).
-    let np = d / cs;
-    let all_ahead = early
-        && np > 2
-        && np * d.div_ceil(nt / (cs / vec)) * vec <= 64
-        && g * vec <= 16
-        && std::env::var("LIGERC_CUDA_DECODE_AHEAD").as_deref() != Ok("2");
-    let (ahead, min_blocks) = if all_ahead { (np, 2) } else { (2, min_blocks) };
     let name = format!(
         "liger_{}_decode_h{h}_kv{kv}_d{d}_w{w}_vt{cs}{}",
         vname(variant),
@@ -267,7 +254,6 @@ constexpr int G = {g};
 constexpr int D = {d};
 constexpr int CS = {cs};  // state and output columns of a pass (the value tile)
 [[maybe_unused]] constexpr int NP = D / CS;  // column passes over the state
-[[maybe_unused]] constexpr int AHEAD = {ahead};  // passes of the state in flight
 constexpr int VEC = {vec};  // adjacent state columns per thread: one {vbytes}-byte load
 constexpr int TPR = CS / VEC;  // threads per state row
 constexpr int NT = {nt};
@@ -391,11 +377,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     };
 "#);
         if early {
-            put(if ahead > 2 {
-                "#pragma unroll\n    for (int cb = 0; cb < AHEAD; ++cb) load_pass(cb);  // the whole state\n"
-            } else {
-                "    load_pass(0);\n"
-            });
+            put("    load_pass(0);\n");
         }
     } else {
         put("\n    // 1. loads: ...\n");
@@ -514,7 +496,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     if window {
         put(&window_prologue(tc));
     }
-    if grm && early && d > cs && ahead == 2 {
+    if grm && early && d > cs {
         put("    load_pass(1);  // ... then pass 1 of the state\n");
     }
     if window && tc {
@@ -710,7 +692,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
                 for (int c = 0; c < VEC; ++c) acc[g][c] += qg * x.x[c];
             }}
         }}
-        if (cb + AHEAD < NP) load_pass(cb + AHEAD);  // this pass's registers are free: the pass AHEAD on
+        if (cb + 2 < NP) load_pass(cb + 2);  // this pass's registers are free: the pass two ahead
         // sum over the warp's row groups (lanes with the same columns), then over the warps
         float* pt = part + (cb & 1) * NW * G * CS;
 #pragma unroll
@@ -765,15 +747,10 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
     }
     if grm {
         summary.push_str(&format!(
-            "; the state streamed in {} passes of {cs} columns ({} rows × {vec} columns per thread, {}-byte loads, {} in flight) and updated in place",
+            "; the state streamed in {} passes of {cs} columns ({} rows × {vec} columns per thread, {}-byte loads, two passes in flight) and updated in place",
             d / cs,
             d.div_ceil(nt / (cs / vec)),
-            4 * vec,
-            if ahead >= np {
-                "all passes".to_string()
-            } else {
-                format!("{ahead} passes")
-            }
+            4 * vec
         ));
     }
     summary.push_str("; mix");
