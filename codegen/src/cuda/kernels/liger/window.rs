@@ -1,18 +1,32 @@
 //! The sliding-window softmax branch of a LigerAttention prefill.
 //!
-//! For head dims that are multiples of 16 the kernel runs on tensor cores (bf16 `wmma`
-//! 16×16×16 tiles, f32 accumulation), flash-attention style: one block of 8 warps per
-//! (tile of 64 query tokens, KV head, row) stages the keys and values the tile sees —
-//! positions `[p0 − W, p0 + 64)`, ring slots for those before `pos0` — in shared memory
-//! once as bf16 and serves the `G` query heads of the KV head one after another. Per head:
-//! the query tile goes registers → shared memory → A fragments; the scores `S = Q·Kᵀ`
-//! (16×16 tiles, tiles outside every row's window skipped) land in an f32 tile in shared
-//! memory; one warp per row masks them (keys `p − W ..= p`), keeps the row's running max
-//! and sum and writes `P = e^(s − m)` as bf16 over the row's own scores; `O += P·V` stays
-//! in accumulator fragments; `mix_window · O / l` is written out through shared memory
-//! with coalesced stores. Keys beyond one stage (long windows, large `D`) go in stages
-//! with an online softmax across them. Other head dims keep the scalar kernel (one warp
+//! For head dims that are multiples of 16 the kernel runs on bf16 tensor cores
+//! (`mma.sync` m16n8k16, f32 accumulation, fragments in registers), flash-attention style.
+//! One block per (tile of `TQ` query tokens, KV head, row) stages the keys and values the
+//! tile sees — positions `[p0 − W, p0 + TQ)`, ring slots for those before `pos0`, zero rows
+//! before position 0 and past the tile — in shared memory once as bf16 (16-byte `cp.async`
+//! loads, rows padded by 16 bytes so `ldmatrix` is conflict-free), shared by the `G` query
+//! heads of the KV head. Each warp then takes a (query head, 16-row tile, output column
+//! group) at a time and keeps everything else in registers:
+//! - its queries come in through a per-warp staging tile (16-byte loads) and go out of it
+//!   as `mma` A fragments (`ldmatrix`);
+//! - the scores `S = Q·Kᵀ` cover only the key tiles inside the 16 rows' band (keys
+//!   `p − W ..= p`: `⌊(W + 15)/16⌋ + 1` tiles, the same for every row tile since the stage
+//!   starts at `p0 − W`), are masked in registers and reduced per row across the four
+//!   lanes that hold it (shuffles), then become, in registers, the bf16 A fragments of
+//!   `O += P·V` (values by `ldmatrix.trans`);
+//! - `mix_window · O / l` leaves through the staging tile in 16-byte stores (f32 scratch
+//!   in passes of at most 64 columns, or the bf16 output).
+//!
+//! When the band fits one softmax step (at most 8 key tiles) and the block's keys one
+//! shared-memory stage (`W ≤ 64` at D 128, `≤ 112` at D 64), the softmax is exact in one
+//! pass and the accumulators only live after the scores. Longer windows go in steps of a
+//! few key tiles with an online softmax (base 2, running max and sum per row), and keys
+//! beyond one stage in several stages. Other head dims keep the scalar kernel (one warp
 //! per token, f32 in registers).
+//!
+//! Precision: queries, keys and values are bf16 already; the probabilities are rounded
+//! to bf16 once before `P·V` (2⁻⁹ relative), and the sum `l` adds the rounded values.
 
 use ligerc_ir::LigerSpec;
 
@@ -28,47 +42,121 @@ pub enum WindowOut {
     Final,
 }
 
-/// Warps per block of the tensor-core window kernel.
+/// Most warps per block of the tensor-core window kernel.
 const TC_WARPS: usize = 8;
-/// Most key rows per shared-memory stage of the tensor-core window kernel.
-const TC_MAX_KEYS: usize = 256;
 /// Dynamic shared memory the tensor-core window kernel aims to stay under: two blocks
 /// fit an sm_90 SM (227 KB).
 const TC_SMEM_BUDGET: usize = 110 * 1024;
+/// Most key tiles of a one-pass softmax: the probabilities of that many tiles (4
+/// registers each) and 128 output columns (64) stay within 128 registers a thread.
+const ONE_PASS_TILES: usize = 8;
+/// Registers a lane may give to the accumulators (`cg / 2`) and the scores (8 a key tile)
+/// of one online-softmax step: 2 key tiles a step at 128 output columns, 6 at 64 (no
+/// spills per ptxas; 88 spilled).
+const STEP_REGS: usize = 80;
 
 /// Whether [`window_prefill`] runs on tensor cores: the head dim a multiple of the 16-wide
-/// wmma tile.
+/// `mma` tile.
 fn tensor_cores(spec: &LigerSpec) -> bool {
     spec.head_dim >= 16 && spec.head_dim.is_multiple_of(16)
 }
 
-/// Shared memory of the tensor-core kernel in bytes for `tq` query tokens, `kc` key rows
-/// per stage, head dim `d`: keys and values (bf16, rows padded by 8), the query / score /
-/// output tile (f32, rows padded by 4), three per-row floats, a 16×16 row-index table.
-fn tc_smem(tq: usize, kc: usize, d: usize) -> usize {
-    let kv = 2 * kc * (d + 8) * 2;
-    let tile = tq * (kc.max(d) + 4) * 4;
-    kv + tile + 3 * tq * 4 + 256 * 4
+/// The tiling of the tensor-core kernel (all counts per block unless said).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TcTile {
+    /// Query tokens per block: `tq / 16` row tiles.
+    tq: usize,
+    /// Warps per block.
+    nw: usize,
+    /// Output columns per warp task (a multiple of 16 dividing the head dim, at most 128).
+    cg: usize,
+    /// Key tiles (16 keys) in one row tile's band.
+    nb: usize,
+    /// Key tiles of the block: `tq/16 + nb − 1`.
+    nkt: usize,
+    /// Key tiles per shared-memory stage.
+    kct: usize,
+    /// Key tiles per softmax step.
+    nkc: usize,
+    /// f32 output columns per pass through the staging tile.
+    ocf: usize,
 }
 
-/// The tiling of the tensor-core kernel: `(tq, kc)`, query tokens per block and key rows
-/// per shared-memory stage. `kc` covers the whole tile's keys (`tq + W`, rounded up to 16)
-/// when that fits [`TC_SMEM_BUDGET`], else the most that does (several stages).
-fn tc_tile(spec: &LigerSpec) -> (usize, usize) {
-    let d = spec.head_dim;
-    let tq = if d <= 128 { 64 } else { 32 };
-    let mut kc = (tq + spec.window).next_multiple_of(16).min(TC_MAX_KEYS);
-    while kc > 16 && tc_smem(tq, kc, d) > TC_SMEM_BUDGET {
-        kc -= 16;
+impl TcTile {
+    /// Shared-memory stages of the block's key tiles.
+    fn stages(&self) -> usize {
+        self.nkt.div_ceil(self.kct)
     }
-    (tq, kc)
+
+    /// Whether the softmax takes one pass: one stage, one step.
+    fn one_pass(&self) -> bool {
+        self.stages() == 1 && self.nkc >= self.nb
+    }
+}
+
+/// `16 ×` the largest divisor of `n / 16` that is at most `most`.
+fn tile_divisor(n: usize, most: usize) -> usize {
+    16 * (1..=most.min(n / 16))
+        .rev()
+        .find(|x| (n / 16).is_multiple_of(*x))
+        .unwrap_or(1)
+}
+
+/// Bytes of one warp's staging tile: 16 bf16 query rows of stride `d + 8`, or 16 f32
+/// output rows of stride `ocf + 8` (either keeps the fragment stores conflict-free).
+fn staging_bytes(d: usize, ocf: usize) -> usize {
+    16 * ((d + 8) / 2).max(ocf + 8) * 4
+}
+
+/// Bytes of one staged key tile: 16 key rows and 16 value rows, bf16, stride `d + 8`.
+fn key_tile_bytes(d: usize) -> usize {
+    2 * 16 * (d + 8) * 2
+}
+
+/// The tiling of the tensor-core kernel: 64 queries a block (32 past D 128), up to
+/// [`TC_WARPS`] warps over the `G · tq/16 · D/cg` tasks, the block's key tiles in as few
+/// even stages as [`TC_SMEM_BUDGET`] allows, a one-pass softmax when the band fits
+/// [`ONE_PASS_TILES`] and one stage, else steps of as many tiles as [`STEP_REGS`] allows.
+fn tc_tile(spec: &LigerSpec) -> TcTile {
+    let (_, _, g, d) = dims(spec);
+    let tq = if d <= 128 { 64 } else { 32 };
+    let cg = tile_divisor(d, 8);
+    let ocf = tile_divisor(cg, 4);
+    let nw = (g.max(1) * (tq / 16) * (d / cg)).min(TC_WARPS);
+    let nb = spec.window.div_ceil(16) + 1;
+    let nkt = tq / 16 + nb - 1;
+    let room = TC_SMEM_BUDGET.saturating_sub(nw * staging_bytes(d, ocf));
+    let fit = (room / key_tile_bytes(d)).clamp(1, nkt);
+    let kct = nkt.div_ceil(nkt.div_ceil(fit));
+    let nkc = if kct == nkt && nb <= ONE_PASS_TILES {
+        nb
+    } else {
+        (STEP_REGS.saturating_sub(cg / 2) / 8).clamp(1, nb)
+    };
+    TcTile {
+        tq,
+        nw,
+        cg,
+        nb,
+        nkt,
+        kct,
+        nkc,
+        ocf,
+    }
+}
+
+/// Dynamic shared memory of the tensor-core kernel in bytes: one stage of keys and values,
+/// a staging tile per warp.
+fn tc_smem(t: &TcTile, d: usize) -> usize {
+    t.kct * key_tile_bytes(d) + t.nw * staging_bytes(d, t.ocf)
 }
 
 /// The launch shape of [`window_prefill`]: `(tq, threads)`, query tokens per block (the
 /// grid is `(⌈seq/tq⌉, KV, batch)`) and threads per block.
 pub fn window_tile(spec: &LigerSpec) -> (usize, usize) {
     if tensor_cores(spec) {
-        (tc_tile(spec).0, 32 * TC_WARPS)
+        let t = tc_tile(spec);
+        (t.tq, 32 * t.nw)
     } else {
         let (tq, gw) = scalar_tile(spec);
         (
@@ -81,8 +169,7 @@ pub fn window_tile(spec: &LigerSpec) -> (usize, usize) {
 /// Dynamic shared memory of [`window_prefill`] in bytes.
 pub fn window_smem(spec: &LigerSpec) -> usize {
     if tensor_cores(spec) {
-        let (tq, kc) = tc_tile(spec);
-        tc_smem(tq, kc, spec.head_dim)
+        tc_smem(&tc_tile(spec), spec.head_dim)
     } else {
         2 * WINDOW_KEYS * spec.head_dim * 4
     }
@@ -139,282 +226,360 @@ __device__ __forceinline__ const bf16* kv_row(const bf16* cur, const bf16* ring,
 }
 "#;
 
-/// The tensor-core body (see the module doc).
-fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
-    let (h, kv, g, d) = dims(spec);
-    let w = spec.window;
-    let (tq, kc) = tc_tile(spec);
-    let smem = tc_smem(tq, kc, d);
-    let (ot, otag) = match out {
-        WindowOut::Partial => ("float", "part"),
-        WindowOut::Final => ("bf16", "out"),
-    };
-    let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
-    let body = format!(
-        r#"#include <mma.h>
-using namespace nvcuda;
+/// The `ldmatrix` / `mma.sync` / `cp.async` wrappers of the tensor-core body (sm_80 and
+/// later) and the bf16 pair helpers. The CPU emulation (`LIGERC_EMULATION`) defines the
+/// `ldmatrix` and `mma.sync` ones on its fibers; the copies there are plain stores.
+const TC_PRELUDE: &str = r#"#ifndef LIGERC_EMULATION
+// Four 8x8 b16 matrices from shared memory, lane l giving row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// The same, each matrix transposed.
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// C (16x8, f32) += A (16x16, bf16, row) B (16x8, bf16, col).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// 16 bytes global -> shared, asynchronous; zeros when !ok (src is then not read).
+__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(a), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+// Waits for this thread's copies (the caller's barrier publishes them).
+__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+#else
+inline void cp16(void* dst, const void* src, bool ok) {
+    const uint4 zero = {0u, 0u, 0u, 0u};
+    *reinterpret_cast<uint4*>(dst) = ok ? *reinterpret_cast<const uint4*>(src) : zero;
+}
+inline void cp_wait_all() {}
+#endif
+// Two floats as bf16, the first in the low half (an mma operand register).
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
+}
+__device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
+__device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
+"#;
 
-constexpr int H = {h};
+/// The tensor-core body's device functions (after its constants, [`KV_ROW`] and
+/// [`TC_PRELUDE`]): staging, one softmax step, the output.
+const TC_DEVICE: &str = r#"
+// The 16 KCT key and value rows of a stage, positions first, first + 1, .., into ks / vs
+// (stride KLD), asynchronously; rows of positions below 0 or from `kend` on are zero.
+__device__ __forceinline__ void stage_kv(bf16* ks, bf16* vs, const bf16* k_rot, const bf16* v, const bf16* ring_k,
+        const bf16* ring_v, int b, int j, int seq, int pos0, int first, int kend) {
+    constexpr int V = D / 8;
+    for (int e = threadIdx.x; e < 16 * KCT * V; e += NT) {
+        const int r = e / V, c = e % V, p = first + r;
+        const bool ok = p >= 0 && p < kend;
+        cp16(ks + r * KLD + 8 * c, ok ? kv_row(k_rot, ring_k, b, j, seq, pos0, p) + 8 * c : k_rot, ok);
+        cp16(vs + r * KLD + 8 * c, ok ? kv_row(v, ring_v, b, j, seq, pos0, p) + 8 * c : v, ok);
+    }
+}
+
+// Query rows [t, t + 16) of head h, all features, into the warp's staging tile (stride KLD),
+// asynchronously; rows from tn on are zero.
+__device__ __forceinline__ void load_q(bf16* stg, const bf16* q_rot, long long row0, int t, int tn, int h) {
+    constexpr int V = D / 8;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < V / 2; ++i) {
+        const int u = lane + 32 * i, r = u / V, c = u % V;
+        const bool ok = t + r < tn;
+        cp16(stg + r * KLD + 8 * c, ok ? q_rot + (row0 + t + r) * (H * D) + h * D + 8 * c : q_rot, ok);
+    }
+}
+
+// One softmax step of the warp's 16 query rows (row tile ii, in the staging tile) over the
+// block's key tiles kt0 .. kt0 + NKC - 1 below `hi` (the stage holds tiles from sb on).
+// Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
+// columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
+// The row state is this lane's: m the running max of its rows' base-2 scores (the quad
+// agrees), l its share of their weights. FIRST: o, m, l start here (no rescaling).
+template <bool FIRST>
+__device__ __forceinline__ void softmax_step(float (&o)[CG / 8][4], float (&m)[2], float (&l)[2], const bf16* stg,
+        const bf16* ks, const bf16* vs, int ii, int kt0, int hi, int sb, int kmin, int cgo) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    // ldmatrix lane addresses: a 16x16 tile as A fragments (or, .trans, as the B fragments
+    // of two 8-column tiles); 16 key rows as the B fragments of two 8-key tiles
+    const int arow = (lane & 7) + 8 * ((lane >> 3) & 1), acol = 8 * (lane >> 4);
+    const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 8 * ((lane >> 3) & 1);
+    float sc[NKC][2][4];
+#pragma unroll
+    for (int u = 0; u < NKC; ++u)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sc[u][e / 4][e % 4] = 0.0f;
+    // S = Q K^T over the step's tiles (warp-uniform bounds)
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        unsigned qa[4];
+        ldsm_x4(qa, stg + arow * KLD + 16 * kk + acol);
+#pragma unroll
+        for (int u = 0; u < NKC; ++u) {
+            if (kt0 + u >= hi) break;
+            unsigned r[4];
+            ldsm_x4(r, ks + (16 * (kt0 + u - sb) + brow) * KLD + 16 * kk + bcol);
+            mma_bf16(sc[u][0], qa, r[0], r[1]);
+            mma_bf16(sc[u][1], qa, r[2], r[3]);
+        }
+    }
+    // mask (keys p - W ..= p at positions >= 0), base-2 scores, the rows' max over the quad
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int u = 0; u < NKC; ++u)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const int half = e / 4, r = e % 4;
+            const int kc = 16 * (kt0 + u) + 8 * half + 2 * tig + (r & 1), qr = 16 * ii + gid + 8 * (r >> 1);
+            const bool ok = kt0 + u < hi && kc >= kmin && (unsigned)(kc - qr) <= (unsigned)W;
+            sc[u][half][r] = ok ? sc[u][half][r] * SCALE_LOG2 : neg_inf();
+            mx[r >> 1] = fmaxf(mx[r >> 1], sc[u][half][r]);
+        }
+    float ms[2], corr[2];
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+        mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+        ms[x] = mx[x] == neg_inf() ? 0.0f : mx[x];  // no key yet: every weight 0
+        corr[x] = exp2f(m[x] - ms[x]);
+        m[x] = mx[x];
+    }
+    // P = 2^(s - m) as bf16 A fragments over the keys; l adds the rounded weights
+    unsigned pa[NKC][4];
+    float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int u = 0; u < NKC; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int half = e >> 1, x = e & 1;
+            pa[u][e] = pack_bf16(exp2f(sc[u][half][2 * x] - ms[x]), exp2f(sc[u][half][2 * x + 1] - ms[x]));
+            ls[x] += bf_lo(pa[u][e]) + bf_hi(pa[u][e]);
+        }
+#pragma unroll
+    for (int x = 0; x < 2; ++x) l[x] = FIRST ? ls[x] : l[x] * corr[x] + ls[x];
+#pragma unroll
+    for (int nt = 0; nt < CG / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[nt][e] = FIRST ? 0.0f : o[nt][e] * corr[e >> 1];
+    // O += P V, the values' B fragments by ldmatrix.trans
+#pragma unroll
+    for (int u = 0; u < NKC; ++u) {
+        if (kt0 + u >= hi) break;
+        const bf16* vp = vs + (16 * (kt0 + u - sb) + arow) * KLD + cgo + acol;
+#pragma unroll
+        for (int np = 0; np < CG / 16; ++np) {
+            unsigned r[4];
+            ldsm_x4_t(r, vp + 16 * np);
+            mma_bf16(o[2 * np], pa[u], r[0], r[1]);
+            mma_bf16(o[2 * np + 1], pa[u], r[2], r[3]);
+        }
+    }
+}
+
+// MIX O / l of rows [t, t + 16) (those below tn), columns cgo .. cgo + CG of head h, through
+// the staging tile (its queries are consumed): 16-byte stores of whole row pieces.
+__device__ __forceinline__ float row_scale(const float (&l)[2], int x) {
+    float s = l[x] + __shfl_xor_sync(0xffffffffu, l[x], 1);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    return s > 0.0f ? MIX / s : 0.0f;  // s >= 1 on rows below tn: a row's largest weight is 1
+}
+__device__ __forceinline__ void write_out(float* out, float (&o)[CG / 8][4], float (&l)[2], bf16* stg, long long row0,
+        int t, int tn, int h, int cgo) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const float f[2] = {row_scale(l, 0), row_scale(l, 1)};
+    float* sf = reinterpret_cast<float*>(stg);
+    constexpr int SF = OCF + 8, VC = OCF / 4;  // row stride (floats), 16-byte pieces of a row
+#pragma unroll
+    for (int pass = 0; pass < CG / OCF; ++pass) {
+        __syncwarp();  // the staging tile's previous contents are consumed
+#pragma unroll
+        for (int nt = 0; nt < OCF / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const float* a = o[pass * (OCF / 8) + nt];
+                *reinterpret_cast<float2*>(sf + (gid + 8 * x) * SF + 8 * nt + 2 * tig) = {a[2 * x] * f[x], a[2 * x + 1] * f[x]};
+            }
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < VC / 2; ++i) {
+            const int u = lane + 32 * i, r = u / VC, c = u % VC;
+            if (t + r < tn)
+                *reinterpret_cast<float4*>(out + (row0 + t + r) * (H * D) + h * D + cgo + pass * OCF + 4 * c) =
+                    *reinterpret_cast<const float4*>(sf + r * SF + 4 * c);
+        }
+    }
+    __syncwarp();
+}
+__device__ __forceinline__ void write_out(bf16* out, float (&o)[CG / 8][4], float (&l)[2], bf16* stg, long long row0,
+        int t, int tn, int h, int cgo) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const float f[2] = {row_scale(l, 0), row_scale(l, 1)};
+    constexpr int VC = CG / 8;  // 16-byte pieces of a row
+    __syncwarp();
+#pragma unroll
+    for (int nt = 0; nt < CG / 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 2; ++x)
+            *reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * KLD + 8 * nt + 2 * tig) =
+                pack_bf16(o[nt][2 * x] * f[x], o[nt][2 * x + 1] * f[x]);
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < VC / 2; ++i) {
+        const int u = lane + 32 * i, r = u / VC, c = u % VC;
+        if (t + r < tn)
+            *reinterpret_cast<uint4*>(out + (row0 + t + r) * (H * D) + h * D + cgo + 8 * c) =
+                *reinterpret_cast<const uint4*>(stg + r * KLD + 8 * c);
+    }
+    __syncwarp();
+}
+"#;
+
+/// The tensor-core body's compile-time constants.
+fn tc_consts(spec: &LigerSpec, t: &TcTile) -> String {
+    let (h, kv, g, d) = dims(spec);
+    format!(
+        r#"constexpr int H = {h};
 constexpr int HKV = {kv};
 constexpr int G = {g};
 constexpr int D = {d};
 constexpr int W = {w};              // a query sees itself and the W previous tokens
 constexpr int NRING = W + 1;
-constexpr int TQ = {tq};             // query tokens per block: TQ/16 row blocks of 16
-constexpr int KC = {kc};            // key rows per shared-memory stage: KC/16 column tiles
+constexpr int TQ = {tq};             // query tokens per block
+constexpr int RT = TQ / 16;         // 16-row tiles of the block
+constexpr int CG = {cg};            // output columns per warp task
+constexpr int NTASK = G * RT * (D / CG);  // warp tasks: (row tile, query head, column group)
 constexpr int NW = {nw};              // warps per block
 constexpr int NT = 32 * NW;         // threads per block
-constexpr int RB = TQ / 16;         // row blocks of the tile
-constexpr int WPR = NW / RB;        // warps per row block: warp = (row block, share of the column tiles)
-constexpr int DT = D / 16;          // 16-wide feature tiles
-constexpr int OTW = (DT + WPR - 1) / WPR;  // output tiles per warp
-constexpr int CPL = (KC + 31) / 32; // score columns per lane in the softmax
-constexpr int KLD = D + 8;          // row stride (bf16) of staged keys, values, queries: 16 bytes of padding
-constexpr int SLD = (KC > D ? KC : D) + 4;  // row stride (f32) of the score / output tile
-constexpr int PLD = 2 * SLD;        // row stride (bf16) of the probabilities, written over the scores
-constexpr int QV = TQ * D / 8;      // 16-byte vectors of a query tile
-constexpr int QPT = (QV + NT - 1) / NT;  // ... per thread
-constexpr int KVV = KC * D / 8;     // 16-byte vectors of a key (or value) stage
-constexpr float SCALE = {scale};    // 1/sqrt(D)
-constexpr float SCALE_LOG2 = SCALE * 1.44269504f;  // scores in base 2: e^x = 2^(x log2 e)
+constexpr int NROUND = (NTASK + NW - 1) / NW;  // tasks per warp
+constexpr int NB = {nb};              // key tiles in a row tile's band (keys p - W ..= p)
+constexpr int KCT = {kct};             // key tiles per shared-memory stage
+constexpr int NSTAGE = {nstage};          // stages of the block's {nkt} key tiles
+constexpr int NKC = {nkc};             // key tiles per softmax step
+constexpr bool ONE_PASS = {one_pass};  // one stage, one step: the softmax in one pass
+constexpr int OCF = {ocf};            // f32 output columns per pass through the staging tile
+constexpr int KLD = D + 8;          // row stride (bf16) of the staged keys, values and queries
+constexpr int SWF = 16 * (KLD / 2 > OCF + 8 ? KLD / 2 : OCF + 8);  // floats of a warp's staging tile
+constexpr float SCALE_LOG2 = {scale_log2};  // 1/sqrt(D) log2(e): scores in base 2
 constexpr float MIX = {mix};        // mix_window
-static_assert(NW % RB == 0, "warps split evenly over the row blocks");
+"#,
+        w = spec.window,
+        tq = t.tq,
+        cg = t.cg,
+        nw = t.nw,
+        nb = t.nb,
+        kct = t.kct,
+        nkt = t.nkt,
+        nkc = t.nkc,
+        nstage = t.stages(),
+        one_pass = t.one_pass(),
+        ocf = t.ocf,
+        scale_log2 = float_lit(std::f64::consts::LOG2_E / (d as f64).sqrt()),
+        mix = float_lit(spec.mix_window),
+    )
+}
 
+/// The tensor-core body (see the module doc).
+fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let w = spec.window;
+    let t = tc_tile(spec);
+    let (ot, otag) = match out {
+        WindowOut::Partial => ("float", "part"),
+        WindowOut::Final => ("bf16", "out"),
+    };
+    let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
+    let sig = format!(
+        "const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
+        const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
+        {ot}* __restrict__ out, int seq, const int* __restrict__ pos0_ptr"
+    );
+    let body = format!(
+        r#"{consts}
 {kv_row}
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> FragA;   // queries, probabilities
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> FragKt;  // keys, read as K^T
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> FragV;   // values
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragC;
+{prelude}{device}
+// At most 128 registers a thread: 16 warps an SM.
+extern "C" __global__ void __launch_bounds__(NT, {min_blocks}) {name}({sig});
 
-// The query tile of head h into registers, 16-byte vectors (consecutive threads, consecutive
-// features); rows past the sequence are zero.
-__device__ __forceinline__ void fetch_q(uint4 (&qn)[QPT], const bf16* q_rot, long long row0, int tn, int h) {{
-#pragma unroll
-    for (int i = 0; i < QPT; ++i) {{
-        const int e = threadIdx.x + i * NT, r = e / (D / 8), c = e % (D / 8);
-        const uint4 zero = {{0u, 0u, 0u, 0u}};
-        qn[i] = e < QV && r < tn ? *reinterpret_cast<const uint4*>(q_rot + (row0 + r) * (H * D) + h * D + c * 8) : zero;
-    }}
-}}
-
-// Keys and values of positions [c0, c0 + KC) of KV head j into shared memory as bf16 rows of
-// stride KLD; rows at or past `kend` (no such key) are zero, so masked products stay finite.
-// 16-byte vectors, consecutive threads on consecutive features, KB of each per thread in
-// flight before they are stored.
-template <int KB>
-__device__ __forceinline__ void stage_kv(bf16* ks, bf16* vs, const bf16* k_rot, const bf16* v, const bf16* ring_k,
-        const bf16* ring_v, int b, int j, int seq, int pos0, int c0, int kend) {{
-    for (int e0 = threadIdx.x; e0 < KVV; e0 += KB * NT) {{
-        uint4 kx[KB], vx[KB];
-#pragma unroll
-        for (int i = 0; i < KB; ++i) {{
-            const int e = e0 + i * NT, r = e / (D / 8), c = e % (D / 8);
-            const uint4 zero = {{0u, 0u, 0u, 0u}};
-            kx[i] = zero;
-            vx[i] = zero;
-            if (e < KVV && c0 + r < kend) {{
-                kx[i] = *reinterpret_cast<const uint4*>(kv_row(k_rot, ring_k, b, j, seq, pos0, c0 + r) + c * 8);
-                vx[i] = *reinterpret_cast<const uint4*>(kv_row(v, ring_v, b, j, seq, pos0, c0 + r) + c * 8);
-            }}
-        }}
-#pragma unroll
-        for (int i = 0; i < KB; ++i) {{
-            const int e = e0 + i * NT, r = e / (D / 8), c = e % (D / 8);
-            if (e < KVV) {{
-                *reinterpret_cast<uint4*>(ks + r * KLD + c * 8) = kx[i];
-                *reinterpret_cast<uint4*>(vs + r * KLD + c * 8) = vx[i];
-            }}
-        }}
-    }}
-}}
-
-// Whether the 16x16 score tile (row block rb, stage column tile ct) holds a key inside some
-// row's window [p - W, p]: queries at positions p0 + 16 rb .., keys at c0 + 16 ct ... Other
-// tiles are skipped by both products (their probabilities are all 0).
-__device__ __forceinline__ bool live(int rb, int ct, int p0, int c0, int tn) {{
-    const int q_lo = p0 + 16 * rb, k_lo = c0 + 16 * ct;
-    return 16 * rb < tn && k_lo <= q_lo + 15 && k_lo + 15 >= q_lo - W;
-}}
-
-// Four consecutive outputs.
-__device__ __forceinline__ void st4(float* p, float4 x) {{ *reinterpret_cast<float4*>(p) = x; }}
-__device__ __forceinline__ void st4(bf16* p, float4 x) {{
-    p[0] = __float2bfloat16(x.x);
-    p[1] = __float2bfloat16(x.y);
-    p[2] = __float2bfloat16(x.z);
-    p[3] = __float2bfloat16(x.w);
-}}
-
-// At most 128 registers a thread: two blocks share an SM.
-extern "C" __global__ void __launch_bounds__(NT, 2) {name}(const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
-        const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
-        {ot}* __restrict__ out, int seq, const int* __restrict__ pos0_ptr);
-
-extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
-        const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
-        {ot}* __restrict__ out, int seq, const int* __restrict__ pos0_ptr) {{
+extern "C" __global__ void {name}({sig}) {{
     extern __shared__ float smem[];
-    bf16* ks = reinterpret_cast<bf16*>(smem);  // [KC][KLD] keys of the stage
-    bf16* vs = ks + KC * KLD;                  // [KC][KLD] values of the stage
-    float* sc = reinterpret_cast<float*>(vs + KC * KLD);  // [TQ][SLD]: the query tile (bf16, stride KLD),
-                                               // then the scores, the probabilities (bf16, stride PLD), the output
-    bf16* qs = reinterpret_cast<bf16*>(sc);
-    bf16* ps = reinterpret_cast<bf16*>(sc);
-    float* m_s = sc + TQ * SLD;                // [TQ] running max of the row's base-2 scores
-    float* l_s = m_s + TQ;                     // [TQ] running sum of its weights
-    float* c_s = l_s + TQ;                     // [TQ] the stage's rescaling of the row's accumulators
-    float* ridx_s = c_s + TQ;                  // [16][16] row numbers: fragment element -> row
+    bf16* ks = reinterpret_cast<bf16*>(smem);  // [16 KCT][KLD] keys of the stage
+    bf16* vs = ks + 16 * KCT * KLD;            // [16 KCT][KLD] values of the stage
     const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int warp = threadIdx.x >> 5;
+    bf16* stg = reinterpret_cast<bf16*>(smem + 16 * KCT * KLD + warp * SWF);  // [16][KLD] this warp's staging tile
     const int t0 = blockIdx.x * TQ, j = blockIdx.y, b = blockIdx.z;
-    const int tn = min(TQ, seq - t0);          // query tokens of this tile
-    const int p0 = pos0 + t0;                  // position of the tile's first query
-    const int kfirst = max(0, p0 - W), kend = p0 + tn;  // the tile's keys: positions [kfirst, kend)
-    const int nstage = (kend - kfirst + KC - 1) / KC;
-    const int rb = warp / WPR, sub = warp % WPR;  // the warp's row block, its share of the column tiles
+    const int tn = min(TQ, seq - t0);  // query tokens of this tile
+    const int p0 = pos0 + t0;          // position of the tile's first query; block key column c is position p0 - W + c
+    const int kend = p0 + tn;          // the tile's keys are below kend
+    const int kmin = W - p0;           // the first column at a position >= 0
+    const int klo = max(kmin, 0) / 16; // the first key tile not wholly before position 0
     const long long row0 = (long long)b * seq + t0;  // token row of the tile's first query
-
-    // Accumulator layouts are opaque: a fragment loaded from this table holds each element's row.
-    for (int e = tid; e < 256; e += NT) ridx_s[e] = (float)(e / 16);
-    uint4 qn[QPT];
-    fetch_q(qn, q_rot, row0, tn, j * G);
-    // One stage serves all G heads: staged once, 4 key and 4 value vectors a thread in flight.
-    if (nstage == 1) stage_kv<4>(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, kfirst, kend);
-
-    for (int g = 0; g < G; ++g) {{
-        const int h = j * G + g;
-        __syncthreads();  // the tile region is free (the previous head's output is written out)
-        for (int i = 0; i < QPT; ++i) {{
-            const int e = tid + i * NT;
-            if (e < QV) *reinterpret_cast<uint4*>(qs + (e / (D / 8)) * KLD + (e % (D / 8)) * 8) = qn[i];
-        }}
-        if (tid < TQ) {{
-            m_s[tid] = neg_inf();
-            l_s[tid] = 0.0f;
-        }}
-        __syncthreads();
-        FragA qf[DT];  // the warp's 16 query rows, all features
-        for (int kk = 0; kk < DT; ++kk) wmma::load_matrix_sync(qf[kk], qs + rb * 16 * KLD + kk * 16, KLD);
-        if (g + 1 < G) fetch_q(qn, q_rot, row0, tn, h + 1);  // the next head's queries, in flight meanwhile
-        FragC o[OTW];  // the warp's output tiles: row block rb, feature tiles sub, sub + WPR, ..
-        for (int n = 0; n < OTW; ++n) wmma::fill_fragment(o[n], 0.0f);
-
-        for (int s = 0; s < nstage; ++s) {{
-            const int c0 = kfirst + s * KC;  // position of the stage's first key
-            if (nstage > 1) {{
-                __syncthreads();  // the previous stage's keys, values and probabilities are consumed
-                stage_kv<1>(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, c0, kend);  // registers are short here
-            }}
-            __syncthreads();  // the stage is in; every warp holds its query fragments (the scores overwrite them)
-
-            // Scores S = Q K^T, one 16x16 tile at a time.
-            for (int ct = sub; ct < KC / 16; ct += WPR) {{
-                if (!live(rb, ct, p0, c0, tn)) continue;
-                FragC acc;
-                wmma::fill_fragment(acc, 0.0f);
-                for (int kk = 0; kk < DT; ++kk) {{
-                    FragKt kf;
-                    wmma::load_matrix_sync(kf, ks + ct * 16 * KLD + kk * 16, KLD);
-                    wmma::mma_sync(acc, qf[kk], kf, acc);
+    if constexpr (NSTAGE == 1) stage_kv(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, p0 - W, kend);
+    for (int round = 0; round < NROUND; ++round) {{  // block-uniform
+        const int task = round * NW + warp;
+        const int ii = task % RT, g = task / RT % G, cgo = task / (RT * G) * CG;
+        const int h = j * G + g, lo = max(ii, klo), hi = ii + NB;  // the row tile's band: key tiles [lo, hi)
+        const bool active = task < NTASK && 16 * ii < tn;          // warp-uniform
+        if (active) load_q(stg, q_rot, row0, 16 * ii, tn, h);
+        float o[CG / 8][4], m[2] = {{neg_inf(), neg_inf()}}, l[2] = {{0.0f, 0.0f}};
+        if constexpr (ONE_PASS) {{
+            cp_wait_all();
+            if (round == 0) __syncthreads();  // the keys and values, the queries
+            else __syncwarp();                // the queries
+            if (active) softmax_step<true>(o, m, l, stg, ks, vs, ii, lo, hi, 0, kmin, cgo);
+        }} else {{
+            for (int nt = 0; nt < CG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+            for (int s = 0; s < NSTAGE; ++s) {{
+                const int sb = s * KCT, se = min(hi, sb + KCT);  // the stage's key tiles [sb, sb + KCT)
+                if (NSTAGE > 1) {{
+                    __syncthreads();  // the previous stage is consumed
+                    stage_kv(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, p0 - W + 16 * sb, kend);
                 }}
-                wmma::store_matrix_sync(sc + rb * 16 * SLD + ct * 16, acc, SLD, wmma::mem_row_major);
-            }}
-            __syncthreads();
-
-            // Online softmax, one warp per row: keys outside [p - W, p] (and rows past the
-            // sequence) are masked; P = 2^(s - m) goes as bf16 over the row's own scores.
-            for (int r = warp; r < TQ; r += NW) {{
-                const int lo = p0 + r - W - c0;  // the row's keys: stage columns [lo, lo + W]
-                float x[CPL];
-                float mx = neg_inf();
-                for (int i = 0; i < CPL; ++i) {{
-                    const int c = lane + 32 * i;
-                    const bool valid = r < tn && c < KC && (unsigned)(c - lo) <= (unsigned)W;
-                    x[i] = valid ? sc[r * SLD + c] * SCALE_LOG2 : neg_inf();
-                    mx = fmaxf(mx, x[i]);
-                }}
-                const float m_old = m_s[r], m_new = fmaxf(m_old, warp_max(mx));
-                float sum = 0.0f;
-                for (int i = 0; i < CPL; ++i) {{
-                    x[i] = x[i] == neg_inf() ? 0.0f : exp2f(x[i] - m_new);  // valid scores are finite
-                    sum += x[i];
-                }}
-                sum = warp_sum(sum);
-                const float corr = m_old == m_new ? 1.0f : exp2f(m_old - m_new);
-                __syncwarp();  // the row's scores are read before its probabilities overwrite them
-                for (int i = 0; i < CPL; ++i) {{
-                    const int c = lane + 32 * i;
-                    if (c < KC) ps[r * PLD + c] = __float2bfloat16(x[i]);
-                }}
-                if (lane == 0) {{
-                    m_s[r] = m_new;
-                    l_s[r] = l_s[r] * corr + sum;
-                    c_s[r] = corr;
-                }}
-            }}
-            __syncthreads();
-
-            // O = diag(corr) O + P V.
-            if (s > 0) {{
-                FragC ridx;
-                wmma::load_matrix_sync(ridx, ridx_s, 16, wmma::mem_row_major);
-                for (int n = 0; n < OTW; ++n)
-                    for (int i = 0; i < ridx.num_elements; ++i) o[n].x[i] *= c_s[rb * 16 + (int)ridx.x[i]];
-            }}
-            for (int kt = 0; kt < KC / 16; ++kt) {{
-                if (!live(rb, kt, p0, c0, tn)) continue;
-                FragA pf;
-                wmma::load_matrix_sync(pf, ps + rb * 16 * PLD + kt * 16, PLD);
-                for (int n = 0; n < OTW; ++n) {{
-                    const int dt = sub + n * WPR;
-                    if (dt >= DT) continue;
-                    FragV vf;
-                    wmma::load_matrix_sync(vf, vs + kt * 16 * KLD + dt * 16, KLD);
-                    wmma::mma_sync(o[n], pf, vf, o[n]);
-                }}
+                cp_wait_all();
+                __syncthreads();
+                if (active)
+                    for (int kt0 = max(lo, sb); kt0 < se; kt0 += NKC)
+                        softmax_step<false>(o, m, l, stg, ks, vs, ii, kt0, se, sb, kmin, cgo);
             }}
         }}
-
-        // Output: mix_window O / l through the tile region, 4 features a thread, coalesced.
-        __syncthreads();  // every warp is done with the probabilities
-        for (int n = 0; n < OTW; ++n) {{
-            const int dt = sub + n * WPR;
-            if (dt < DT) wmma::store_matrix_sync(sc + rb * 16 * SLD + dt * 16, o[n], SLD, wmma::mem_row_major);
-        }}
-        __syncthreads();
-        for (int e = tid; e < TQ * (D / 4); e += NT) {{
-            const int r = e / (D / 4), c = (e % (D / 4)) * 4;
-            if (r >= tn) continue;
-            const float f = MIX / l_s[r];  // l >= 1: the row's largest score has weight 2^0
-            float4 x = *reinterpret_cast<const float4*>(sc + r * SLD + c);
-            x.x *= f;
-            x.y *= f;
-            x.z *= f;
-            x.w *= f;
-            st4(out + (row0 + r) * (H * D) + h * D + c, x);
-        }}
+        if (active) write_out(out, o, l, stg, row0, 16 * ii, tn, h, cgo);
     }}
 }}
 "#,
-        nw = TC_WARPS,
+        consts = tc_consts(spec, &t),
         kv_row = KV_ROW,
-        scale = float_lit(1.0 / (d as f64).sqrt()),
-        mix = float_lit(spec.mix_window),
+        prelude = TC_PRELUDE,
+        device = TC_DEVICE,
+        min_blocks = (16 / t.nw).max(1),
     );
+    let nstage = t.stages();
     KernelSrc {
         name,
         summary: format!(
-            "Liger window branch, prefill, tensor cores: causal softmax over the last {} keys (GQA {h}/{kv}, D {d}, scale 1/√D), × mix_window {}; a tile of {tq} queries × its keys and values staged once in shared memory (bf16, stages of {kc} rows) for all {g} query heads, S = QKᵀ and O = PV on bf16 wmma tiles",
+            "Liger window branch, prefill, tensor cores: causal softmax over the last {} keys (GQA {h}/{kv}, D {d}, scale 1/√D), × mix_window {}; a tile of {} queries × its keys and values staged once in shared memory (bf16, {nstage} stage(s) of {} rows) for all {g} query heads; a warp per (query head, 16-row tile, {} output columns): S = QKᵀ over the band, softmax and O = PV on bf16 mma.sync, fragments in registers",
             w + 1,
-            spec.mix_window
+            spec.mix_window,
+            t.tq,
+            16 * t.kct,
+            t.cg,
         ),
         body,
-        block: [(32 * TC_WARPS) as u32, 1, 1],
-        smem: smem as u32,
+        block: [(32 * t.nw) as u32, 1, 1],
+        smem: tc_smem(&t, d) as u32,
         grid: format!(
-            "(ceil(seq/{tq}), {kv}, batch): one block per ({tq} tokens, KV head, row), {TC_WARPS} warps = {} row blocks of 16 queries × {} warps sharing the column tiles; the {g} query heads one after another",
-            tq / 16,
-            TC_WARPS / (tq / 16)
+            "(ceil(seq/{tq}), {kv}, batch): one block per ({tq} tokens, KV head, row), {nw} warps taking the {tasks} (query head, 16-row tile, column group) tasks in turn",
+            tq = t.tq,
+            nw = t.nw,
+            tasks = g.max(1) * (t.tq / 16) * (d / t.cg),
         ),
         params: window_params(spec, out),
     }
@@ -600,5 +765,58 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __
             "(ceil(seq/{tq}), {kv}, batch): one block per ({tq} tokens, KV head, row), one warp per (token, {gw} of its {g} query heads)"
         ),
         params: window_params(spec, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ligerc_ir::LigerVariant;
+
+    fn spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
+        LigerSpec {
+            variant: LigerVariant::Gla,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+            window,
+            mix_window: 0.5,
+            mix_linear: 0.5,
+            slots: 64,
+        }
+    }
+
+    /// The target shape (H 32, KV 8, D 128, W 64): 64 queries and 8 warps a block, a band
+    /// of 5 key tiles, all 8 of the block's key tiles in one stage, a one-pass softmax, and
+    /// two blocks an SM.
+    #[test]
+    fn target_tiling() {
+        let t = tc_tile(&spec(32, 8, 128, 64));
+        assert_eq!(
+            (t.tq, t.nw, t.cg, t.nb, t.nkt, t.kct),
+            (64, 8, 128, 5, 8, 8)
+        );
+        assert!(t.one_pass());
+        assert_eq!(window_smem(&spec(32, 8, 128, 64)), 106_496);
+    }
+
+    /// Every tensor-core shape stays within the shared-memory budget, its tasks cover the
+    /// head dim and its stages cover the block's key tiles.
+    #[test]
+    fn tilings_fit() {
+        for d in (16..=256).step_by(16) {
+            for w in [0, 1, 3, 15, 16, 17, 64, 100, 112, 200, 511, 1024] {
+                for (h, kv) in [(1, 1), (4, 1), (32, 8), (16, 2)] {
+                    let t = tc_tile(&spec(h, kv, d, w));
+                    assert!(tc_smem(&t, d) <= TC_SMEM_BUDGET, "D {d} W {w}: {t:?}");
+                    assert!(
+                        d.is_multiple_of(t.cg) && t.cg.is_multiple_of(t.ocf),
+                        "{t:?}"
+                    );
+                    assert!(t.stages() * t.kct >= t.nkt && t.nkc >= 1, "{t:?}");
+                    assert_eq!(t.nb, w.div_ceil(16) + 1);
+                }
+            }
+        }
     }
 }
