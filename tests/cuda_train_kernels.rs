@@ -7,8 +7,10 @@
 //!   g++), the forward and backward launch lists match the CPU runtime
 //!   (`eval_high_level`, `eval_vjp`) to 1e-4 of each output's max |value|, on
 //!   odd lengths, lengths below the window and past one chunk, batch > 1,
-//!   GQA 2:1 and 3:1, and extreme gates (near 0 and near −30); every output
-//!   and the scratch start as NaN, so an element a launch forgets fails.
+//!   GQA 2:1 and 3:1, and extreme gates (near 0 and near −30), and for the
+//!   window kernels' tiles GQA 4:1, 8:1 and 66:1, head dims 6, 20 and 128, a
+//!   window past one key tile; every output and the scratch start as NaN, so
+//!   an element a launch forgets fails.
 //!
 //! `LIGERC_TRAIN_KERNELS_DUMP=DIR cargo test --test cuda_train_kernels dump -- --ignored`
 //! writes the sources and launch lists `scripts/gpu_train_kernels.py` runs on a GPU.
@@ -369,6 +371,18 @@ fn attention_cases() -> Vec<Case> {
         Case::new(gsa(2, 1, 16, 8, 4, half), 3, 1, true, 18),
         // D 64, 48 slots (softmax rows over two lane rounds).
         Case::new(gsa(2, 1, 64, 48, 64, half), 1, 40, true, 19),
+        // Window tiling: GQA 4:1 at D 128, a window past one key tile (32), query tiles of 16
+        // tokens, a partial last tile.
+        Case::new(spec(SwaOnly, 8, 2, 128, 70, (1.0, 0.0)), 1, 100, false, 20),
+        // GQA 8:1, D 20 (no float4 row padding), batch 2.
+        Case::new(spec(SwaOnly, 8, 1, 20, 40, (1.0, 0.0)), 2, 50, false, 21),
+        // 66 query heads of one KV head (two head groups a query block, three a key-side
+        // tile), D 6 (a partial float4 column, scalar stores).
+        Case::new(spec(SwaOnly, 66, 1, 6, 5, (1.0, 0.0)), 1, 9, false, 22),
+        // Head dims whose window tiles shrink to fit shared memory: D 212 (one row a thread,
+        // 32-key tiles), D 452 (16-key tiles, single buffers).
+        Case::new(gsa(2, 1, 212, 2, 40, half), 1, 37, false, 23),
+        Case::new(gsa(2, 1, 452, 1, 20, half), 1, 23, false, 24),
     ]
 }
 
@@ -519,7 +533,8 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
 }
 
 /// Specs of the NVRTC check: every supported variant, D 16/64/128, GQA 2:1
-/// and 3:1, window 0/4/64.
+/// and 3:1, window 0/4/64, and the window kernels' smaller tilings (D 6, 20,
+/// 212, 452; GQA 8:1, 66:1).
 fn compile_specs() -> Vec<LigerSpec> {
     use LigerVariant::*;
     let mut out = Vec::new();
@@ -534,6 +549,11 @@ fn compile_specs() -> Vec<LigerSpec> {
     out.push(gsa(4, 2, 16, 4, 0, (0.0, 1.0)));
     out.push(gsa(32, 8, 128, 128, 64, (0.5, 0.5)));
     out.push(gsa(32, 8, 128, 64, 64, (0.5, 0.5)));
+    // The window kernels' other tilings and staging paths (D 6: one float a copy).
+    out.push(spec(SwaOnly, 66, 1, 6, 5, (1.0, 0.0)));
+    out.push(spec(SwaOnly, 8, 1, 20, 40, (1.0, 0.0)));
+    out.push(gsa(2, 1, 212, 2, 40, (0.5, 0.5)));
+    out.push(gsa(2, 1, 452, 1, 20, (0.5, 0.5)));
     out
 }
 

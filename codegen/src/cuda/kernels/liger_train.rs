@@ -9,16 +9,23 @@
 //! all chunks are again computed at once.
 //!
 //! Forward (`Q, K, V, QRot, KRot [, Gate] → Y`): `win_fwd` (the window
-//! branch, overwriting `Y`), `chunk_state` (each chunk's `ΔS` and decay
+//! branch, overwriting `Y`: one block per (tile of query tokens, KV head —
+//! all its query heads, or a group of them —, batch) stages the tile's
+//! queries and, tile by tile, the keys and values they see in shared
+//! memory; register micro-tiles give the scores, an online row softmax,
+//! and `P·V`), `chunk_state` (each chunk's `ΔS` and decay
 //! into scratch), `scan_fwd` (the state entering each chunk, in place), `fwd`
 //! (one block per (chunk, query head): `Y += mix_linear · o`).
 //!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
-//! 1. `win_dq` — one warp per (query, head) recomputes the window
-//!    probabilities, writes `DQRot` and keeps (log-sum-exp, `δ = do·o`);
-//! 2. `win_dkv` — one warp per (key, KV head) sums over the queries that see
-//!    it: writes `DKRot` and `DV`;
+//! 1. `win_dq` — per (query tile, KV head) as `win_fwd`, one pass over the
+//!    keys: with the running max, `l = Σ e`, `u = Σ e·dp`, `A = Σ e·dp·k`,
+//!    `B = Σ e·k` give `δ = do·o = u/l` and `DQRot = SCALE·(A − δB)/l`;
+//!    keeps (log-sum-exp, `δ`) per (token, head);
+//! 2. `win_dkv` — per (key tile, KV head), over the tiles of (token, head)
+//!    rows that see those keys: `p`, `ds` from the kept statistics, `DV = Σ
+//!    pᵀ·do`, `DKRot = Σ dsᵀ·q`;
 //! 3. `chunk_state`, `scan_fwd` — the state entering each chunk, as forward;
 //! 4. `chunk_dstate`, `scan_bwd` — each chunk's contribution to the state
 //!    gradient, then the gradient of the state leaving each chunk;
@@ -59,7 +66,7 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use crate::cuda::CudaError;
 pub use gate::{gate_backward_launches, gate_forward_launches, gate_train_source};
-use source::{NT, Shape, WIN_WARPS};
+use source::{NT, Shape, WIN_NT, WinTiles};
 
 /// Shared memory one block may use on sm_90 (227 KiB, opt-in).
 const SMEM_LIMIT: usize = 227 * 1024;
@@ -198,7 +205,13 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             limit: SMEM_LIMIT,
             arch: "sm_90".into(),
         })?;
-    Ok(Shape { chunk })
+    let win = WinTiles::new(h / kv, d, SMEM_LIMIT).map_err(|bytes| CudaError::SharedMemory {
+        kernel: format!("{}_win_dkv", prefix(spec, chunk)),
+        bytes,
+        limit: SMEM_LIMIT,
+        arch: "sm_90".into(),
+    })?;
+    Ok(Shape { chunk, win })
 }
 
 /// The kernel family of `spec`'s recurrence: `"gsa_"` for GSA's kernels,
@@ -303,8 +316,12 @@ struct Geometry {
     /// Dynamic shared memory of the chunked kernels (`smem_floats` or
     /// `gsa::smem_floats` order), bytes.
     smem: Vec<u32>,
-    /// `(ceil(seq/WARPS), H, batch)`, `(ceil(seq/WARPS), KV, batch)`.
+    /// The window kernels' grids: query side (`win_fwd`, `win_dq`)
+    /// `(ceil(seq/tq), KV·ng, batch)`, key side (`win_dkv`)
+    /// `(ceil(seq/tkv), KV, batch)` (see `WinTiles`).
     win: [(u32, u32, u32); 2],
+    /// Dynamic shared memory of `win_fwd`, `win_dq`, `win_dkv`, bytes.
+    win_smem: [u32; 3],
     /// `(chunks, KV, batch)`, `(chunks, H, batch)`.
     chunked: [(u32, u32, u32); 2],
     /// Scratch offsets (`scratch_layout`).
@@ -327,7 +344,8 @@ impl Geometry {
                 ),
             });
         }
-        let (b, rows) = (g(batch)?, g(seq.div_ceil(WIN_WARPS))?);
+        let b = g(batch)?;
+        let t = shape.win;
         let floats: Vec<usize> = if spec.variant == LigerVariant::Gsa {
             gsa::smem_floats(spec.head_dim, spec.slots, shape.chunk).to_vec()
         } else {
@@ -338,7 +356,11 @@ impl Geometry {
         Ok(Geometry {
             prefix: prefix(spec, shape.chunk),
             smem,
-            win: [(rows, g(spec.heads)?, b), (rows, g(spec.kv_heads)?, b)],
+            win: [
+                (g(seq.div_ceil(t.tq()))?, g(spec.kv_heads * t.ng())?, b),
+                (g(seq.div_ceil(t.tkv()))?, g(spec.kv_heads)?, b),
+            ],
+            win_smem: t.smem_bytes().map(|n| n as u32),
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
             batch,
@@ -477,12 +499,11 @@ pub fn liger_forward_launches(
         return Ok(Vec::new());
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
-    let win_block = 32 * WIN_WARPS;
     let mut out = vec![geo.launch(
         "win_fwd",
         geo.win[0],
-        win_block,
-        0,
+        WIN_NT,
+        geo.win_smem[0],
         vec![QRot, KRot, V, Y, Seq],
     )];
     if spec.variant != LigerVariant::SwaOnly {
@@ -513,20 +534,19 @@ pub fn liger_backward_launches(
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
     let stats = geo.stats();
-    let win_block = 32 * WIN_WARPS;
     let mut out = vec![
         geo.launch(
             "win_dq",
             geo.win[0],
-            win_block,
-            0,
+            WIN_NT,
+            geo.win_smem[1],
             vec![QRot, KRot, V, DY, DQRot, stats, Seq],
         ),
         geo.launch(
             "win_dkv",
             geo.win[1],
-            win_block,
-            0,
+            WIN_NT,
+            geo.win_smem[2],
             vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
         ),
     ];

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use ligerc_ir::LigerSpec;
 
-use super::source::{HELPERS, NT, Shape, WIN_WARPS, scan_kernels, window_kernels};
+use super::source::{HELPERS, NT, Shape, scan_kernels, window_kernels};
 use crate::cuda::kernels::{PRELUDE, float_lit};
 
 /// Shared-memory floats of the GSA kernels for head dim `d`, `m` slots and
@@ -59,8 +59,6 @@ constexpr int RS = D + 1;          // row stride of [C][D] tiles and [M][D] stat
 constexpr int RM = M + 1;          // row stride of [C][M] tiles
 constexpr int MD = M * D;          // floats of one state in global memory ([M][D], unpadded)
 constexpr int NT = {nt};           // threads of the chunked kernels
-constexpr int WARPS = {warps};          // warps of the window kernels
-constexpr int DPL = (D + 31) / 32; // features per lane
 constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
@@ -80,14 +78,13 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         w = spec.window,
         c = shape.chunk,
         nt = NT,
-        warps = WIN_WARPS,
         scale = float_lit(1.0 / (d as f64).sqrt()),
         mix_win = float_lit(spec.mix_window),
         mix_lin = float_lit(spec.mix_linear),
         helpers = HELPERS,
         gsa_helpers = GSA_HELPERS,
     );
-    s.push_str(&window_kernels(prefix));
+    s.push_str(&window_kernels(prefix, shape.win));
     s.push_str(&gsa_kernels(prefix));
     s
 }

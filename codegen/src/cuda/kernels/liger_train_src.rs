@@ -2,8 +2,9 @@
 //! spec; [`super::liger_train`] owns the launch lists and the checks).
 //!
 //! The source is the shared prelude, the spec's constants, a few device
-//! helpers (chunk loaders, causal score blocks, the window's online softmax,
-//! the softmax backward of one row) and the entry points. Every exponent of a
+//! helpers (chunk loaders, causal score blocks, the softmax backward of one
+//! row), the block-tiled window kernels ([`window_kernels`], shared with
+//! GSA's source) and the entry points. Every exponent of a
 //! decay is a difference `b_t − b_s ≤ 0` of in-chunk cumulative log-gates, or
 //! `b_t ≤ 0` itself; nothing divides by a decay.
 
@@ -15,14 +16,179 @@ use crate::cuda::kernels::{PRELUDE, float_lit};
 
 /// Threads per block of the chunked kernels.
 pub(super) const NT: usize = 256;
-/// Warps per block of the window kernels (one warp per query or key row).
-pub(super) const WIN_WARPS: usize = 4;
+/// Threads per block of the window kernels: a 32 × 8 grid, `tr = tid / 8`
+/// (rows), `tc = tid % 8` (columns).
+pub(super) const WIN_NT: usize = 256;
 
 /// Sizes the source is generated for.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Shape {
     /// Chunk length.
     pub(super) chunk: usize,
+    /// Tiling of the window kernels.
+    pub(super) win: WinTiles,
+}
+
+/// Tiling of the window kernels. `win_fwd` and `win_dq` (query side) take a
+/// block of `32 · rpt` (token, query head) rows — `tq` tokens × `gb` heads of
+/// one KV head, token-major — and walk its keys in tiles of `tk`; `win_dkv`
+/// (key side) takes `32 · kpt` keys of one KV head and walks the queries that
+/// see them in tiles of `rk` (token, head) rows — `tqk` tokens × `gk` heads.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WinTiles {
+    /// Query-side rows per thread (`1` or `2`).
+    rpt: usize,
+    /// Query-side keys per key tile (`16` or `32`; `tk / 8` a thread).
+    tk: usize,
+    /// Key-side keys per thread (`1` or `2`).
+    kpt: usize,
+    /// Key-side (token, head) rows per query tile (`16` or `32`; `rk / 8` a thread).
+    rk: usize,
+    /// Buffers of the tiles staged in the loops (`2`: the next is copied in
+    /// while one is used).
+    nb: usize,
+    /// Query heads per KV head.
+    g: usize,
+    /// Head dim.
+    d: usize,
+}
+
+impl WinTiles {
+    /// `(rpt, tk, kpt, rk, nb)` from the largest tiles down.
+    const LEVELS: [(usize, usize, usize, usize, usize); 4] = [
+        (2, 32, 2, 32, 2),
+        (1, 32, 1, 32, 2),
+        (1, 16, 1, 16, 2),
+        (1, 16, 1, 16, 1),
+    ];
+
+    /// The largest tiling for `g` query heads per KV head and head dim `d`
+    /// whose three kernels fit in `limit` bytes of shared memory, or the
+    /// bytes the smallest would need.
+    pub(super) fn new(g: usize, d: usize, limit: usize) -> Result<WinTiles, usize> {
+        let tiles = Self::LEVELS.map(|(rpt, tk, kpt, rk, nb)| WinTiles {
+            rpt,
+            tk,
+            kpt,
+            rk,
+            nb,
+            g,
+            d,
+        });
+        tiles
+            .iter()
+            .find(|t| t.smem_bytes().iter().all(|&b| b <= limit))
+            .copied()
+            .ok_or_else(|| tiles[3].smem_bytes().into_iter().max().unwrap_or(0))
+    }
+
+    /// Head dim rounded up to a multiple of 4 (float4 columns, zero padded).
+    fn dp(&self) -> usize {
+        self.d.div_ceil(4) * 4
+    }
+
+    /// Row stride of the `[rows][D]` shared tiles: a multiple of 4 with an
+    /// odd quotient, so float4 reads of up to 8 consecutive rows (or 4 rows
+    /// two apart) hit distinct banks.
+    fn ld(&self) -> usize {
+        let dp = self.dp();
+        if dp.is_multiple_of(8) { dp + 4 } else { dp }
+    }
+
+    /// Query-side rows of a block.
+    fn rows(&self) -> usize {
+        32 * self.rpt
+    }
+
+    /// Query-side heads of a block.
+    fn gb(&self) -> usize {
+        self.g.min(self.rows())
+    }
+
+    /// Query-side head groups of a KV head (grid y is `KV · ng`).
+    pub(super) fn ng(&self) -> usize {
+        self.g.div_ceil(self.gb())
+    }
+
+    /// Query-side tokens of a block (grid x is `ceil(seq / tq)`).
+    pub(super) fn tq(&self) -> usize {
+        self.rows() / self.gb()
+    }
+
+    /// Key-side keys of a block (grid x is `ceil(seq / tkv)`).
+    pub(super) fn tkv(&self) -> usize {
+        32 * self.kpt
+    }
+
+    /// Key-side heads of a query tile.
+    fn gk(&self) -> usize {
+        self.g.min(self.rk)
+    }
+
+    /// Floats of one buffer of `win_dq`'s value tile, which then holds
+    /// `e·dp` and `e` (`[R][TK + 4]` each).
+    fn vb(&self) -> usize {
+        (self.tk * self.ld()).max(2 * self.rows() * (self.tk + 4))
+    }
+
+    /// Dynamic shared memory of `win_fwd`, `win_dq`, `win_dkv`, bytes.
+    pub(super) fn smem_bytes(&self) -> [usize; 3] {
+        let (ld, r, tk, nb) = (self.ld(), self.rows(), self.tk, self.nb);
+        let (tkv, rk) = (self.tkv(), self.rk);
+        [
+            (r + 2 * nb * tk) * ld + r * (tk + 4),
+            (2 * r + nb * tk) * ld + nb * self.vb(),
+            (2 * tkv + 2 * nb * rk) * ld + 2 * tkv * (rk + 4) + 2 * nb * rk,
+        ]
+        .map(|f| f * 4)
+    }
+
+    /// The tiling's `constexpr`s for the window kernels' source.
+    fn constants(&self) -> String {
+        let dp = self.dp();
+        format!(
+            r#"constexpr int WIN_NT = {nt};          // threads: a 32 x 8 grid, tr = tid / 8 (rows), tc = tid % 8 (columns)
+constexpr int WIN_DP = {dp};          // D rounded up to a multiple of 4 (zero-padded float4 columns)
+constexpr int WIN_LD = {ld};          // row stride of [rows][D] tiles (LD / 4 odd: float4 reads of 8 rows, or 4 rows 2 apart, hit distinct banks)
+constexpr int WIN_C4 = {c4};           // float4 column groups of a thread: tc + 8 c < WIN_DP / 4
+constexpr bool WIN_FULL = {full};   // every thread's WIN_C4 groups exist
+constexpr int WIN_RPT = {rpt};          // win_fwd / win_dq: rows of a thread, RPT * tr + i
+constexpr int WIN_R = 32 * WIN_RPT;  // rows of a block: WIN_TQ tokens x WIN_GB heads, token-major
+constexpr int WIN_GB = {gb};
+constexpr int WIN_NG = {ng};           // head groups of a KV head: grid y = HKV * WIN_NG
+constexpr int WIN_TQ = {tq};
+constexpr int WIN_TK = {tk};          // keys of a key tile; a thread's keys tc + 8 c
+constexpr int WIN_KC = WIN_TK / 8;
+constexpr int WIN_PS = WIN_TK + 4;   // row stride of the [R][TK] probability tiles
+constexpr int WIN_KPT = {kpt};          // win_dkv: keys of a thread, KPT * tr + i
+constexpr int WIN_TKV = 32 * WIN_KPT;  // keys of a block
+constexpr int WIN_RK = {rk};          // rows of a query tile: WIN_TQK tokens x WIN_GK heads, token-major
+constexpr int WIN_QC = WIN_RK / 8;   // a thread's query rows tc + 8 c
+constexpr int WIN_GK = {gk};
+constexpr int WIN_NGK = {ngk};
+constexpr int WIN_TQK = {tqk};
+constexpr int WIN_QS = WIN_RK + 4;   // row stride of the [TKV][RK] probability tiles
+constexpr int WIN_NB = {nb};           // buffers of the tiles staged in the loops (2: the next is copied in while one is used)
+constexpr int WIN_VB = {vb};        // floats of a buffer of win_dq's v tile (then e*dp and e [R][PS])
+"#,
+            nt = WIN_NT,
+            ld = self.ld(),
+            c4 = (dp / 4).div_ceil(8),
+            full = (dp / 4).is_multiple_of(8),
+            rpt = self.rpt,
+            gb = self.gb(),
+            ng = self.ng(),
+            tq = self.tq(),
+            tk = self.tk,
+            kpt = self.kpt,
+            rk = self.rk,
+            gk = self.gk(),
+            ngk = self.g.div_ceil(self.gk()),
+            tqk = self.rk / self.gk(),
+            nb = self.nb,
+            vb = self.vb(),
+        )
+    }
 }
 
 /// Per-variant pieces: the log-decay of channel `i`, the key operand before
@@ -81,8 +247,6 @@ constexpr int C = {c};             // chunk length
 constexpr int RS = D + 1;          // row stride of the [C][D] shared tiles (padded: column walks hit distinct banks)
 constexpr int NT = {nt};           // threads of the chunked kernels
 constexpr int PER = (D * D + NT - 1) / NT; // state elements per thread
-constexpr int WARPS = {warps};          // warps of the window kernels
-constexpr int DPL = (D + 31) / 32; // features per lane
 constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
@@ -102,13 +266,12 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         w = spec.window,
         c = shape.chunk,
         nt = NT,
-        warps = WIN_WARPS,
         scale = float_lit(1.0 / (d as f64).sqrt()),
         mix_win = float_lit(spec.mix_window),
         mix_lin = float_lit(spec.mix_linear),
         helpers = HELPERS,
     );
-    s.push_str(&window_kernels(prefix));
+    s.push_str(&window_kernels(prefix, shape.win));
     s.push_str(&recurrence_kernels(prefix));
     let _ = write!(
         s,
@@ -239,44 +402,6 @@ __device__ void causal_dots(float* P, const float* X, const float* Y, int L) {
     __syncthreads();
 }
 
-// <x, y> over D of a shared row and a global row, by one lane.
-__device__ __forceinline__ float row_dot(const float* x, const float* y) {
-    float a = 0.0f;
-    for (int i = 0; i < D; ++i) a += x[i] * y[i];
-    return a;
-}
-
-// Online softmax of the query qs (D floats) over the keys lo..p of kb / vb (rows of stride HKV*D):
-// m, l and acc[r] = sum_s e^(score_s - m) v_s[lane + 32 r]. 32 keys a round, lane = key for the
-// scores, lane = feature for the sum. Warp-collective.
-__device__ void window_attend(const float* qs, const float* kb, const float* vb, int lo, int p,
-                              float& m, float& l, float* acc) {
-    const int lane = threadIdx.x & 31;
-    m = neg_inf();
-    l = 0.0f;
-    for (int r = 0; r < DPL; ++r) acc[r] = 0.0f;
-    for (int c0 = lo; c0 <= p; c0 += 32) {
-        const int key = c0 + lane;
-        const bool valid = key <= p;
-        const float s = valid ? row_dot(qs, kb + (long long)key * (HKV * D)) * SCALE : neg_inf();
-        const float m_new = fmaxf(m, warp_max(s));
-        const float corr = m == m_new ? 1.0f : expf(m - m_new);
-        const float e = valid ? expf(s - m_new) : 0.0f;
-        l = l * corr + warp_sum(e);
-        for (int r = 0; r < DPL; ++r) acc[r] *= corr;
-        const int nk = min(32, p - c0 + 1);
-        for (int kk = 0; kk < nk; ++kk) {
-            const float pk = __shfl_sync(0xffffffffu, e, kk);
-            const float* vp = vb + (long long)(c0 + kk) * (HKV * D);
-            for (int r = 0; r < DPL; ++r) {
-                const int i = lane + 32 * r;
-                if (i < D) acc[r] += pk * vp[i];
-            }
-        }
-        m = m_new;
-    }
-}
-
 // g <- y * (g - <y, g>) with y = softmax(x), for one D-long row (x read-only). Warp-collective.
 __device__ void softmax_backward_row(const float* x, float* g) {
     const int lane = threadIdx.x & 31;
@@ -293,138 +418,500 @@ __device__ void softmax_backward_row(const float* x, float* g) {
 }
 "#;
 
-/// The window branch: forward, and the deterministic two-pass backward.
-pub(super) fn window_kernels(p: &str) -> String {
-    format!(
-        r#"
-// Window forward: y = MIX_WIN * softmax(q k^T * SCALE) v over keys max(0, t-W) ..= t (overwrites y).
-// One warp per (token, query head): grid (ceil(seq/WARPS), H, batch).
-extern "C" __global__ void {p}_win_fwd(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
-        const float* __restrict__ v, float* __restrict__ y, int seq) {{
-    __shared__ float qs[WARPS][D];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int t = blockIdx.x * WARPS + warp, h = blockIdx.y, b = blockIdx.z, j = h / G;
-    if (t >= seq) return;  // warp-uniform; no block barrier below
-    const long long row = (long long)b * seq + t, base = (long long)b * seq * (HKV * D) + j * D;
-    for (int i = lane; i < D; i += 32) qs[warp][i] = q_rot[row * (H * D) + h * D + i];
-    __syncwarp();
-    float m, l, acc[DPL];
-    window_attend(qs[warp], k_rot + base, v + base, max(0, t - W), t, m, l, acc);
-    for (int r = 0; r < DPL; ++r) {{
-        const int i = lane + 32 * r;
-        if (i < D) y[row * (H * D) + h * D + i] = MIX_WIN * acc[r] / l;
-    }}
-}}
-
-// Window backward, pass 1 (one warp per (token, query head)): recomputes the probabilities p, writes
-// dq_rot = sum_s p_s (dp_s - delta) * SCALE * k_s with dp_s = do.v_s, do = MIX_WIN * dy, delta = do.o,
-// and keeps (log-sum-exp, delta) per (token, head) in `stats` for pass 2.
-extern "C" __global__ void {p}_win_dq(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
-        const float* __restrict__ v, const float* __restrict__ dy, float* __restrict__ dq_rot,
-        float* __restrict__ stats, int seq) {{
-    __shared__ float qs[WARPS][D];
-    __shared__ float dos[WARPS][D];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int t = blockIdx.x * WARPS + warp, h = blockIdx.y, b = blockIdx.z, j = h / G;
-    if (t >= seq) return;  // warp-uniform
-    const long long row = (long long)b * seq + t, base = (long long)b * seq * (HKV * D) + j * D;
-    for (int i = lane; i < D; i += 32) {{
-        qs[warp][i] = q_rot[row * (H * D) + h * D + i];
-        dos[warp][i] = MIX_WIN * dy[row * (H * D) + h * D + i];
-    }}
-    __syncwarp();
-    const int lo = max(0, t - W);
-    float m, l, acc[DPL];
-    window_attend(qs[warp], k_rot + base, v + base, lo, t, m, l, acc);
-    float part = 0.0f;
-    for (int r = 0; r < DPL; ++r) {{
-        const int i = lane + 32 * r;
-        if (i < D) part += dos[warp][i] * acc[r] / l;
-    }}
-    const float delta = warp_sum(part);
-    float dq[DPL];
-    for (int r = 0; r < DPL; ++r) dq[r] = 0.0f;
-    for (int c0 = lo; c0 <= t; c0 += 32) {{
-        const int key = c0 + lane;
-        float ds = 0.0f;
-        if (key <= t) {{
-            const float pr = expf(row_dot(qs[warp], k_rot + base + (long long)key * (HKV * D)) * SCALE - m) / l;
-            const float dp = row_dot(dos[warp], v + base + (long long)key * (HKV * D));
-            ds = pr * (dp - delta) * SCALE;
-        }}
-        const int nk = min(32, t - c0 + 1);
-        for (int kk = 0; kk < nk; ++kk) {{
-            const float dsk = __shfl_sync(0xffffffffu, ds, kk);
-            const float* kp = k_rot + base + (long long)(c0 + kk) * (HKV * D);
-            for (int r = 0; r < DPL; ++r) {{
-                const int i = lane + 32 * r;
-                if (i < D) dq[r] += dsk * kp[i];
-            }}
-        }}
-    }}
-    for (int r = 0; r < DPL; ++r) {{
-        const int i = lane + 32 * r;
-        if (i < D) dq_rot[row * (H * D) + h * D + i] = dq[r];
-    }}
-    if (lane == 0) {{
-        stats[(row * H + h) * 2] = m + logf(l);
-        stats[(row * H + h) * 2 + 1] = delta;
-    }}
-}}
-
-// Window backward, pass 2 (one warp per (key token, KV head)): over the queries t in s ..= s+W of the
-// group's heads, 32 (query, head) pairs a round, p = e^(q.k * SCALE - lse), ds = p (do.v - delta) SCALE:
-// dk_rot = sum ds q, dv = sum p do (both overwritten: deterministic, no atomics).
-extern "C" __global__ void {p}_win_dkv(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
-        const float* __restrict__ v, const float* __restrict__ dy, const float* __restrict__ stats,
-        float* __restrict__ dk_rot, float* __restrict__ dv, int seq) {{
-    __shared__ float ks[WARPS][D];
-    __shared__ float vs[WARPS][D];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int s = blockIdx.x * WARPS + warp, j = blockIdx.y, b = blockIdx.z;
-    if (s >= seq) return;  // warp-uniform
-    const long long at = ((long long)b * seq + s) * (HKV * D) + j * D;
-    for (int i = lane; i < D; i += 32) {{
-        ks[warp][i] = k_rot[at + i];
-        vs[warp][i] = v[at + i];
-    }}
-    __syncwarp();
-    const int pairs = (min(seq - 1, s + W) - s + 1) * G;
-    float dk[DPL], dvv[DPL];
-    for (int r = 0; r < DPL; ++r) dk[r] = dvv[r] = 0.0f;
-    for (int p0 = 0; p0 < pairs; p0 += 32) {{
-        const int pair = p0 + lane;
-        float ds = 0.0f, pr = 0.0f;
-        if (pair < pairs) {{
-            const long long qrow = ((long long)b * seq + s + pair / G) * H + j * G + pair % G;
-            pr = expf(row_dot(ks[warp], q_rot + qrow * D) * SCALE - stats[qrow * 2]);
-            const float dp = MIX_WIN * row_dot(vs[warp], dy + qrow * D);
-            ds = pr * (dp - stats[qrow * 2 + 1]) * SCALE;
-        }}
-        const int n = min(32, pairs - p0);
-        for (int kk = 0; kk < n; ++kk) {{
-            const float dsk = __shfl_sync(0xffffffffu, ds, kk), pk = __shfl_sync(0xffffffffu, pr, kk);
-            const long long qrow = ((long long)b * seq + s + (p0 + kk) / G) * H + j * G + (p0 + kk) % G;
-            for (int r = 0; r < DPL; ++r) {{
-                const int i = lane + 32 * r;
-                if (i < D) {{
-                    dk[r] += dsk * q_rot[qrow * D + i];
-                    dvv[r] += pk * MIX_WIN * dy[qrow * D + i];
-                }}
-            }}
-        }}
-    }}
-    for (int r = 0; r < DPL; ++r) {{
-        const int i = lane + 32 * r;
-        if (i < D) {{
-            dk_rot[at + i] = dk[r];
-            dv[at + i] = dvv[r];
-        }}
-    }}
-}}
-"#
-    )
+/// The window branch: forward, and the deterministic two-kernel backward,
+/// block-tiled for `tiles` (see [`WinTiles`]).
+pub(super) fn window_kernels(p: &str, tiles: WinTiles) -> String {
+    WINDOW
+        .replace("@CONSTANTS@", &tiles.constants())
+        .replace("@P@", p)
 }
+
+/// The window kernels' source: `@P@` is the kernel name prefix,
+/// `@CONSTANTS@` the tiling's `constexpr`s.
+const WINDOW: &str = r#"
+// ---- Window branch: y = MIX_WIN * softmax(q k^T * SCALE) v over keys max(0, t-W) ..= t; query head h
+// reads KV head h / G. Block-tiled f32 SIMT, flash-attention style; every global read is coalesced
+// (consecutive threads, consecutive floats) into shared tiles of row stride WIN_LD, read back as float4.
+//
+// Query side (win_fwd, win_dq): a block takes WIN_R (token, query head) rows — WIN_TQ tokens from t0
+// times WIN_GB heads of KV head j, token-major — and walks their keys max(0, t0-W) ..= t0+TQ-1 in
+// tiles of WIN_TK keys, each staged once for all the block's heads. Thread (tr, tc) owns rows
+// RPT*tr + i (a warp: 4*RPT consecutive rows), keys tc + 8c of a tile and float4 output columns
+// tc + 8c: its [RPT][KC] scores are a register micro-tile over float4 reads of the shared rows, a
+// row's max and sum are reduced over its 8 lanes (online softmax), and the probabilities go through
+// a warp-private [R][PS] shared tile into P.V, a [RPT][4*C4] register micro-tile. A warp skips a key
+// tile none of its (row, key) pairs sees; a partial last tile skips its empty key columns.
+//
+// Key side (win_dkv): a block takes WIN_TKV keys of KV head j and walks the (token, head) rows that
+// see them — tokens s0 ..= s0+TKV-1+W, all G heads — in tiles of WIN_RK rows (WIN_TQK tokens x
+// WIN_GK heads). Thread (tr, tc) owns keys KPT*tr + i (a warp: 4*KPT consecutive keys) and rows
+// tc + 8c of a tile for the transposed scores, and float4 columns tc + 8c of dk, dv. No atomics.
+
+@CONSTANTS@
+__device__ __forceinline__ float4 win_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float win_dot4(float4 a, float4 b, float acc) {
+    return fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc))));
+}
+// Component k of v (k a constant after unrolling).
+__device__ __forceinline__ float win_el(float4 v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; }
+
+// Offset in floats of row r of a tile of TQX tokens x GBX heads (token-major) from token t0 and head
+// j*G + g0, in a [B*T][H][D] tensor; -1 past the sequence, the tile or the KV head's G heads.
+template <int GBX, int TQX>
+__device__ __forceinline__ long long win_qrow(int r, int b, int t0, int j, int g0, int seq) {
+    const int tt = r / GBX, g = g0 + r % GBX, t = t0 + tt;
+    if (tt >= TQX || t >= seq || g >= G) return -1;
+    return (((long long)b * seq + t) * H + j * G + g) * D;
+}
+
+// ROWS rows into dst [ROWS][WIN_LD]: row r = scale * src[at(r) ..+ D] (zeros where at(r) < 0), columns
+// D .. WIN_DP zero. Consecutive threads read consecutive floats. No barrier.
+template <int ROWS, typename At>
+__device__ __forceinline__ void win_stage(float* dst, const float* src, At at, float scale) {
+    for (int e = threadIdx.x; e < ROWS * WIN_DP; e += WIN_NT) {
+        const int r = e / WIN_DP, c = e % WIN_DP;
+        const long long o = at(r);
+        dst[r * WIN_LD + c] = c < D && o >= 0 ? scale * src[o + c] : 0.0f;
+    }
+}
+
+// An asynchronous copy of BYTES (4 or 16) from global to shared memory, zeros when !fill (src must still
+// be a valid address); win_cp_wait: this thread's copies have landed. The emulation copies at once.
+template <int BYTES>
+__device__ __forceinline__ void win_cp(float* dst, const float* src, bool fill) {
+#ifdef LIGERC_EMULATION
+    for (int e = 0; e < BYTES / 4; ++e) dst[e] = fill ? src[e] : 0.0f;
+#else
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    if constexpr (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 4 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void win_cp_wait() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+// win_stage (scale 1) by asynchronous copies: 16 bytes each when D % 4 == 0 (rows 16-byte aligned,
+// WIN_DP = D), else one float each. Complete after win_cp_wait and a barrier.
+template <int ROWS, typename At>
+__device__ __forceinline__ void win_stage_async(float* dst, const float* src, At at) {
+    if constexpr (D % 4 == 0) {
+        for (int e = threadIdx.x; e < ROWS * (D / 4); e += WIN_NT) {
+            const int r = e / (D / 4), c = 4 * (e % (D / 4));
+            const long long o = at(r);
+            win_cp<16>(dst + r * WIN_LD + c, o >= 0 ? src + o + c : src, o >= 0);
+        }
+    } else {
+        for (int e = threadIdx.x; e < ROWS * WIN_DP; e += WIN_NT) {
+            const int r = e / WIN_DP, c = e % WIN_DP;
+            const long long o = at(r);
+            win_cp<4>(dst + r * WIN_LD + c, o >= 0 && c < D ? src + o + c : src, o >= 0 && c < D);
+        }
+    }
+}
+
+// s[i][c] = <a + i*LD, b + 8c*LD> over WIN_DP for 8c < n (0 otherwise): a thread's register micro-tile
+// of a row block times the transpose of a column block, float4 reads from shared memory.
+template <int NI, int NC>
+__device__ __forceinline__ void win_dots(float (&s)[NI][NC], const float* a, const float* b, int n) {
+#pragma unroll
+    for (int i = 0; i < NI; ++i)
+#pragma unroll
+        for (int c = 0; c < NC; ++c) s[i][c] = 0.0f;
+#pragma unroll 2
+    for (int d = 0; d < WIN_DP; d += 4) {
+        float4 x[NI];
+#pragma unroll
+        for (int i = 0; i < NI; ++i) x[i] = win_ld4(a + i * WIN_LD + d);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            if (8 * c < n) {
+                const float4 y = win_ld4(b + 8 * c * WIN_LD + d);
+#pragma unroll
+                for (int i = 0; i < NI; ++i) s[i][c] = win_dot4(x[i], y, s[i][c]);
+            }
+        }
+    }
+}
+
+// acc[i][c] += sum_k p[i][k] x[k][4(tc + 8c) ..+ 4] over k < 4*n4, for the NI rows p + i*PS of a
+// warp-private probability tile and the [k][WIN_LD] rows x (column base x + 4*tc).
+template <int NI, int PS>
+__device__ __forceinline__ void win_pv(float (&acc)[NI][WIN_C4][4], const float* p, const float* x, int n4) {
+    const int tc = threadIdx.x & 7;
+    for (int k4 = 0; k4 < n4; ++k4) {
+        float4 pr[NI];
+#pragma unroll
+        for (int i = 0; i < NI; ++i) pr[i] = win_ld4(p + i * PS + 4 * k4);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            const float* xr = x + (4 * k4 + kk) * WIN_LD;
+#pragma unroll
+            for (int c = 0; c < WIN_C4; ++c) {
+                if (WIN_FULL || tc + 8 * c < WIN_DP / 4) {
+                    const float4 v = win_ld4(xr + 32 * c);
+#pragma unroll
+                    for (int i = 0; i < NI; ++i) {
+                        const float w = win_el(pr[i], kk);
+                        acc[i][c][0] = fmaf(w, v.x, acc[i][c][0]);
+                        acc[i][c][1] = fmaf(w, v.y, acc[i][c][1]);
+                        acc[i][c][2] = fmaf(w, v.z, acc[i][c][2]);
+                        acc[i][c][3] = fmaf(w, v.w, acc[i][c][3]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// row[4(tc + 8c) ..+ 4] = scale * x[c] for a thread's float4 columns (vector stores when D % 4 == 0).
+__device__ __forceinline__ void win_store(float* row, const float (&x)[WIN_C4][4], float scale) {
+    const int tc = threadIdx.x & 7;
+#pragma unroll
+    for (int c = 0; c < WIN_C4; ++c) {
+        const int c4 = tc + 8 * c;
+        if (!(WIN_FULL || c4 < WIN_DP / 4)) continue;
+        if constexpr (D % 4 == 0) {
+            *reinterpret_cast<float4*>(row + 4 * c4) =
+                float4{scale * x[c][0], scale * x[c][1], scale * x[c][2], scale * x[c][3]};
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (4 * c4 + e < D) row[4 * c4 + e] = scale * x[c][e];
+        }
+    }
+}
+
+// Sum, max of v over the 8 lanes of a row (tc = lane & 7).
+__device__ __forceinline__ float win_sum8(float v) {
+    for (int o = 1; o < 8; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float win_max8(float v) {
+    for (int o = 1; o < 8; o <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Masks a thread's scores of one row in place (scaled by SCALE; -inf outside the window, past the key
+// tile's kn keys from k0, or on an invalid row tok < 0) and returns the row's max over its 8 lanes.
+__device__ __forceinline__ float win_mask_row(float (&s)[WIN_KC], int tok, int k0, int kn) {
+    const int tc = threadIdx.x & 7;
+    float mx = neg_inf();
+#pragma unroll
+    for (int c = 0; c < WIN_KC; ++c) {
+        const int key = k0 + tc + 8 * c;
+        const bool in = tok >= 0 && tc + 8 * c < kn && key <= tok && tok - key <= W;
+        s[c] = in ? s[c] * SCALE : neg_inf();
+        mx = fmaxf(mx, s[c]);
+    }
+    return win_max8(mx);
+}
+
+// Window forward (overwrites y). Grid (ceil(seq / WIN_TQ), HKV * WIN_NG, batch), WIN_NT threads.
+// Shared: q [R][LD], WIN_NB buffers of k, v [TK][LD] (the next key tile is copied in while this one is
+// used), p [R][PS].
+extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
+        const float* __restrict__ v, float* __restrict__ y, int seq) {
+    extern __shared__ float smem[];
+    float* qs = smem;
+    float* ks = qs + WIN_R * WIN_LD;
+    float* vs = ks + WIN_NB * WIN_TK * WIN_LD;
+    float* ps = vs + WIN_NB * WIN_TK * WIN_LD;
+    const int tr = threadIdx.x >> 3, tc = threadIdx.x & 7, warp = threadIdx.x >> 5;
+    const int t0 = blockIdx.x * WIN_TQ, j = blockIdx.y / WIN_NG, g0 = (blockIdx.y % WIN_NG) * WIN_GB;
+    const int b = blockIdx.z;
+    const long long kv0 = (long long)b * seq * (HKV * D) + j * D;  // key s at kv0 + s * HKV * D
+    const int tlast = min(seq - 1, t0 + WIN_TQ - 1);
+    // Copies the key tile from k0 into buffer buf.
+    auto stage = [&](int k0, int buf) {
+        const int kn = min(WIN_TK, tlast - k0 + 1);
+        auto key = [&](int k) { return k < kn ? kv0 + (long long)(k0 + k) * (HKV * D) : -1LL; };
+        win_stage_async<WIN_TK>(ks + buf * WIN_TK * WIN_LD, k_rot, key);
+        win_stage_async<WIN_TK>(vs + buf * WIN_TK * WIN_LD, v, key);
+    };
+    const int kfirst = max(0, t0 - W);
+    stage(kfirst, 0);
+    auto qrow = [&](int r) { return win_qrow<WIN_GB, WIN_TQ>(r, b, t0, j, g0, seq); };
+    win_stage<WIN_R>(qs, q_rot, qrow, 1.0f);
+    long long at[WIN_RPT];
+    int tok[WIN_RPT];
+    float m[WIN_RPT], l[WIN_RPT], o[WIN_RPT][WIN_C4][4];
+#pragma unroll
+    for (int i = 0; i < WIN_RPT; ++i) {
+        const int r = WIN_RPT * tr + i;
+        at[i] = qrow(r);
+        tok[i] = at[i] >= 0 ? t0 + r / WIN_GB : -1;
+        m[i] = neg_inf();
+        l[i] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[i][c][e] = 0.0f;
+    }
+    // This warp's tokens (wlo > whi: none).
+    const int wr = 4 * WIN_RPT * warp;
+    const int wlo = t0 + wr / WIN_GB, whi = min(seq - 1, t0 + (min(wr + 4 * WIN_RPT, WIN_GB * WIN_TQ) - 1) / WIN_GB);
+    int buf = 0;
+    for (int k0 = kfirst; k0 <= tlast; k0 += WIN_TK, buf = (buf + 1) % WIN_NB) {
+        const int kn = min(WIN_TK, tlast - k0 + 1);
+        const bool more = tlast - k0 >= WIN_TK;
+        win_cp_wait();
+        __syncthreads();  // this tile has landed; the previous one is consumed
+        if (WIN_NB == 2 && more) stage(k0 + WIN_TK, buf ^ 1);
+        const float* kb = ks + buf * WIN_TK * WIN_LD;
+        const float* vb = vs + buf * WIN_TK * WIN_LD;
+        if (!(wlo > whi || k0 > whi || wlo - (k0 + kn - 1) > W)) {  // warp-uniform: a pair to see
+            float s[WIN_RPT][WIN_KC];
+            win_dots(s, qs + WIN_RPT * tr * WIN_LD, kb + tc * WIN_LD, kn);
+#pragma unroll
+            for (int i = 0; i < WIN_RPT; ++i) {
+                const float mn = fmaxf(m[i], win_mask_row(s[i], tok[i], k0, kn));
+                const float mu = mn == neg_inf() ? 0.0f : mn;
+                const float corr = expf(m[i] - mu);
+                float sum = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WIN_KC; ++c) {
+                    const float e = expf(s[i][c] - mu);
+                    sum += e;
+                    ps[(WIN_RPT * tr + i) * WIN_PS + tc + 8 * c] = e;
+                }
+                l[i] = l[i] * corr + win_sum8(sum);
+                m[i] = mn;
+#pragma unroll
+                for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) o[i][c][e] *= corr;
+            }
+            __syncwarp();
+            win_pv<WIN_RPT, WIN_PS>(o, ps + WIN_RPT * tr * WIN_PS, vb + 4 * tc, (kn + 3) >> 2);
+        }
+        if (WIN_NB == 1 && more) {
+            __syncthreads();
+            stage(k0 + WIN_TK, 0);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < WIN_RPT; ++i)
+        if (at[i] >= 0) win_store(y + at[i], o[i], MIX_WIN / l[i]);
+}
+
+// Window backward, query side: with do = MIX_WIN * dy, p_s the probabilities and dp_s = do.v_s,
+// dq_rot = SCALE * sum_s p_s (dp_s - delta) k_s, delta = do.o = sum_s p_s dp_s. One pass: with
+// e_s = e^(score_s - m) under the running max m (rescaled as m grows), l = sum e_s, u = sum e_s dp_s,
+// A = sum e_s dp_s k_s, B = sum e_s k_s give delta = u / l and dq_rot = SCALE (A - delta B) / l.
+// Keeps (log-sum-exp, delta) per (token, head) in `stats` for win_dkv. Grid and rows as win_fwd.
+// Shared: q, do [R][LD], WIN_NB buffers of k [TK][LD] and of v [TK][LD] (WIN_VB floats: after the
+// scores, e*dp and e [R][PS] over the tile's v).
+extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
+        const float* __restrict__ v, const float* __restrict__ dy, float* __restrict__ dq_rot,
+        float* __restrict__ stats, int seq) {
+    extern __shared__ float smem[];
+    float* qs = smem;
+    float* dos = qs + WIN_R * WIN_LD;
+    float* ks = dos + WIN_R * WIN_LD;
+    float* vs = ks + WIN_NB * WIN_TK * WIN_LD;
+    const int tr = threadIdx.x >> 3, tc = threadIdx.x & 7, warp = threadIdx.x >> 5;
+    const int t0 = blockIdx.x * WIN_TQ, j = blockIdx.y / WIN_NG, g0 = (blockIdx.y % WIN_NG) * WIN_GB;
+    const int b = blockIdx.z;
+    const long long kv0 = (long long)b * seq * (HKV * D) + j * D;
+    const int tlast = min(seq - 1, t0 + WIN_TQ - 1);
+    auto stage = [&](int k0, int buf) {
+        const int kn = min(WIN_TK, tlast - k0 + 1);
+        auto key = [&](int k) { return k < kn ? kv0 + (long long)(k0 + k) * (HKV * D) : -1LL; };
+        win_stage_async<WIN_TK>(ks + buf * WIN_TK * WIN_LD, k_rot, key);
+        win_stage_async<WIN_TK>(vs + buf * WIN_VB, v, key);
+    };
+    const int kfirst = max(0, t0 - W);
+    stage(kfirst, 0);
+    auto qrow = [&](int r) { return win_qrow<WIN_GB, WIN_TQ>(r, b, t0, j, g0, seq); };
+    win_stage<WIN_R>(qs, q_rot, qrow, 1.0f);
+    win_stage<WIN_R>(dos, dy, qrow, MIX_WIN);
+    long long at[WIN_RPT];
+    int tok[WIN_RPT];
+    float m[WIN_RPT], l[WIN_RPT], u[WIN_RPT], A[WIN_RPT][WIN_C4][4], B[WIN_RPT][WIN_C4][4];
+#pragma unroll
+    for (int i = 0; i < WIN_RPT; ++i) {
+        const int r = WIN_RPT * tr + i;
+        at[i] = qrow(r);
+        tok[i] = at[i] >= 0 ? t0 + r / WIN_GB : -1;
+        m[i] = neg_inf();
+        l[i] = u[i] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) A[i][c][e] = B[i][c][e] = 0.0f;
+    }
+    const int wr = 4 * WIN_RPT * warp;
+    const int wlo = t0 + wr / WIN_GB, whi = min(seq - 1, t0 + (min(wr + 4 * WIN_RPT, WIN_GB * WIN_TQ) - 1) / WIN_GB);
+    int buf = 0;
+    for (int k0 = kfirst; k0 <= tlast; k0 += WIN_TK, buf = (buf + 1) % WIN_NB) {
+        const int kn = min(WIN_TK, tlast - k0 + 1);
+        const bool more = tlast - k0 >= WIN_TK;
+        win_cp_wait();
+        __syncthreads();  // this tile has landed; the previous one is consumed
+        if (WIN_NB == 2 && more) stage(k0 + WIN_TK, buf ^ 1);
+        const float* kb = ks + buf * WIN_TK * WIN_LD;
+        float* vb = vs + buf * WIN_VB;
+        float* es = vb;
+        float* fs = vb + WIN_R * WIN_PS;
+        const bool see = !(wlo > whi || k0 > whi || wlo - (k0 + kn - 1) > W);  // warp-uniform
+        float s[WIN_RPT][WIN_KC], dp[WIN_RPT][WIN_KC];
+        if (see) {
+            win_dots(s, qs + WIN_RPT * tr * WIN_LD, kb + tc * WIN_LD, kn);
+            win_dots(dp, dos + WIN_RPT * tr * WIN_LD, vb + tc * WIN_LD, kn);
+        }
+        __syncthreads();  // v is consumed: es, fs overwrite it
+        if (see) {
+#pragma unroll
+            for (int i = 0; i < WIN_RPT; ++i) {
+                const float mn = fmaxf(m[i], win_mask_row(s[i], tok[i], k0, kn));
+                const float mu = mn == neg_inf() ? 0.0f : mn;
+                const float corr = expf(m[i] - mu);
+                float sum = 0.0f, sdp = 0.0f;
+#pragma unroll
+                for (int c = 0; c < WIN_KC; ++c) {
+                    const float e = expf(s[i][c] - mu), ed = e * dp[i][c];
+                    sum += e;
+                    sdp += ed;
+                    es[(WIN_RPT * tr + i) * WIN_PS + tc + 8 * c] = ed;
+                    fs[(WIN_RPT * tr + i) * WIN_PS + tc + 8 * c] = e;
+                }
+                l[i] = l[i] * corr + win_sum8(sum);
+                u[i] = u[i] * corr + win_sum8(sdp);
+                m[i] = mn;
+#pragma unroll
+                for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        A[i][c][e] *= corr;
+                        B[i][c][e] *= corr;
+                    }
+            }
+            __syncwarp();
+            win_pv<WIN_RPT, WIN_PS>(A, es + WIN_RPT * tr * WIN_PS, kb + 4 * tc, (kn + 3) >> 2);
+            win_pv<WIN_RPT, WIN_PS>(B, fs + WIN_RPT * tr * WIN_PS, kb + 4 * tc, (kn + 3) >> 2);
+        }
+        if (WIN_NB == 1 && more) {
+            __syncthreads();
+            stage(k0 + WIN_TK, 0);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < WIN_RPT; ++i) {
+        if (at[i] < 0) continue;
+        const float inv = 1.0f / l[i], delta = u[i] * inv;
+#pragma unroll
+        for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) A[i][c][e] -= delta * B[i][c][e];
+        win_store(dq_rot + at[i], A[i], SCALE * inv);
+        if (tc == 0) {
+            const long long sr = at[i] / D * 2;
+            stats[sr] = m[i] + logf(l[i]);
+            stats[sr + 1] = delta;
+        }
+    }
+}
+
+// Window backward, key side: for the keys s of the block, over the (token, head) rows t that see them
+// (s <= t <= s + W), p = e^(q.k * SCALE - lse_t), ds = p (do.v - delta_t) SCALE with do = MIX_WIN * dy:
+// dk_rot = sum ds q, dv = sum p do (both overwritten). Grid (ceil(seq / WIN_TKV), HKV, batch), WIN_NT
+// threads. Shared: k, v [TKV][LD], p^T, ds^T [TKV][QS], WIN_NB buffers of q, dy [RK][LD] and lse,
+// delta [RK] (the next query tile is copied in while this one is used).
+extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot, const float* __restrict__ k_rot,
+        const float* __restrict__ v, const float* __restrict__ dy, const float* __restrict__ stats,
+        float* __restrict__ dk_rot, float* __restrict__ dv, int seq) {
+    extern __shared__ float smem[];
+    float* ks = smem;
+    float* vs = ks + WIN_TKV * WIN_LD;
+    float* pt = vs + WIN_TKV * WIN_LD;
+    float* dst = pt + WIN_TKV * WIN_QS;
+    float* qs = dst + WIN_TKV * WIN_QS;
+    float* dys = qs + WIN_NB * WIN_RK * WIN_LD;
+    float* lse = dys + WIN_NB * WIN_RK * WIN_LD;
+    float* dlt = lse + WIN_NB * WIN_RK;
+    const int tr = threadIdx.x >> 3, tc = threadIdx.x & 7, warp = threadIdx.x >> 5;
+    const int s0 = blockIdx.x * WIN_TKV, j = blockIdx.y, b = blockIdx.z;
+    const long long kv0 = (long long)b * seq * (HKV * D) + j * D;
+    const int klast = min(seq - 1, s0 + WIN_TKV - 1);
+    // The last token that sees a key of the block; query tiles n: head group n / nt, tokens from
+    // s0 + (n % nt) * TQK.
+    const int qlast = seq - 1 - klast <= W ? seq - 1 : klast + W;
+    const int nt = (qlast - s0) / WIN_TQK + 1, ntiles = WIN_NGK * nt;
+    auto stage = [&](int n, int buf) {
+        const int g0 = n / nt * WIN_GK, t0 = s0 + n % nt * WIN_TQK;
+        auto qrow = [&](int r) { return win_qrow<WIN_GK, WIN_TQK>(r, b, t0, j, g0, seq); };
+        win_stage_async<WIN_RK>(qs + buf * WIN_RK * WIN_LD, q_rot, qrow);
+        win_stage_async<WIN_RK>(dys + buf * WIN_RK * WIN_LD, dy, qrow);
+        for (int r = threadIdx.x; r < WIN_RK; r += WIN_NT) {
+            const long long o = qrow(r);
+            win_cp<4>(lse + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 : stats, o >= 0);
+            win_cp<4>(dlt + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 + 1 : stats, o >= 0);
+        }
+    };
+    stage(0, 0);
+    auto key = [&](int k) { return s0 + k <= klast ? kv0 + (long long)(s0 + k) * (HKV * D) : -1LL; };
+    win_stage<WIN_TKV>(ks, k_rot, key, 1.0f);
+    win_stage<WIN_TKV>(vs, v, key, 1.0f);
+    float dk[WIN_KPT][WIN_C4][4], dvv[WIN_KPT][WIN_C4][4];
+#pragma unroll
+    for (int i = 0; i < WIN_KPT; ++i)
+#pragma unroll
+        for (int c = 0; c < WIN_C4; ++c)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) dk[i][c][e] = dvv[i][c][e] = 0.0f;
+    // This warp's keys (wlo > whi: none).
+    const int wlo = s0 + 4 * WIN_KPT * warp, whi = min(klast, wlo + 4 * WIN_KPT - 1);
+    int buf = 0;
+    for (int n = 0; n < ntiles; ++n, buf = (buf + 1) % WIN_NB) {
+        const int g0 = n / nt * WIN_GK, t0 = s0 + n % nt * WIN_TQK;
+        const int tl = min(qlast, t0 + WIN_TQK - 1), nr = (tl - t0 + 1) * WIN_GK;
+        win_cp_wait();
+        __syncthreads();  // this tile has landed; the previous one is consumed
+        if (WIN_NB == 2 && n + 1 < ntiles) stage(n + 1, buf ^ 1);
+        const float* qb = qs + buf * WIN_RK * WIN_LD;
+        const float* db = dys + buf * WIN_RK * WIN_LD;
+        const float* lb = lse + buf * WIN_RK;
+        const float* eb = dlt + buf * WIN_RK;
+        if (!(wlo > whi || tl < wlo || t0 - whi > W)) {  // warp-uniform: a pair to see
+            float s[WIN_KPT][WIN_QC], dp[WIN_KPT][WIN_QC];
+            win_dots(s, ks + WIN_KPT * tr * WIN_LD, qb + tc * WIN_LD, nr);
+            win_dots(dp, vs + WIN_KPT * tr * WIN_LD, db + tc * WIN_LD, nr);
+#pragma unroll
+            for (int i = 0; i < WIN_KPT; ++i) {
+                const int kr = WIN_KPT * tr + i, sk = s0 + kr;
+#pragma unroll
+                for (int c = 0; c < WIN_QC; ++c) {
+                    const int qr = tc + 8 * c, t = t0 + qr / WIN_GK;
+                    const bool in = qr < nr && sk <= klast && g0 + qr % WIN_GK < G && sk <= t && t - sk <= W;
+                    const float pr = in ? expf(s[i][c] * SCALE - lb[qr]) : 0.0f;
+                    pt[kr * WIN_QS + qr] = pr;
+                    dst[kr * WIN_QS + qr] = in ? pr * (MIX_WIN * dp[i][c] - eb[qr]) * SCALE : 0.0f;
+                }
+            }
+            __syncwarp();
+            win_pv<WIN_KPT, WIN_QS>(dvv, pt + WIN_KPT * tr * WIN_QS, db + 4 * tc, (nr + 3) >> 2);
+            win_pv<WIN_KPT, WIN_QS>(dk, dst + WIN_KPT * tr * WIN_QS, qb + 4 * tc, (nr + 3) >> 2);
+        }
+        if (WIN_NB == 1 && n + 1 < ntiles) {
+            __syncthreads();
+            stage(n + 1, 0);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < WIN_KPT; ++i) {
+        const int sk = s0 + WIN_KPT * tr + i;
+        if (sk > klast) continue;
+        const long long o = kv0 + (long long)sk * (HKV * D);
+        win_store(dk_rot + o, dk[i], 1.0f);
+        win_store(dv + o, dvv[i], MIX_WIN);
+    }
+}
+"#;
 
 /// The chunk-parallel recurrence: per-chunk state contributions, the scans
 /// over chunks (the only sequential part, one thread per state element), and
