@@ -142,14 +142,19 @@ fn node(spec: &LigerSpec) -> String {
     format!("LigerAttention({})", spec.variant)
 }
 
-/// Shared-memory floats of the chunked kernels for chunk `c` (tiles of
-/// `c × (d + 1)`): `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`.
+/// Shared-memory floats of the chunked kernels for chunk `c`:
+/// `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`. The first
+/// three use `[rows][dp + 4]` tiles (`dp` = `d` rounded up to 4), `[dp][dp]`
+/// states and query passes of `rq = max(c, 64)` rows; `bwd_dqk` uses
+/// `c × (d + 1)` tiles.
 fn smem_floats(d: usize, c: usize) -> [usize; 4] {
+    let (dp, rq) = (d.div_ceil(4) * 4, c.max(64));
+    let ts = dp + 4;
     let tile = c * (d + 1);
     [
-        3 * tile,
-        4 * tile + d * d + c * c,
-        5 * tile + d * d + c * c,
+        (3 * c * ts).max(c * ts + 2 * rq * ts),
+        dp * dp + 3 * c * ts + rq * ts + rq * (c + 4),
+        dp * dp + 2 * c * ts + 2 * rq * ts + c * (rq + 4),
         7 * tile + 2 * d * d + c * c,
     ]
 }
@@ -510,7 +515,7 @@ pub fn liger_forward_launches(
         out.extend(geo.states(spec)?);
         out.push(geo.launch(
             &format!("{}fwd", family(spec)),
-            geo.chunked[1],
+            geo.chunked[usize::from(spec.variant == LigerVariant::Gsa)],
             NT,
             geo.smem[1],
             vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],

@@ -246,7 +246,6 @@ constexpr int W = {w};             // a query sees itself and the W previous tok
 constexpr int C = {c};             // chunk length
 constexpr int RS = D + 1;          // row stride of the [C][D] shared tiles (padded: column walks hit distinct banks)
 constexpr int NT = {nt};           // threads of the chunked kernels
-constexpr int PER = (D * D + NT - 1) / NT; // state elements per thread
 constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
@@ -913,12 +912,251 @@ extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot, const fl
 }
 "#;
 
+/// Device helpers of the recurrence kernels ([`recurrence_kernels`]): tiles
+/// of `[rows][RC_TS]` floats (16-byte rows, columns `D..RC_DP` zero), states
+/// of `[RC_DP][RC_DP]`, and the register-tiled products over them. The block
+/// is a 16 × 16 thread grid, `tr = tid / 16`, `tc = tid % 16`; a thread's
+/// float4 column groups are `tc + 16 m` (`m < RC_MG`).
+const REC_HELPERS: &str = r#"
+// ---- recurrence: tiles, register-tiled products
+constexpr int RC_DP = (D + 3) / 4 * 4;    // D rounded up to 4: columns D..RC_DP of tiles and states are zero
+constexpr int RC_TS = RC_DP + 4;          // row stride of [rows][RC_DP] tiles (16-byte rows, 4 banks apart)
+constexpr int RC_G4 = RC_DP / 4;          // float4 column groups
+constexpr int RC_MG = (RC_G4 + 15) / 16;  // column groups of a thread: tc + 16 m
+constexpr bool RC_FULL = RC_G4 % 16 == 0; // every thread's RC_MG groups exist
+constexpr int RC_RQ = C > 64 ? C : 64;    // rows of a query pass: RC_GB heads x C tokens, head-major
+constexpr int RC_GB = G < RC_RQ / C ? G : RC_RQ / C; // query heads of a pass
+constexpr int RC_CS = C + 4;              // row stride of [rows][C] score tiles
+constexpr int RC_QS = RC_RQ + 4;          // row stride of [C][RC_RQ] transposed score tiles
+static_assert(C % 16 == 0, "the recurrence tiles take C a multiple of 16");
+
+__device__ __forceinline__ float rc_at(const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; }
+__device__ __forceinline__ void rc_fma(float4& a, float x, const float4& y) {
+    a.x = fmaf(x, y.x, a.x); a.y = fmaf(x, y.y, a.y); a.z = fmaf(x, y.z, a.z); a.w = fmaf(x, y.w, a.w);
+}
+__device__ __forceinline__ float4 rc_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+// acc[a][m] += X[RT tr + a][0..K) . M[0..K)[4 g .. 4 g + 4), g = tc + 16 m: rows x matrix, register-tiled
+// (16 RT rows of a block). X [rows][ldx], M [K][ldm]: ldx, ldm, K multiples of 4, no barrier.
+template <int RT>
+__device__ __forceinline__ void rc_rows_mat(float4 (&acc)[RT][RC_MG], const float* X, int ldx, const float* M, int ldm, int K) {
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+    const float* xr = X + RT * tr * ldx;
+    for (int i = 0; i < K; i += 4) {
+        float4 x[RT];
+#pragma unroll
+        for (int a = 0; a < RT; ++a) x[a] = rc_ld4(xr + a * ldx + i);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m) {
+                const int g = tc + 16 * m;
+                if (!RC_FULL && g >= RC_G4) continue;
+                const float4 y = rc_ld4(M + (i + k) * ldm + 4 * g);
+#pragma unroll
+                for (int a = 0; a < RT; ++a) rc_fma(acc[a][m], rc_at(x[a], k), y);
+            }
+        }
+    }
+}
+
+// acc[a][m].k (row 4 (tr + 16 a) + k, columns of group tc + 16 m) += sum_(t<n) X[t][row] Y[t][cols]: a
+// [D][D] sum of outer products, register-tiled (X, Y [n][RC_TS]). No barrier.
+__device__ __forceinline__ void rc_outer(float4 (&acc)[RC_MG][RC_MG][4], const float* X, const float* Y, int n) {
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+    for (int t = 0; t < n; ++t) {
+        float4 x[RC_MG], y[RC_MG];
+#pragma unroll
+        for (int a = 0; a < RC_MG; ++a) {
+            x[a] = (RC_FULL || tr + 16 * a < RC_G4) ? rc_ld4(X + t * RC_TS + 4 * (tr + 16 * a)) : float4{0.f, 0.f, 0.f, 0.f};
+            y[a] = (RC_FULL || tc + 16 * a < RC_G4) ? rc_ld4(Y + t * RC_TS + 4 * (tc + 16 * a)) : float4{0.f, 0.f, 0.f, 0.f};
+        }
+#pragma unroll
+        for (int a = 0; a < RC_MG; ++a)
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) rc_fma(acc[a][m][k], rc_at(x[a], k), y[m]);
+    }
+}
+
+// rc_outer's accumulators into the [D][D] state at dst (row-major). No barrier.
+__device__ __forceinline__ void rc_store_state(float* dst, const float4 (&acc)[RC_MG][RC_MG][4]) {
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+#pragma unroll
+    for (int a = 0; a < RC_MG; ++a)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const int i = 4 * (tr + 16 * a) + k;
+            if (i >= D) continue;
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m) {
+                const int c = 4 * (tc + 16 * m);
+                if (D % 4 == 0) {
+                    if (RC_FULL || c < D) *reinterpret_cast<float4*>(dst + i * D + c) = acc[a][m][k];
+                } else {
+                    for (int u = 0; u < 4; ++u)
+                        if (c + u < D) dst[i * D + c + u] = rc_at(acc[a][m][k], u);
+                }
+            }
+        }
+}
+
+// dst[c .. c + 4) (+)= scale * v for the columns c + u < D of one global row. No barrier.
+template <bool ADD>
+__device__ __forceinline__ void rc_put(float* dst, int c, float4 v, float scale) {
+    if (D % 4 == 0) {
+        float4* p = reinterpret_cast<float4*>(dst + c);
+        float4 o = ADD ? *p : float4{0.f, 0.f, 0.f, 0.f};
+        o.x += scale * v.x; o.y += scale * v.y; o.z += scale * v.z; o.w += scale * v.w;
+        *p = o;
+    } else {
+        for (int u = 0; u < 4; ++u)
+            if (c + u < D) dst[c + u] = (ADD ? dst[c + u] : 0.0f) + scale * rc_at(v, u);
+    }
+}
+
+// The [D][D] state at src into dst [RC_DP][RC_DP] (pad rows and columns zero), transposed or not, by
+// asynchronous copies (not transposed) or plain loads. Complete after win_cp_wait and a barrier.
+template <bool TRANSPOSE>
+__device__ void rc_stage_state(float* dst, const float* src) {
+    if constexpr (!TRANSPOSE && D % 4 == 0) {
+        for (int e = threadIdx.x; e < D * D / 4; e += NT) win_cp<16>(dst + 4 * e, src + 4 * e, true);
+    } else if constexpr (!TRANSPOSE) {
+        for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
+            const int i = e / RC_DP, c = e % RC_DP;
+            const bool in = i < D && c < D;
+            win_cp<4>(dst + e, in ? src + i * D + c : src, in);
+        }
+    } else {
+        // lanes walk rows (conflict-free shared stores); a warp's loads of a column stay in L1
+        for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
+            const int c = e / RC_DP, i = e % RC_DP;
+            dst[c * RC_DP + i] = i < D && c < D ? src[i * D + c] : 0.0f;
+        }
+    }
+}
+
+// scale * the D features at `off` of token rows row0 + t (t < L; other rows zero) into x [C][RC_TS].
+// No barrier.
+__device__ void rc_load_rows(float* x, const float* src, long long row0, int stride, int off, int L, float scale) {
+    for (int e = threadIdx.x; e < C * RC_DP; e += NT) {
+        const int t = e / RC_DP, i = e % RC_DP;
+        x[t * RC_TS + i] = t < L && i < D ? scale * src[(row0 + t) * stride + off + i] : 0.0f;
+    }
+}
+
+// Softmax over D of the rows r < nrows of x [.][RC_TS] with r % C < L, in place; one warp per row. Ends
+// with a barrier.
+__device__ void rc_softmax(float* x, int nrows, int L) {
+    const int lane = threadIdx.x & 31;
+    for (int r = threadIdx.x >> 5; r < nrows; r += NT / 32) {
+        if (r % C >= L) continue;
+        float* row = x + r * RC_TS;
+        float m = neg_inf();
+        for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
+        m = warp_max(m);
+        float z = 0.0f;
+        for (int i = lane; i < D; i += 32) {
+            const float e = expf(row[i] - m);
+            row[i] = e;
+            z += e;
+        }
+        z = warp_sum(z);
+        for (int i = lane; i < D; i += 32) row[i] /= z;
+    }
+    __syncthreads();
+}
+
+// In-chunk inclusive cumsum of the log-gates of KV head j into bc [C][RC_TS] (rows >= L and pad columns
+// zero). Ends with a barrier.
+__device__ void rc_load_gates(float* bc, const float* gate, long long row0, int j, int L) {
+    for (int i = threadIdx.x; i < RC_DP; i += NT) {
+        float acc = 0.0f;
+        for (int t = 0; t < C; ++t) {
+            if (t < L && i < D) acc += gate_at(gate, row0 + t, j, i);
+            bc[t * RC_TS + i] = t < L ? acc : 0.0f;
+        }
+    }
+    __syncthreads();
+}
+
+// Mapped keys of KV head j into kf [C][RC_TS] (softmax over D, or 1 - e^g for HGRN2; rows >= L zero).
+// Ends with a barrier.
+__device__ void rc_load_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
+    for (int e = threadIdx.x; e < C * RC_DP; e += NT) {
+        const int t = e / RC_DP, i = e % RC_DP;
+        kf[t * RC_TS + i] = t < L && i < D ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
+    }
+    __syncthreads();
+    if constexpr (KEY_SOFTMAX) rc_softmax(kf, C, L);
+}
+
+// q~ (softmax over D) of query heads h0 .. h0 + nh into qf [RC_RQ][RC_TS], row g * C + t (other rows
+// zero). Ends with a barrier.
+__device__ void rc_load_queries(float* qf, const float* q, long long row0, int h0, int nh, int L) {
+    for (int e = threadIdx.x; e < RC_RQ * RC_DP; e += NT) {
+        const int r = e / RC_DP, i = e % RC_DP, g = r / C, t = r % C;
+        qf[r * RC_TS + i] = g < nh && t < L && i < D ? q[(row0 + t) * (H * D) + (h0 + g) * D + i] : 0.0f;
+    }
+    __syncthreads();
+    rc_softmax(qf, nh * C, L);
+}
+
+// MIX_LIN * dy of query heads h0 .. h0 + nh into dO [RC_RQ][RC_TS] as rc_load_queries. No barrier.
+__device__ void rc_load_dout(float* dO, const float* dy, long long row0, int h0, int nh, int L) {
+    for (int e = threadIdx.x; e < RC_RQ * RC_DP; e += NT) {
+        const int r = e / RC_DP, i = e % RC_DP, g = r / C, t = r % C;
+        dO[r * RC_TS + i] = g < nh && t < L && i < D ? MIX_LIN * dy[(row0 + t) * (H * D) + (h0 + g) * D + i] : 0.0f;
+    }
+}
+
+// A^g[t][s] = sum_i qf[g C + t, i] kf[s, i] e^(bc[t, i] - bc[s, i]) for s <= t < L, g < nh, else 0, for
+// the heads of a pass at once (each e^(b_t - b_s) k~_s once). Into A [RC_RQ][RC_CS] at row g C + t,
+// column s, or (TRANSPOSE) [C][RC_QS] at row s, column g C + t. Ends with a barrier.
+template <bool TRANSPOSE>
+__device__ void rc_gated_scores(float* A, const float* qf, const float* kf, const float* bc, int nh, int L) {
+    for (int e = threadIdx.x; e < C * C; e += NT) {
+        const int t = e / C, s = e % C;
+        float a[RC_GB];
+#pragma unroll
+        for (int g = 0; g < RC_GB; ++g) a[g] = 0.0f;
+        if (t < L && s <= t) {
+            for (int i = 0; i < RC_DP; i += 4) {
+                const float4 bt = rc_ld4(bc + t * RC_TS + i), bs = rc_ld4(bc + s * RC_TS + i), ks = rc_ld4(kf + s * RC_TS + i);
+                const float4 w = float4{ks.x * expf(bt.x - bs.x), ks.y * expf(bt.y - bs.y), ks.z * expf(bt.z - bs.z),
+                                             ks.w * expf(bt.w - bs.w)};
+#pragma unroll
+                for (int g = 0; g < RC_GB; ++g) {
+                    const float4 x = rc_ld4(qf + (g * C + t) * RC_TS + i);
+                    a[g] += x.x * w.x + x.y * w.y + x.z * w.z + x.w * w.w;
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < RC_GB; ++g) {
+            const float v = g < nh ? a[g] : 0.0f;
+            if (TRANSPOSE) A[s * RC_QS + g * C + t] = v;
+            else A[(g * C + t) * RC_CS + s] = v;
+        }
+    }
+    constexpr int Z = RC_RQ - RC_GB * C, ZD = Z > 0 ? Z : 1;  // rows past the pass's heads
+    if (TRANSPOSE)
+        for (int e = threadIdx.x; e < C * Z; e += NT) A[(e / ZD) * RC_QS + RC_GB * C + e % ZD] = 0.0f;
+    else
+        for (int e = threadIdx.x; e < Z * C; e += NT) A[(RC_GB * C + e / C) * RC_CS + e % C] = 0.0f;
+    __syncthreads();
+}
+"#;
+
 /// The chunk-parallel recurrence: per-chunk state contributions, the scans
 /// over chunks (the only sequential part, one thread per state element), and
 /// the per-chunk output and gradients.
 fn recurrence_kernels(p: &str) -> String {
     let scans = scan_kernels(&format!("{p}_scan"), "D * D", "e / D", "D");
-    format!(
+    let mut s = String::from(REC_HELPERS);
+    let _ = write!(
+        s,
         r#"
 // The recurrence S_t = diag(e^g_t) S_(t-1) + k~_t^T v_t, o_t = q~_t S_t from S = 0, in chunks of C tokens.
 // Chunk n (L valid rows from token row row0, b = in-chunk inclusive cumsum of the log-gates) of KV head j:
@@ -927,151 +1165,165 @@ fn recurrence_kernels(p: &str) -> String {
 // Every exponent is b_t - b_s <= 0 or b_t <= 0. Scratch per (row, KV head, chunk): a [D][D] state and
 // the decay e^b_L [D]; the slot of chunk n is (b * HKV + j) * nch + n.
 
-// 1. dS_n into states[slot] and e^b_L into dec[slot]. Grid (nch, HKV, batch). Shared: kf, bc, vs [C][RS].
+// 1. dS_n into states[slot] and e^b_L into dec[slot]. Grid (nch, HKV, batch). The [D][D] sum of C
+// outer products is register-tiled (rc_outer: 4 RC_MG x 4 RC_MG per thread from float4 row reads).
+// Shared: kf, bc, vs [C][RC_TS].
 extern "C" __global__ void {p}_chunk_state(const float* __restrict__ k, const float* __restrict__ v,
         const float* __restrict__ gate, float* __restrict__ states, float* __restrict__ dec, int seq) {{
     extern __shared__ float smem[];
     float* kf = smem;
-    float* bc = kf + C * RS;
-    float* vs = bc + C * RS;
+    float* bc = kf + C * RC_TS;
+    float* vs = bc + C * RC_TS;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
-    load_gates(bc, gate, row0, j, L);
-    load_keys(kf, k, gate, row0, j, L);
+    rc_load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    rc_load_gates(bc, gate, row0, j, L);
+    rc_load_keys(kf, k, gate, row0, j, L);
     for (int e = threadIdx.x; e < L * D; e += NT) {{
         const int t = e / D, i = e % D;
-        kf[t * RS + i] *= expf(bc[(L - 1) * RS + i] - bc[t * RS + i]);
+        kf[t * RC_TS + i] *= expf(bc[(L - 1) * RC_TS + i] - bc[t * RC_TS + i]);
     }}
     __syncthreads();
-    float* dst = states + at * D * D;
-    for (int e = threadIdx.x; e < D * D; e += NT) {{
-        const int i = e / D, c = e % D;
-        float acc = 0.0f;
-        for (int s = 0; s < L; ++s) acc += kf[s * RS + i] * vs[s * RS + c];
-        dst[e] = acc;
-    }}
-    for (int i = threadIdx.x; i < D; i += NT) dec[at * D + i] = expf(bc[(L - 1) * RS + i]);
+    float4 acc[RC_MG][RC_MG][4] = {{}};
+    rc_outer(acc, kf, vs, L);
+    rc_store_state(states + at * D * D, acc);
+    for (int i = threadIdx.x; i < D; i += NT) dec[at * D + i] = expf(bc[(L - 1) * RC_TS + i]);
 }}
 
 {scan_fwd}
-// 3. Output of chunk n, query head h: y += MIX_LIN * o (y holds the window part). Grid (nch, H, batch).
-// Shared: kf, bc, qf, vs [C][RS], S [D][D], A [C][C].
+// 3. Output of chunk n for the G query heads of KV head j: y += MIX_LIN * o (y holds the window part).
+// Grid (nch, HKV, batch). S_n is staged once by cp.async while the chunk's keys, gates and first queries
+// load. The heads go in passes of RC_GB (RC_GB C <= RC_RQ rows, head-major): their q~, the gated scores
+// of all of them (each e^(b_t - b_s) k~_s once), q~ * e^b, then o = (q~ * e^b) S + A v as an RC_RQ x D
+// register-tiled product (rc_rows_mat: 4 rows x 4 RC_MG columns a thread).
+// Shared: S [RC_DP][RC_DP], kf, bc, vs [C][RC_TS], qf [RC_RQ][RC_TS], A [RC_RQ][RC_CS].
 extern "C" __global__ void {p}_fwd(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ states,
         float* __restrict__ y, int seq) {{
     extern __shared__ float smem[];
-    float* kf = smem;
-    float* bc = kf + C * RS;
-    float* qf = bc + C * RS;
-    float* vs = qf + C * RS;
-    float* S = vs + C * RS;
-    float* A = S + D * D;
-    const int n = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = h / G, nch = (seq + C - 1) / C;
+    float* S = smem;
+    float* kf = S + RC_DP * RC_DP;
+    float* bc = kf + C * RC_TS;
+    float* vs = bc + C * RC_TS;
+    float* qf = vs + C * RC_TS;
+    float* A = qf + RC_RQ * RC_TS;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    load_state<false>(S, states + at * D * D);
-    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
-    load_gates(bc, gate, row0, j, L);
-    load_keys(kf, k, gate, row0, j, L);
-    load_queries(qf, q, row0, h, L);
-    gated_scores(A, qf, kf, bc, L);
-    for (int e = threadIdx.x; e < L * D; e += NT) qf[(e / D) * RS + e % D] *= expf(bc[(e / D) * RS + e % D]);
-    __syncthreads();
-    for (int e = threadIdx.x; e < L * D; e += NT) {{
-        const int t = e / D, c = e % D;
-        float o = 0.0f;
-        for (int i = 0; i < D; ++i) o += qf[t * RS + i] * S[i * D + c];
-        for (int s = 0; s <= t; ++s) o += A[t * C + s] * vs[s * RS + c];
-        y[(row0 + t) * (H * D) + h * D + c] += MIX_LIN * o;
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+    rc_stage_state<false>(S, states + at * D * D);
+    rc_load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    rc_load_gates(bc, gate, row0, j, L);
+    rc_load_keys(kf, k, gate, row0, j, L);
+    for (int g0 = 0; g0 < G; g0 += RC_GB) {{
+        const int nh = min(RC_GB, G - g0);
+        rc_load_queries(qf, q, row0, j * G + g0, nh, L);
+        rc_gated_scores<false>(A, qf, kf, bc, nh, L);
+        for (int e = threadIdx.x; e < nh * C * D; e += NT) {{
+            const int r = e / D, i = e % D;
+            qf[r * RC_TS + i] *= expf(bc[(r % C) * RC_TS + i]);
+        }}
+        if (g0 == 0) win_cp_wait();
+        __syncthreads();
+        float4 acc[4][RC_MG] = {{}};
+        rc_rows_mat<4>(acc, qf, RC_TS, S, RC_DP, RC_DP);
+        rc_rows_mat<4>(acc, A, RC_CS, vs, RC_TS, C);
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {{
+            const int r = 4 * tr + a, g = r / C, t = r % C;
+            if (g >= nh || t >= L) continue;
+            float* dst = y + (row0 + t) * (H * D) + (j * G + g0 + g) * D;
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m)
+                if (RC_FULL || tc + 16 * m < RC_G4) rc_put<true>(dst, 4 * (tc + 16 * m), acc[a][m], MIX_LIN);
+        }}
+        __syncthreads();
     }}
 }}
 
 // Backward, with do = MIX_LIN * dy and dG_n = dL/dS_(n+1), the gradient of the state leaving chunk n:
 //   dG_(n-1) = diag(e^b_L) dG_n + sum_h sum_t (q~^h_t * e^b_t)^T do^h_t       (over chunk n)
-// 4. Per chunk: sum_h sum_t (q~^h_t * e^b_t)^T do^h_t into dstates[slot]. Grid (nch, HKV, batch).
-// Shared: bc, qf, dO [C][RS].
+// 4. Per chunk: sum_h sum_t (q~^h_t * e^b_t)^T do^h_t into dstates[slot]. Grid (nch, HKV, batch). The
+// heads go in passes of RC_GB; each pass adds its RC_GB C outer products (rc_outer, register-tiled).
+// Shared: bc [C][RC_TS], qf, dO [RC_RQ][RC_TS].
 extern "C" __global__ void {p}_chunk_dstate(const float* __restrict__ q, const float* __restrict__ gate,
         const float* __restrict__ dy, float* __restrict__ dstates, int seq) {{
     extern __shared__ float smem[];
     float* bc = smem;
-    float* qf = bc + C * RS;
-    float* dO = qf + C * RS;
+    float* qf = bc + C * RC_TS;
+    float* dO = qf + RC_RQ * RC_TS;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    float acc[PER];
-    for (int r = 0; r < PER; ++r) acc[r] = 0.0f;
-    load_gates(bc, gate, row0, j, L);
-    for (int g = 0; g < G; ++g) {{
-        const int h = j * G + g;
-        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
-        load_queries(qf, q, row0, h, L);
-        for (int e = threadIdx.x; e < L * D; e += NT) qf[(e / D) * RS + e % D] *= expf(bc[(e / D) * RS + e % D]);
-        __syncthreads();
-        for (int r = 0; r < PER; ++r) {{
-            const int e = threadIdx.x + r * NT, i = e / D, c = e % D;
-            if (e < D * D)
-                for (int t = 0; t < L; ++t) acc[r] += qf[t * RS + i] * dO[t * RS + c];
+    float4 acc[RC_MG][RC_MG][4] = {{}};
+    rc_load_gates(bc, gate, row0, j, L);
+    for (int g0 = 0; g0 < G; g0 += RC_GB) {{
+        const int nh = min(RC_GB, G - g0);
+        rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
+        rc_load_queries(qf, q, row0, j * G + g0, nh, L);
+        for (int e = threadIdx.x; e < nh * C * D; e += NT) {{
+            const int r = e / D, i = e % D;
+            qf[r * RC_TS + i] *= expf(bc[(r % C) * RC_TS + i]);
         }}
         __syncthreads();
+        rc_outer(acc, qf, dO, nh * C);
+        __syncthreads();
     }}
-    float* dst = dstates + at * D * D;
-    for (int r = 0; r < PER; ++r) {{
-        const int e = threadIdx.x + r * NT;
-        if (e < D * D) dst[e] = acc[r];
-    }}
+    rc_store_state(dstates + at * D * D, acc);
 }}
 
 {scan_bwd}
 // 6. dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv += : the window
-// wrote it). Grid (nch, HKV, batch). Shared: kf, bc, qf, dO [C][RS], dG [D][D], A [C][C], dvs [C][RS].
+// wrote it). Grid (nch, HKV, batch). dG is staged by cp.async while the keys and gates load; both sums
+// are register-tiled C x D products (rc_rows_mat, C / 16 rows x 4 RC_MG columns a thread) kept in
+// registers over the passes of RC_GB heads, whose scores come transposed (At[s][g C + t]).
+// Shared: dG [RC_DP][RC_DP], kf, bc [C][RC_TS], qf, dO [RC_RQ][RC_TS], At [C][RC_QS].
 extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ gate, const float* __restrict__ dy, const float* __restrict__ dstates,
         float* __restrict__ dv, int seq) {{
     extern __shared__ float smem[];
-    float* kf = smem;
-    float* bc = kf + C * RS;
-    float* qf = bc + C * RS;
-    float* dO = qf + C * RS;
-    float* dG = dO + C * RS;
-    float* A = dG + D * D;
-    float* dvs = A + C * C;
+    float* dG = smem;
+    float* kf = dG + RC_DP * RC_DP;
+    float* bc = kf + C * RC_TS;
+    float* qf = bc + C * RC_TS;
+    float* dO = qf + RC_RQ * RC_TS;
+    float* At = dO + RC_RQ * RC_TS;
+    constexpr int RT = C / 16;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    load_state<false>(dG, dstates + at * D * D);
-    load_gates(bc, gate, row0, j, L);
-    load_keys(kf, k, gate, row0, j, L);
-    // dO holds k~ * e^(b_L - b) while the inter-chunk part is summed.
-    for (int e = threadIdx.x; e < L * D; e += NT) {{
-        const int t = e / D, i = e % D;
-        dO[t * RS + i] = kf[t * RS + i] * expf(bc[(L - 1) * RS + i] - bc[t * RS + i]);
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+    rc_stage_state<false>(dG, dstates + at * D * D);
+    rc_load_gates(bc, gate, row0, j, L);
+    rc_load_keys(kf, k, gate, row0, j, L);
+    // qf holds k~ * e^(b_L - b) while the inter-chunk part is summed.
+    for (int e = threadIdx.x; e < C * RC_DP; e += NT) {{
+        const int t = e / RC_DP, i = e % RC_DP;
+        qf[t * RC_TS + i] = t < L && i < D ? kf[t * RC_TS + i] * expf(bc[(L - 1) * RC_TS + i] - bc[t * RC_TS + i]) : 0.0f;
     }}
+    win_cp_wait();
     __syncthreads();
-    for (int e = threadIdx.x; e < L * D; e += NT) {{
-        const int s = e / D, c = e % D;
-        float acc = 0.0f;
-        for (int i = 0; i < D; ++i) acc += dO[s * RS + i] * dG[i * D + c];
-        dvs[s * RS + c] = acc;
-    }}
+    float4 acc[RT][RC_MG] = {{}};
+    rc_rows_mat<RT>(acc, qf, RC_TS, dG, RC_DP, RC_DP);
     __syncthreads();
-    for (int g = 0; g < G; ++g) {{
-        const int h = j * G + g;
-        load_queries(qf, q, row0, h, L);
-        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
-        gated_scores(A, qf, kf, bc, L);
-        for (int e = threadIdx.x; e < L * D; e += NT) {{
-            const int s = e / D, c = e % D;
-            float acc = 0.0f;
-            for (int t = s; t < L; ++t) acc += A[t * C + s] * dO[t * RS + c];
-            dvs[s * RS + c] += acc;
-        }}
+    for (int g0 = 0; g0 < G; g0 += RC_GB) {{
+        const int nh = min(RC_GB, G - g0);
+        rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
+        rc_load_queries(qf, q, row0, j * G + g0, nh, L);
+        rc_gated_scores<true>(At, qf, kf, bc, nh, L);
+        rc_rows_mat<RT>(acc, At, RC_QS, dO, RC_TS, RC_RQ);
         __syncthreads();
     }}
-    for (int e = threadIdx.x; e < L * D; e += NT)
-        dv[(row0 + e / D) * (HKV * D) + j * D + e % D] += dvs[(e / D) * RS + e % D];
+#pragma unroll
+    for (int a = 0; a < RT; ++a) {{
+        const int s = RT * tr + a;
+        if (s >= L) continue;
+        float* dst = dv + (row0 + s) * (HKV * D) + j * D;
+#pragma unroll
+        for (int m = 0; m < RC_MG; ++m)
+            if (RC_FULL || tc + 16 * m < RC_G4) rc_put<true>(dst, 4 * (tc + 16 * m), acc[a][m], 1.0f);
+    }}
 }}
 
 // 7. With S = S_n (entering chunk n) and dG = dG_n (leaving it), P^h_ts = do^h_t . v_s:
@@ -1153,7 +1405,8 @@ extern "C" __global__ void {p}_revcumsum(float* __restrict__ db, int batch, int 
 "#,
         scan_fwd = scans[0],
         scan_bwd = scans[1],
-    )
+    );
+    s
 }
 
 /// The two scans over chunks, `{name}_fwd` and `{name}_bwd`, for chunk slots of
