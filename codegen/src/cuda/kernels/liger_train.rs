@@ -143,19 +143,18 @@ fn node(spec: &LigerSpec) -> String {
 }
 
 /// Shared-memory floats of the chunked kernels for chunk `c`:
-/// `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`. The first
-/// three use `[rows][dp + 4]` tiles (`dp` = `d` rounded up to 4), `[dp][dp]`
-/// states and query passes of `rq = max(c, 64)` rows; `bwd_dqk` uses
-/// `c × (d + 1)` tiles.
+/// `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`: `[rows][dp + 4]`
+/// tiles (`dp` = `d` rounded up to 4; `c` token rows, or `rq = max(c, 64)`
+/// (head, token) rows of a query pass), one `[dp][dp]` state, score tiles
+/// `[rq][c + 4]` or `[c][rq + 4]`.
 fn smem_floats(d: usize, c: usize) -> [usize; 4] {
     let (dp, rq) = (d.div_ceil(4) * 4, c.max(64));
     let ts = dp + 4;
-    let tile = c * (d + 1);
     [
         (3 * c * ts).max(c * ts + 2 * rq * ts),
         dp * dp + 3 * c * ts + rq * ts + rq * (c + 4),
         dp * dp + 2 * c * ts + 2 * rq * ts + c * (rq + 4),
-        7 * tile + 2 * d * d + c * c,
+        dp * dp + 5 * c * ts + 2 * rq * ts + rq * (c + 4),
     ]
 }
 
@@ -197,8 +196,13 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
         floats.unwrap_or(0) * 4
     };
     // 32 balances the in-chunk work (∝ C per token) against the states (∝ D²/C).
-    let chunk = [32, 16]
-        .into_iter()
+    // The keyed variants take 16 from D = 64 on: their state products cost D²
+    // a token whatever the chunk, while the in-chunk exponentials (∝ C·D a
+    // token) double with it.
+    let chunks: &[usize] = if gsa || d < 64 { &[32, 16] } else { &[16] };
+    let chunk = chunks
+        .iter()
+        .copied()
         .find(|&c| bytes(c) <= SMEM_LIMIT)
         .ok_or_else(|| CudaError::SharedMemory {
             kernel: format!(

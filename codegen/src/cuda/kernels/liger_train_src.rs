@@ -1028,8 +1028,15 @@ __device__ void rc_stage_state(float* dst, const float* src) {
             const bool in = i < D && c < D;
             win_cp<4>(dst + e, in ? src + i * D + c : src, in);
         }
+    } else if constexpr (D % 4 == 0) {
+        // a warp loads one float4 column group of 32 rows and stores 4 transposed rows (conflict-free)
+        for (int e = threadIdx.x; e < D * RC_G4; e += NT) {
+            const int c4 = e / D, i = e % D;
+            const float4 x = rc_ld4(src + i * D + 4 * c4);
+#pragma unroll
+            for (int u = 0; u < 4; ++u) dst[(4 * c4 + u) * RC_DP + i] = rc_at(x, u);
+        }
     } else {
-        // lanes walk rows (conflict-free shared stores); a warp's loads of a column stay in L1
         for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
             const int c = e / RC_DP, i = e % RC_DP;
             dst[c * RC_DP + i] = i < D && c < D ? src[i * D + c] : 0.0f;
@@ -1330,62 +1337,130 @@ extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* 
 //   dq~^h_ti = e^b_ti (S do^h_t)_i + sum_(s<=t) e^(b_ti - b_si) k~_si P^h_ts          -> dq (temporary: dq~)
 //   dk~_si   = e^(b_Li - b_si) (dG v_s)_i + sum_h sum_(t>=s) q~^h_ti e^(b_ti - b_si) P^h_ts  -> dk (dk~)
 //   db_ti    = sum_h q~^h_ti dq~^h_ti - k~_ti dk~_ti                                  -> db (gate identity)
-// Grid (nch, HKV, batch). Shared: kf, bc, vs, qf, dO [C][RS], S^T, dG^T [D][D], P [C][C], dks, dbs [C][RS].
+// Grid (nch, HKV, batch). First dk~'s inter-chunk part v dG^T (rc_rows_mat, C / 16 rows x 4 RC_MG columns
+// a thread) with dG^T staged; then S^T is staged in the same buffer and the heads go in passes of RC_GB:
+// P^g (causal), the inter-chunk part of dq~ for all the pass's rows as one RC_RQ x D register-tiled
+// product do S^T (4 rows x 4 RC_MG columns a thread, times e^b into the dO tile), then the in-chunk parts
+// with each e^(b_t - b_s) computed once per (t, s, i) for all the pass's heads: per (t, i) dq~^g and db,
+// per (s, i) dk~ (a thread keeps its (t, i) and (s, i) over the passes: no races).
+// Shared: Mt [RC_DP][RC_DP] (dG^T, then S^T), kf, bc, vs, dks, dbs [C][RC_TS], qf, dO [RC_RQ][RC_TS],
+// P [RC_RQ][RC_CS].
 extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ dy,
         const float* __restrict__ states, const float* __restrict__ dstates, float* __restrict__ dq,
         float* __restrict__ dk, float* __restrict__ db, int seq) {{
     extern __shared__ float smem[];
-    float* kf = smem;
-    float* bc = kf + C * RS;
-    float* vs = bc + C * RS;
-    float* qf = vs + C * RS;
-    float* dO = qf + C * RS;
-    float* St = dO + C * RS;
-    float* dGt = St + D * D;
-    float* P = dGt + D * D;
-    float* dks = P + C * C;
-    float* dbs = dks + C * RS;
+    float* Mt = smem;
+    float* kf = Mt + RC_DP * RC_DP;
+    float* bc = kf + C * RC_TS;
+    float* vs = bc + C * RC_TS;
+    float* dks = vs + C * RC_TS;
+    float* dbs = dks + C * RC_TS;
+    float* qf = dbs + C * RC_TS;
+    float* dO = qf + RC_RQ * RC_TS;
+    float* P = dO + RC_RQ * RC_TS;
+    constexpr int RT = C / 16;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    load_state<true>(St, states + at * D * D);
-    load_state<true>(dGt, dstates + at * D * D);
-    load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
-    load_gates(bc, gate, row0, j, L);
-    load_keys(kf, k, gate, row0, j, L);
-    for (int e = threadIdx.x; e < L * D; e += NT) {{
-        const int s = e / D, i = e % D;
-        float acc = 0.0f;
-        for (int c = 0; c < D; ++c) acc += dGt[c * D + i] * vs[s * RS + c];
-        dks[s * RS + i] = expf(bc[(L - 1) * RS + i] - bc[s * RS + i]) * acc;
-        dbs[s * RS + i] = 0.0f;
+    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
+    rc_stage_state<true>(Mt, dstates + at * D * D);
+    rc_load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
+    for (int e = threadIdx.x; e < C * RC_TS; e += NT) dbs[e] = 0.0f;
+    rc_load_gates(bc, gate, row0, j, L);
+    rc_load_keys(kf, k, gate, row0, j, L);
+    {{
+        float4 acc[RT][RC_MG] = {{}};
+        rc_rows_mat<RT>(acc, vs, RC_TS, Mt, RC_DP, RC_DP);
+#pragma unroll
+        for (int a = 0; a < RT; ++a) {{
+            const int s = RT * tr + a;
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m) {{
+                const int g = tc + 16 * m;
+                if (!RC_FULL && g >= RC_G4) continue;
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {{
+                    const int i = 4 * g + u;
+                    dks[s * RC_TS + i] =
+                        s < L && i < D ? expf(bc[(L - 1) * RC_TS + i] - bc[s * RC_TS + i]) * rc_at(acc[a][m], u) : 0.0f;
+                }}
+            }}
+        }}
     }}
-    for (int g = 0; g < G; ++g) {{
-        const int h = j * G + g;
-        load_rows(dO, dy, row0, H * D, h * D, L, MIX_LIN);
-        load_queries(qf, q, row0, h, L);
-        causal_dots(P, dO, vs, L);
+    __syncthreads();
+    rc_stage_state<true>(Mt, states + at * D * D);
+    for (int g0 = 0; g0 < G; g0 += RC_GB) {{
+        const int nh = min(RC_GB, G - g0);
+        rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
+        rc_load_queries(qf, q, row0, j * G + g0, nh, L);
+        for (int e = threadIdx.x; e < RC_RQ * C; e += NT) {{
+            const int r = e / C, s = e % C, t = r % C;
+            float a = 0.0f;
+            if (r < nh * C && s <= t && t < L)
+                for (int i = 0; i < RC_DP; i += 4) {{
+                    const float4 x = rc_ld4(dO + r * RC_TS + i), y = rc_ld4(vs + s * RC_TS + i);
+                    a += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+                }}
+            P[r * RC_CS + s] = a;
+        }}
+        float4 acc[4][RC_MG] = {{}};
+        rc_rows_mat<4>(acc, dO, RC_TS, Mt, RC_DP, RC_DP);
+        __syncthreads();
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {{
+            const int r = 4 * tr + a, t = r % C;
+#pragma unroll
+            for (int m = 0; m < RC_MG; ++m) {{
+                const int g = tc + 16 * m;
+                if (!RC_FULL && g >= RC_G4) continue;
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {{
+                    const int i = 4 * g + u;
+                    dO[r * RC_TS + i] = i < D ? expf(bc[t * RC_TS + i]) * rc_at(acc[a][m], u) : 0.0f;
+                }}
+            }}
+        }}
+        __syncthreads();
         for (int e = threadIdx.x; e < L * D; e += NT) {{
-            const int x = e / D, i = e % D;
-            float inter = 0.0f;
-            for (int c = 0; c < D; ++c) inter += St[c * D + i] * dO[x * RS + c];
-            const float bx = bc[x * RS + i];
-            float dqv = expf(bx) * inter;
-            for (int s = 0; s <= x; ++s) dqv += expf(bx - bc[s * RS + i]) * kf[s * RS + i] * P[x * C + s];
-            dq[(row0 + x) * (H * D) + h * D + i] = dqv;
-            dbs[x * RS + i] += qf[x * RS + i] * dqv;
-            float dkv = 0.0f;
-            for (int t = x; t < L; ++t) dkv += qf[t * RS + i] * expf(bc[t * RS + i] - bx) * P[t * C + x];
-            dks[x * RS + i] += dkv;
+            const int t = e / D, i = e % D;
+            const float bt = bc[t * RC_TS + i];
+            float d[RC_GB];
+#pragma unroll
+            for (int g = 0; g < RC_GB; ++g) d[g] = dO[(g * C + t) * RC_TS + i];
+            for (int s = 0; s <= t; ++s) {{
+                const float w = expf(bt - bc[s * RC_TS + i]) * kf[s * RC_TS + i];
+#pragma unroll
+                for (int g = 0; g < RC_GB; ++g) d[g] += w * P[(g * C + t) * RC_CS + s];
+            }}
+            float part = 0.0f;
+#pragma unroll
+            for (int g = 0; g < RC_GB; ++g) {{
+                if (g >= nh) break;
+                dq[(row0 + t) * (H * D) + (j * G + g0 + g) * D + i] = d[g];
+                part += qf[(g * C + t) * RC_TS + i] * d[g];
+            }}
+            dbs[t * RC_TS + i] += part;
+        }}
+        for (int e = threadIdx.x; e < L * D; e += NT) {{
+            const int s = e / D, i = e % D;
+            const float bs = bc[s * RC_TS + i];
+            float acc2 = 0.0f;
+            for (int t = s; t < L; ++t) {{
+                float x = 0.0f;
+#pragma unroll
+                for (int g = 0; g < RC_GB; ++g) x += qf[(g * C + t) * RC_TS + i] * P[(g * C + t) * RC_CS + s];
+                acc2 += expf(bc[t * RC_TS + i] - bs) * x;
+            }}
+            dks[s * RC_TS + i] += acc2;
         }}
         __syncthreads();
     }}
     for (int e = threadIdx.x; e < L * D; e += NT) {{
         const int t = e / D, i = e % D;
         const long long o = (row0 + t) * (HKV * D) + j * D + i;
-        dk[o] = dks[t * RS + i];
-        db[o] = dbs[t * RS + i] - kf[t * RS + i] * dks[t * RS + i];
+        dk[o] = dks[t * RC_TS + i];
+        db[o] = dbs[t * RC_TS + i] - kf[t * RC_TS + i] * dks[t * RC_TS + i];
     }}
 }}
 
