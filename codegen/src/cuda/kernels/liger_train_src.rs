@@ -928,7 +928,10 @@ constexpr int RC_RQ = C > 64 ? C : 64;    // rows of a query pass: RC_GB heads x
 constexpr int RC_GB = G < RC_RQ / C ? G : RC_RQ / C; // query heads of a pass
 constexpr int RC_CS = C + 4;              // row stride of [rows][C] score tiles
 constexpr int RC_QS = RC_RQ + 4;          // row stride of [C][RC_RQ] transposed score tiles
+constexpr int RC_NS = RC_GB < NT / RC_DP ? RC_GB : (NT / RC_DP > 0 ? NT / RC_DP : 1); // bwd_dqk: head splits
+constexpr int RC_HPT = (RC_GB + RC_NS - 1) / RC_NS; // bwd_dqk: heads of a thread, z + RC_NS u
 static_assert(C % 16 == 0, "the recurrence tiles take C a multiple of 16");
+static_assert(RC_DP <= NT, "bwd_dqk takes a column a thread");
 
 __device__ __forceinline__ float rc_at(const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; }
 __device__ __forceinline__ void rc_fma(float4& a, float x, const float4& y) {
@@ -1422,39 +1425,60 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
             }}
         }}
         __syncthreads();
-        for (int e = threadIdx.x; e < L * D; e += NT) {{
-            const int t = e / D, i = e % D;
-            const float bt = bc[t * RC_TS + i];
-            float d[RC_GB];
+        // In-chunk parts: thread (i, z) takes column i and the pass's heads z + RC_NS u; each e^(b_t - b_s)
+        // once per (t, s) and thread; its dk~ and db partials stay in registers, summed over z in turns.
+        const int i = threadIdx.x % RC_DP, z = threadIdx.x / RC_DP;
+        const bool live = z < RC_NS && i < D;
+        float dkr[C], dbr[C];
 #pragma unroll
-            for (int g = 0; g < RC_GB; ++g) d[g] = dO[(g * C + t) * RC_TS + i];
-            for (int s = 0; s <= t; ++s) {{
-                const float w = expf(bt - bc[s * RC_TS + i]) * kf[s * RC_TS + i];
+        for (int t = 0; t < C; ++t) dkr[t] = dbr[t] = 0.0f;
+        if (live) {{
 #pragma unroll
-                for (int g = 0; g < RC_GB; ++g) d[g] += w * P[(g * C + t) * RC_CS + s];
+            for (int t = 0; t < C; ++t) {{
+                if (t >= L) break;
+                const float bt = bc[t * RC_TS + i];
+                float qv[RC_HPT], d[RC_HPT];
+#pragma unroll
+                for (int u = 0; u < RC_HPT; ++u) {{
+                    const int r = (z + RC_NS * u) * C + t;
+                    const bool in = z + RC_NS * u < RC_GB;
+                    qv[u] = in ? qf[r * RC_TS + i] : 0.0f;
+                    d[u] = in ? dO[r * RC_TS + i] : 0.0f;
+                }}
+#pragma unroll
+                for (int s = 0; s <= t; ++s) {{
+                    const float E = expf(bt - bc[s * RC_TS + i]);
+                    const float w = E * kf[s * RC_TS + i];
+                    float x = 0.0f;
+#pragma unroll
+                    for (int u = 0; u < RC_HPT; ++u) {{
+                        const bool in = z + RC_NS * u < RC_GB;
+                        const float pv = in ? P[((z + RC_NS * u) * C + t) * RC_CS + s] : 0.0f;
+                        d[u] += w * pv;
+                        x += qv[u] * pv;
+                    }}
+                    dkr[s] += E * x;
+                }}
+                float part = 0.0f;
+#pragma unroll
+                for (int u = 0; u < RC_HPT; ++u) {{
+                    const int g = z + RC_NS * u;
+                    if (g >= nh) continue;
+                    dq[(row0 + t) * (H * D) + (j * G + g0 + g) * D + i] = d[u];
+                    part += qv[u] * d[u];
+                }}
+                dbr[t] = part;
             }}
-            float part = 0.0f;
-#pragma unroll
-            for (int g = 0; g < RC_GB; ++g) {{
-                if (g >= nh) break;
-                dq[(row0 + t) * (H * D) + (j * G + g0 + g) * D + i] = d[g];
-                part += qf[(g * C + t) * RC_TS + i] * d[g];
-            }}
-            dbs[t * RC_TS + i] += part;
         }}
-        for (int e = threadIdx.x; e < L * D; e += NT) {{
-            const int s = e / D, i = e % D;
-            const float bs = bc[s * RC_TS + i];
-            float acc2 = 0.0f;
-            for (int t = s; t < L; ++t) {{
-                float x = 0.0f;
+        for (int zz = 0; zz < RC_NS; ++zz) {{
+            if (live && z == zz)
 #pragma unroll
-                for (int g = 0; g < RC_GB; ++g) x += qf[(g * C + t) * RC_TS + i] * P[(g * C + t) * RC_CS + s];
-                acc2 += expf(bc[t * RC_TS + i] - bs) * x;
-            }}
-            dks[s * RC_TS + i] += acc2;
+                for (int t = 0; t < C; ++t) {{
+                    dks[t * RC_TS + i] += dkr[t];
+                    dbs[t * RC_TS + i] += dbr[t];
+                }}
+            __syncthreads();
         }}
-        __syncthreads();
     }}
     for (int e = threadIdx.x; e < L * D; e += NT) {{
         const int t = e / D, i = e % D;
