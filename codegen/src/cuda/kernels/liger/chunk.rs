@@ -407,37 +407,20 @@ constexpr int DV = {d};       // columns of the state
 constexpr int C = {c};        // chunk length
 constexpr int NT = {nt};
 
-constexpr int U = 8;  // chunks whose loads are issued together
 // S <- state; per chunk n in order: states[n] <- S, S <- exp(b_L) S + dS_n; state <- S.
-// The only sequential part of the prefill recurrence: nch = ceil(seq / C) steps, coalesced. The
-// loads of U chunks go out before their stores (one round trip per U chunks, not per chunk).
+// The only sequential part of the prefill recurrence: nch = ceil(seq / C) steps, coalesced.
 extern "C" __global__ void {name}(float* __restrict__ state, float* __restrict__ states,
         const float* __restrict__ dec, int batch, int seq) {{
     const long long id = (long long)blockIdx.x * NT + threadIdx.x;
     if (id >= (long long)batch * HKV * DK * DV) return;
     const long long bj = id / (DK * DV);
     const int e = (int)(id % (DK * DV)), i = e / DV, nch = (seq + C - 1) / C;
-    float* sp = states + bj * nch * (DK * DV) + e;
-    const float* dp = dec + bj * nch * DK + i;
     float S = state[id];
-    int n = 0;
-    for (; n + U <= nch; n += U) {{
-        float add[U], g[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {{
-            add[u] = sp[(long long)(n + u) * (DK * DV)];
-            g[u] = dp[(long long)(n + u) * DK];
-        }}
-#pragma unroll
-        for (int u = 0; u < U; ++u) {{
-            sp[(long long)(n + u) * (DK * DV)] = S;
-            S = g[u] * S + add[u];
-        }}
-    }}
-    for (; n < nch; ++n) {{
-        const float add = sp[(long long)n * (DK * DV)];
-        sp[(long long)n * (DK * DV)] = S;
-        S = dp[(long long)n * DK] * S + add;
+    for (int n = 0; n < nch; ++n) {{
+        const long long at = bj * nch + n;
+        const float add = states[at * (DK * DV) + e];
+        states[at * (DK * DV) + e] = S;
+        S = dec[at * DK + i] * S + add;
     }}
     state[id] = S;
 }}
