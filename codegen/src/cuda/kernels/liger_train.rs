@@ -153,7 +153,7 @@ fn smem_floats(d: usize, c: usize) -> [usize; 4] {
     [
         (3 * c * ts).max(c * ts + 2 * rq * ts),
         dp * dp + 3 * c * ts + rq * ts + rq * (c + 4),
-        dp * dp + 2 * c * ts + 2 * rq * ts + c * (rq + 4),
+        dp * dp + 3 * c * ts + 2 * rq * ts + c * (rq + 4),
         dp * dp + 5 * c * ts + 2 * rq * ts + rq * (c + 4),
     ]
 }

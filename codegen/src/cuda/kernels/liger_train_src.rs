@@ -939,13 +939,12 @@ __device__ __forceinline__ void rc_fma(float4& a, float x, const float4& y) {
 }
 __device__ __forceinline__ float4 rc_ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 
-// acc[a][m] += X[RT tr + a][0..K) . M[0..K)[4 g .. 4 g + 4), g = tc + 16 m: rows x matrix, register-tiled
-// (16 RT rows of a block). X [rows][ldx], M [K][ldm]: ldx, ldm, K multiples of 4, no barrier.
+// acc[a][m] += xr[a ldx][k0..k1) . M[k0..k1)[4 g .. 4 g + 4), g = tc + 16 m: a thread's RT rows (from xr)
+// times the matrix. xr, M 16-byte aligned; ldx, ldm, k0, k1 multiples of 4. No barrier.
 template <int RT>
-__device__ __forceinline__ void rc_rows_mat(float4 (&acc)[RT][RC_MG], const float* X, int ldx, const float* M, int ldm, int K) {
-    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
-    const float* xr = X + RT * tr * ldx;
-    for (int i = 0; i < K; i += 4) {
+__device__ __forceinline__ void rc_rows_range(float4 (&acc)[RT][RC_MG], const float* xr, int ldx, const float* M, int ldm,
+                                              int k0, int k1, int tc) {
+    for (int i = k0; i < k1; i += 4) {
         float4 x[RT];
 #pragma unroll
         for (int a = 0; a < RT; ++a) x[a] = rc_ld4(xr + a * ldx + i);
@@ -961,6 +960,47 @@ __device__ __forceinline__ void rc_rows_mat(float4 (&acc)[RT][RC_MG], const floa
             }
         }
     }
+}
+
+// acc[a][m] += X[RT tr + a][0..K) . M[0..K)[4 g .. 4 g + 4), g = tc + 16 m: rows x matrix, register-tiled
+// (16 RT rows of a block). X [rows][ldx], M [K][ldm]: ldx, ldm, K multiples of 4, no barrier.
+template <int RT>
+__device__ __forceinline__ void rc_rows_mat(float4 (&acc)[RT][RC_MG], const float* X, int ldx, const float* M, int ldm, int K) {
+    rc_rows_range<RT>(acc, X + RT * (threadIdx.x >> 4) * ldx, ldx, M, ldm, 0, K, threadIdx.x & 15);
+}
+
+// out (+)= X M for the C rows of X [C][ldx] (M [K][ldm]; ldx, ldm, K multiples of 4) into the tile out
+// [C][RC_TS], split over K: RC_RQ / C slices of threads (4 rows x 4 RC_MG columns a thread) each take a
+// K range, their partials meet in red [RC_RQ][RC_TS] (aliasing neither X nor M). A C-row product read
+// by every warp costs more shared-memory traffic than FMAs; split, each M row is read by one slice.
+// Ends with a barrier.
+template <bool ADD>
+__device__ void rc_rows_split(float* out, const float* X, int ldx, const float* M, int ldm, int K, float* red) {
+    constexpr int NK = RC_RQ / C, TPS = NT / NK, RT = C / (TPS / 16);
+    static_assert(NK * TPS == NT && RT * (TPS / 16) == C, "rc_rows_split tiling");
+    const int ks = threadIdx.x / TPS, tr = (threadIdx.x % TPS) >> 4, tc = threadIdx.x & 15;
+    const int kper = (K / NK + 3) / 4 * 4, k0 = min(K, ks * kper), k1 = min(K, k0 + kper);
+    float4 acc[RT][RC_MG] = {};
+    rc_rows_range<RT>(acc, X + RT * tr * ldx, ldx, M, ldm, k0, k1, tc);
+#pragma unroll
+    for (int a = 0; a < RT; ++a)
+#pragma unroll
+        for (int m = 0; m < RC_MG; ++m) {
+            const int g = tc + 16 * m;
+            if (RC_FULL || g < RC_G4) *reinterpret_cast<float4*>(red + (ks * C + RT * tr + a) * RC_TS + 4 * g) = acc[a][m];
+        }
+    __syncthreads();
+    for (int e = threadIdx.x; e < C * RC_G4; e += NT) {
+        const int r = e / RC_G4, g = e % RC_G4;
+        float4 v = ADD ? rc_ld4(out + r * RC_TS + 4 * g) : float4{0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int k = 0; k < NK; ++k) {
+            const float4 p = rc_ld4(red + (k * C + r) * RC_TS + 4 * g);
+            v.x += p.x; v.y += p.y; v.z += p.z; v.w += p.w;
+        }
+        *reinterpret_cast<float4*>(out + r * RC_TS + 4 * g) = v;
+    }
+    __syncthreads();
 }
 
 // acc[a][m].k (row 4 (tr + 16 a) + k, columns of group tc + 16 m) += sum_(t<n) X[t][row] Y[t][cols]: a
@@ -1286,9 +1326,9 @@ extern "C" __global__ void {p}_chunk_dstate(const float* __restrict__ q, const f
 {scan_bwd}
 // 6. dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv += : the window
 // wrote it). Grid (nch, HKV, batch). dG is staged by cp.async while the keys and gates load; both sums
-// are register-tiled C x D products (rc_rows_mat, C / 16 rows x 4 RC_MG columns a thread) kept in
-// registers over the passes of RC_GB heads, whose scores come transposed (At[s][g C + t]).
-// Shared: dG [RC_DP][RC_DP], kf, bc [C][RC_TS], qf, dO [RC_RQ][RC_TS], At [C][RC_QS].
+// are C x D products split over their inner dimension (rc_rows_split) into the tile dvs, over the
+// passes of RC_GB heads, whose scores come transposed (At[s][g C + t]).
+// Shared: dG [RC_DP][RC_DP], kf, bc [C][RC_TS], qf, dO [RC_RQ][RC_TS], At [C][RC_QS], dvs [C][RC_TS].
 extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ gate, const float* __restrict__ dy, const float* __restrict__ dstates,
         float* __restrict__ dv, int seq) {{
@@ -1299,11 +1339,10 @@ extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* 
     float* qf = bc + C * RC_TS;
     float* dO = qf + RC_RQ * RC_TS;
     float* At = dO + RC_RQ * RC_TS;
-    constexpr int RT = C / 16;
+    float* dvs = At + C * RC_QS;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
-    const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
     rc_stage_state<false>(dG, dstates + at * D * D);
     rc_load_gates(bc, gate, row0, j, L);
     rc_load_keys(kf, k, gate, row0, j, L);
@@ -1314,38 +1353,29 @@ extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* 
     }}
     win_cp_wait();
     __syncthreads();
-    float4 acc[RT][RC_MG] = {{}};
-    rc_rows_mat<RT>(acc, qf, RC_TS, dG, RC_DP, RC_DP);
-    __syncthreads();
+    rc_rows_split<false>(dvs, qf, RC_TS, dG, RC_DP, RC_DP, dO);
     for (int g0 = 0; g0 < G; g0 += RC_GB) {{
         const int nh = min(RC_GB, G - g0);
         rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
         rc_load_queries(qf, q, row0, j * G + g0, nh, L);
         rc_gated_scores<true>(At, qf, kf, bc, nh, L);
-        rc_rows_mat<RT>(acc, At, RC_QS, dO, RC_TS, RC_RQ);
-        __syncthreads();
+        rc_rows_split<true>(dvs, At, RC_QS, dO, RC_TS, RC_RQ, qf);
     }}
-#pragma unroll
-    for (int a = 0; a < RT; ++a) {{
-        const int s = RT * tr + a;
-        if (s >= L) continue;
-        float* dst = dv + (row0 + s) * (HKV * D) + j * D;
-#pragma unroll
-        for (int m = 0; m < RC_MG; ++m)
-            if (RC_FULL || tc + 16 * m < RC_G4) rc_put<true>(dst, 4 * (tc + 16 * m), acc[a][m], 1.0f);
-    }}
+    for (int e = threadIdx.x; e < L * D; e += NT)
+        dv[(row0 + e / D) * (HKV * D) + j * D + e % D] += dvs[(e / D) * RC_TS + e % D];
 }}
 
 // 7. With S = S_n (entering chunk n) and dG = dG_n (leaving it), P^h_ts = do^h_t . v_s:
 //   dq~^h_ti = e^b_ti (S do^h_t)_i + sum_(s<=t) e^(b_ti - b_si) k~_si P^h_ts          -> dq (temporary: dq~)
 //   dk~_si   = e^(b_Li - b_si) (dG v_s)_i + sum_h sum_(t>=s) q~^h_ti e^(b_ti - b_si) P^h_ts  -> dk (dk~)
 //   db_ti    = sum_h q~^h_ti dq~^h_ti - k~_ti dk~_ti                                  -> db (gate identity)
-// Grid (nch, HKV, batch). First dk~'s inter-chunk part v dG^T (rc_rows_mat, C / 16 rows x 4 RC_MG columns
-// a thread) with dG^T staged; then S^T is staged in the same buffer and the heads go in passes of RC_GB:
-// P^g (causal), the inter-chunk part of dq~ for all the pass's rows as one RC_RQ x D register-tiled
-// product do S^T (4 rows x 4 RC_MG columns a thread, times e^b into the dO tile), then the in-chunk parts
-// with each e^(b_t - b_s) computed once per (t, s, i) for all the pass's heads: per (t, i) dq~^g and db,
-// per (s, i) dk~ (a thread keeps its (t, i) and (s, i) over the passes: no races).
+// Grid (nch, HKV, batch). First dk~'s inter-chunk part v dG^T (rc_rows_split) with dG^T staged; then S^T
+// is staged in the same buffer and the heads go in passes of RC_GB: P^g = do^g v^T (causal), the
+// inter-chunk part of dq~ for all the pass's rows as one RC_RQ x D register-tiled product do S^T (4 rows
+// x 4 RC_MG columns a thread, times e^b into the dO tile), then the in-chunk parts per (column i, head
+// split z): a thread walks its column's (t, s <= t) pairs with each e^(b_t - b_s) computed once for dq~
+// and dk~ of its heads z + RC_NS u, keeping dk~ and db partials in registers; the splits add them to the
+// dks, dbs tiles in turns (no atomics).
 // Shared: Mt [RC_DP][RC_DP] (dG^T, then S^T), kf, bc, vs, dks, dbs [C][RC_TS], qf, dO [RC_RQ][RC_TS],
 // P [RC_RQ][RC_CS].
 extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float* __restrict__ k,
@@ -1362,7 +1392,6 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
     float* qf = dbs + C * RC_TS;
     float* dO = qf + RC_RQ * RC_TS;
     float* P = dO + RC_RQ * RC_TS;
-    constexpr int RT = C / 16;
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
@@ -1372,24 +1401,10 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
     for (int e = threadIdx.x; e < C * RC_TS; e += NT) dbs[e] = 0.0f;
     rc_load_gates(bc, gate, row0, j, L);
     rc_load_keys(kf, k, gate, row0, j, L);
-    {{
-        float4 acc[RT][RC_MG] = {{}};
-        rc_rows_mat<RT>(acc, vs, RC_TS, Mt, RC_DP, RC_DP);
-#pragma unroll
-        for (int a = 0; a < RT; ++a) {{
-            const int s = RT * tr + a;
-#pragma unroll
-            for (int m = 0; m < RC_MG; ++m) {{
-                const int g = tc + 16 * m;
-                if (!RC_FULL && g >= RC_G4) continue;
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {{
-                    const int i = 4 * g + u;
-                    dks[s * RC_TS + i] =
-                        s < L && i < D ? expf(bc[(L - 1) * RC_TS + i] - bc[s * RC_TS + i]) * rc_at(acc[a][m], u) : 0.0f;
-                }}
-            }}
-        }}
+    rc_rows_split<false>(dks, vs, RC_TS, Mt, RC_DP, RC_DP, qf);
+    for (int e = threadIdx.x; e < C * RC_DP; e += NT) {{
+        const int s = e / RC_DP, i = e % RC_DP;
+        dks[s * RC_TS + i] *= s < L && i < D ? expf(bc[(L - 1) * RC_TS + i] - bc[s * RC_TS + i]) : 0.0f;
     }}
     __syncthreads();
     rc_stage_state<true>(Mt, states + at * D * D);
