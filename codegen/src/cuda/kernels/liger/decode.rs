@@ -500,7 +500,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         put("    load_pass(1);  // ... then pass 1 of the state\n");
     }
     if window && tc {
-        put("    cp_async_wait_all();  // the staged window (row cur is stored over below)\n    __syncthreads();\n");
+        put(
+            "    cp_async_wait_all();  // the staged window (row cur is stored over below)\n    __syncthreads();\n",
+        );
     }
     put(&format!(
         r#"    // ... and their stores{ring}
