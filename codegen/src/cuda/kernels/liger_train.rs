@@ -15,7 +15,20 @@
 //! memory; register micro-tiles give the scores, an online row softmax,
 //! and `P·V`), `chunk_state` (each chunk's `ΔS` and decay
 //! into scratch), `scan_fwd` (the state entering each chunk, in place), `fwd`
-//! (one block per (chunk, query head): `Y += mix_linear · o`).
+//! (one block per (chunk, KV head), its query heads in passes: `Y +=
+//! mix_linear · o`).
+//!
+//! The keyed recurrence kernels (`chunk_state`, `fwd`, `chunk_dstate`,
+//! `bwd_dv`, `bwd_dqk`) are f32 SIMT, one 256-thread block per (chunk, KV
+//! head): a `[D][D]` state is staged in shared memory once a block (by
+//! `cp.async` where it is used as is), the KV head's query heads go in passes
+//! of 64 (head, token) rows, and the products are register-tiled from float4
+//! shared-memory reads — `[D][D]` sums of outer products 8 × 8 outputs a
+//! thread at D 128, 64-row × state products 4 × 8, C-row × state products
+//! split over their inner dimension across slices of threads (partials
+//! summed in shared memory). The gated in-chunk terms compute each
+//! `e^(b_t − b_s)` once for all the heads of a pass (and, in `bwd_dqk`, for
+//! both `dq̃` and `dk̃`).
 //!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
@@ -142,19 +155,20 @@ fn node(spec: &LigerSpec) -> String {
     format!("LigerAttention({})", spec.variant)
 }
 
-/// Shared-memory floats of the chunked kernels for chunk `c`:
-/// `chunk_state` / `chunk_dstate`, `fwd`, `bwd_dv`, `bwd_dqk`: `[rows][dp + 4]`
-/// tiles (`dp` = `d` rounded up to 4; `c` token rows, or `rq = max(c, 64)`
-/// (head, token) rows of a query pass), one `[dp][dp]` state, score tiles
-/// `[rq][c + 4]` or `[c][rq + 4]`.
-fn smem_floats(d: usize, c: usize) -> [usize; 4] {
+/// Shared-memory floats of the chunked kernels for chunk `c`: `chunk_state`,
+/// `fwd`, `bwd_dv`, `bwd_dqk`, `chunk_dstate`: `[rows][dp + 4]` tiles (`dp` =
+/// `d` rounded up to 4; `c` token rows, or `rq = max(c, 64)` (head, token)
+/// rows of a query pass), one `[dp][dp]` state, score tiles `[rq][c + 4]` or
+/// `[c][rq + 4]`.
+fn smem_floats(d: usize, c: usize) -> [usize; 5] {
     let (dp, rq) = (d.div_ceil(4) * 4, c.max(64));
     let ts = dp + 4;
     [
-        (3 * c * ts).max(c * ts + 2 * rq * ts),
+        3 * c * ts,
         dp * dp + 3 * c * ts + rq * ts + rq * (c + 4),
         dp * dp + 3 * c * ts + 2 * rq * ts + c * (rq + 4),
         dp * dp + 5 * c * ts + 2 * rq * ts + rq * (c + 4),
+        c * ts + 2 * rq * ts,
     ]
 }
 
@@ -589,7 +603,7 @@ pub fn liger_backward_launches(
             "chunk_dstate",
             geo.chunked[0],
             NT,
-            geo.smem[0],
+            geo.smem[4],
             vec![Q, Gate, DY, dstates, Seq],
         ),
         geo.launch(

@@ -62,17 +62,7 @@ constexpr int NT = {nt};           // threads of the chunked kernels
 constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
-constexpr bool KEY_SOFTMAX = false;
 
-// The shared helpers' per-variant hooks (unused by the GSA kernels: raw keys, gates of width M).
-__device__ __forceinline__ float gate_at(const float* gate, long long row, int j, int i) {{
-    (void)gate; (void)row; (void)j; (void)i;
-    return 0.0f;
-}}
-__device__ __forceinline__ float key_raw(const float* k, const float* gate, long long row, int j, int i) {{
-    (void)gate;
-    return k[row * (HKV * D) + j * D + i];
-}}
 {helpers}{gsa_helpers}"#,
         m = spec.slots,
         w = spec.window,

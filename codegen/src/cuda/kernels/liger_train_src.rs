@@ -2,9 +2,10 @@
 //! spec; [`super::liger_train`] owns the launch lists and the checks).
 //!
 //! The source is the shared prelude, the spec's constants, a few device
-//! helpers (chunk loaders, causal score blocks, the softmax backward of one
-//! row), the block-tiled window kernels ([`window_kernels`], shared with
-//! GSA's source) and the entry points. Every exponent of a
+//! helpers ([`HELPERS`], shared with GSA's source), the block-tiled window
+//! kernels ([`window_kernels`], shared too), and the recurrence
+//! ([`recurrence_kernels`]: its own tile loaders and register-tiled products,
+//! [`REC_HELPERS`]) with the entry points. Every exponent of a
 //! decay is a difference `b_t − b_s ≤ 0` of in-chunk cumulative log-gates, or
 //! `b_t ≤ 0` itself; nothing divides by a decay.
 
@@ -306,62 +307,9 @@ extern "C" __global__ void {prefix}_zero_k(float* __restrict__ x, int batch, int
     s
 }
 
-/// Device helpers shared by the kernels of one source.
+/// Device helpers shared with GSA's source: `[C][RS]` row loads, causal dot
+/// blocks, the softmax backward of one row.
 pub(super) const HELPERS: &str = r#"
-// Softmax over D of the first L rows of x [C][RS], in place; one warp per row. Ends with a barrier.
-__device__ void softmax_tile(float* x, int L) {
-    const int lane = threadIdx.x & 31;
-    for (int r = threadIdx.x >> 5; r < L; r += NT / 32) {
-        float* row = x + r * RS;
-        float m = neg_inf();
-        for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
-        m = warp_max(m);
-        float z = 0.0f;
-        for (int i = lane; i < D; i += 32) {
-            const float e = expf(row[i] - m);
-            row[i] = e;
-            z += e;
-        }
-        z = warp_sum(z);
-        for (int i = lane; i < D; i += 32) row[i] /= z;
-    }
-    __syncthreads();
-}
-
-// In-chunk inclusive cumsum of the log-gates of KV head j into bc [C][RS] for the chunk of L valid rows
-// from token row row0 (rows >= L zero). Ends with a barrier.
-__device__ void load_gates(float* bc, const float* gate, long long row0, int j, int L) {
-    for (int i = threadIdx.x; i < D; i += NT) {
-        float acc = 0.0f;
-        for (int t = 0; t < C; ++t) {
-            if (t < L) acc += gate_at(gate, row0 + t, j, i);
-            bc[t * RS + i] = t < L ? acc : 0.0f;
-        }
-    }
-    __syncthreads();
-}
-
-// Mapped keys of KV head j into kf [C][RS] (softmax over D, or 1 - e^g for HGRN2; rows >= L zero).
-// Ends with a barrier.
-__device__ void load_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
-    for (int e = threadIdx.x; e < C * D; e += NT) {
-        const int t = e / D, i = e % D;
-        kf[t * RS + i] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
-    }
-    __syncthreads();
-    if constexpr (KEY_SOFTMAX) softmax_tile(kf, L);
-}
-
-// q~ = softmax over D of query head h's rows into qf [C][RS]. Ends with a barrier.
-__device__ void load_queries(float* qf, const float* q, long long row0, int h, int L) {
-    for (int e = threadIdx.x; e < C * D; e += NT) {
-        const int t = e / D, i = e % D;
-        qf[t * RS + i] = t < L ? q[(row0 + t) * (H * D) + h * D + i] : 0.0f;
-    }
-    __syncthreads();
-    softmax_tile(qf, L);
-}
-
 // scale * the D features at `off` of each row of a [rows][stride] tensor into x [C][RS] (rows >= L
 // zero). No barrier.
 __device__ void load_rows(float* x, const float* src, long long row0, int stride, int off, int L, float scale) {
@@ -369,24 +317,6 @@ __device__ void load_rows(float* x, const float* src, long long row0, int stride
         const int t = e / D, i = e % D;
         x[t * RS + i] = t < L ? scale * src[(row0 + t) * stride + off + i] : 0.0f;
     }
-}
-
-// A [D][D] state from global into shared memory, as is or transposed. No barrier.
-template <bool TRANSPOSE>
-__device__ void load_state(float* dst, const float* src) {
-    for (int e = threadIdx.x; e < D * D; e += NT) dst[TRANSPOSE ? (e % D) * D + e / D : e] = src[e];
-}
-
-// A[t][s] = sum_i qf[t,i] kf[s,i] e^(bc[t,i] - bc[s,i]) for s <= t < L, else 0. Ends with a barrier.
-__device__ void gated_scores(float* A, const float* qf, const float* kf, const float* bc, int L) {
-    for (int e = threadIdx.x; e < C * C; e += NT) {
-        const int t = e / C, s = e % C;
-        float a = 0.0f;
-        if (t < L && s <= t)
-            for (int i = 0; i < D; ++i) a += qf[t * RS + i] * kf[s * RS + i] * expf(bc[t * RS + i] - bc[s * RS + i]);
-        A[e] = a;
-    }
-    __syncthreads();
 }
 
 // P[t][s] = <X_t, Y_s> over D for s <= t < L, else 0 (X, Y [C][RS]). Ends with a barrier.
