@@ -990,7 +990,8 @@ __device__ __forceinline__ void rc_put(float* dst, int c, float4 v, float scale)
 }
 
 // The [D][D] state at src into dst [RC_DP][RC_DP] (pad rows and columns zero), transposed or not, by
-// asynchronous copies (not transposed) or plain loads. Complete after win_cp_wait and a barrier.
+// asynchronous copies (not transposed) or plain loads (transposed; D % 4 == 0 takes rc_state_fetch and
+// rc_state_put_t). Complete after win_cp_wait and a barrier.
 template <bool TRANSPOSE>
 __device__ void rc_stage_state(float* dst, const float* src) {
     if constexpr (!TRANSPOSE && D % 4 == 0) {
@@ -1001,19 +1002,32 @@ __device__ void rc_stage_state(float* dst, const float* src) {
             const bool in = i < D && c < D;
             win_cp<4>(dst + e, in ? src + i * D + c : src, in);
         }
-    } else if constexpr (D % 4 == 0) {
-        // a warp loads one float4 column group of 32 rows and stores 4 transposed rows (conflict-free)
-        for (int e = threadIdx.x; e < D * RC_G4; e += NT) {
-            const int c4 = e / D, i = e % D;
-            const float4 x = rc_ld4(src + i * D + 4 * c4);
-#pragma unroll
-            for (int u = 0; u < 4; ++u) dst[(4 * c4 + u) * RC_DP + i] = rc_at(x, u);
-        }
     } else {
         for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
             const int c = e / RC_DP, i = e % RC_DP;
             dst[c * RC_DP + i] = i < D && c < D ? src[i * D + c] : 0.0f;
         }
+    }
+}
+
+// D % 4 == 0: a thread's RC_SPT float4 of a [D][D] state in registers (element e = tid + NT k: row
+// e % D, column group e / D), fetched early so the loads fly while the block works, then stored
+// transposed into dst [RC_DP][RC_DP] (a warp's 32 rows of one column group: conflict-free stores).
+constexpr int RC_SPT = (D * RC_G4 + NT - 1) / NT;
+__device__ __forceinline__ void rc_state_fetch(float4 (&r)[RC_SPT], const float* src) {
+#pragma unroll
+    for (int k = 0; k < RC_SPT; ++k) {
+        const int e = threadIdx.x + NT * k;
+        if (D * RC_G4 % NT == 0 || e < D * RC_G4) r[k] = rc_ld4(src + (e % D) * D + 4 * (e / D));
+    }
+}
+__device__ __forceinline__ void rc_state_put_t(float* dst, const float4 (&r)[RC_SPT]) {
+#pragma unroll
+    for (int k = 0; k < RC_SPT; ++k) {
+        const int e = threadIdx.x + NT * k;
+        if (D * RC_G4 % NT == 0 || e < D * RC_G4)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) dst[(4 * (e / D) + u) * RC_DP + e % D] = rc_at(r[k], u);
     }
 }
 
@@ -1326,18 +1340,26 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
     const int L = min(C, seq - n * C);
     const long long row0 = (long long)b * seq + n * C, at = (long long)(b * HKV + j) * nch + n;
     const int tr = threadIdx.x >> 4, tc = threadIdx.x & 15;
-    rc_stage_state<true>(Mt, dstates + at * D * D);
+    // D % 4 == 0: dG's loads fly while the chunk's rows load, S's while v dG^T is summed.
+    [[maybe_unused]] float4 pre[RC_SPT];
+    if constexpr (D % 4 == 0) rc_state_fetch(pre, dstates + at * D * D);
+    else rc_stage_state<true>(Mt, dstates + at * D * D);
     rc_load_rows(vs, v, row0, HKV * D, j * D, L, 1.0f);
     for (int e = threadIdx.x; e < C * RC_TS; e += NT) dbs[e] = 0.0f;
     rc_load_gates(bc, gate, row0, j, L);
     rc_load_keys(kf, k, gate, row0, j, L);
+    if constexpr (D % 4 == 0) {{
+        rc_state_put_t(Mt, pre);
+        __syncthreads();
+        rc_state_fetch(pre, states + at * D * D);
+    }}
     rc_rows_split<false>(dks, vs, RC_TS, Mt, RC_DP, RC_DP, qf);
     for (int e = threadIdx.x; e < C * RC_DP; e += NT) {{
         const int s = e / RC_DP, i = e % RC_DP;
         dks[s * RC_TS + i] *= s < L && i < D ? expf(bc[(L - 1) * RC_TS + i] - bc[s * RC_TS + i]) : 0.0f;
     }}
-    __syncthreads();
-    rc_stage_state<true>(Mt, states + at * D * D);
+    if constexpr (D % 4 == 0) rc_state_put_t(Mt, pre);
+    else rc_stage_state<true>(Mt, states + at * D * D);
     for (int g0 = 0; g0 < G; g0 += RC_GB) {{
         const int nh = min(RC_GB, G - g0);
         rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
