@@ -20,7 +20,7 @@ slot writes 1 - e^g and a softmax over M; window softmax over window+1 keys with
 K, DGate -> DK). Pass: max|err| <= 2e-4 x max|ref| per output.
 
 bench: B=8, H=32, KV=8, D=128, T=1024 and 4096: our gate + attention forward, backward, and
-both, vs fla chunk_gla (bf16, then f32 inputs: LIGERC_BENCH_FLA_DTYPES; feature maps, gate and
+both, vs fla chunk_gla (bf16, then f32 inputs: LIGERC_BENCH_FLA_DTYPES, "none" for ours alone; feature maps, gate and
 the k/v repeat to 32 heads in torch, as upstream Liger; scale 1) forward and forward+backward.
 Medians of triton.testing.do_bench. Ours print first, on a line of their own (fla's first calls
 autotune its Triton kernels for tens of seconds); shapes: LIGERC_BENCH_SHAPES (8x1024,8x4096).
@@ -300,7 +300,8 @@ def bench(args):
         print(json.dumps(r), flush=True)
         dtypes = {"f32": torch.float32, "bf16": torch.bfloat16}
         if chunk_gla is not None:
-            for dt in (dtypes[n] for n in os.environ.get("LIGERC_BENCH_FLA_DTYPES", "bf16,f32").split(",")):
+            names = os.environ.get("LIGERC_BENCH_FLA_DTYPES", "bf16,f32").split(",")  # "none": ours alone
+            for dt in (dtypes[n] for n in names if n != "none"):
                 q = x["Q"].to(dt).requires_grad_()
                 k = x["K"].to(dt).requires_grad_()
                 v = x["V"].to(dt).requires_grad_()
