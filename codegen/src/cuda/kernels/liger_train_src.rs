@@ -862,6 +862,7 @@ constexpr int RC_NS = RC_GB < NT / RC_DP ? RC_GB : (NT / RC_DP > 0 ? NT / RC_DP 
 constexpr int RC_HPT = (RC_GB + RC_NS - 1) / RC_NS; // bwd_dqk: heads of a thread, z + RC_NS u
 static_assert(C % 16 == 0, "the recurrence tiles take C a multiple of 16");
 static_assert(RC_DP <= NT, "bwd_dqk takes a column a thread");
+static_assert(RC_RQ * C % NT == 0, "bwd_dqk's P tiling");
 
 __device__ __forceinline__ float rc_at(const float4& v, int k) { return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w; }
 __device__ __forceinline__ void rc_fma(float4& a, float x, const float4& y) {
@@ -1364,15 +1365,24 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
         const int nh = min(RC_GB, G - g0);
         rc_load_dout(dO, dy, row0, j * G + g0, nh, L);
         rc_load_queries(qf, q, row0, j * G + g0, nh, L);
-        for (int e = threadIdx.x; e < RC_RQ * C; e += NT) {{
-            const int r = e / C, s = e % C, t = r % C;
-            float a = 0.0f;
-            if (r < nh * C && s <= t && t < L)
-                for (int i = 0; i < RC_DP; i += 4) {{
-                    const float4 x = rc_ld4(dO + r * RC_TS + i), y = rc_ld4(vs + s * RC_TS + i);
-                    a += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        // P: thread (row group, key) takes rows RC_PR * (tid / C) + a of key tid % C (register-tiled).
+        {{
+            constexpr int RC_PR = RC_RQ * C / NT;
+            const int r0 = RC_PR * (threadIdx.x / C), s = threadIdx.x % C;
+            float a[RC_PR] = {{}};
+            for (int i = 0; i < RC_DP; i += 4) {{
+                const float4 y = rc_ld4(vs + s * RC_TS + i);
+#pragma unroll
+                for (int u = 0; u < RC_PR; ++u) {{
+                    const float4 x = rc_ld4(dO + (r0 + u) * RC_TS + i);
+                    a[u] += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
                 }}
-            P[r * RC_CS + s] = a;
+            }}
+#pragma unroll
+            for (int u = 0; u < RC_PR; ++u) {{
+                const int r = r0 + u, t = r % C;
+                P[r * RC_CS + s] = r < nh * C && s <= t && t < L ? a[u] : 0.0f;
+            }}
         }}
         float4 acc[4][RC_MG] = {{}};
         rc_rows_mat<4>(acc, dO, RC_TS, Mt, RC_DP, RC_DP);
