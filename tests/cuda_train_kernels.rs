@@ -348,6 +348,15 @@ fn attention_cases() -> Vec<Case> {
         Case::new(spec(Retention, 3, 1, 16, 4, (0.2, 0.8)), 2, 41, false, 9),
         Case::new(spec(Linear, 4, 2, 16, 4, half), 2, 65, false, 10),
         Case::new(spec(SwaOnly, 4, 2, 16, 4, (1.0, 0.0)), 2, 21, false, 11),
+        // The tilings of the recurrence kernels at run time: D 128 with chunk 16 and GQA 4:1
+        // (extreme gates), D not a multiple of 4, two head passes with partial column groups
+        // (D 68, GQA 5:1), one KV head for 16 query heads, D 6, D 36.
+        Case::new(spec(Gla, 8, 2, 128, 8, half), 1, 40, true, 30),
+        Case::new(spec(Gla, 3, 1, 20, 4, half), 2, 45, true, 31),
+        Case::new(spec(Retention, 10, 2, 68, 4, half), 1, 35, false, 32),
+        Case::new(spec(Hgrn2, 16, 1, 64, 4, half), 1, 20, true, 33),
+        Case::new(spec(Linear, 2, 1, 6, 4, half), 1, 70, false, 34),
+        Case::new(spec(Gla, 5, 1, 36, 4, (0.0, 1.0)), 1, 50, true, 35),
         // Recurrent only (mix_window 0), three chunks, moderate gates.
         Case::new(spec(Gla, 2, 1, 16, 4, (0.0, 1.0)), 1, 150, false, 12),
         // Full causal softmax attention (the GPU trainer's `Attention`): an

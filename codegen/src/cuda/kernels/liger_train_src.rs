@@ -1496,49 +1496,35 @@ extern "C" __global__ void {p}_revcumsum(float* __restrict__ db, int batch, int 
 pub(super) fn scan_kernels(name: &str, floats: &str, row: &str, rows: &str) -> [String; 2] {
     let walk = |kernel: &str, what: &str, order: &str, var: &str| {
         format!(
-            r#"// {what}. One thread per (row, KV head, state element); the m-th step visits chunk
-// n = {order}. The loads of U steps go out before their stores (one round trip per U chunks).
+            r#"// {what}. One thread per (row, KV head, state element).
 extern "C" __global__ void {name}_{kernel}(float* __restrict__ states, const float* __restrict__ dec, int batch, int seq) {{
     constexpr int F = {floats};
-    constexpr int U = 8;
     const long long id = (long long)blockIdx.x * NT + threadIdx.x;
     if (id >= (long long)batch * HKV * F) return;
     const long long bj = id / F;
     const int e = (int)(id % F), r = {row}, nch = (seq + C - 1) / C;
-    float* sp = states + bj * nch * F + e;
-    const float* dp = dec + bj * nch * ({rows}) + r;
-    auto chunk = [&](int m) {{ return {order}; }};
     float {var} = 0.0f;
-    int m = 0;
-    for (; m + U <= nch; m += U) {{
-        float add[U], g[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {{
-            add[u] = sp[(long long)chunk(m + u) * F];
-            g[u] = dp[(long long)chunk(m + u) * ({rows})];
-        }}
-#pragma unroll
-        for (int u = 0; u < U; ++u) {{
-            sp[(long long)chunk(m + u) * F] = {var};
-            {var} = g[u] * {var} + add[u];
-        }}
-    }}
-    for (; m < nch; ++m) {{
-        const int n = chunk(m);
-        const float add = sp[(long long)n * F];
-        sp[(long long)n * F] = {var};
-        {var} = dp[(long long)n * ({rows})] * {var} + add;
+    for ({order}) {{
+        const long long at = bj * nch + n;
+        const float add = states[at * F + e];
+        states[at * F + e] = {var};
+        {var} = dec[at * ({rows}) + r] * {var} + add;
     }}
 }}
 "#
         )
     };
     [
-        walk("fwd", "slot n <- the state entering chunk n", "m", "S"),
+        walk(
+            "fwd",
+            "slot n <- the state entering chunk n",
+            "int n = 0; n < nch; ++n",
+            "S",
+        ),
         walk(
             "bwd",
             "slot n <- the gradient of the state leaving chunk n (zero for the last)",
-            "nch - 1 - m",
+            "int n = nch - 1; n >= 0; --n",
             "dG",
         ),
     ]
