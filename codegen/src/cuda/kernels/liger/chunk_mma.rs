@@ -34,7 +34,7 @@ use super::chunk::{
     step3_src,
 };
 use super::chunk_tc::{LOADER, PAD, chunk_owner};
-use super::{Recurrence, dims, vname};
+use super::{MMA_PRELUDE, Recurrence, dims, vname};
 
 /// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
 /// row addresses on distinct banks.
@@ -67,42 +67,6 @@ fn states_smem_floats(c: usize, d: usize) -> usize {
 pub(super) fn smem_floats(c: usize, d: usize) -> usize {
     states_smem_floats(c, d) + (PREFILL_THREADS / 32) * 16 * (d + BPAD) / 2
 }
-
-/// The `ldmatrix` / `mma.sync` wrappers (sm_80 and later). The CPU emulation
-/// (`LIGERC_EMULATION`) defines the same functions on its fibers.
-const MMA_PRELUDE: &str = r#"#ifndef LIGERC_EMULATION
-// Four 8x8 b16 matrices from shared memory, lane l giving row l % 8 of matrix l / 8.
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
-// The same, each matrix transposed.
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
-// Two matrices (lanes 0..15 give the rows).
-__device__ __forceinline__ void ldsm_x2(unsigned (&r)[2], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
-                 : "=r"(r[0]), "=r"(r[1]) : "r"(a) : "memory");
-}
-// C (16x8, f32) += A (16x16, bf16, row) B (16x8, bf16, col).
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-#endif
-// Two floats as bf16, the first in the low half (an mma operand register).
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
-}
-__device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
-__device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
-"#;
 
 /// The bf16 row copier of [`Tiles::Bf16Values`] (after [`LOADER`], whose
 /// `fetch_rows_bf16` it uses).

@@ -4,7 +4,7 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit, value_tile};
-use super::{dims, vname};
+use super::{CP_ASYNC, dims, vname};
 
 const DECODE_THREADS: usize = 256;
 
@@ -835,25 +835,6 @@ fn window_prologue(tc: bool) -> String {
         stage = if tc { STAGE_ASYNC } else { STAGE_REGS },
     )
 }
-
-/// `cp_async16(dst, src, fill)`: a 16-byte `cp.async` from global to shared memory (zeros
-/// when `!fill`; `src` must still be a valid address), and `cp_async_wait_all()`: the
-/// thread's copies have landed. The CPU emulation copies at once.
-const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
-#ifdef LIGERC_EMULATION
-    *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
-#else
-    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-#ifndef LIGERC_EMULATION
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
-"#;
 
 /// The window's staging helper of [`window_prologue`] when `BV` is 8: `cp.async` copies
 /// global memory to shared memory without registers (16 bytes each, zero-filled past the

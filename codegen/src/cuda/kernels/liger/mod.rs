@@ -83,3 +83,58 @@ pub(super) fn key_channels(spec: &LigerSpec, rec: Recurrence) -> usize {
         Recurrence::GsaValues => spec.slots,
     }
 }
+
+/// The `ldmatrix` / `mma.sync` wrappers (sm_80 and later). The CPU emulation
+/// (`LIGERC_EMULATION`) defines the same functions on its fibers.
+pub(super) const MMA_PRELUDE: &str = r#"#ifndef LIGERC_EMULATION
+// Four 8x8 b16 matrices from shared memory, lane l giving row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// The same, each matrix transposed.
+__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+// Two matrices (lanes 0..15 give the rows).
+__device__ __forceinline__ void ldsm_x2(unsigned (&r)[2], const bf16* p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(a) : "memory");
+}
+// C (16x8, f32) += A (16x16, bf16, row) B (16x8, bf16, col).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+// Two floats as bf16, the first in the low half (an mma operand register).
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
+}
+__device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
+__device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
+"#;
+
+/// `cp_async16(dst, src, fill)`: a 16-byte `cp.async` from global to shared memory (zeros
+/// when `!fill`; `src` must still be a valid address), and `cp_async_wait_all()`: the
+/// thread's copies have landed. The CPU emulation copies at once.
+pub(super) const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
+#ifdef LIGERC_EMULATION
+    *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
+#else
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+"#;

@@ -31,7 +31,7 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::dims;
+use super::{CP_ASYNC, MMA_PRELUDE, dims};
 
 /// What the window kernel produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,52 +226,8 @@ __device__ __forceinline__ const bf16* kv_row(const bf16* cur, const bf16* ring,
 }
 "#;
 
-/// The `ldmatrix` / `mma.sync` / `cp.async` wrappers of the tensor-core body (sm_80 and
-/// later) and the bf16 pair helpers. The CPU emulation (`LIGERC_EMULATION`) defines the
-/// `ldmatrix` and `mma.sync` ones on its fibers; the copies there are plain stores.
-const TC_PRELUDE: &str = r#"#ifndef LIGERC_EMULATION
-// Four 8x8 b16 matrices from shared memory, lane l giving row l % 8 of matrix l / 8.
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
-// The same, each matrix transposed.
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
-// C (16x8, f32) += A (16x16, bf16, row) B (16x8, bf16, col).
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// 16 bytes global -> shared, asynchronous; zeros when !ok (src is then not read).
-__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(a), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-// Waits for this thread's copies (the caller's barrier publishes them).
-__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-#else
-inline void cp16(void* dst, const void* src, bool ok) {
-    const uint4 zero = {0u, 0u, 0u, 0u};
-    *reinterpret_cast<uint4*>(dst) = ok ? *reinterpret_cast<const uint4*>(src) : zero;
-}
-inline void cp_wait_all() {}
-#endif
-// Two floats as bf16, the first in the low half (an mma operand register).
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
-}
-__device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
-__device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
-"#;
-
 /// The tensor-core body's device functions (after its constants, [`KV_ROW`] and
-/// [`TC_PRELUDE`]): staging, one softmax step, the output.
+/// [`MMA_PRELUDE`], [`CP_ASYNC`]): staging, one softmax step, the output.
 const TC_DEVICE: &str = r#"
 // The 16 KCT key and value rows of a stage, positions first, first + 1, .., into ks / vs
 // (stride KLD), asynchronously; rows of positions below 0 or from `kend` on are zero.
@@ -281,8 +237,8 @@ __device__ __forceinline__ void stage_kv(bf16* ks, bf16* vs, const bf16* k_rot, 
     for (int e = threadIdx.x; e < 16 * KCT * V; e += NT) {
         const int r = e / V, c = e % V, p = first + r;
         const bool ok = p >= 0 && p < kend;
-        cp16(ks + r * KLD + 8 * c, ok ? kv_row(k_rot, ring_k, b, j, seq, pos0, p) + 8 * c : k_rot, ok);
-        cp16(vs + r * KLD + 8 * c, ok ? kv_row(v, ring_v, b, j, seq, pos0, p) + 8 * c : v, ok);
+        cp_async16(ks + r * KLD + 8 * c, ok ? kv_row(k_rot, ring_k, b, j, seq, pos0, p) + 8 * c : k_rot, ok);
+        cp_async16(vs + r * KLD + 8 * c, ok ? kv_row(v, ring_v, b, j, seq, pos0, p) + 8 * c : v, ok);
     }
 }
 
@@ -295,7 +251,7 @@ __device__ __forceinline__ void load_q(bf16* stg, const bf16* q_rot, long long r
     for (int i = 0; i < V / 2; ++i) {
         const int u = lane + 32 * i, r = u / V, c = u % V;
         const bool ok = t + r < tn;
-        cp16(stg + r * KLD + 8 * c, ok ? q_rot + (row0 + t + r) * (H * D) + h * D + 8 * c : q_rot, ok);
+        cp_async16(stg + r * KLD + 8 * c, ok ? q_rot + (row0 + t + r) * (H * D) + h * D + 8 * c : q_rot, ok);
     }
 }
 
@@ -505,7 +461,7 @@ fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let body = format!(
         r#"{consts}
 {kv_row}
-{prelude}{device}
+{mma}{cp}{device}
 // At most 128 registers a thread: 16 warps an SM.
 extern "C" __global__ void __launch_bounds__(NT, {min_blocks}) {name}({sig});
 
@@ -532,7 +488,7 @@ extern "C" __global__ void {name}({sig}) {{
         if (active) load_q(stg, q_rot, row0, 16 * ii, tn, h);
         float o[CG / 8][4], m[2] = {{neg_inf(), neg_inf()}}, l[2] = {{0.0f, 0.0f}};
         if constexpr (ONE_PASS) {{
-            cp_wait_all();
+            cp_async_wait_all();
             if (round == 0) __syncthreads();  // the keys and values, the queries
             else __syncwarp();                // the queries
             if (active) softmax_step<true>(o, m, l, stg, ks, vs, ii, lo, hi, 0, kmin, cgo);
@@ -544,7 +500,7 @@ extern "C" __global__ void {name}({sig}) {{
                     __syncthreads();  // the previous stage is consumed
                     stage_kv(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, p0 - W + 16 * sb, kend);
                 }}
-                cp_wait_all();
+                cp_async_wait_all();
                 __syncthreads();
                 if (active)
                     for (int kt0 = max(lo, sb); kt0 < se; kt0 += NKC)
@@ -557,7 +513,8 @@ extern "C" __global__ void {name}({sig}) {{
 "#,
         consts = tc_consts(spec, &t),
         kv_row = KV_ROW,
-        prelude = TC_PRELUDE,
+        mma = MMA_PRELUDE,
+        cp = CP_ASYNC,
         device = TC_DEVICE,
         min_blocks = (16 / t.nw).max(1),
     );
