@@ -6,7 +6,7 @@
 //! G 1; a band of 8 key tiles (W 112, the longest one-pass softmax); windows of 200 (an
 //! online softmax over several steps and several shared-memory stages) at D 128 and 64;
 //! D 256 (two groups of 128 output columns); D 48 (an odd number of 16-wide feature tiles)
-//! with W 3; W 0. Calls: odd `seq`, `seq`
+//! with W 3 and 7; D 16 and 32 (G 8); W 0; the scalar body at D 24. Calls: odd `seq`, `seq`
 //! below the window, `seq` not a multiple of the 64-query tile, batch > 1, and second calls
 //! of a split prompt (`pos0 > 0`) reading keys and values from the ring, whose slots outside
 //! the window hold NaN (a read of one shows); f32 and bf16 outputs.
@@ -171,6 +171,43 @@ fn window_kernel_mma_emulated_matches_float64() {
             vec![(2, 21, 0), (1, 9, 5)],
         ),
         ((2, 1, 16, 0), WindowOut::Final, vec![(2, 70, 0), (1, 3, 2)]),
+        // D 16 at W 3: tiles cut by seq, seq below the tile, second calls, one token
+        (
+            (4, 2, 16, 3),
+            WindowOut::Partial,
+            vec![(2, 6, 0), (2, 5, 6), (1, 70, 0), (1, 67, 30), (1, 1, 0)],
+        ),
+        // G 8 at D 32
+        (
+            (8, 1, 32, 64),
+            WindowOut::Final,
+            vec![(1, 130, 0), (2, 37, 100), (1, 3, 0), (1, 1, 64)],
+        ),
+        // G 1 at D 64, W 0; G 3 at D 128
+        (
+            (3, 3, 64, 0),
+            WindowOut::Partial,
+            vec![(2, 70, 0), (1, 10, 5)],
+        ),
+        (
+            (6, 2, 128, 64),
+            WindowOut::Partial,
+            vec![(1, 70, 10), (1, 129, 0)],
+        ),
+        // W 200 at D 64 over three calls' worth of positions; bf16 at D 128
+        (
+            (4, 2, 64, 200),
+            WindowOut::Partial,
+            vec![(1, 150, 0), (1, 40, 180), (2, 70, 300)],
+        ),
+        ((4, 2, 128, 200), WindowOut::Final, vec![(1, 100, 150)]),
+        ((4, 2, 48, 7), WindowOut::Final, vec![(2, 50, 21)]),
+        // D 24: the scalar body (not a multiple of 16)
+        (
+            (2, 1, 24, 5),
+            WindowOut::Final,
+            vec![(2, 20, 0), (1, 9, 13)],
+        ),
     ];
     let mut kernels = BTreeMap::new();
     let mut body = String::new();
@@ -198,7 +235,7 @@ fn window_kernel_mma_emulated_matches_float64() {
             k.name
         );
         assert!(k.smem <= 113 * 1024, "{}: two blocks an SM", k.name);
-        let code = k.body.replace(
+        let code = k.body.replace("#include <mma.h>", "").replace(
             "extern __shared__ float smem[];",
             "float* smem = ligerc_emu_dyn_smem();",
         );
