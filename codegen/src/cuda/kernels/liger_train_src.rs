@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
-use crate::cuda::kernels::{PRELUDE, float_lit};
+use crate::cuda::kernels::{CP_ASYNC, PRELUDE, float_lit};
 
 /// Threads per block of the chunked kernels.
 pub(super) const NT: usize = 256;
@@ -350,9 +350,10 @@ __device__ void softmax_backward_row(const float* x, float* g) {
 /// The window branch: forward, and the deterministic two-kernel backward,
 /// block-tiled for `tiles` (see [`WinTiles`]).
 pub(super) fn window_kernels(p: &str, tiles: WinTiles) -> String {
-    WINDOW
+    let window = WINDOW
         .replace("@CONSTANTS@", &tiles.constants())
-        .replace("@P@", p)
+        .replace("@P@", p);
+    format!("{CP_ASYNC}{window}")
 }
 
 /// The window kernels' source: `@P@` is the kernel name prefix,
@@ -404,41 +405,21 @@ __device__ __forceinline__ void win_stage(float* dst, const float* src, At at, f
     }
 }
 
-// An asynchronous copy of BYTES (4 or 16) from global to shared memory, zeros when !fill (src must still
-// be a valid address); win_cp_wait: this thread's copies have landed. The emulation copies at once.
-template <int BYTES>
-__device__ __forceinline__ void win_cp(float* dst, const float* src, bool fill) {
-#ifdef LIGERC_EMULATION
-    for (int e = 0; e < BYTES / 4; ++e) dst[e] = fill ? src[e] : 0.0f;
-#else
-    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    if constexpr (BYTES == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 4 : 0) : "memory");
-#endif
-}
-__device__ __forceinline__ void win_cp_wait() {
-#ifndef LIGERC_EMULATION
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
 // win_stage (scale 1) by asynchronous copies: 16 bytes each when D % 4 == 0 (rows 16-byte aligned,
-// WIN_DP = D), else one float each. Complete after win_cp_wait and a barrier.
+// WIN_DP = D), else one float each. Complete after cp_async_wait_all and a barrier.
 template <int ROWS, typename At>
 __device__ __forceinline__ void win_stage_async(float* dst, const float* src, At at) {
     if constexpr (D % 4 == 0) {
         for (int e = threadIdx.x; e < ROWS * (D / 4); e += WIN_NT) {
             const int r = e / (D / 4), c = 4 * (e % (D / 4));
             const long long o = at(r);
-            win_cp<16>(dst + r * WIN_LD + c, o >= 0 ? src + o + c : src, o >= 0);
+            cp_async16(dst + r * WIN_LD + c, o >= 0 ? src + o + c : src, o >= 0);
         }
     } else {
         for (int e = threadIdx.x; e < ROWS * WIN_DP; e += WIN_NT) {
             const int r = e / WIN_DP, c = e % WIN_DP;
             const long long o = at(r);
-            win_cp<4>(dst + r * WIN_LD + c, o >= 0 && c < D ? src + o + c : src, o >= 0 && c < D);
+            cp_async4(dst + r * WIN_LD + c, o >= 0 && c < D ? src + o + c : src, o >= 0 && c < D);
         }
     }
 }
@@ -588,7 +569,7 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot, const fl
     for (int k0 = kfirst; k0 <= tlast; k0 += WIN_TK, buf = (buf + 1) % WIN_NB) {
         const int kn = min(WIN_TK, tlast - k0 + 1);
         const bool more = tlast - k0 >= WIN_TK;
-        win_cp_wait();
+        cp_async_wait_all();
         __syncthreads();  // this tile has landed; the previous one is consumed
         if (WIN_NB == 2 && more) stage(k0 + WIN_TK, buf ^ 1);
         const float* kb = ks + buf * WIN_TK * WIN_LD;
@@ -680,7 +661,7 @@ extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot, const flo
     for (int k0 = kfirst; k0 <= tlast; k0 += WIN_TK, buf = (buf + 1) % WIN_NB) {
         const int kn = min(WIN_TK, tlast - k0 + 1);
         const bool more = tlast - k0 >= WIN_TK;
-        win_cp_wait();
+        cp_async_wait_all();
         __syncthreads();  // this tile has landed; the previous one is consumed
         if (WIN_NB == 2 && more) stage(k0 + WIN_TK, buf ^ 1);
         const float* kb = ks + buf * WIN_TK * WIN_LD;
@@ -778,8 +759,8 @@ extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot, const fl
         win_stage_async<WIN_RK>(dys + buf * WIN_RK * WIN_LD, dy, qrow);
         for (int r = threadIdx.x; r < WIN_RK; r += WIN_NT) {
             const long long o = qrow(r);
-            win_cp<4>(lse + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 : stats, o >= 0);
-            win_cp<4>(dlt + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 + 1 : stats, o >= 0);
+            cp_async4(lse + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 : stats, o >= 0);
+            cp_async4(dlt + buf * WIN_RK + r, o >= 0 ? stats + o / D * 2 + 1 : stats, o >= 0);
         }
     };
     stage(0, 0);
@@ -799,7 +780,7 @@ extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot, const fl
     for (int n = 0; n < ntiles; ++n, buf = (buf + 1) % WIN_NB) {
         const int g0 = n / nt * WIN_GK, t0 = s0 + n % nt * WIN_TQK;
         const int tl = min(qlast, t0 + WIN_TQK - 1), nr = (tl - t0 + 1) * WIN_GK;
-        win_cp_wait();
+        cp_async_wait_all();
         __syncthreads();  // this tile has landed; the previous one is consumed
         if (WIN_NB == 2 && n + 1 < ntiles) stage(n + 1, buf ^ 1);
         const float* qb = qs + buf * WIN_RK * WIN_LD;
@@ -992,16 +973,16 @@ __device__ __forceinline__ void rc_put(float* dst, int c, float4 v, float scale)
 
 // The [D][D] state at src into dst [RC_DP][RC_DP] (pad rows and columns zero), transposed or not, by
 // asynchronous copies (not transposed) or plain loads (transposed; D % 4 == 0 takes rc_state_fetch and
-// rc_state_put_t). Complete after win_cp_wait and a barrier.
+// rc_state_put_t). Complete after cp_async_wait_all and a barrier.
 template <bool TRANSPOSE>
 __device__ void rc_stage_state(float* dst, const float* src) {
     if constexpr (!TRANSPOSE && D % 4 == 0) {
-        for (int e = threadIdx.x; e < D * D / 4; e += NT) win_cp<16>(dst + 4 * e, src + 4 * e, true);
+        for (int e = threadIdx.x; e < D * D / 4; e += NT) cp_async16(dst + 4 * e, src + 4 * e, true);
     } else if constexpr (!TRANSPOSE) {
         for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
             const int i = e / RC_DP, c = e % RC_DP;
             const bool in = i < D && c < D;
-            win_cp<4>(dst + e, in ? src + i * D + c : src, in);
+            cp_async4(dst + e, in ? src + i * D + c : src, in);
         }
     } else {
         for (int e = threadIdx.x; e < RC_DP * RC_DP; e += NT) {
@@ -1219,7 +1200,7 @@ extern "C" __global__ void {p}_fwd(const float* __restrict__ q, const float* __r
             const int r = e / D, i = e % D;
             qf[r * RC_TS + i] *= expf(bc[(r % C) * RC_TS + i]);
         }}
-        if (g0 == 0) win_cp_wait();
+        if (g0 == 0) cp_async_wait_all();
         __syncthreads();
         float4 acc[4][RC_MG] = {{}};
         rc_rows_mat<4>(acc, qf, RC_TS, S, RC_DP, RC_DP);
@@ -1296,7 +1277,7 @@ extern "C" __global__ void {p}_bwd_dv(const float* __restrict__ q, const float* 
         const int t = e / RC_DP, i = e % RC_DP;
         qf[t * RC_TS + i] = t < L && i < D ? kf[t * RC_TS + i] * expf(bc[(L - 1) * RC_TS + i] - bc[t * RC_TS + i]) : 0.0f;
     }}
-    win_cp_wait();
+    cp_async_wait_all();
     __syncthreads();
     rc_rows_split<false>(dvs, qf, RC_TS, dG, RC_DP, RC_DP, dO);
     for (int g0 = 0; g0 < G; g0 += RC_GB) {{

@@ -41,6 +41,34 @@ pub struct KernelSrc {
     pub params: Vec<String>,
 }
 
+/// Asynchronous copies from global to shared memory (`cp.async`, sm_80 and later):
+/// `cp_async16(dst, src, fill)` copies 16 bytes, `cp_async4` one float, both writing zeros
+/// when `!fill` (`src` must still be a valid address); `cp_async_wait_all()`: the thread's
+/// copies have landed (a barrier then publishes them). The CPU emulation copies at once.
+pub(crate) const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
+#ifdef LIGERC_EMULATION
+    *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
+#else
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, bool fill) {
+#ifdef LIGERC_EMULATION
+    *dst = fill ? *src : 0.0f;
+#else
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 4 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+"#;
+
 /// Helpers every kernel file starts with (after `#include <cuda_bf16.h>`).
 pub const PRELUDE: &str = r#"typedef __nv_bfloat16 bf16;
 

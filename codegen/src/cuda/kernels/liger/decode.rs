@@ -2,9 +2,10 @@
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
+use super::super::CP_ASYNC;
 use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit, value_tile};
-use super::{CP_ASYNC, dims, vname};
+use super::{dims, vname};
 
 const DECODE_THREADS: usize = 256;
 

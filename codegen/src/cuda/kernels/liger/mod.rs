@@ -119,22 +119,3 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
 __device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
 "#;
-
-/// `cp_async16(dst, src, fill)`: a 16-byte `cp.async` from global to shared memory (zeros
-/// when `!fill`; `src` must still be a valid address), and `cp_async_wait_all()`: the
-/// thread's copies have landed. The CPU emulation copies at once.
-pub(super) const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
-#ifdef LIGERC_EMULATION
-    *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
-#else
-    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(fill ? 16 : 0) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-#ifndef LIGERC_EMULATION
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-#endif
-}
-
-"#;

@@ -30,8 +30,9 @@
 
 use ligerc_ir::LigerSpec;
 
+use super::super::CP_ASYNC;
 use super::super::{KernelSrc, float_lit};
-use super::{CP_ASYNC, MMA_PRELUDE, dims};
+use super::{MMA_PRELUDE, dims};
 
 /// What the window kernel produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
