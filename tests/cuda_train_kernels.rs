@@ -100,9 +100,19 @@ impl Rng {
     }
 }
 
-/// One emulated LigerAttention case: spec, batch, seq, inputs in `TrainArg` order.
+/// The pass bound of a `TrainMath::Bf16` case, relative to the output's
+/// largest element (or the 1% floor): the products' operands are rounded to
+/// bf16 (relative error ≤ 2^-9 each, so ≤ 2^-8 ≈ 3.9e-3 a product), the sums
+/// accumulate in f32, and a gradient chains two or three such products
+/// (scores, probabilities, then the gradient's own product), each of whose
+/// rounding errors is bounded by the largest term rather than the result:
+/// 3 × 3.9e-3 ≈ 1.2e-2, rounded up to 2e-2. The f32 cases keep 1e-4.
+const TC_TOL: f64 = 2e-2;
+
+/// One emulated LigerAttention case: spec, math, batch, seq, inputs in `TrainArg` order.
 struct Case {
     spec: LigerSpec,
+    math: TrainMath,
     batch: usize,
     seq: usize,
     /// q, k, v, q_rot, k_rot, gate (empty without), dy.
@@ -131,9 +141,26 @@ impl Case {
         ];
         Case {
             spec,
+            math: TrainMath::F32,
             batch,
             seq,
             inputs,
+        }
+    }
+
+    /// The same case with bf16 tensor-core products.
+    fn tc(self) -> Case {
+        Case {
+            math: TrainMath::Bf16,
+            ..self
+        }
+    }
+
+    /// The pass bound of every output's relative error.
+    fn tol(&self) -> f64 {
+        match self.math {
+            TrainMath::F32 => 1e-4,
+            TrainMath::Bf16 => TC_TOL,
         }
     }
 
@@ -392,6 +419,21 @@ fn attention_cases() -> Vec<Case> {
         // 32-key tiles), D 452 (16-key tiles, single buffers).
         Case::new(gsa(2, 1, 212, 2, 40, half), 1, 37, false, 23),
         Case::new(gsa(2, 1, 452, 1, 20, half), 1, 23, false, 24),
+        // bf16 tensor-core products (`TrainMath::Bf16`): GQA 4:1 at D 128 over three chunks
+        // and two query tiles with extreme gates, D 64 GQA 3:1 with the window past the
+        // sequence, a partial last chunk at D 16, softmax attention (unbounded window).
+        Case::new(spec(Gla, 8, 2, 128, 64, half), 1, 100, true, 40).tc(),
+        Case::new(spec(Gla, 3, 1, 64, 64, (0.3, 0.7)), 2, 37, false, 41).tc(),
+        Case::new(spec(Gla, 4, 2, 16, 4, half), 2, 67, true, 42).tc(),
+        Case::new(spec(Hgrn2, 4, 2, 32, 8, half), 1, 50, true, 43).tc(),
+        Case::new(
+            spec(SwaOnly, 4, 2, 64, 1 << 29, (1.0, 0.0)),
+            1,
+            45,
+            false,
+            44,
+        )
+        .tc(),
     ]
 }
 
@@ -421,13 +463,16 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
     let mut refs = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let ns = format!("a{i}");
-        prog.push_str(&emulated(&ns, &liger_train_source(&c.spec).unwrap()));
-        let mut launches = liger_forward_launches(&c.spec, c.batch, c.seq).unwrap();
-        launches.extend(liger_backward_launches(&c.spec, c.batch, c.seq).unwrap());
+        prog.push_str(&emulated(
+            &ns,
+            &liger_train_source(&c.spec, c.math).unwrap(),
+        ));
+        let mut launches = liger_forward_launches(&c.spec, c.math, c.batch, c.seq).unwrap();
+        launches.extend(liger_backward_launches(&c.spec, c.math, c.batch, c.seq).unwrap());
         let run = format!("run_case{i}");
         prog.push_str(&runner(&run, &ns, &launches));
         let sizes: Vec<usize> = c.inputs.iter().map(Vec::len).collect();
-        let scratch = liger_scratch_floats(&c.spec, c.batch, c.seq);
+        let scratch = liger_scratch_floats(&c.spec, c.math, c.batch, c.seq);
         let call = format!(
             "[&](float** p, float* s) {{ {run}(p, s, {}, {}); }}",
             c.batch, c.seq
@@ -484,8 +529,9 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
         let ours = read_f32(&dir.join(format!("case{i}.out")));
         let mut at = 0;
         let mut line = format!(
-            "{} h{} kv{} d{} w{} b{} t{}:",
+            "{}{} h{} kv{} d{} w{} b{} t{}:",
             c.spec.variant,
+            if c.math == TrainMath::Bf16 { " tc" } else { "" },
             c.spec.heads,
             c.spec.kv_heads,
             c.spec.head_dim,
@@ -511,10 +557,10 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
                 let (a, b) = (max_abs(got), max_abs(want));
                 let _ = write!(line, " (max ours {a:.2e} ref {b:.2e})");
             }
-            if e > 1e-4 {
+            if e > c.tol() {
                 failures.push(format!(
-                    "case {i} ({}): {name} error {e:.3e}",
-                    c.spec.variant
+                    "case {i} ({} {:?}): {name} error {e:.3e}",
+                    c.spec.variant, c.math
                 ));
             }
         }
@@ -571,13 +617,15 @@ fn training_kernels_compile_with_nvrtc() {
     let Some(include) = nvrtc_env() else { return };
     let mut sources: Vec<(String, String, Vec<TrainLaunch>)> = Vec::new();
     for s in compile_specs() {
-        let mut l = liger_forward_launches(&s, 2, 100).unwrap();
-        l.extend(liger_backward_launches(&s, 2, 100).unwrap());
-        let label = format!(
-            "{} h{} kv{} d{} w{}",
-            s.variant, s.heads, s.kv_heads, s.head_dim, s.window
-        );
-        sources.push((label, liger_train_source(&s).unwrap(), l));
+        for math in [TrainMath::F32, TrainMath::Bf16] {
+            let mut l = liger_forward_launches(&s, math, 2, 100).unwrap();
+            l.extend(liger_backward_launches(&s, math, 2, 100).unwrap());
+            let label = format!(
+                "{} h{} kv{} d{} w{} {math:?}",
+                s.variant, s.heads, s.kv_heads, s.head_dim, s.window
+            );
+            sources.push((label, liger_train_source(&s, math).unwrap(), l));
+        }
     }
     for (g, _, _) in gate_cases() {
         let mut l = gate_forward_launches(&g, 2, 100).unwrap();
@@ -604,21 +652,21 @@ fn training_kernels_compile_with_nvrtc() {
 fn bad_specs_are_typed_errors() {
     use LigerVariant::*;
     let good = gsa(4, 2, 64, 32, 64, (0.5, 0.5));
-    assert!(liger_train_source(&good).is_ok());
-    assert!(liger_scratch_floats(&good, 1, 8) > 0);
+    assert!(liger_train_source(&good, TrainMath::F32).is_ok());
+    assert!(liger_scratch_floats(&good, TrainMath::F32, 1, 8) > 0);
     for slots in [0, 65] {
         let bad = gsa(4, 2, 64, slots, 64, (0.5, 0.5));
         for r in [
-            liger_train_source(&bad).map(|_| ()),
-            liger_forward_launches(&bad, 1, 8).map(|_| ()),
-            liger_backward_launches(&bad, 1, 8).map(|_| ()),
+            liger_train_source(&bad, TrainMath::Bf16).map(|_| ()),
+            liger_forward_launches(&bad, TrainMath::F32, 1, 8).map(|_| ()),
+            liger_backward_launches(&bad, TrainMath::Bf16, 1, 8).map(|_| ()),
         ] {
             assert!(
                 matches!(&r, Err(CudaError::Shape { problem, .. }) if problem.contains("GSA")),
                 "{r:?}"
             );
         }
-        assert_eq!(liger_scratch_floats(&bad, 1, 8), 0);
+        assert_eq!(liger_scratch_floats(&bad, TrainMath::F32, 1, 8), 0);
     }
     for bad in [
         spec(Gla, 3, 2, 16, 4, (0.5, 0.5)),
@@ -626,20 +674,25 @@ fn bad_specs_are_typed_errors() {
         spec(Gla, 2, 1, 0, 4, (0.5, 0.5)),
     ] {
         assert!(matches!(
-            liger_train_source(&bad),
+            liger_train_source(&bad, TrainMath::Bf16),
             Err(CudaError::Shape { .. })
         ));
     }
     assert!(matches!(
-        liger_forward_launches(&spec(Gla, 2, 1, 16, 4, (0.5, 0.5)), 70_000, 4),
+        liger_forward_launches(
+            &spec(Gla, 2, 1, 16, 4, (0.5, 0.5)),
+            TrainMath::F32,
+            70_000,
+            4
+        ),
         Err(CudaError::Shape { .. })
     ));
     assert!(matches!(
-        liger_train_source(&spec(Gla, 2, 1, 1024, 4, (0.5, 0.5))),
+        liger_train_source(&spec(Gla, 2, 1, 1024, 4, (0.5, 0.5)), TrainMath::F32),
         Err(CudaError::SharedMemory { .. })
     ));
     assert!(
-        liger_forward_launches(&spec(Gla, 2, 1, 16, 4, (0.5, 0.5)), 0, 4)
+        liger_forward_launches(&spec(Gla, 2, 1, 16, 4, (0.5, 0.5)), TrainMath::Bf16, 0, 4)
             .unwrap()
             .is_empty()
     );
@@ -689,10 +742,16 @@ fn dump() {
     ];
     let gate = gate_spec(Gla, 8, 128, 0);
     let root = PathBuf::from(dir);
-    for (name, s) in specs {
-        let d = root.join(name);
+    let both = specs.into_iter().flat_map(|(name, s)| {
+        [
+            (name.to_string(), s.clone(), TrainMath::F32),
+            (format!("{name}_tc"), s, TrainMath::Bf16),
+        ]
+    });
+    for (name, s, math) in both {
+        let d = root.join(&name);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("source.cu"), liger_train_source(&s).unwrap()).unwrap();
+        std::fs::write(d.join("source.cu"), liger_train_source(&s, math).unwrap()).unwrap();
         std::fs::write(
             d.join("gate_source.cu"),
             gate_train_source(&GateSpec {
@@ -704,7 +763,17 @@ fn dump() {
         )
         .unwrap();
         let mut json = format!(
-            "{{\"variant\": \"{}\", \"heads\": {}, \"kv_heads\": {}, \"head_dim\": {}, \"window\": {}, \"mix_window\": {}, \"mix_linear\": {}, \"slots\": {}, \"gate_normalizer\": {}, \"launches\": {{",
+            "{{\"math\": \"{}\", \"tolerance\": {}, \"variant\": \"{}\", \"heads\": {}, \"kv_heads\": {}, \"head_dim\": {}, \"window\": {}, \"mix_window\": {}, \"mix_linear\": {}, \"slots\": {}, \"gate_normalizer\": {}, \"launches\": {{",
+            if math == TrainMath::Bf16 {
+                "bf16"
+            } else {
+                "f32"
+            },
+            if math == TrainMath::Bf16 {
+                TC_TOL
+            } else {
+                2e-4
+            },
             s.variant,
             s.heads,
             s.kv_heads,
@@ -720,8 +789,8 @@ fn dump() {
             [(1, 1), (2, 37), (3, 67), (1, 200), (8, 1024), (8, 4096)];
         let mut first = true;
         for (b, t) in shapes {
-            let fwd = liger_forward_launches(&s, b, t).unwrap();
-            let bwd = liger_backward_launches(&s, b, t).unwrap();
+            let fwd = liger_forward_launches(&s, math, b, t).unwrap();
+            let bwd = liger_backward_launches(&s, math, b, t).unwrap();
             let gf = gate_forward_launches(
                 &GateSpec {
                     kv_heads: s.kv_heads,
@@ -746,7 +815,7 @@ fn dump() {
                 json,
                 "{}\"{b}x{t}\": {{\"scratch\": {}, \"forward\": {}, \"backward\": {}, \"gate_forward\": {}, \"gate_backward\": {}}}",
                 if first { "" } else { ", " },
-                liger_scratch_floats(&s, b, t),
+                liger_scratch_floats(&s, math, b, t),
                 launches_json(&fwd),
                 launches_json(&bwd),
                 launches_json(&gf),

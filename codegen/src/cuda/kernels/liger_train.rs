@@ -84,6 +84,35 @@ use source::{NT, Shape, WIN_NT, WinTiles};
 /// Shared memory one block may use on sm_90 (227 KiB, opt-in).
 const SMEM_LIMIT: usize = 227 * 1024;
 
+/// How the attention training kernels multiply.
+///
+/// The inputs, outputs, scratch and accumulators are f32 either way; the
+/// choice is whether the operands of the big products may be rounded to bf16
+/// and multiplied on tensor cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TrainMath {
+    /// f32 on CUDA cores throughout: the reference, within float rounding of
+    /// the CPU runtime (`--frozen-dtype f32`).
+    #[default]
+    F32,
+    /// The products' operands rounded to bf16 (8 significant bits) and
+    /// multiplied by `mma.sync` with f32 accumulation, as flash attention and
+    /// fla train in bf16; softmax statistics, decays, gates and states stay
+    /// f32. Used with bf16 frozen weights, whose projections already round
+    /// their inputs to bf16. Kernels without a tensor-core form run as `F32`.
+    Bf16,
+}
+
+impl TrainMath {
+    /// The kernel-name tag (`""` or `"_tc"`).
+    fn tag(self) -> &'static str {
+        match self {
+            TrainMath::F32 => "",
+            TrainMath::Bf16 => "_tc",
+        }
+    }
+}
+
 /// One kernel launch of a training op.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrainLaunch {
@@ -174,7 +203,7 @@ fn smem_floats(d: usize, c: usize) -> [usize; 5] {
 
 /// Checks `spec` and picks the chunk: the largest of 64, 32, 16 whose
 /// kernels fit in shared memory.
-fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
+fn plan(spec: &LigerSpec, math: TrainMath) -> Result<Shape, CudaError> {
     let shape_err = |problem: String| {
         Err(CudaError::Shape {
             node: node(spec),
@@ -221,7 +250,7 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
         .ok_or_else(|| CudaError::SharedMemory {
             kernel: format!(
                 "{}_{}",
-                prefix(spec, 16),
+                prefix(spec, 16, math),
                 if gsa { "gsa_bwd_kv" } else { "bwd_dqk" }
             ),
             bytes: bytes(16),
@@ -229,12 +258,12 @@ fn plan(spec: &LigerSpec) -> Result<Shape, CudaError> {
             arch: "sm_90".into(),
         })?;
     let win = WinTiles::new(h / kv, d, SMEM_LIMIT).map_err(|bytes| CudaError::SharedMemory {
-        kernel: format!("{}_win_dkv", prefix(spec, chunk)),
+        kernel: format!("{}_win_dkv", prefix(spec, chunk, math)),
         bytes,
         limit: SMEM_LIMIT,
         arch: "sm_90".into(),
     })?;
-    Ok(Shape { chunk, win })
+    Ok(Shape { chunk, win, math })
 }
 
 /// The kernel family of `spec`'s recurrence: `"gsa_"` for GSA's kernels,
@@ -247,9 +276,9 @@ fn family(spec: &LigerSpec) -> &'static str {
     }
 }
 
-/// Kernel name prefix: variant, shape, chunk and a hash of the baked mixes
-/// (so specs differing only in their mixes never share a name).
-fn prefix(spec: &LigerSpec, chunk: usize) -> String {
+/// Kernel name prefix: variant, shape, chunk, math and a hash of the baked
+/// mixes (so specs differing only in their mixes never share a name).
+fn prefix(spec: &LigerSpec, chunk: usize, math: TrainMath) -> String {
     let mixes = [spec.mix_window, spec.mix_linear]
         .iter()
         .flat_map(|m| (*m as f32).to_bits().to_le_bytes())
@@ -262,20 +291,22 @@ fn prefix(spec: &LigerSpec, chunk: usize) -> String {
         String::new()
     };
     format!(
-        "liger_train_{}_h{}_kv{}_d{}{slots}_w{}_c{chunk}_m{mixes:08x}",
+        "liger_train_{}_h{}_kv{}_d{}{slots}_w{}_c{chunk}{}_m{mixes:08x}",
         spec.variant.name().replace('-', "_"),
         spec.heads,
         spec.kv_heads,
         spec.head_dim,
-        spec.window
+        spec.window,
+        math.tag()
     )
 }
 
 /// CUDA C++ source holding every kernel the `liger_*_launches` functions name
-/// for `spec` (one NVRTC compile; `-std=c++17`, `cuda_bf16.h` on the include path).
-pub fn liger_train_source(spec: &LigerSpec) -> Result<String, CudaError> {
-    let shape = plan(spec)?;
-    let prefix = prefix(spec, shape.chunk);
+/// for `spec` and `math` (one NVRTC compile; `-std=c++17`, `cuda_bf16.h` on
+/// the include path).
+pub fn liger_train_source(spec: &LigerSpec, math: TrainMath) -> Result<String, CudaError> {
+    let shape = plan(spec, math)?;
+    let prefix = prefix(spec, shape.chunk, math);
     Ok(if spec.variant == LigerVariant::Gsa {
         gsa::source(spec, &prefix, shape)
     } else {
@@ -324,8 +355,8 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
 
 /// f32 scratch the launches need (the backward's; the forward uses a part).
 /// 0 for a spec the launches refuse.
-pub fn liger_scratch_floats(spec: &LigerSpec, batch: usize, seq: usize) -> usize {
-    plan(spec).map_or(0, |shape| {
+pub fn liger_scratch_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq: usize) -> usize {
+    plan(spec, math).map_or(0, |shape| {
         scratch_layout(spec, shape, batch, seq)
             .last()
             .copied()
@@ -377,7 +408,7 @@ impl Geometry {
         let smem = floats.into_iter().map(|f| (f * 4) as u32).collect();
         let chunks = g(seq.div_ceil(shape.chunk))?;
         Ok(Geometry {
-            prefix: prefix(spec, shape.chunk),
+            prefix: prefix(spec, shape.chunk, shape.math),
             smem,
             win: [
                 (g(seq.div_ceil(t.tq()))?, g(spec.kv_heads * t.ng())?, b),
@@ -424,6 +455,41 @@ impl Geometry {
     /// The window statistics' scratch region (always the last).
     fn stats(&self) -> TrainArg {
         self.scratch(self.scratch.len() - 2)
+    }
+
+    /// The window branch's forward: `win_fwd` overwrites `Y`.
+    fn window_forward(&self) -> Vec<TrainLaunch> {
+        use TrainArg::*;
+        vec![self.launch(
+            "win_fwd",
+            self.win[0],
+            WIN_NT,
+            self.win_smem[0],
+            vec![QRot, KRot, V, Y, Seq],
+        )]
+    }
+
+    /// The window branch's backward: `win_dq` (`DQRot`, and the statistics
+    /// `win_dkv` reads), then `win_dkv` (`DKRot`, `DV`, overwritten).
+    fn window_backward(&self) -> Vec<TrainLaunch> {
+        use TrainArg::*;
+        let stats = self.stats();
+        vec![
+            self.launch(
+                "win_dq",
+                self.win[0],
+                WIN_NT,
+                self.win_smem[1],
+                vec![QRot, KRot, V, DY, DQRot, stats, Seq],
+            ),
+            self.launch(
+                "win_dkv",
+                self.win[1],
+                WIN_NT,
+                self.win_smem[2],
+                vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
+            ),
+        ]
     }
 
     /// GSA's backward after the window kernels.
@@ -513,22 +579,17 @@ impl Geometry {
 /// for an empty batch or sequence.
 pub fn liger_forward_launches(
     spec: &LigerSpec,
+    math: TrainMath,
     batch: usize,
     seq: usize,
 ) -> Result<Vec<TrainLaunch>, CudaError> {
     use TrainArg::*;
-    let shape = plan(spec)?;
+    let shape = plan(spec, math)?;
     if batch == 0 || seq == 0 {
         return Ok(Vec::new());
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
-    let mut out = vec![geo.launch(
-        "win_fwd",
-        geo.win[0],
-        WIN_NT,
-        geo.win_smem[0],
-        vec![QRot, KRot, V, Y, Seq],
-    )];
+    let mut out = geo.window_forward();
     if spec.variant != LigerVariant::SwaOnly {
         out.extend(geo.states(spec)?);
         out.push(geo.launch(
@@ -547,32 +608,17 @@ pub fn liger_forward_launches(
 /// scratch. Empty for an empty batch or sequence.
 pub fn liger_backward_launches(
     spec: &LigerSpec,
+    math: TrainMath,
     batch: usize,
     seq: usize,
 ) -> Result<Vec<TrainLaunch>, CudaError> {
     use TrainArg::*;
-    let shape = plan(spec)?;
+    let shape = plan(spec, math)?;
     if batch == 0 || seq == 0 {
         return Ok(Vec::new());
     }
     let geo = Geometry::new(spec, shape, batch, seq)?;
-    let stats = geo.stats();
-    let mut out = vec![
-        geo.launch(
-            "win_dq",
-            geo.win[0],
-            WIN_NT,
-            geo.win_smem[1],
-            vec![QRot, KRot, V, DY, DQRot, stats, Seq],
-        ),
-        geo.launch(
-            "win_dkv",
-            geo.win[1],
-            WIN_NT,
-            geo.win_smem[2],
-            vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
-        ),
-    ];
+    let mut out = geo.window_backward();
     if spec.variant == LigerVariant::Gsa {
         out.extend(geo.gsa_backward(spec)?);
         return Ok(out);

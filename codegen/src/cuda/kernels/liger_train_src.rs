@@ -28,6 +28,8 @@ pub(super) struct Shape {
     pub(super) chunk: usize,
     /// Tiling of the window kernels.
     pub(super) win: WinTiles,
+    /// f32 or bf16 tensor-core products.
+    pub(super) math: super::TrainMath,
 }
 
 /// Tiling of the window kernels. `win_fwd` and `win_dq` (query side) take a

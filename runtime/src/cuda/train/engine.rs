@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
+use ligerc_codegen::cuda::kernels::liger_train::TrainMath;
 use ligerc_codegen::cuda::kernels::train_basic::REDUCE_BLOCKS;
 use ligerc_ir::Graph;
 
@@ -37,6 +38,8 @@ pub struct CudaBackend {
     pool: Pool,
     rope: RefCell<HashMap<String, (DevTensor, DevTensor)>>,
     liger: super::liger::LigerCache,
+    /// bf16 tensor-core attention kernels with bf16 frozen weights.
+    math: TrainMath,
     train: GpuGraph,
     eval: GpuGraph,
     host_ops: bool,
@@ -135,6 +138,10 @@ impl CudaBackend {
             pool,
             rope: RefCell::new(HashMap::new()),
             liger: super::liger::LigerCache::default(),
+            math: match frozen {
+                FrozenDtype::Bf16 => TrainMath::Bf16,
+                FrozenDtype::F32 => TrainMath::F32,
+            },
             train,
             eval,
             host_ops,
@@ -202,6 +209,7 @@ impl CudaBackend {
             rope: &self.rope,
             liger: &self.liger,
             node: String::new(),
+            math: self.math,
         };
         graph.run(&mut cx, &self.weights, &dev_inputs, self.host_ops)
     }

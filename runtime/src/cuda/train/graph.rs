@@ -57,7 +57,9 @@ fn on_gpu(op: &Op) -> bool {
         | Op::SwiGlu
         | Op::CrossEntropy { .. } => true,
         Op::LigerGate(g) => liger_train::gate_train_source(g).is_ok(),
-        Op::LigerAttention(l) => liger_train::liger_train_source(l).is_ok(),
+        Op::LigerAttention(l) => {
+            liger_train::liger_train_source(l, liger_train::TrainMath::F32).is_ok()
+        }
         Op::Onnx(o) => o.op_type == "Add",
         Op::Vjp(v) => match v.forward.as_ref() {
             Op::Embedding => false,
