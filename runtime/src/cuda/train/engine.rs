@@ -7,7 +7,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use ligerc_codegen::cuda::kernels::liger_train::TrainMath;
 use ligerc_codegen::cuda::kernels::train_basic::REDUCE_BLOCKS;
 use ligerc_ir::Graph;
 
@@ -39,7 +38,7 @@ pub struct CudaBackend {
     rope: RefCell<HashMap<String, (DevTensor, DevTensor)>>,
     liger: super::liger::LigerCache,
     /// bf16 tensor-core attention kernels with bf16 frozen weights.
-    math: TrainMath,
+    math: super::TrainMath,
     train: GpuGraph,
     eval: GpuGraph,
     host_ops: bool,
@@ -67,6 +66,7 @@ impl CudaBackend {
         trainable: &[String],
         frozen: FrozenDtype,
     ) -> Result<CudaBackend, GpuTrainError> {
+        let math = super::train_math(frozen)?;
         let dev = Device::open(0)?;
         let host_ops = super::host_ops_allowed();
         let train = GpuGraph::new(train, host_ops)?;
@@ -138,10 +138,7 @@ impl CudaBackend {
             pool,
             rope: RefCell::new(HashMap::new()),
             liger: super::liger::LigerCache::default(),
-            math: match frozen {
-                FrozenDtype::Bf16 => TrainMath::Bf16,
-                FrozenDtype::F32 => TrainMath::F32,
-            },
+            math,
             train,
             eval,
             host_ops,
