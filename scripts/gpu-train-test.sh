@@ -24,6 +24,8 @@
 #          RESUME_BACKEND=cpu runs the same check on the CPU (slow; for testing this script)
 #   bench  a random-weight SmolLM2-135M (tests/gpu/make_random_smol.py), linearized + LoRA q,k,v
 #          r8: a few updates at seq 1024 and 4096, batch 1, accum 1 → tokens/s and peak GPU memory
+#          (BENCH_SEQS, BENCH_BATCHES, BENCH_STEPS; BENCH_MATHS="f32 bf16" runs each with
+#          LIGERC_TRAIN_MATH set: the attention kernels in f32 or on bf16 tensor cores)
 #   ref    scripts/liger_torch.py bench: the same model and recipe in PyTorch + PEFT + fla (fla-core
 #          from .whl/, installed by the caller with `python3 -m pip install --no-deps --no-index
 #          .whl/*.whl` — plain `pip` installs into another Python there), same shapes, in the
@@ -200,24 +202,32 @@ bench)
     "$PY" -c "
 t=open('tests/fixtures/text/shakespeare_sample.txt').read()
 open('/tmp/train.txt','w').write(t*max(1,400000//len(t)+1))"
-    for seq in 1024 4096; do
-        rm -rf "$OUT/bench-$seq"
-        /usr/bin/time -v "$BIN" finetune "$smol" --pass linearize --pass lora --tokenizer bytes \
-            --data /tmp/train.txt --seq-len $seq --batch 1 --accum 1 --steps ${BENCH_STEPS:-4} \
-            --eval-every 0 --heldout 0.01 --eval-sequences 1 --backend cuda -o "$OUT/bench-$seq" \
-            > "$OUT/bench-$seq.log" 2>&1
+    # BENCH_SEQS, BENCH_BATCHES, BENCH_MATHS (the attention kernels' math: LIGERC_TRAIN_MATH;
+    # "default" follows the frozen dtype, bf16) pick the runs; each is its own process.
+    for math in ${BENCH_MATHS:-default}; do
+    for batch in ${BENCH_BATCHES:-1}; do
+    for seq in ${BENCH_SEQS:-1024 4096}; do
+        tag=bench-$seq; [[ $batch == 1 ]] || tag=$tag-b$batch; [[ $math == default ]] || tag=$tag-$math
+        rm -rf "$OUT/$tag"
+        menv=(); [[ $math == default ]] || menv=(LIGERC_TRAIN_MATH="$math")
+        env "${menv[@]}" /usr/bin/time -v "$BIN" finetune "$smol" --pass linearize --pass lora --tokenizer bytes \
+            --data /tmp/train.txt --seq-len $seq --batch $batch --accum 1 --steps ${BENCH_STEPS:-4} \
+            --eval-every 0 --heldout 0.01 --eval-sequences 1 --backend cuda -o "$OUT/$tag" \
+            > "$OUT/$tag.log" 2>&1
         rc=$?
-        log "bench seq $seq: exit $rc: $(grep -E '^done|tok/s' "$OUT/bench-$seq.log" | tail -1)"
+        log "bench seq $seq batch $batch math $math: exit $rc: $(grep -E '^done|tok/s' "$OUT/$tag.log" | tail -1)"
         # Steady state: updates 2..N (the first compiles the kernels and fills the buffer pool).
-        "$PY" - "$OUT/bench-$seq/metrics.jsonl" $seq <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt"
+        "$PY" - "$OUT/$tag/metrics.jsonl" $((seq * batch)) <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
-seq = int(sys.argv[2])
-t = [r["step"] * seq / r["tokens_per_s"] for r in rows]
+per = int(sys.argv[2])  # tokens an update
+t = [r["step"] * per / r["tokens_per_s"] for r in rows]
 if len(t) >= 2:
-    print(f"  steady state seq {seq}: {(len(t) - 1) * seq / (t[-1] - t[0]):.0f} tok/s over updates 2..{len(t)}")
+    print(f"  steady state: {(len(t) - 1) * per / (t[-1] - t[0]):.0f} tok/s over updates 2..{len(t)}")
 PYEOF
         [[ $rc -eq 0 ]] || status=1
+    done
+    done
     done
     ;;
 ref)
