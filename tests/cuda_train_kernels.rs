@@ -426,6 +426,17 @@ fn attention_cases() -> Vec<Case> {
         Case::new(spec(Gla, 3, 1, 64, 64, (0.3, 0.7)), 2, 37, false, 41).tc(),
         Case::new(spec(Gla, 4, 2, 16, 4, half), 2, 67, true, 42).tc(),
         Case::new(spec(Hgrn2, 4, 2, 32, 8, half), 1, 50, true, 43).tc(),
+        // The tensor-core recurrence: every keyed variant, D 16/32/64/128, GQA 1:1, 3:1, 4:1,
+        // lengths past several chunks and off the chunk and sub-chunk grid, batch > 1,
+        // extreme gates (near 0 and near -30 a token).
+        Case::new(spec(Gla, 4, 1, 128, 4, half), 1, 150, true, 45).tc(),
+        Case::new(spec(Gla, 3, 1, 64, 4, (0.0, 1.0)), 2, 141, true, 46).tc(),
+        Case::new(spec(Hgrn2, 2, 2, 32, 4, half), 2, 75, true, 47).tc(),
+        Case::new(spec(Hgrn2, 3, 1, 128, 4, (0.0, 1.0)), 1, 70, false, 48).tc(),
+        Case::new(spec(Retention, 4, 1, 16, 4, half), 2, 83, true, 49).tc(),
+        Case::new(spec(Retention, 3, 3, 64, 4, (0.0, 1.0)), 1, 99, false, 50).tc(),
+        Case::new(spec(Linear, 3, 1, 32, 4, (0.0, 1.0)), 1, 70, false, 51).tc(),
+        Case::new(spec(Linear, 4, 4, 16, 4, half), 3, 5, false, 52).tc(),
         Case::new(
             spec(SwaOnly, 4, 2, 64, 1 << 29, (1.0, 0.0)),
             1,

@@ -72,6 +72,8 @@
 mod gate;
 #[path = "liger_train_gsa_src.rs"]
 mod gsa;
+#[path = "liger_train_rec_tc.rs"]
+mod rec_tc;
 #[path = "liger_train_src.rs"]
 mod source;
 
@@ -201,6 +203,23 @@ fn smem_floats(d: usize, c: usize) -> [usize; 5] {
     ]
 }
 
+/// Dynamic shared memory in bytes of the keyed recurrence kernels at chunk
+/// `c` (`smem_floats` order): the tensor-core kernels' where `math` takes
+/// them ([`rec_tc::eligible`], [`rec_tc::TENSOR`]), else the f32 kernels'.
+fn rec_smem(spec: &LigerSpec, math: TrainMath, c: usize) -> [u32; 5] {
+    let f32_bytes = smem_floats(spec.head_dim, c);
+    let tc_bytes = rec_tc::smem_bytes(spec.head_dim, c);
+    let tc = rec_tc::eligible(spec, math);
+    std::array::from_fn(|k| {
+        let bytes = if tc && rec_tc::TENSOR[k] {
+            tc_bytes[k]
+        } else {
+            f32_bytes[k] * 4
+        };
+        bytes as u32
+    })
+}
+
 /// Checks `spec` and picks the chunk: the largest of 64, 32, 16 whose
 /// kernels fit in shared memory.
 fn plan(spec: &LigerSpec, math: TrainMath) -> Result<Shape, CudaError> {
@@ -231,12 +250,15 @@ fn plan(spec: &LigerSpec, math: TrainMath) -> Result<Shape, CudaError> {
         ));
     }
     let bytes = |c: usize| {
-        let floats = if gsa {
-            gsa::smem_floats(d, spec.slots, c).into_iter().max()
+        if gsa {
+            gsa::smem_floats(d, spec.slots, c)
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+                * 4
         } else {
-            smem_floats(d, c).into_iter().max()
-        };
-        floats.unwrap_or(0) * 4
+            rec_smem(spec, math, c).into_iter().max().unwrap_or(0) as usize
+        }
     };
     // 32 balances the in-chunk work (∝ C per token) against the states (∝ D²/C).
     // The keyed variants take 16 from D = 64 on: their state products cost D²
@@ -364,6 +386,14 @@ pub fn liger_scratch_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq
     })
 }
 
+/// Grid, threads a block and dynamic shared memory (bytes) of one kernel.
+#[derive(Clone, Copy)]
+struct RecLaunch {
+    grid: (u32, u32, u32),
+    block: usize,
+    smem: u32,
+}
+
 /// Launch geometry shared by the launch-list builders.
 struct Geometry {
     prefix: String,
@@ -378,6 +408,11 @@ struct Geometry {
     win_smem: [u32; 3],
     /// `(chunks, KV, batch)`, `(chunks, H, batch)`.
     chunked: [(u32, u32, u32); 2],
+    /// Grid, threads and dynamic shared memory (bytes) of the keyed
+    /// recurrence kernels, `smem_floats` order: the f32 kernels' `(chunks,
+    /// KV, batch)` blocks of `NT`, or the tensor-core kernels' `(chunks, KV ·
+    /// parts, batch)` ([`rec_tc::parts`]).
+    rec: [RecLaunch; 5],
     /// Scratch offsets (`scratch_layout`).
     scratch: Vec<usize>,
     batch: usize,
@@ -407,7 +442,29 @@ impl Geometry {
         };
         let smem = floats.into_iter().map(|f| (f * 4) as u32).collect();
         let chunks = g(seq.div_ceil(shape.chunk))?;
+        let kv = spec.kv_heads;
+        let tc = rec_tc::eligible(spec, shape.math);
+        let rec_bytes = rec_smem(spec, shape.math, shape.chunk);
+        let max_parts = rec_tc::max_parts(spec, shape.chunk);
+        let base = seq.div_ceil(shape.chunk) * kv * batch;
+        let mut rec = [RecLaunch {
+            grid: (chunks, g(kv)?, b),
+            block: NT,
+            smem: 0,
+        }; 5];
+        for (k, r) in rec.iter_mut().enumerate() {
+            r.smem = rec_bytes[k];
+            if tc && rec_tc::TENSOR[k] {
+                // grid y stays within 65535
+                let parts = rec_tc::parts(base, max_parts[k])
+                    .min(65_535 / kv.max(1))
+                    .max(1);
+                r.grid.1 = g(kv * parts)?;
+                r.block = rec_tc::threads();
+            }
+        }
         Ok(Geometry {
+            rec,
             prefix: prefix(spec, shape.chunk, shape.math),
             smem,
             win: [
@@ -556,12 +613,21 @@ impl Geometry {
         use TrainArg::*;
         let (states, dec) = (self.scratch(0), self.scratch(2));
         let family = family(spec);
+        let chunk_state = if family.is_empty() {
+            self.rec[0]
+        } else {
+            RecLaunch {
+                grid: self.chunked[0],
+                block: NT,
+                smem: self.smem[0],
+            }
+        };
         Ok([
             self.launch(
                 &format!("{family}chunk_state"),
-                self.chunked[0],
-                NT,
-                self.smem[0],
+                chunk_state.grid,
+                chunk_state.block,
+                chunk_state.smem,
                 vec![K, V, Gate, states, dec, Seq],
             ),
             self.launch(
@@ -592,11 +658,20 @@ pub fn liger_forward_launches(
     let mut out = geo.window_forward();
     if spec.variant != LigerVariant::SwaOnly {
         out.extend(geo.states(spec)?);
+        let fwd = if spec.variant == LigerVariant::Gsa {
+            RecLaunch {
+                grid: geo.chunked[1],
+                block: NT,
+                smem: geo.smem[1],
+            }
+        } else {
+            geo.rec[1]
+        };
         out.push(geo.launch(
             &format!("{}fwd", family(spec)),
-            geo.chunked[usize::from(spec.variant == LigerVariant::Gsa)],
-            NT,
-            geo.smem[1],
+            fwd.grid,
+            fwd.block,
+            fwd.smem,
             vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],
         ));
     }
@@ -647,9 +722,9 @@ pub fn liger_backward_launches(
     out.extend([
         geo.launch(
             "chunk_dstate",
-            geo.chunked[0],
-            NT,
-            geo.smem[4],
+            geo.rec[4].grid,
+            geo.rec[4].block,
+            geo.rec[4].smem,
             vec![Q, Gate, DY, dstates, Seq],
         ),
         geo.launch(
@@ -661,16 +736,16 @@ pub fn liger_backward_launches(
         ),
         geo.launch(
             "bwd_dv",
-            geo.chunked[0],
-            NT,
-            geo.smem[2],
+            geo.rec[2].grid,
+            geo.rec[2].block,
+            geo.rec[2].smem,
             vec![Q, K, Gate, DY, dstates, DV, Seq],
         ),
         geo.launch(
             "bwd_dqk",
-            geo.chunked[0],
-            NT,
-            geo.smem[3],
+            geo.rec[3].grid,
+            geo.rec[3].block,
+            geo.rec[3].smem,
             vec![Q, K, V, Gate, DY, states, dstates, DQ, DK, db, Seq],
         ),
     ]);

@@ -274,7 +274,13 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         helpers = HELPERS,
     );
     s.push_str(&window_kernels(prefix, shape.win));
-    s.push_str(&recurrence_kernels(prefix));
+    let rec = recurrence_kernels(prefix);
+    if super::rec_tc::eligible(spec, shape.math) {
+        let has_mma = s.contains("void mma_bf16(");
+        s.push_str(&super::rec_tc::source(prefix, &rec, has_mma));
+    } else {
+        s.push_str(&rec);
+    }
     let _ = write!(
         s,
         r#"

@@ -1,0 +1,803 @@
+//! The keyed recurrence kernels of the LigerAttention training source on bf16
+//! tensor cores (`TrainMath::Bf16`): `mma.sync` m16n8k16 with f32
+//! accumulation, the operands rounded to bf16 when they are staged; gates,
+//! their cumsums, decays, scans, accumulators and the states in scratch stay
+//! f32. [`super::source`] emits them in place of the f32 SIMT kernels of the
+//! same names and argument lists; [`super`]'s launch lists take their
+//! geometry from here.
+//!
+//! Every kernel takes one (chunk, KV head) per block — or a part of its warp
+//! tasks: grid `(chunks, KV · parts, batch)`, `parts` chosen at launch so a
+//! small batch still spreads over the GPU ([`parts`]). The in-chunk products
+//! use *secondary chunking* (fla's `chunk_gla`, the GLA paper): the chunk is
+//! cut into 16-row sub-chunks; for a query sub-chunk `ii` and an earlier key
+//! row `s < r = 16 ii`, `q̃_t e^(b_t − b_r)` and `k̃_s e^(b_r − b_s)` both have
+//! exponents ≤ 0, so those scores are one plain product; the 16 × 16 diagonal
+//! blocks are summed per element with `e^(b_t − b_s)` (`s ≤ t`). The
+//! inter-chunk terms `(q̃_t e^(b_t)) S` and `Σ_s (k̃_s e^(b_L − b_s))ᵀ v_s`
+//! are safe as they stand. Nothing divides by a decay or forms `e^(x > 0)`.
+//!
+//! Head dims that are not a multiple of 16, or above 128, keep the f32
+//! kernels ([`eligible`]).
+
+use ligerc_ir::{LigerSpec, LigerVariant};
+
+use super::TrainMath;
+use crate::cuda::kernels::liger::MMA_PRELUDE;
+
+/// The recurrence kernels in `smem_floats` order.
+const KERNELS: [&str; 5] = ["chunk_state", "fwd", "bwd_dv", "bwd_dqk", "chunk_dstate"];
+
+/// Which of [`KERNELS`] run on tensor cores (the others keep their f32 form,
+/// at the same chunk).
+pub(super) const TENSOR: [bool; 5] = [true, true, true, false, true];
+
+/// Threads per block of the tensor-core kernels (the source's `NT`): 8 warps.
+const THREADS: usize = 256;
+
+/// Blocks a launch aims for: two a streaming multiprocessor of an H100.
+const TARGET_BLOCKS: usize = 2 * 132;
+
+/// Whether `spec` under `math` runs the tensor-core recurrence: bf16 math, a
+/// keyed variant, a head dim that is a multiple of 16 (the mma tiles) and at
+/// most 128 (a state and the chunk's tiles in shared memory).
+pub(super) fn eligible(spec: &LigerSpec, math: TrainMath) -> bool {
+    let d = spec.head_dim;
+    math == TrainMath::Bf16
+        && matches!(
+            spec.variant,
+            LigerVariant::Gla
+                | LigerVariant::Hgrn2
+                | LigerVariant::Retention
+                | LigerVariant::Linear
+        )
+        && d.is_multiple_of(16)
+        && (16..=128).contains(&d)
+}
+
+/// Dynamic shared memory in bytes of the tensor-core kernels at head dim `d`
+/// and chunk `c`, in `smem_floats` order (0 for a kernel that stays f32).
+pub(super) fn smem_bytes(d: usize, c: usize) -> [usize; 5] {
+    let (fs, bs) = (d + 4, d + 8);
+    let f32_tile = c * fs * 4;
+    let bf_tile = c * bs * 2;
+    let ns = c / 16;
+    let kx = 8 * ns * ns.saturating_sub(1) * bs * 2;
+    let state = d * bs * 2;
+    let all = [
+        2 * f32_tile + 2 * bf_tile,
+        2 * f32_tile + bf_tile + kx + state,
+        2 * f32_tile + 4 * bf_tile + kx + state,
+        0,
+        f32_tile + 2 * bf_tile,
+    ];
+    let mut out = [0; 5];
+    for k in 0..5 {
+        if TENSOR[k] {
+            out[k] = all[k];
+        }
+    }
+    out
+}
+
+/// The most parts a (chunk, KV head) of each kernel splits into (its warp
+/// tasks), in `smem_floats` order: `chunk_state`, `chunk_dstate` take 16
+/// state rows × `TC_SG` columns a task, `fwd` a (query head, sub-chunk).
+pub(super) fn max_parts(spec: &LigerSpec, c: usize) -> [usize; 5] {
+    let d = spec.head_dim;
+    let g = spec.heads / spec.kv_heads.max(1);
+    let sg = if d.is_multiple_of(64) { 64 } else { d };
+    let state_tasks = (d / 16) * (d / sg);
+    let cg = if d.is_multiple_of(64) {
+        64
+    } else if d.is_multiple_of(32) {
+        32
+    } else {
+        16
+    };
+    [
+        state_tasks,
+        g * (c / 16),
+        (c / 16) * (d / cg),
+        1,
+        state_tasks,
+    ]
+}
+
+/// Parts a block of `base` (chunk, KV head, row) blocks splits into: enough
+/// for [`TARGET_BLOCKS`] blocks, at most `max`.
+pub(super) fn parts(base: usize, max: usize) -> usize {
+    TARGET_BLOCKS.div_ceil(base.max(1)).clamp(1, max.max(1))
+}
+
+/// Threads per block of the tensor-core kernels.
+pub(super) fn threads() -> usize {
+    THREADS
+}
+
+/// The recurrence of the training source for `prefix`: `f32_rec` (the f32
+/// kernels, scans and `revcumsum`) with the entry points of the kernels that
+/// run on tensor cores renamed `_f32` (unused), then the tensor-core kernels
+/// under the original names. `has_mma` says whether the source already holds
+/// the `mma.sync` wrappers.
+pub(super) fn source(prefix: &str, f32_rec: &str, has_mma: bool) -> String {
+    let mut s = String::new();
+    if !has_mma {
+        s.push_str(MMA_PRELUDE);
+    }
+    let mut rec = f32_rec.to_string();
+    for (k, name) in KERNELS.iter().enumerate() {
+        if TENSOR[k] {
+            let entry = format!("void {prefix}_{name}(");
+            rec = rec.replace(&entry, &format!("void {prefix}_{name}_f32("));
+        }
+    }
+    s.push_str(&rec);
+    s.push_str(TC_HELPERS);
+    s.push_str(&with_bounds(&TC_KERNELS.replace("@P@", prefix)));
+    s
+}
+
+/// `src` with each entry point `extern "C" __global__ void name(…) {` preceded
+/// by its declaration with `__launch_bounds__(NT)` (up to 255 registers a
+/// thread at `NT` threads a block).
+fn with_bounds(src: &str) -> String {
+    const ENTRY: &str = "extern \"C\" __global__ void ";
+    let mut out = String::with_capacity(src.len() + 1024);
+    let mut rest = src;
+    while let Some(at) = rest.find(ENTRY) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let sig_end = rest.find(") {").map_or(rest.len(), |e| e + 1);
+        let sig = &rest[ENTRY.len()..sig_end];
+        out.push_str(&format!("{ENTRY}__launch_bounds__(NT) {sig};\n"));
+        out.push_str(&rest[..sig_end]);
+        rest = &rest[sig_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Constants and device helpers of the tensor-core kernels (after the f32
+/// recurrence: uses the source's `gate_at`, `key_raw`, `KEY_SOFTMAX`, `NT`).
+const TC_HELPERS: &str = r#"
+// ---- recurrence on bf16 tensor cores (mma.sync m16n8k16, f32 accumulation)
+// Fragments (gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at columns 2 tig (+1) and
+// 2 tig + 8 (+1) (registers: (gid, lo), (gid + 8, lo), (gid, hi), (gid + 8, hi)); B columns gid at
+// rows 2 tig (+1), 2 tig + 8 (+1); C rows gid, gid + 8 at columns 2 tig (+1).
+constexpr int TC_NS = C / 16;                 // 16-row sub-chunks of a chunk
+constexpr int TC_KK = D / 16;                 // 16-channel mma k steps over the head dim
+constexpr int TC_FS = D + 4;                  // row stride of f32 [rows][D] tiles
+constexpr int TC_BS = D + 8;                  // row stride of bf16 [rows][D] tiles (ldmatrix rows on distinct banks)
+constexpr int TC_NW = NT / 32;                // warps of a block
+constexpr int TC_CG = D % 64 == 0 ? 64 : (D % 32 == 0 ? 32 : 16);  // output columns of a pass
+constexpr int TC_KX = 8 * TC_NS * (TC_NS - 1); // rows of fwd's off-diagonal key tiles (16 ii for sub-chunk ii)
+constexpr int TC_SG = D % 64 == 0 ? 64 : D;   // state columns of a warp task
+constexpr int TC_ST = (D / 16) * (D / TC_SG); // state tasks (16 rows x TC_SG columns)
+constexpr int TC_SPW = (TC_ST + TC_NW - 1) / TC_NW;  // state tasks of a warp at most
+constexpr int TC_VT = TC_NS * (D / TC_CG);   // bwd_dv tasks (key sub-chunk, TC_CG columns)
+constexpr int TC_VPW = (TC_VT + TC_NW - 1) / TC_NW;  // bwd_dv tasks of a warp at most
+constexpr int TC_RV = (D + 31) / 32;          // features of a lane in a warp-per-row pass
+static_assert(D % 16 == 0 && D <= 128 && C % 16 == 0, "the tensor-core recurrence takes D, C multiples of 16, D <= 128");
+
+__device__ __forceinline__ float2 tc_ld2(const float* p) { return *reinterpret_cast<const float2*>(p); }
+
+// A block's (chunk, KV head) and part: grid (nch, HKV * parts, batch).
+struct TcBlock {
+    int n, j, b, part, parts, L, nch;
+    long long row0, at;  // first token row, scratch slot
+};
+__device__ __forceinline__ TcBlock tc_block(int seq) {
+    TcBlock k;
+    k.parts = (int)gridDim.y / HKV;
+    k.j = (int)blockIdx.y / k.parts;
+    k.part = (int)blockIdx.y % k.parts;
+    k.n = blockIdx.x;
+    k.b = blockIdx.z;
+    k.nch = (seq + C - 1) / C;
+    k.L = min(C, seq - k.n * C);
+    k.row0 = (long long)k.b * seq + (long long)k.n * C;
+    k.at = (long long)(k.b * HKV + k.j) * k.nch + k.n;
+    return k;
+}
+
+// In-chunk inclusive cumsum of the log-gates of KV head j into bc [C][TC_FS] (f32; rows >= L keep
+// the last row's value). Ends with a barrier.
+__device__ void tc_gates(float* bc, const float* gate, long long row0, int j, int L) {
+    for (int e = threadIdx.x; e < C * D; e += NT) {
+        const int t = e / D, i = e % D;
+        bc[t * TC_FS + i] = t < L ? gate_at(gate, row0 + t, j, i) : 0.0f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < D; i += NT) {
+        float acc = 0.0f;
+        for (int t = 0; t < C; ++t) {
+            acc += bc[t * TC_FS + i];
+            bc[t * TC_FS + i] = acc;
+        }
+    }
+    __syncthreads();
+}
+
+// Mapped keys of KV head j into kf [C][TC_FS] (f32: softmax over D, or 1 - e^g for HGRN2; rows >= L
+// zero). Ends with a barrier.
+__device__ void tc_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
+    for (int e = threadIdx.x; e < C * D; e += NT) {
+        const int t = e / D, i = e % D;
+        kf[t * TC_FS + i] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
+    }
+    __syncthreads();
+    if constexpr (KEY_SOFTMAX) {
+        const int lane = threadIdx.x & 31;
+        for (int t = threadIdx.x >> 5; t < L; t += TC_NW) {
+            float* row = kf + t * TC_FS;
+            float m = neg_inf();
+            for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
+            m = warp_max(m);
+            float z = 0.0f;
+            for (int i = lane; i < D; i += 32) {
+                const float e = expf(row[i] - m);
+                row[i] = e;
+                z += e;
+            }
+            z = warp_sum(z);
+            for (int i = lane; i < D; i += 32) row[i] /= z;
+        }
+        __syncthreads();
+    }
+}
+
+// scale * ROWS rows of D features (token row row0 + t at src + (row0 + t) * stride + off; rows >= L
+// zero) as bf16 into dst [ROWS][TC_BS]. No barrier.
+template <int ROWS>
+__device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride, int off, int L, float scale) {
+    for (int e = threadIdx.x; e < ROWS * (D / 4); e += NT) {
+        const int t = e / (D / 4), c = 4 * (e % (D / 4));
+        const float4 x = t < L ? *reinterpret_cast<const float4*>(src + (row0 + t) * stride + off + c) : float4{0.0f, 0.0f, 0.0f, 0.0f};
+        unsigned* o = reinterpret_cast<unsigned*>(dst + t * TC_BS + c);
+        o[0] = pack_bf16(scale * x.x, scale * x.y);
+        o[1] = pack_bf16(scale * x.z, scale * x.w);
+    }
+}
+
+// q~ = softmax over D of C token rows (features at src + (row0 + t) * stride + off) as bf16 tiles
+// [C][TC_BS] (rows >= L zero), each where given: qq = q~, qr = q~ e^(b_t - b_(16 floor(t / 16))) (to
+// the first row of its sub-chunk), qe = q~ e^(b_t). A warp per row. No barrier.
+__device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, long long row0, int stride, int off, int L,
+                               const float* bc) {
+    const int lane = threadIdx.x & 31;
+    const bf16 zero = __float2bfloat16(0.0f);
+    for (int t = threadIdx.x >> 5; t < C; t += TC_NW) {
+        if (t >= L) {
+            for (int i = lane; i < D; i += 32) {
+                if (qq) qq[t * TC_BS + i] = zero;
+                if (qr) qr[t * TC_BS + i] = zero;
+                if (qe) qe[t * TC_BS + i] = zero;
+            }
+            continue;
+        }
+        float x[TC_RV];
+        float m = neg_inf();
+#pragma unroll
+        for (int u = 0; u < TC_RV; ++u) {
+            const int i = lane + 32 * u;
+            x[u] = i < D ? src[(row0 + t) * stride + off + i] : neg_inf();
+            m = fmaxf(m, x[u]);
+        }
+        m = warp_max(m);
+        float z = 0.0f;
+#pragma unroll
+        for (int u = 0; u < TC_RV; ++u) {
+            x[u] = lane + 32 * u < D ? expf(x[u] - m) : 0.0f;
+            z += x[u];
+        }
+        z = 1.0f / warp_sum(z);
+        const int r = t & ~15;
+#pragma unroll
+        for (int u = 0; u < TC_RV; ++u) {
+            const int i = lane + 32 * u;
+            if (i >= D) continue;
+            const float v = x[u] * z, bt = bc[t * TC_FS + i];
+            if (qq) qq[t * TC_BS + i] = __float2bfloat16(v);
+            if (qr) qr[t * TC_BS + i] = __float2bfloat16(v * __expf(bt - bc[r * TC_FS + i]));
+            if (qe) qe[t * TC_BS + i] = __float2bfloat16(v * __expf(bt));
+        }
+    }
+}
+
+// This lane's bf16 A fragments of rows t0 + gid, t0 + gid + 8 of the f32 tile X [C][TC_FS].
+__device__ __forceinline__ void tc_frags_f32(unsigned (&xa)[TC_KK][4], const float* X, int t0) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = tc_ld2(X + (t0 + gid + 8 * (x & 1)) * TC_FS + 16 * kk + 2 * tig + 8 * (x >> 1));
+            xa[kk][x] = pack_bf16(v.x, v.y);
+        }
+}
+
+// Two adjacent elements of an f32 or bf16 tile row as floats.
+__device__ __forceinline__ float2 tc_y2(const float* p) { return tc_ld2(p); }
+__device__ __forceinline__ float2 tc_y2(const bf16* p) {
+    const unsigned u = *reinterpret_cast<const unsigned*>(p);
+    return float2{bf_lo(u), bf_hi(u)};
+}
+
+// The chunk's key tiles in bf16 from kf, bc [C][TC_FS]: kd [C][TC_BS] = k~_s e^(b_L - b_s) (decayed to
+// the chunk's end; rows >= L zero) where given, and kx: sub-chunk ii's tile (rows 8 ii (ii - 1) ..)
+// holds k~_s e^(b_(16 ii) - b_s) for s < 16 ii. No barrier.
+__device__ void tc_key_tiles(bf16* kd, bf16* kx, const float* kf, const float* bc, int L) {
+    if (kd)
+        for (int e = threadIdx.x; e < C * D; e += NT) {
+            const int t = e / D, i = e % D;
+            kd[t * TC_BS + i] = __float2bfloat16(t < L ? kf[t * TC_FS + i] * __expf(bc[(L - 1) * TC_FS + i] - bc[t * TC_FS + i]) : 0.0f);
+        }
+    if (kx)
+    for (int e = threadIdx.x; e < TC_KX * D; e += NT) {
+        const int rr = e / D, i = e % D;
+        int ii = 1;
+        while (8 * ii * (ii + 1) <= rr) ++ii;
+        const int s = rr - 8 * ii * (ii - 1);
+        kx[rr * TC_BS + i] = __float2bfloat16(kf[s * TC_FS + i] * __expf(bc[16 * ii * TC_FS + i] - bc[s * TC_FS + i]));
+    }
+}
+
+// q~ (softmax over D) of this lane's rows ta, tb (zero at rows >= L) as bf16 A fragments over the head
+// dim, from src = the query head's features at token row 0 of the chunk (row stride H * D). Three
+// passes over the (cached) rows — max, sum, values — keep few registers live.
+__device__ __forceinline__ void tc_query_frags(unsigned (&qa)[TC_KK][4], const float* src, int ta, int tb, int L) {
+    const int tig = threadIdx.x & 3;
+    const float* ra = src + (long long)min(ta, L - 1) * (H * D) + 2 * tig;
+    const float* rb = src + (long long)min(tb, L - 1) * (H * D) + 2 * tig;
+    float m[2] = {neg_inf(), neg_inf()}, z[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = tc_ld2((x & 1 ? rb : ra) + 16 * kk + 8 * (x >> 1));
+            m[x & 1] = fmaxf(m[x & 1], fmaxf(v.x, v.y));
+        }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {  // a row's channels lie on the four lanes of a quad
+        m[a] = fmaxf(m[a], __shfl_xor_sync(0xffffffffu, m[a], 1));
+        m[a] = fmaxf(m[a], __shfl_xor_sync(0xffffffffu, m[a], 2));
+    }
+#pragma unroll
+    for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = tc_ld2((x & 1 ? rb : ra) + 16 * kk + 8 * (x >> 1));
+            z[x & 1] += __expf(v.x - m[x & 1]) + __expf(v.y - m[x & 1]);
+        }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+        z[a] += __shfl_xor_sync(0xffffffffu, z[a], 1);
+        z[a] += __shfl_xor_sync(0xffffffffu, z[a], 2);
+        z[a] = ((a ? tb : ta) < L) ? 1.0f / z[a] : 0.0f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = tc_ld2((x & 1 ? rb : ra) + 16 * kk + 8 * (x >> 1));
+            qa[kk][x] = pack_bf16(__expf(v.x - m[x & 1]) * z[x & 1], __expf(v.y - m[x & 1]) * z[x & 1]);
+        }
+}
+
+// a[s] for s a lane's fragment column (s known only at run time) without indexing registers.
+__device__ __forceinline__ float tc_pick(const float (&a)[16], int s) {
+    float r = a[0];
+#pragma unroll
+    for (int u = 1; u < 16; ++u) r = s == u ? a[u] : r;
+    return r;
+}
+
+// e^(b_t - b_s), the in-chunk decay from key row s to query row t, given the lane's row's b (bx) and
+// the other row's (by): XQ when the lane's rows are queries. The exponent is clamped at 0 for the
+// pairs the caller masks (s > t), so no e^(x > 0) is formed.
+template <bool XQ>
+__device__ __forceinline__ float tc_decay(float bx, float by) {
+    return __expf(fminf(XQ ? bx - by : by - bx, 0.0f));
+}
+
+// The diagonal 16 x 16 block of the gated scores, summed per element, as this lane's bf16 A fragment
+// pd: rows t0 + gid, t0 + gid + 8 of X (the lane's A fragments xa) against rows t0 .. t0 + 16 of Y
+// (f32 or bf16, row stride ys), gated by e^(b_t - b_s) (bc [C][TC_FS]): XQ — X queries, Y keys: A[x][u] = scores
+// of (t = x, s = u), s <= t; !XQ — X keys, Y queries: A[x][u] of (s = x, t = u), t >= s. Pairs
+// outside the causal half are zero (and not computed where a whole half-row is).
+template <bool XQ, typename YT>
+__device__ __forceinline__ void tc_diag(unsigned (&pd)[4], const unsigned (&xa)[TC_KK][4], const YT* Y, int ys, const float* bc, int t0) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int ta = t0 + gid, tb = ta + 8;
+    // XQ: row ta (gid <= 7) sees u <= gid < 8 only; !XQ: row tb (gid + 8) sees u >= gid + 8 only.
+    constexpr int A0 = 0, A1 = XQ ? 8 : 16, B0 = XQ ? 0 : 8, B1 = 16;
+    float da[16], db[16];
+#pragma unroll
+    for (int u = 0; u < 16; ++u) da[u] = db[u] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll 1
+        for (int hf = 0; hf < 2; ++hf) {  // not unrolled: the loads of one half at a time
+            const int c = 16 * kk + 2 * tig + 8 * hf;
+            const float2 ba = tc_ld2(bc + ta * TC_FS + c), bb = tc_ld2(bc + tb * TC_FS + c);
+            const unsigned pa = hf ? xa[kk][2] : xa[kk][0], pb = hf ? xa[kk][3] : xa[kk][1];
+            const float xa0 = bf_lo(pa), xa1 = bf_hi(pa), xb0 = bf_lo(pb), xb1 = bf_hi(pb);
+#pragma unroll
+            for (int u = 0; u < 16; ++u) {
+                const float2 yv = tc_y2(Y + (t0 + u) * ys + c), by = tc_ld2(bc + (t0 + u) * TC_FS + c);
+                if (u >= A0 && u < A1)
+                    da[u] += xa0 * yv.x * tc_decay<XQ>(ba.x, by.x) + xa1 * yv.y * tc_decay<XQ>(ba.y, by.y);
+                if (u >= B0 && u < B1)
+                    db[u] += xb0 * yv.x * tc_decay<XQ>(bb.x, by.x) + xb1 * yv.y * tc_decay<XQ>(bb.y, by.y);
+            }
+        }
+#pragma unroll
+    for (int u = 0; u < 16; ++u) {
+        if (u >= A0 && u < A1) {
+            da[u] += __shfl_xor_sync(0xffffffffu, da[u], 1);
+            da[u] += __shfl_xor_sync(0xffffffffu, da[u], 2);
+            if (XQ ? u > gid : u < gid) da[u] = 0.0f;
+        }
+        if (u >= B0 && u < B1) {
+            db[u] += __shfl_xor_sync(0xffffffffu, db[u], 1);
+            db[u] += __shfl_xor_sync(0xffffffffu, db[u], 2);
+            if (XQ ? u > gid + 8 : u < gid + 8) db[u] = 0.0f;
+        }
+    }
+    pd[0] = pack_bf16(tc_pick(da, 2 * tig), tc_pick(da, 2 * tig + 1));
+    pd[1] = pack_bf16(tc_pick(db, 2 * tig), tc_pick(db, 2 * tig + 1));
+    pd[2] = pack_bf16(tc_pick(da, 2 * tig + 8), tc_pick(da, 2 * tig + 9));
+    pd[3] = pack_bf16(tc_pick(db, 2 * tig + 8), tc_pick(db, 2 * tig + 9));
+}
+
+// acc[w] += X^T Y over the first `rows` rows (rounded up to 16; the rest zero) of X, Y [C][TC_BS]
+// (bf16), for the warp's state tasks task = part + parts * (warp + TC_NW * w): state rows
+// 16 (task % (D / 16)) .., columns TC_SG (task / (D / 16)) ... No barrier.
+__device__ __forceinline__ void tc_state_mma(float (&acc)[TC_SPW][TC_SG / 8][4], const bf16* X, const bf16* Y, int part, int parts, int rows) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int arow = (lane & 7) + 8 * (lane >> 4), acol = 8 * ((lane >> 3) & 1);  // X^T as A (ldmatrix.trans)
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // Y as B (ldmatrix.trans)
+#pragma unroll
+    for (int w = 0; w < TC_SPW; ++w) {
+        const int task = part + parts * (warp + TC_NW * w);
+        if (task >= TC_ST) break;
+        const int it = task % (D / 16), cg = (task / (D / 16)) * TC_SG;
+        for (int kt = 0; 16 * kt < rows; ++kt) {
+            unsigned a[4];
+            ldsm_x4_t(a, X + (16 * kt + arow) * TC_BS + 16 * it + acol);
+#pragma unroll
+            for (int np = 0; np < TC_SG / 16; ++np) {
+                unsigned r[4];
+                ldsm_x4_t(r, Y + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
+                mma_bf16(acc[w][2 * np], a, r[0], r[1]);
+                mma_bf16(acc[w][2 * np + 1], a, r[2], r[3]);
+            }
+        }
+    }
+}
+
+// tc_state_mma's accumulators into the f32 [D][D] state at dst. No barrier.
+__device__ __forceinline__ void tc_state_store(float* dst, const float (&acc)[TC_SPW][TC_SG / 8][4], int part, int parts) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int w = 0; w < TC_SPW; ++w) {
+        const int task = part + parts * (warp + TC_NW * w);
+        if (task >= TC_ST) break;
+        const int it = task % (D / 16), cg = (task / (D / 16)) * TC_SG;
+#pragma unroll
+        for (int nt = 0; nt < TC_SG / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 2; ++x)
+                *reinterpret_cast<float2*>(dst + (16 * it + gid + 8 * x) * D + cg + 8 * nt + 2 * tig) =
+                    float2{acc[w][nt][2 * x], acc[w][nt][2 * x + 1]};
+    }
+}
+"#;
+
+/// The tensor-core entry points; `@P@` is the kernel name prefix.
+const TC_KERNELS: &str = r#"
+// 1. (tensor cores) dS_n = sum_s (k~_s e^(b_L - b_s))^T v_s into states[slot], e^b_L into dec[slot].
+// Grid (nch, HKV * parts, batch), NT threads: the TC_ST state tasks (16 rows x TC_SG columns, a warp
+// each) split over the parts. The keys times their decay to the chunk's end (<= 1) and the values are
+// staged as bf16; dS = kd^T vb by mma (kd^T's fragments by ldmatrix.trans).
+// Shared: bc, kf f32 [C][TC_FS]; kd, vb bf16 [C][TC_BS].
+extern "C" __global__ void @P@_chunk_state(const float* __restrict__ k, const float* __restrict__ v,
+        const float* __restrict__ gate, float* __restrict__ states, float* __restrict__ dec, int seq) {
+    extern __shared__ float smem[];
+    const TcBlock blk = tc_block(seq);
+    float* bc = smem;
+    float* kf = bc + C * TC_FS;
+    bf16* kd = reinterpret_cast<bf16*>(kf + C * TC_FS);
+    bf16* vb = kd + C * TC_BS;
+    const int L = blk.L;
+    tc_rows<C>(vb, v, blk.row0, HKV * D, blk.j * D, L, 1.0f);
+    tc_gates(bc, gate, blk.row0, blk.j, L);
+    tc_keys(kf, k, gate, blk.row0, blk.j, L);
+    tc_key_tiles(kd, nullptr, kf, bc, L);
+    if (blk.part == 0)
+        for (int i = threadIdx.x; i < D; i += NT) dec[blk.at * D + i] = expf(bc[(L - 1) * TC_FS + i]);
+    __syncthreads();
+    float acc[TC_SPW][TC_SG / 8][4] = {};
+    tc_state_mma(acc, kd, vb, blk.part, blk.parts, L);
+    tc_state_store(states + blk.at * D * D, acc, blk.part, blk.parts);
+}
+
+// 3. (tensor cores) Output of chunk n for the G query heads of KV head j: y += MIX_LIN * o (y holds
+// the window part). Grid (nch, HKV * parts, batch), NT threads; the (chunk, KV head)'s G * TC_NS warp
+// tasks (sub-chunk ii of 16 query rows, query head; the longest rows first) split over the parts.
+// The block stages S_n, v as bf16, the gate cumsum and the mapped keys as f32, and per sub-chunk ii > 0
+// the keys before it scaled to its first row r = 16 ii, k~_s e^(b_r - b_s) (bf16, kx). A task holds its
+// q~ rows as A fragments and forms
+//   o_t = (q~_t e^b_t) S_n + sum_(s<r) [(q~_t e^(b_t - b_r)) . (k~_s e^(b_r - b_s))] v_s
+//         + sum_(r<=s<=t) [sum_i q~_ti k~_si e^(b_ti - b_si)] v_s
+// (every exponent <= 0): the first two scores by mma, the diagonal block per element (tc_diag), the
+// scores rounded to bf16 as the A operand of the product with v, TC_CG output columns at a time.
+// Shared: bc, kf f32 [C][TC_FS]; vb [C][TC_BS], kx [TC_KX][TC_BS], sb [D][TC_BS] bf16.
+extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __restrict__ k,
+        const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ states,
+        float* __restrict__ y, int seq) {
+    extern __shared__ float smem[];
+    const TcBlock blk = tc_block(seq);
+    float* bc = smem;
+    float* kf = bc + C * TC_FS;
+    bf16* vb = reinterpret_cast<bf16*>(kf + C * TC_FS);
+    bf16* kx = vb + C * TC_BS;
+    bf16* sb = kx + TC_KX * TC_BS;
+    const int L = blk.L, j = blk.j;
+    const long long row0 = blk.row0;
+    tc_rows<D>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_rows<C>(vb, v, row0, HKV * D, j * D, L, 1.0f);
+    tc_gates(bc, gate, row0, j, L);
+    tc_keys(kf, k, gate, row0, j, L);
+    tc_key_tiles(nullptr, kx, kf, bc, L);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldmatrix.trans of [k][n] tiles as B
+    for (int task = blk.part + blk.parts * warp; task < G * TC_NS; task += blk.parts * TC_NW) {
+        const int ii = TC_NS - 1 - task / G, h = j * G + task % G;
+        if (16 * ii >= L) continue;  // warp-uniform
+        const int ta = 16 * ii + gid, tb = ta + 8;
+        unsigned qa[TC_KK][4];
+        tc_query_frags(qa, q + row0 * (H * D) + h * D, ta, tb, L);
+        unsigned pd[4];
+        tc_diag<true>(pd, qa, kf, TC_FS, bc, 16 * ii);
+        // off-diagonal scores (q~_t e^(b_t - b_r)) . kx_s, 8 keys an mma tile, as A fragments pa[kt]
+        unsigned pa[TC_NS][4];
+        {
+            float sc[2 * TC_NS][4];
+#pragma unroll
+            for (int u = 0; u < 2 * TC_NS; ++u) sc[u][0] = sc[u][1] = sc[u][2] = sc[u][3] = 0.0f;
+            const bf16* kt0 = kx + 8 * ii * (ii - 1) * TC_BS;
+            const int r = 16 * ii;
+#pragma unroll
+            for (int kk = 0; kk < TC_KK; ++kk) {
+                if (ii == 0) break;
+                unsigned a[4];
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = x & 1 ? tb : ta, c = 16 * kk + 2 * tig + 8 * (x >> 1);
+                    const float2 bt = tc_ld2(bc + t * TC_FS + c), br = tc_ld2(bc + r * TC_FS + c);
+                    a[x] = pack_bf16(bf_lo(qa[kk][x]) * __expf(bt.x - br.x), bf_hi(qa[kk][x]) * __expf(bt.y - br.y));
+                }
+#pragma unroll
+                for (int kt = 0; kt + 1 < TC_NS; ++kt) {
+                    if (kt >= ii) break;
+                    unsigned r4[4];
+                    ldsm_x4(r4, kt0 + (16 * kt + (lane & 7) + 8 * (lane >> 4)) * TC_BS + 16 * kk + 8 * ((lane >> 3) & 1));
+                    mma_bf16(sc[2 * kt], a, r4[0], r4[1]);
+                    mma_bf16(sc[2 * kt + 1], a, r4[2], r4[3]);
+                }
+            }
+#pragma unroll
+            for (int kt = 0; kt < TC_NS; ++kt) {
+                pa[kt][0] = pack_bf16(sc[2 * kt][0], sc[2 * kt][1]);
+                pa[kt][1] = pack_bf16(sc[2 * kt][2], sc[2 * kt][3]);
+                pa[kt][2] = pack_bf16(sc[2 * kt + 1][0], sc[2 * kt + 1][1]);
+                pa[kt][3] = pack_bf16(sc[2 * kt + 1][2], sc[2 * kt + 1][3]);
+            }
+        }
+        // q~ e^b_t for the state term
+#pragma unroll
+        for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int t = x & 1 ? tb : ta, c = 16 * kk + 2 * tig + 8 * (x >> 1);
+                const float2 bt = tc_ld2(bc + t * TC_FS + c);
+                qa[kk][x] = pack_bf16(bf_lo(qa[kk][x]) * __expf(bt.x), bf_hi(qa[kk][x]) * __expf(bt.y));
+            }
+        float* yh = y + row0 * (H * D) + h * D;
+#pragma unroll 1
+        for (int cg = 0; cg < D; cg += TC_CG) {
+            float o[TC_CG / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < TC_CG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < TC_KK; ++kk)
+#pragma unroll
+                for (int np = 0; np < TC_CG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, sb + (16 * kk + lrow) * TC_BS + cg + 16 * np + lcol);
+                    mma_bf16(o[2 * np], qa[kk], r4[0], r4[1]);
+                    mma_bf16(o[2 * np + 1], qa[kk], r4[2], r4[3]);
+                }
+#pragma unroll
+            for (int kt = 0; kt < TC_NS; ++kt) {
+                if (kt > ii) break;
+#pragma unroll
+                for (int np = 0; np < TC_CG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, vb + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
+                    if (kt == ii) {
+                        mma_bf16(o[2 * np], pd, r4[0], r4[1]);
+                        mma_bf16(o[2 * np + 1], pd, r4[2], r4[3]);
+                    } else {
+                        mma_bf16(o[2 * np], pa[kt], r4[0], r4[1]);
+                        mma_bf16(o[2 * np + 1], pa[kt], r4[2], r4[3]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < TC_CG / 8; ++nt)
+#pragma unroll
+                for (int x = 0; x < 2; ++x) {
+                    const int t = x ? tb : ta;
+                    if (t >= L) continue;
+                    float2* p = reinterpret_cast<float2*>(yh + (long long)t * (H * D) + cg + 8 * nt + 2 * tig);
+                    float2 w = *p;
+                    w.x += MIX_LIN * o[nt][2 * x];
+                    w.y += MIX_LIN * o[nt][2 * x + 1];
+                    *p = w;
+                }
+        }
+    }
+}
+
+// 4. (tensor cores) sum_h sum_t (q~^h_t e^b_t)^T do^h_t (do = MIX_LIN dy) into dstates[slot]. Grid
+// (nch, HKV * parts, batch), NT threads, the state tasks split over the parts as chunk_state's; the
+// heads go one at a time: q~ e^b (softmax, a warp per row) and do staged as bf16, then the warps'
+// state tiles accumulate qe^T ob by mma.
+// Shared: bc f32 [C][TC_FS]; qe, ob bf16 [C][TC_BS].
+extern "C" __global__ void @P@_chunk_dstate(const float* __restrict__ q, const float* __restrict__ gate,
+        const float* __restrict__ dy, float* __restrict__ dstates, int seq) {
+    extern __shared__ float smem[];
+    const TcBlock blk = tc_block(seq);
+    float* bc = smem;
+    bf16* qe = reinterpret_cast<bf16*>(bc + C * TC_FS);
+    bf16* ob = qe + C * TC_BS;
+    const int L = blk.L;
+    tc_gates(bc, gate, blk.row0, blk.j, L);
+    float acc[TC_SPW][TC_SG / 8][4] = {};
+    for (int g = 0; g < G; ++g) {
+        const int h = blk.j * G + g;
+        tc_query_tiles(nullptr, nullptr, qe, q, blk.row0, H * D, h * D, L, bc);
+        tc_rows<C>(ob, dy, blk.row0, H * D, h * D, L, MIX_LIN);
+        __syncthreads();
+        tc_state_mma(acc, qe, ob, blk.part, blk.parts, L);
+        __syncthreads();
+    }
+    tc_state_store(dstates + blk.at * D * D, acc, blk.part, blk.parts);
+}
+
+// 6. (tensor cores) dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv +=: the
+// window wrote it). Grid (nch, HKV * parts, batch), NT threads; the TC_VT warp tasks (key sub-chunk kt,
+// TC_CG value columns) split over the parts, their accumulators kept over the heads. First kd dG by mma
+// (dG staged as bf16); then per query head (q~, q~ e^(b_t - b_r) and do staged as bf16) the transposed
+// scores of the task's keys: the diagonal block per element (tc_diag, keys as the lane's rows), the
+// later sub-chunks ii as kx_ii . (q~ e^(b_t - b_r))^T by mma (r = 16 ii, both exponents <= 0), each
+// rounded to bf16 as the A operand of the product with do.
+// Shared: bc, kf f32 [C][TC_FS]; kd [C][TC_BS], kx [TC_KX][TC_BS], gb [D][TC_BS], qq, qr, ob [C][TC_BS]
+// bf16.
+extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
+        const float* __restrict__ gate, const float* __restrict__ dy, const float* __restrict__ dstates,
+        float* __restrict__ dv, int seq) {
+    extern __shared__ float smem[];
+    const TcBlock blk = tc_block(seq);
+    float* bc = smem;
+    float* kf = bc + C * TC_FS;
+    bf16* kd = reinterpret_cast<bf16*>(kf + C * TC_FS);
+    bf16* kx = kd + C * TC_BS;
+    bf16* gb = kx + TC_KX * TC_BS;
+    bf16* qq = gb + D * TC_BS;
+    bf16* qr = qq + C * TC_BS;
+    bf16* ob = qr + C * TC_BS;
+    const int L = blk.L, j = blk.j;
+    const long long row0 = blk.row0;
+    tc_rows<D>(gb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_gates(bc, gate, row0, j, L);
+    tc_keys(kf, k, gate, row0, j, L);
+    tc_key_tiles(kd, kx, kf, bc, L);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
+    const int nrow = (lane & 7) + 8 * (lane >> 4), ncol = 8 * ((lane >> 3) & 1);  // B of [n][k] tiles
+    float o[TC_VPW][TC_CG / 8][4];
+    // the inter-chunk part kd dG
+#pragma unroll
+    for (int w = 0; w < TC_VPW; ++w) {
+#pragma unroll
+        for (int nt = 0; nt < TC_CG / 8; ++nt) o[w][nt][0] = o[w][nt][1] = o[w][nt][2] = o[w][nt][3] = 0.0f;
+        const int task = blk.part + blk.parts * (warp + TC_NW * w);
+        if (task >= TC_VT) break;
+        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+        if (16 * kt >= L) continue;
+#pragma unroll
+        for (int kk = 0; kk < TC_KK; ++kk) {
+            unsigned a[4];
+            ldsm_x4(a, kd + (16 * kt + lrow) * TC_BS + 16 * kk + lcol);
+#pragma unroll
+            for (int np = 0; np < TC_CG / 16; ++np) {
+                unsigned r4[4];
+                ldsm_x4_t(r4, gb + (16 * kk + lrow) * TC_BS + cg + 16 * np + lcol);
+                mma_bf16(o[w][2 * np], a, r4[0], r4[1]);
+                mma_bf16(o[w][2 * np + 1], a, r4[2], r4[3]);
+            }
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        const int h = j * G + g;
+        __syncthreads();  // the previous head's tiles are consumed
+        tc_query_tiles(qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
+        tc_rows<C>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        __syncthreads();
+#pragma unroll
+        for (int w = 0; w < TC_VPW; ++w) {
+            const int task = blk.part + blk.parts * (warp + TC_NW * w);
+            if (task >= TC_VT) break;
+            const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+            if (16 * kt >= L) continue;
+            {  // the diagonal block
+                unsigned ka[TC_KK][4], pd[4];
+                tc_frags_f32(ka, kf, 16 * kt);
+                tc_diag<false>(pd, ka, qq, TC_BS, bc, 16 * kt);
+#pragma unroll
+                for (int np = 0; np < TC_CG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, ob + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
+                    mma_bf16(o[w][2 * np], pd, r4[0], r4[1]);
+                    mma_bf16(o[w][2 * np + 1], pd, r4[2], r4[3]);
+                }
+            }
+            for (int ii = kt + 1; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks
+                float sc[2][4] = {};
+                const bf16* kxi = kx + (8 * ii * (ii - 1) + 16 * kt) * TC_BS;
+#pragma unroll
+                for (int kk = 0; kk < TC_KK; ++kk) {
+                    unsigned a[4], r4[4];
+                    ldsm_x4(a, kxi + lrow * TC_BS + 16 * kk + lcol);
+                    ldsm_x4(r4, qr + (16 * ii + nrow) * TC_BS + 16 * kk + ncol);
+                    mma_bf16(sc[0], a, r4[0], r4[1]);
+                    mma_bf16(sc[1], a, r4[2], r4[3]);
+                }
+                const unsigned pt[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
+                                        pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
+#pragma unroll
+                for (int np = 0; np < TC_CG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, ob + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
+                    mma_bf16(o[w][2 * np], pt, r4[0], r4[1]);
+                    mma_bf16(o[w][2 * np + 1], pt, r4[2], r4[3]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int w = 0; w < TC_VPW; ++w) {
+        const int task = blk.part + blk.parts * (warp + TC_NW * w);
+        if (task >= TC_VT) break;
+        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+#pragma unroll
+        for (int nt = 0; nt < TC_CG / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const int s = 16 * kt + gid + 8 * x;
+                if (s >= L) continue;
+                float2* p = reinterpret_cast<float2*>(dv + (row0 + s) * (HKV * D) + j * D + cg + 8 * nt + 2 * tig);
+                float2 a = *p;
+                a.x += o[w][nt][2 * x];
+                a.y += o[w][nt][2 * x + 1];
+                *p = a;
+            }
+    }
+}
+"#;
