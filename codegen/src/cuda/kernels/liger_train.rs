@@ -30,6 +30,13 @@
 //! `e^(b_t − b_s)` once for all the heads of a pass (and, in `bwd_dqk`, for
 //! both `dq̃` and `dk̃`).
 //!
+//! Under `TrainMath::Bf16` (keyed variants, D a multiple of 16 up to 128)
+//! `chunk_state`, `fwd`, `chunk_dstate` and `bwd_dv` run on bf16 tensor
+//! cores instead (`liger_train_rec_tc.rs`: `mma.sync` with f32 accumulation,
+//! secondary chunking into 16-row sub-chunks, grid `(chunks, KV · parts,
+//! batch)` with `parts` picked at launch so a small batch still fills the
+//! GPU); `bwd_dqk` stays f32, and with it the chunk.
+//!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
 //! 1. `win_dq` — per (query tile, KV head) as `win_fwd`, one pass over the

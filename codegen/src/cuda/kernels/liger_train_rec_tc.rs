@@ -18,7 +18,22 @@
 //! are safe as they stand. Nothing divides by a decay or forms `e^(x > 0)`.
 //!
 //! Head dims that are not a multiple of 16, or above 128, keep the f32
-//! kernels ([`eligible`]).
+//! kernels ([`eligible`]). `bwd_dqk` has no tensor-core form yet ([`TENSOR`]):
+//! it runs f32 at the f32 chunk (16 from D = 64, else 32), which these
+//! kernels take too (they work at any chunk that is a multiple of 16; 64
+//! passes the emulation tests, but the f32 `bwd_dqk` spills there).
+//!
+//! Per kernel (8 warps a block; `TC_CG` = 64 output columns where D allows):
+//! - `chunk_state`, `chunk_dstate`: a warp per 16 state rows × 64 columns,
+//!   `Xᵀ Y` over the chunk's rows with `Xᵀ` by `ldmatrix.trans`;
+//!   `chunk_dstate` stages one query head at a time (`q̃ e^b`, `do`) and
+//!   keeps its accumulators over the heads;
+//! - `fwd`: a warp per (query head, sub-chunk); the queries' softmax in
+//!   registers (a row on a lane quad), scores of earlier sub-chunks by mma,
+//!   the diagonal block per element, then `(q̃ e^b) S + A V`;
+//! - `bwd_dv`: a warp per (key sub-chunk, 64 value columns) over the heads:
+//!   `kd dG`, then per head the transposed scores (diagonal per element,
+//!   later sub-chunks by mma) times `do`.
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
