@@ -445,6 +445,26 @@ fn attention_cases() -> Vec<Case> {
             44,
         )
         .tc(),
+        // The tensor-core window kernels (`liger_train_win_tc.rs`): GQA 1:1 at D 16 with
+        // window 0, 4:1 at D 64 with window 3, 8:1 at D 128 with a window past four key tiles
+        // (70), T below the window and off the 16-token grid, batch > 1; softmax attention at
+        // D 128 over more key tiles than one shared-memory stage holds; 4 and 2 row / key
+        // tiles a block (the launch picks them from batch · seq: every SM a block).
+        Case::new(spec(SwaOnly, 2, 2, 16, 0, (1.0, 0.0)), 2, 37, false, 60).tc(),
+        Case::new(spec(SwaOnly, 8, 2, 64, 3, (1.0, 0.0)), 1, 50, false, 61).tc(),
+        Case::new(spec(SwaOnly, 8, 1, 128, 70, (1.0, 0.0)), 1, 90, false, 62).tc(),
+        Case::new(spec(Gla, 8, 2, 128, 64, half), 2, 40, false, 63).tc(),
+        Case::new(spec(Gla, 4, 4, 64, 64, (0.3, 0.7)), 2, 83, true, 64).tc(),
+        Case::new(
+            spec(SwaOnly, 2, 2, 128, 1 << 29, (1.0, 0.0)),
+            1,
+            200,
+            false,
+            65,
+        )
+        .tc(),
+        Case::new(spec(SwaOnly, 2, 1, 32, 20, (0.7, 0.0)), 4, 2112, false, 66).tc(),
+        Case::new(spec(SwaOnly, 1, 1, 16, 40, (1.0, 0.0)), 2, 2110, false, 67).tc(),
     ]
 }
 

@@ -58,6 +58,12 @@
 //!
 //! swa-only runs 1, 2 and zeroes `DQ`, `DK`.
 //!
+//! With `TrainMath::Bf16` the window kernels are flash-attention-2 style on
+//! bf16 `mma.sync` (`liger_train_win_tc.rs`: the same entry points, arguments
+//! and outputs; `win_dq` walks its band twice — statistics, then `dS·K` —
+//! and keeps `lse` (base 2) and `δ` as two `[B][H][T]` halves of the same
+//! scratch region).
+//!
 //! GSA (`liger_train_gsa_src.rs`; two gated passes over `M` slots on raw q,
 //! k, slot writes `s = 1 − e^γ`) keeps both states as `[M][D]` (`Hkᵀ`, `Hv`,
 //! decaying per slot row) with one shared chunk decay. Forward: `win_fwd`,
@@ -83,6 +89,8 @@ mod gsa;
 mod rec_tc;
 #[path = "liger_train_src.rs"]
 mod source;
+#[path = "liger_train_win_tc.rs"]
+mod win_tc;
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
@@ -109,6 +117,11 @@ pub enum TrainMath {
     /// fla train in bf16; softmax statistics, decays, gates and states stay
     /// f32. Used with bf16 frozen weights, whose projections already round
     /// their inputs to bf16. Kernels without a tensor-core form run as `F32`.
+    ///
+    /// The window kernels (`win_fwd`, `win_dq`, `win_dkv`, every variant
+    /// including GSA) take tensor cores at head dims that are multiples of 16
+    /// up to 128 (`liger_train_win_tc.rs`); other head dims keep the f32
+    /// window kernels.
     Bf16,
 }
 
@@ -413,6 +426,9 @@ struct Geometry {
     win: [(u32, u32, u32); 2],
     /// Dynamic shared memory of `win_fwd`, `win_dq`, `win_dkv`, bytes.
     win_smem: [u32; 3],
+    /// `win_fwd`, `win_dq`, `win_dkv` on tensor cores (`win_tc`), which then
+    /// replace `win`, `win_smem` and `WIN_NT`.
+    win_tc: Option<[win_tc::WinLaunch; 3]>,
     /// `(chunks, KV, batch)`, `(chunks, H, batch)`.
     chunked: [(u32, u32, u32); 2],
     /// Grid, threads and dynamic shared memory (bytes) of the keyed
@@ -479,6 +495,9 @@ impl Geometry {
                 (g(seq.div_ceil(t.tkv()))?, g(spec.kv_heads)?, b),
             ],
             win_smem: t.smem_bytes().map(|n| n as u32),
+            win_tc: win_tc::tiling(spec, shape.math)
+                .map(|w| w.launches(spec.kv_heads, batch, seq, &node))
+                .transpose()?,
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
             batch,
@@ -521,16 +540,20 @@ impl Geometry {
         self.scratch(self.scratch.len() - 2)
     }
 
+    /// Grid, threads and shared memory of window kernel `i` (`win_fwd`,
+    /// `win_dq`, `win_dkv`): the tensor-core launch where there is one.
+    fn window_shape(&self, i: usize) -> ((u32, u32, u32), usize, u32) {
+        match &self.win_tc {
+            Some(tc) => (tc[i].grid, tc[i].block, tc[i].smem),
+            None => (self.win[i / 2], WIN_NT, self.win_smem[i]),
+        }
+    }
+
     /// The window branch's forward: `win_fwd` overwrites `Y`.
     fn window_forward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
-        vec![self.launch(
-            "win_fwd",
-            self.win[0],
-            WIN_NT,
-            self.win_smem[0],
-            vec![QRot, KRot, V, Y, Seq],
-        )]
+        let (grid, block, smem) = self.window_shape(0);
+        vec![self.launch("win_fwd", grid, block, smem, vec![QRot, KRot, V, Y, Seq])]
     }
 
     /// The window branch's backward: `win_dq` (`DQRot`, and the statistics
@@ -538,19 +561,20 @@ impl Geometry {
     fn window_backward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
         let stats = self.stats();
+        let [(gq, bq, sq), (gk, bk, sk)] = [1, 2].map(|i| self.window_shape(i));
         vec![
             self.launch(
                 "win_dq",
-                self.win[0],
-                WIN_NT,
-                self.win_smem[1],
+                gq,
+                bq,
+                sq,
                 vec![QRot, KRot, V, DY, DQRot, stats, Seq],
             ),
             self.launch(
                 "win_dkv",
-                self.win[1],
-                WIN_NT,
-                self.win_smem[2],
+                gk,
+                bk,
+                sk,
                 vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
             ),
         ]

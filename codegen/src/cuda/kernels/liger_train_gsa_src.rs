@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use ligerc_ir::LigerSpec;
 
-use super::source::{HELPERS, NT, Shape, scan_kernels, window_kernels};
+use super::source::{HELPERS, NT, Shape, scan_kernels};
 use crate::cuda::kernels::{PRELUDE, float_lit};
 
 /// Shared-memory floats of the GSA kernels for head dim `d`, `m` slots and
@@ -74,7 +74,7 @@ constexpr float MIX_LIN = {mix_lin};
         helpers = HELPERS,
         gsa_helpers = GSA_HELPERS,
     );
-    s.push_str(&window_kernels(prefix, shape.win));
+    s.push_str(&super::win_tc::window_source(spec, prefix, shape));
     s.push_str(&gsa_kernels(prefix));
     s
 }

@@ -273,7 +273,7 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         mix_lin = float_lit(spec.mix_linear),
         helpers = HELPERS,
     );
-    s.push_str(&window_kernels(prefix, shape.win));
+    s.push_str(&super::win_tc::window_source(spec, prefix, shape));
     let rec = recurrence_kernels(prefix);
     if super::rec_tc::eligible(spec, shape.math) {
         let has_mma = s.contains("void mma_bf16(");
