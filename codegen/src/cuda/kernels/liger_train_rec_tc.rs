@@ -18,10 +18,12 @@
 //! are safe as they stand. Nothing divides by a decay or forms `e^(x > 0)`.
 //!
 //! Head dims that are not a multiple of 16, or above 128, keep the f32
-//! kernels ([`eligible`]). `bwd_dqk` has no tensor-core form yet ([`TENSOR`]):
-//! it runs f32 at the f32 chunk (16 from D = 64, else 32), which these
-//! kernels take too (they work at any chunk that is a multiple of 16; 64
-//! passes the emulation tests, but the f32 `bwd_dqk` spills there).
+//! kernels ([`eligible`]). With all five kernels here ([`TENSOR`]) the chunk
+//! is 64 at every eligible D (`plan` in [`super`]; the kernels work at any
+//! chunk that is a multiple of 16): the in-chunk products are mma and the
+//! per-element exponentials of the diagonal blocks cost `16·D` a token
+//! whatever the chunk, so a longer chunk only cuts the states (`∝ D²/C`).
+//! At D 128, C 64 `bwd_dqk` takes the most shared memory, 218.5 KiB.
 //!
 //! Per kernel (8 warps a block; `TC_CG` = 64 output columns where D allows):
 //! - `chunk_state`, `chunk_dstate`: a warp per 16 state rows × 64 columns,
@@ -33,7 +35,14 @@
 //!   the diagonal block per element, then `(q̃ e^b) S + A V`;
 //! - `bwd_dv`: a warp per (key sub-chunk, 64 value columns) over the heads:
 //!   `kd dG`, then per head the transposed scores (diagonal per element,
-//!   later sub-chunks by mma) times `do`.
+//!   later sub-chunks by mma) times `do`;
+//! - `bwd_dqk`: one block per (chunk, KV head), a warp per (sub-chunk,
+//!   `TC_QG` channels); per query head `P = do vᵀ`'s causal 16 × 16 blocks
+//!   by mma into a bf16 tile, then a pass of a thread per (sub-chunk,
+//!   channel) over the diagonal blocks (each `e^(b_t − b_s)` once for `dq̃`
+//!   and `dk̃`), then the warps' `e^(b_t − b_r)[e^(b_r) do Sᵀ + P kx]` for
+//!   `dq̃` and `Pᵀ (q̃ e^(b_t − b_r))` scaled by `e^(b_r − b_s)` for `dk̃`;
+//!   `dk̃`, `Σ_h q̃ ⊙ dq̃` stay in registers over the heads.
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
@@ -43,9 +52,9 @@ use crate::cuda::kernels::liger::MMA_PRELUDE;
 /// The recurrence kernels in `smem_floats` order.
 const KERNELS: [&str; 5] = ["chunk_state", "fwd", "bwd_dv", "bwd_dqk", "chunk_dstate"];
 
-/// Which of [`KERNELS`] run on tensor cores (the others keep their f32 form,
-/// at the same chunk).
-pub(super) const TENSOR: [bool; 5] = [true, true, true, false, true];
+/// Which of [`KERNELS`] run on tensor cores (the others would keep their f32
+/// form, at the same chunk): all of them.
+pub(super) const TENSOR: [bool; 5] = [true; 5];
 
 /// Threads per block of the tensor-core kernels (the source's `NT`): 8 warps.
 const THREADS: usize = 256;
@@ -83,7 +92,7 @@ pub(super) fn smem_bytes(d: usize, c: usize) -> [usize; 5] {
         2 * f32_tile + 2 * bf_tile,
         2 * f32_tile + bf_tile + kx + state,
         2 * f32_tile + 4 * bf_tile + kx + state,
-        0,
+        3 * f32_tile + 3 * bf_tile + kx + state + c * (c + 8) * 2,
         f32_tile + 2 * bf_tile,
     ];
     let mut out = [0; 5];
@@ -97,7 +106,9 @@ pub(super) fn smem_bytes(d: usize, c: usize) -> [usize; 5] {
 
 /// The most parts a (chunk, KV head) of each kernel splits into (its warp
 /// tasks), in `smem_floats` order: `chunk_state`, `chunk_dstate` take 16
-/// state rows × `TC_SG` columns a task, `fwd` a (query head, sub-chunk).
+/// state rows × `TC_SG` columns a task, `fwd` a (query head, sub-chunk),
+/// `bwd_dv` a (key sub-chunk, `TC_CG` columns); `bwd_dqk` does not split
+/// (its diagonal pass and score tiles serve all its tasks).
 pub(super) fn max_parts(spec: &LigerSpec, c: usize) -> [usize; 5] {
     let d = spec.head_dim;
     let g = spec.heads / spec.kv_heads.max(1);
@@ -193,6 +204,14 @@ constexpr int TC_SPW = (TC_ST + TC_NW - 1) / TC_NW;  // state tasks of a warp at
 constexpr int TC_VT = TC_NS * (D / TC_CG);   // bwd_dv tasks (key sub-chunk, TC_CG columns)
 constexpr int TC_VPW = (TC_VT + TC_NW - 1) / TC_NW;  // bwd_dv tasks of a warp at most
 constexpr int TC_RV = (D + 31) / 32;          // features of a lane in a warp-per-row pass
+// bwd_dqk: columns of a warp task (the widest that still gives every warp a task), its tasks
+// (sub-chunk, TC_QG columns), tasks of a warp at most, the row stride of its bf16 [C][C] score tile,
+// and the (sub-chunk, channel) items of a thread in its diagonal pass.
+constexpr int TC_QG = D % 64 == 0 && TC_NS * (D / 64) >= TC_NW ? 64 : (D % 32 == 0 && TC_NS * (D / 32) >= TC_NW ? 32 : 16);
+constexpr int TC_QT = TC_NS * (D / TC_QG);
+constexpr int TC_QPW = (TC_QT + TC_NW - 1) / TC_NW;
+constexpr int TC_PS = C + 8;
+constexpr int TC_DI = (TC_NS * D + NT - 1) / NT;
 static_assert(D % 16 == 0 && D <= 128 && C % 16 == 0, "the tensor-core recurrence takes D, C multiples of 16, D <= 128");
 
 __device__ __forceinline__ float2 tc_ld2(const float* p) { return *reinterpret_cast<const float2*>(p); }
@@ -277,9 +296,10 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
 
 // q~ = softmax over D of C token rows (features at src + (row0 + t) * stride + off) as bf16 tiles
 // [C][TC_BS] (rows >= L zero), each where given: qq = q~, qr = q~ e^(b_t - b_(16 floor(t / 16))) (to
-// the first row of its sub-chunk), qe = q~ e^(b_t). A warp per row. No barrier.
+// the first row of its sub-chunk), qe = q~ e^(b_t); and qf = q~ as f32 [C][TC_FS]. A warp per row. No
+// barrier.
 __device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, long long row0, int stride, int off, int L,
-                               const float* bc) {
+                               const float* bc, float* qf = nullptr) {
     const int lane = threadIdx.x & 31;
     const bf16 zero = __float2bfloat16(0.0f);
     for (int t = threadIdx.x >> 5; t < C; t += TC_NW) {
@@ -288,6 +308,7 @@ __device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, l
                 if (qq) qq[t * TC_BS + i] = zero;
                 if (qr) qr[t * TC_BS + i] = zero;
                 if (qe) qe[t * TC_BS + i] = zero;
+                if (qf) qf[t * TC_FS + i] = 0.0f;
             }
             continue;
         }
@@ -316,6 +337,7 @@ __device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, l
             if (qq) qq[t * TC_BS + i] = __float2bfloat16(v);
             if (qr) qr[t * TC_BS + i] = __float2bfloat16(v * __expf(bt - bc[r * TC_FS + i]));
             if (qe) qe[t * TC_BS + i] = __float2bfloat16(v * __expf(bt));
+            if (qf) qf[t * TC_FS + i] = v;
         }
     }
 }
@@ -812,6 +834,261 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
                 a.x += o[w][nt][2 * x];
                 a.y += o[w][nt][2 * x + 1];
                 *p = a;
+            }
+    }
+}
+
+// 7. (tensor cores) With S = S_n (entering chunk n), dG = dG_n (leaving it), do = MIX_LIN dy and
+// P^h_ts = do^h_t . v_s:
+//   dq~^h_t = e^b_t (S do^h_t) + sum_(s<=t) P^h_ts e^(b_t - b_s) k~_s                  -> dq (dq~)
+//   dk~_s   = e^(b_L - b_s) (dG v_s) + sum_h sum_(t>=s) P^h_ts e^(b_t - b_s) q~^h_t    -> dk (dk~)
+//   db_t    = sum_h q~^h_t dq~^h_t - k~_t dk~_t                                       -> db
+// Grid (nch, HKV, batch), NT threads (no parts); TC_QT warp tasks (sub-chunk u, TC_QG channels).
+// With r = 16 u the sub-chunk's first row, the off-diagonal terms are products whose exponents are
+// all <= 0:
+//   dq~_t (t in u) = e^(b_t - b_r) [e^b_r (S do_t) + sum_(s<r) P_ts kx_u,s]     kx_u,s = k~_s e^(b_r - b_s)
+//   dk~_s (s in u) += sum_(ii>u) e^(b_(16 ii) - b_s) sum_(t in ii) P_ts qr_t      qr_t = q~_t e^(b_t - b_(16 ii))
+// by mma; the diagonal 16 x 16 blocks go per element in a pass of a thread per (sub-chunk, channel)
+// that forms each e^(b_t - b_s) once for dq~ and dk~. First dk~'s inter-chunk part (dG staged as
+// bf16), then S is staged in its place and the query heads go one at a time: do, q~ e^(b_t - b_r)
+// as bf16 and q~ as f32; P's causal 16 x 16 blocks by mma into a bf16 tile; the diagonal pass
+// writes its part of dq~ to dq, which the task pass completes (adds, writes back) and folds into
+// db. The diagonal pass keeps its part of dk~ in registers over the heads; it joins the tasks'
+// through shared memory at the end.
+// Shared: bc, kf, qf f32 [C][TC_FS]; vb [C][TC_BS], kx [TC_KX][TC_BS], sb [D][TC_BS] (dG, then S),
+// ob, qr [C][TC_BS], pb [C][TC_PS] bf16.
+extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float* __restrict__ k,
+        const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ dy,
+        const float* __restrict__ states, const float* __restrict__ dstates, float* __restrict__ dq,
+        float* __restrict__ dk, float* __restrict__ db, int seq) {
+    extern __shared__ float smem[];
+    const TcBlock blk = tc_block(seq);
+    float* bc = smem;
+    float* kf = bc + C * TC_FS;
+    float* qf = kf + C * TC_FS;
+    bf16* vb = reinterpret_cast<bf16*>(qf + C * TC_FS);
+    bf16* kx = vb + C * TC_BS;
+    bf16* sb = kx + TC_KX * TC_BS;
+    bf16* ob = sb + D * TC_BS;
+    bf16* qr = ob + C * TC_BS;
+    bf16* pb = qr + C * TC_BS;
+    const int L = blk.L, j = blk.j;
+    const long long row0 = blk.row0;
+    tc_rows<D>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_rows<C>(vb, v, row0, HKV * D, j * D, L, 1.0f);
+    tc_gates(bc, gate, row0, j, L);
+    tc_keys(kf, k, gate, row0, j, L);
+    tc_key_tiles(nullptr, kx, kf, bc, L);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
+    const int nrow = (lane & 7) + 8 * (lane >> 4), ncol = 8 * ((lane >> 3) & 1);  // B of [n][k], A of [k][m] (.trans)
+    // the tasks' accumulators over the heads: dk~ (off the diagonal blocks), sum_h q~ dq~
+    float dka[TC_QPW][TC_QG / 8][4], dba[TC_QPW][TC_QG / 8][4];
+#pragma unroll
+    for (int w = 0; w < TC_QPW; ++w) {
+#pragma unroll
+        for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) dka[w][nt][e] = dba[w][nt][e] = 0.0f;
+        const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
+        if (task >= TC_QT || 16 * u >= L) continue;
+        // the inter-chunk part e^(b_L - b_s) (v_s dG^T)
+#pragma unroll
+        for (int kk = 0; kk < TC_KK; ++kk) {
+            unsigned a[4];
+            ldsm_x4(a, vb + (16 * u + lrow) * TC_BS + 16 * kk + lcol);
+#pragma unroll
+            for (int np = 0; np < TC_QG / 16; ++np) {
+                unsigned r4[4];
+                ldsm_x4(r4, sb + (cg + 16 * np + nrow) * TC_BS + 16 * kk + ncol);
+                mma_bf16(dka[w][2 * np], a, r4[0], r4[1]);
+                mma_bf16(dka[w][2 * np + 1], a, r4[2], r4[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const int s = 16 * u + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
+                const float2 bl = tc_ld2(bc + (L - 1) * TC_FS + i), bs = tc_ld2(bc + s * TC_FS + i);
+                dka[w][nt][2 * x] *= __expf(bl.x - bs.x);
+                dka[w][nt][2 * x + 1] *= __expf(bl.y - bs.y);
+            }
+    }
+    __syncthreads();
+    tc_rows<D>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    float dkd[TC_DI][16];  // the diagonal pass's dk~ of its items' rows
+#pragma unroll
+    for (int w = 0; w < TC_DI; ++w)
+#pragma unroll
+        for (int u = 0; u < 16; ++u) dkd[w][u] = 0.0f;
+    for (int g = 0; g < G; ++g) {
+        const int h = j * G + g;
+        float* dqh = dq + row0 * (H * D) + h * D;
+        __syncthreads();  // S staged; the previous head's tiles consumed
+        tc_query_tiles(nullptr, qr, nullptr, q, row0, H * D, h * D, L, bc, qf);
+        tc_rows<C>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        __syncthreads();
+        // P = do v^T: the causal 16 x 16 blocks (u, kt <= u), a warp each, into pb
+        for (int pi = warp; pi < TC_NS * (TC_NS + 1) / 2; pi += TC_NW) {
+            int u = 0;
+            while ((u + 1) * (u + 2) / 2 <= pi) ++u;
+            const int kt = pi - u * (u + 1) / 2;
+            if (16 * u >= L) continue;
+            float sc[2][4] = {};
+#pragma unroll
+            for (int kk = 0; kk < TC_KK; ++kk) {
+                unsigned a[4], r4[4];
+                ldsm_x4(a, ob + (16 * u + lrow) * TC_BS + 16 * kk + lcol);
+                ldsm_x4(r4, vb + (16 * kt + nrow) * TC_BS + 16 * kk + ncol);
+                mma_bf16(sc[0], a, r4[0], r4[1]);
+                mma_bf16(sc[1], a, r4[2], r4[3]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int x = 0; x < 2; ++x)
+                    *reinterpret_cast<unsigned*>(pb + (16 * u + gid + 8 * x) * TC_PS + 16 * kt + 8 * nt + 2 * tig) =
+                        pack_bf16(sc[nt][2 * x], sc[nt][2 * x + 1]);
+        }
+        __syncthreads();
+        // the diagonal blocks per element: item (u, i) walks the pairs s <= t of sub-chunk u at channel i
+#pragma unroll
+        for (int w = 0; w < TC_DI; ++w) {
+            const int it = threadIdx.x + NT * w, u = it / D, i = it % D, r = 16 * u;
+            if (it >= TC_NS * D || r >= L) continue;
+            float bs[16], ks[16];
+#pragma unroll
+            for (int x = 0; x < 16; ++x) {
+                bs[x] = bc[(r + x) * TC_FS + i];
+                ks[x] = kf[(r + x) * TC_FS + i];
+            }
+#pragma unroll
+            for (int tl = 0; tl < 16; ++tl) {
+                const int t = r + tl;
+                if (t >= L) break;
+                const float qt = qf[t * TC_FS + i];
+                float acc = 0.0f;
+#pragma unroll
+                for (int sl = 0; sl <= tl; ++sl) {
+                    const float p = __bfloat162float(pb[t * TC_PS + r + sl]) * __expf(fminf(bs[tl] - bs[sl], 0.0f));
+                    acc += p * ks[sl];
+                    dkd[w][sl] += p * qt;
+                }
+                dqh[(long long)t * (H * D) + i] = acc;
+            }
+        }
+        __syncthreads();
+        // the tasks: dq~ off the diagonal (completing dq, folded into db), dk~ of the later sub-chunks
+#pragma unroll
+        for (int w = 0; w < TC_QPW; ++w) {
+            const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG, r = 16 * u;
+            if (task >= TC_QT || r >= L) continue;
+            {
+                float o[TC_QG / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < TC_KK; ++kk) {
+                    unsigned a[4];
+                    ldsm_x4(a, ob + (r + lrow) * TC_BS + 16 * kk + lcol);
+#pragma unroll
+                    for (int np = 0; np < TC_QG / 16; ++np) {
+                        unsigned r4[4];
+                        ldsm_x4(r4, sb + (cg + 16 * np + nrow) * TC_BS + 16 * kk + ncol);
+                        mma_bf16(o[2 * np], a, r4[0], r4[1]);
+                        mma_bf16(o[2 * np + 1], a, r4[2], r4[3]);
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt) {
+                    const float2 br = tc_ld2(bc + r * TC_FS + cg + 8 * nt + 2 * tig);
+                    const float ex = __expf(br.x), ey = __expf(br.y);
+                    o[nt][0] *= ex;
+                    o[nt][1] *= ey;
+                    o[nt][2] *= ex;
+                    o[nt][3] *= ey;
+                }
+                const bf16* kxu = kx + 8 * u * (u - 1) * TC_BS;
+                for (int kt = 0; kt < u; ++kt) {
+                    unsigned a[4];
+                    ldsm_x4(a, pb + (r + lrow) * TC_PS + 16 * kt + lcol);
+#pragma unroll
+                    for (int np = 0; np < TC_QG / 16; ++np) {
+                        unsigned r4[4];
+                        ldsm_x4_t(r4, kxu + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
+                        mma_bf16(o[2 * np], a, r4[0], r4[1]);
+                        mma_bf16(o[2 * np + 1], a, r4[2], r4[3]);
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+                    for (int x = 0; x < 2; ++x) {
+                        const int t = r + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
+                        if (t >= L) continue;
+                        const float2 bt = tc_ld2(bc + t * TC_FS + i), br = tc_ld2(bc + r * TC_FS + i);
+                        float2* p = reinterpret_cast<float2*>(dqh + (long long)t * (H * D) + i);
+                        float2 d = *p;
+                        d.x += o[nt][2 * x] * __expf(bt.x - br.x);
+                        d.y += o[nt][2 * x + 1] * __expf(bt.y - br.y);
+                        *p = d;
+                        const float2 qv = tc_ld2(qf + t * TC_FS + i);
+                        dba[w][nt][2 * x] += qv.x * d.x;
+                        dba[w][nt][2 * x + 1] += qv.y * d.y;
+                    }
+            }
+            for (int ii = u + 1; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks
+                float sc[TC_QG / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+                unsigned a[4];
+                ldsm_x4_t(a, pb + (16 * ii + nrow) * TC_PS + r + ncol);  // P^T: rows s of u, k = t of ii
+#pragma unroll
+                for (int np = 0; np < TC_QG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, qr + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
+                    mma_bf16(sc[2 * np], a, r4[0], r4[1]);
+                    mma_bf16(sc[2 * np + 1], a, r4[2], r4[3]);
+                }
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+                    for (int x = 0; x < 2; ++x) {
+                        const int s = r + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
+                        const float2 bi = tc_ld2(bc + 16 * ii * TC_FS + i), bs = tc_ld2(bc + s * TC_FS + i);
+                        dka[w][nt][2 * x] += sc[nt][2 * x] * __expf(bi.x - bs.x);
+                        dka[w][nt][2 * x + 1] += sc[nt][2 * x + 1] * __expf(bi.y - bs.y);
+                    }
+            }
+        }
+    }
+    // join: the diagonal pass's dk~ through qf, then dk = dk~, db = sum_h q~ dq~ - k~ dk~
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < TC_DI; ++w) {
+        const int it = threadIdx.x + NT * w, u = it / D, i = it % D;
+        if (it >= TC_NS * D) continue;
+#pragma unroll
+        for (int x = 0; x < 16; ++x) qf[(16 * u + x) * TC_FS + i] = dkd[w][x];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < TC_QPW; ++w) {
+        const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
+        if (task >= TC_QT) continue;
+#pragma unroll
+        for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const int s = 16 * u + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
+                if (s >= L) continue;
+                const float2 kd = tc_ld2(qf + s * TC_FS + i), kv = tc_ld2(kf + s * TC_FS + i);
+                const float2 d = {dka[w][nt][2 * x] + kd.x, dka[w][nt][2 * x + 1] + kd.y};
+                const long long o = (row0 + s) * (HKV * D) + j * D + i;
+                *reinterpret_cast<float2*>(dk + o) = d;
+                *reinterpret_cast<float2*>(db + o) = float2{dba[w][nt][2 * x] - kv.x * d.x, dba[w][nt][2 * x + 1] - kv.y * d.y};
             }
     }
 }
