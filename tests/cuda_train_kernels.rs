@@ -437,6 +437,12 @@ fn attention_cases() -> Vec<Case> {
         Case::new(spec(Retention, 3, 3, 64, 4, (0.0, 1.0)), 1, 99, false, 50).tc(),
         Case::new(spec(Linear, 3, 1, 32, 4, (0.0, 1.0)), 1, 70, false, 51).tc(),
         Case::new(spec(Linear, 4, 4, 16, 4, half), 3, 5, false, 52).tc(),
+        // At the tensor-core chunk (64): three and four chunks with a partial last one, GQA
+        // 4:1, 1:1 and 3:1, batch > 1, extreme gates.
+        Case::new(spec(Gla, 8, 2, 128, 4, half), 2, 197, true, 53).tc(),
+        Case::new(spec(Hgrn2, 2, 2, 32, 4, (0.0, 1.0)), 2, 140, true, 54).tc(),
+        Case::new(spec(Retention, 3, 1, 64, 4, half), 1, 231, true, 55).tc(),
+        Case::new(spec(Linear, 4, 1, 16, 4, (0.0, 1.0)), 1, 211, false, 56).tc(),
         Case::new(
             spec(SwaOnly, 4, 2, 64, 1 << 29, (1.0, 0.0)),
             1,

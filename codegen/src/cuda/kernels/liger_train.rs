@@ -31,11 +31,12 @@
 //! both `dq̃` and `dk̃`).
 //!
 //! Under `TrainMath::Bf16` (keyed variants, D a multiple of 16 up to 128)
-//! `chunk_state`, `fwd`, `chunk_dstate` and `bwd_dv` run on bf16 tensor
-//! cores instead (`liger_train_rec_tc.rs`: `mma.sync` with f32 accumulation,
-//! secondary chunking into 16-row sub-chunks, grid `(chunks, KV · parts,
-//! batch)` with `parts` picked at launch so a small batch still fills the
-//! GPU); `bwd_dqk` stays f32, and with it the chunk.
+//! all five run on bf16 tensor cores instead (`liger_train_rec_tc.rs`:
+//! `mma.sync` with f32 accumulation, secondary chunking into 16-row
+//! sub-chunks, grid `(chunks, KV · parts, batch)` with `parts` picked at
+//! launch so a small batch still fills the GPU; `bwd_dqk` one block per
+//! (chunk, KV head)), at chunk 64 for every such D (the f32 kernels keep 16
+//! from D = 64, 32 below).
 //!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
@@ -280,11 +281,22 @@ fn plan(spec: &LigerSpec, math: TrainMath) -> Result<Shape, CudaError> {
             rec_smem(spec, math, c).into_iter().max().unwrap_or(0) as usize
         }
     };
-    // 32 balances the in-chunk work (∝ C per token) against the states (∝ D²/C).
-    // The keyed variants take 16 from D = 64 on: their state products cost D²
-    // a token whatever the chunk, while the in-chunk exponentials (∝ C·D a
-    // token) double with it.
-    let chunks: &[usize] = if gsa || d < 64 { &[32, 16] } else { &[16] };
+    // f32: 32 balances the in-chunk work (∝ C per token) against the states
+    // (∝ D²/C). The keyed variants take 16 from D = 64 on: their state
+    // products cost D² a token whatever the chunk, while the in-chunk
+    // exponentials (∝ C·D a token) double with it. On tensor cores (every
+    // keyed recurrence kernel) the in-chunk products are mma and only the
+    // 16 × 16 diagonal blocks take per-element exponentials (∝ 16·D a token
+    // whatever the chunk), so the chunk only trades the states' traffic and
+    // scans (∝ D²/C): 64, where shared memory allows.
+    let tc = !gsa && rec_tc::eligible(spec, math) && rec_tc::TENSOR.iter().all(|&t| t);
+    let chunks: &[usize] = if tc {
+        &[64, 32, 16]
+    } else if gsa || d < 64 {
+        &[32, 16]
+    } else {
+        &[16]
+    };
     let chunk = chunks
         .iter()
         .copied()

@@ -142,10 +142,10 @@ pub(super) fn threads() -> usize {
 }
 
 /// The recurrence of the training source for `prefix`: `f32_rec` (the f32
-/// kernels, scans and `revcumsum`) with the entry points of the kernels that
-/// run on tensor cores renamed `_f32` (unused), then the tensor-core kernels
-/// under the original names. `has_mma` says whether the source already holds
-/// the `mma.sync` wrappers.
+/// kernels, scans and `revcumsum`) without the definitions of the kernels
+/// that run on tensor cores (their header comments stay), then the
+/// tensor-core kernels under the original names. `has_mma` says whether the
+/// source already holds the `mma.sync` wrappers.
 pub(super) fn source(prefix: &str, f32_rec: &str, has_mma: bool) -> String {
     let mut s = String::new();
     if !has_mma {
@@ -154,14 +154,40 @@ pub(super) fn source(prefix: &str, f32_rec: &str, has_mma: bool) -> String {
     let mut rec = f32_rec.to_string();
     for (k, name) in KERNELS.iter().enumerate() {
         if TENSOR[k] {
-            let entry = format!("void {prefix}_{name}(");
-            rec = rec.replace(&entry, &format!("void {prefix}_{name}_f32("));
+            let entry = format!("extern \"C\" __global__ void {prefix}_{name}(");
+            rec = without_definition(&rec, &entry);
         }
     }
     s.push_str(&rec);
     s.push_str(TC_HELPERS);
     s.push_str(&with_bounds(&TC_KERNELS.replace("@P@", prefix)));
     s
+}
+
+/// `src` without the function definition that starts at `entry` (its
+/// signature, then a brace-balanced body); `src` as is where `entry` is absent.
+fn without_definition(src: &str, entry: &str) -> String {
+    let Some(at) = src.find(entry) else {
+        return src.to_string();
+    };
+    let Some(open) = src[at..].find(") {").map(|o| at + o + 2) else {
+        return src.to_string();
+    };
+    let mut depth = 0usize;
+    for (o, ch) in src[open..].char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let end = open + o + 1;
+                    return format!("{}{}", &src[..at], src[end..].trim_start_matches('\n'));
+                }
+            }
+            _ => {}
+        }
+    }
+    src.to_string()
 }
 
 /// `src` with each entry point `extern "C" __global__ void name(…) {` preceded
@@ -454,8 +480,8 @@ __device__ __forceinline__ void tc_diag(unsigned (&pd)[4], const unsigned (&xa)[
     for (int u = 0; u < 16; ++u) da[u] = db[u] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < TC_KK; ++kk)
-#pragma unroll 1
-        for (int hf = 0; hf < 2; ++hf) {  // not unrolled: the loads of one half at a time
+#pragma unroll (D <= 32 ? 2 : 1)
+        for (int hf = 0; hf < 2; ++hf) {  // D >= 64: one half's loads at a time; below, unrolled (else ptxas spills)
             const int c = 16 * kk + 2 * tig + 8 * hf;
             const float2 ba = tc_ld2(bc + ta * TC_FS + c), bb = tc_ld2(bc + tb * TC_FS + c);
             const unsigned pa = hf ? xa[kk][2] : xa[kk][0], pb = hf ? xa[kk][3] : xa[kk][1];

@@ -845,10 +845,11 @@ constexpr int RC_MG = (RC_G4 + 15) / 16;  // column groups of a thread: tc + 16 
 constexpr bool RC_FULL = RC_G4 % 16 == 0; // every thread's RC_MG groups exist
 constexpr int RC_RQ = C > 64 ? C : 64;    // rows of a query pass: RC_GB heads x C tokens, head-major
 constexpr int RC_GB = G < RC_RQ / C ? G : RC_RQ / C; // query heads of a pass
-constexpr int RC_CS = C + 4;              // row stride of [rows][C] score tiles
-constexpr int RC_QS = RC_RQ + 4;          // row stride of [C][RC_RQ] transposed score tiles
+// (RC_CS, RC_QS, RC_HPT go unused where the tensor-core kernels replace the f32 ones.)
+[[maybe_unused]] constexpr int RC_CS = C + 4;              // row stride of [rows][C] score tiles
+[[maybe_unused]] constexpr int RC_QS = RC_RQ + 4;          // row stride of [C][RC_RQ] transposed score tiles
 constexpr int RC_NS = RC_GB < NT / RC_DP ? RC_GB : (NT / RC_DP > 0 ? NT / RC_DP : 1); // bwd_dqk: head splits
-constexpr int RC_HPT = (RC_GB + RC_NS - 1) / RC_NS; // bwd_dqk: heads of a thread, z + RC_NS u
+[[maybe_unused]] constexpr int RC_HPT = (RC_GB + RC_NS - 1) / RC_NS; // bwd_dqk: heads of a thread, z + RC_NS u
 static_assert(C % 16 == 0, "the recurrence tiles take C a multiple of 16");
 static_assert(RC_DP <= NT, "bwd_dqk takes a column a thread");
 static_assert(RC_RQ * C % NT == 0, "bwd_dqk's P tiling");
