@@ -4,7 +4,7 @@
 //! launched in the order their launch lists give, with every argument bound
 //! to a device tensor, the scratch buffer or a size.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -20,14 +20,25 @@ use super::GpuTrainError;
 use super::forward::Ctx;
 use super::value::{DevTensor, Elem};
 
-/// Loaded Liger training kernels, by `(source, kernel)`.
+/// Loaded Liger training kernels, by `(source, kernel)`, each with the
+/// dynamic shared memory it may use so far.
 #[derive(Default)]
 pub(super) struct LigerCache {
     cubins: RefCell<HashMap<String, Rc<Vec<u8>>>>,
-    funcs: RefCell<HashMap<(String, String), Rc<Function>>>,
+    funcs: RefCell<HashMap<(String, String), Loaded>>,
 }
 
+/// A loaded kernel and the dynamic shared memory (bytes) it may use so far.
+type Loaded = (Rc<Function>, Rc<Cell<u32>>);
+
+/// Dynamic shared memory every kernel may use without raising its limit.
+const DEFAULT_DYNAMIC_SMEM: u32 = 48 * 1024;
+
 impl LigerCache {
+    /// The loaded kernel of `launch`, its dynamic shared-memory limit raised
+    /// to what this launch asks for: one kernel's launches may ask for more
+    /// than its first did (the tensor-core window kernels take more tiles a
+    /// block when the batch is larger), and a launch above the limit fails.
     fn function(
         &self,
         cx: &Ctx,
@@ -35,29 +46,38 @@ impl LigerCache {
         launch: &TrainLaunch,
     ) -> Result<Rc<Function>, GpuTrainError> {
         let key = (source.to_string(), launch.kernel.clone());
-        if let Some(f) = self.funcs.borrow().get(&key) {
-            return Ok(f.clone());
-        }
-        let cubin = {
-            let cached = self.cubins.borrow().get(source).cloned();
-            match cached {
-                Some(c) => c,
-                None => {
-                    let (bytes, _) = cubin_for("liger_train", source, &cx.dev.arch())?;
-                    let c = Rc::new(bytes);
-                    self.cubins
-                        .borrow_mut()
-                        .insert(source.to_string(), c.clone());
-                    c
-                }
+        let cached = self.funcs.borrow().get(&key).cloned();
+        let (f, limit) = match cached {
+            Some(entry) => entry,
+            None => {
+                let f = Rc::new(
+                    cx.dev
+                        .load_function(&self.cubin(cx, source)?, &launch.kernel)?,
+                );
+                let entry = (f, Rc::new(Cell::new(DEFAULT_DYNAMIC_SMEM)));
+                self.funcs.borrow_mut().insert(key, entry.clone());
+                entry
             }
         };
-        let f = Rc::new(cx.dev.load_function(&cubin, &launch.kernel)?);
-        if launch.dynamic_smem > 48 * 1024 {
+        if launch.dynamic_smem > limit.get() {
             cx.dev.set_max_dynamic_smem(&f, launch.dynamic_smem)?;
+            limit.set(launch.dynamic_smem);
         }
-        self.funcs.borrow_mut().insert(key, f.clone());
         Ok(f)
+    }
+
+    /// The compiled `source` (NVRTC once per source; the inference runtime's
+    /// cubin cache on disk).
+    fn cubin(&self, cx: &Ctx, source: &str) -> Result<Rc<Vec<u8>>, GpuTrainError> {
+        if let Some(c) = self.cubins.borrow().get(source) {
+            return Ok(c.clone());
+        }
+        let (bytes, _) = cubin_for("liger_train", source, &cx.dev.arch())?;
+        let c = Rc::new(bytes);
+        self.cubins
+            .borrow_mut()
+            .insert(source.to_string(), c.clone());
+        Ok(c)
     }
 }
 
