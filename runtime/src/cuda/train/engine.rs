@@ -38,7 +38,7 @@ pub struct CudaBackend {
     rope: RefCell<HashMap<String, (DevTensor, DevTensor)>>,
     liger: super::liger::LigerCache,
     /// bf16 tensor-core attention kernels with bf16 frozen weights.
-    math: super::MathPolicy,
+    math: super::TrainMath,
     train: GpuGraph,
     eval: GpuGraph,
     host_ops: bool,

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use ligerc_codegen::cuda::kernels::liger_train::TrainMath;
 use ligerc_ir::{Op, RopeSpec};
 
 use super::super::Device;
@@ -32,8 +33,9 @@ pub(super) struct Ctx<'a> {
     pub(super) liger: &'a super::liger::LigerCache,
     /// The node being run, for errors.
     pub(super) node: String,
-    /// How the LigerAttention kernels' math is chosen for each call.
-    pub(super) math: super::MathPolicy,
+    /// How the LigerAttention kernels multiply (bf16 tensor cores with bf16
+    /// frozen weights).
+    pub(super) math: TrainMath,
 }
 
 impl Ctx<'_> {

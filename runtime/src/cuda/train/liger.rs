@@ -254,15 +254,14 @@ pub(super) fn attention_forward(
     args: &[&DevTensor],
 ) -> Result<DevTensor, GpuTrainError> {
     let (mut bound, (batch, seq)) = operands(cx, args)?;
-    let math = cx.math.pick(spec.kv_heads, batch, seq);
-    let source = liger_train_source(spec, math).map_err(|e| codegen(cx, e))?;
+    let source = liger_train_source(spec, cx.math).map_err(|e| codegen(cx, e))?;
     let y = cx.empty(args[0].shape.clone(), Elem::F32)?;
-    let launches = liger_forward_launches(spec, math, batch, seq).map_err(|e| codegen(cx, e))?;
+    let launches = liger_forward_launches(spec, cx.math, batch, seq).map_err(|e| codegen(cx, e))?;
     let needs_scratch = launches
         .iter()
         .any(|l| l.args.iter().any(|a| matches!(a, TrainArg::Scratch { .. })));
     let s = if needs_scratch {
-        scratch(cx, liger_scratch_floats(spec, math, batch, seq))?
+        scratch(cx, liger_scratch_floats(spec, cx.math, batch, seq))?
     } else {
         None
     };
@@ -282,19 +281,19 @@ pub(super) fn attention_backward(
     wrt: &[usize],
 ) -> Result<Vec<DevTensor>, GpuTrainError> {
     let (mut bound, (batch, seq)) = operands(cx, args)?;
-    let math = cx.math.pick(spec.kv_heads, batch, seq);
-    let source = liger_train_source(spec, math).map_err(|e| codegen(cx, e))?;
+    let source = liger_train_source(spec, cx.math).map_err(|e| codegen(cx, e))?;
     let outs: Vec<DevTensor> = args
         .iter()
         .map(|t| cx.empty(t.shape.clone(), Elem::F32))
         .collect::<Result<_, _>>()?;
-    let s = scratch(cx, liger_scratch_floats(spec, math, batch, seq))?;
+    let s = scratch(cx, liger_scratch_floats(spec, cx.math, batch, seq))?;
     for (slot, o) in bound.grads.iter_mut().zip(&outs) {
         *slot = Some(o);
     }
     bound.dy = Some(dy);
     bound.scratch = s.as_ref();
-    let launches = liger_backward_launches(spec, math, batch, seq).map_err(|e| codegen(cx, e))?;
+    let launches =
+        liger_backward_launches(spec, cx.math, batch, seq).map_err(|e| codegen(cx, e))?;
     run(cx, &source, &launches, &bound, (batch, seq))?;
     wrt.iter()
         .map(|&w| {

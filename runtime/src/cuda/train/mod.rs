@@ -73,52 +73,22 @@ pub enum GpuTrainError {
     Runtime(#[from] crate::RuntimeError),
 }
 
-/// How the LigerAttention training kernels' math is chosen for each call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MathPolicy {
-    /// Always this math (`LIGERC_TRAIN_MATH`, or f32 frozen weights).
-    Fixed(TrainMath),
-    /// bf16 tensor cores where a call's chunk grid fills the GPU
-    /// ([`AUTO_MIN_BLOCKS`]), f32 below: at SmolLM2's shape (3 KV heads) the
-    /// tensor-core kernels' few large blocks ran slower end to end at batch 1
-    /// (H100: 10.3k vs 16.3k tok/s at 1024 tokens, 48.2k vs 51.8k at 4096)
-    /// and faster at batch 8 × 4096 (83.8k vs 70.5k).
-    Auto,
-}
-
-/// [`MathPolicy::Auto`] takes bf16 tensor cores from this many (row, KV head,
-/// 64-token chunk) triples on: two blocks an SM of a 132-SM H100.
-pub const AUTO_MIN_BLOCKS: usize = 264;
-
-impl MathPolicy {
-    /// The math of one call over `batch` rows of `seq` tokens.
-    pub fn pick(self, kv_heads: usize, batch: usize, seq: usize) -> TrainMath {
-        match self {
-            MathPolicy::Fixed(m) => m,
-            MathPolicy::Auto if batch * kv_heads * seq.div_ceil(64) >= AUTO_MIN_BLOCKS => {
-                TrainMath::Bf16
-            }
-            MathPolicy::Auto => TrainMath::F32,
-        }
-    }
-}
-
 /// How the LigerAttention training kernels multiply: `LIGERC_TRAIN_MATH`
-/// (`f32` or `bf16`) if set; else f32 with f32 frozen weights, and with bf16
-/// ones [`MathPolicy::Auto`]. Any other value is an error naming the variable.
-pub fn train_math(frozen: FrozenDtype) -> Result<MathPolicy, GpuTrainError> {
+/// (`f32` or `bf16`) if set, else bf16 tensor cores with bf16 frozen weights
+/// and f32 with f32 ones. Any other value is an error naming the variable.
+pub fn train_math(frozen: FrozenDtype) -> Result<TrainMath, GpuTrainError> {
     parse_train_math(std::env::var("LIGERC_TRAIN_MATH").ok().as_deref(), frozen)
 }
 
 /// [`train_math`] for the variable's value `var` (`None`: unset).
-fn parse_train_math(var: Option<&str>, frozen: FrozenDtype) -> Result<MathPolicy, GpuTrainError> {
+fn parse_train_math(var: Option<&str>, frozen: FrozenDtype) -> Result<TrainMath, GpuTrainError> {
     match var {
         None | Some("") => Ok(match frozen {
-            FrozenDtype::Bf16 => MathPolicy::Auto,
-            FrozenDtype::F32 => MathPolicy::Fixed(TrainMath::F32),
+            FrozenDtype::Bf16 => TrainMath::Bf16,
+            FrozenDtype::F32 => TrainMath::F32,
         }),
-        Some("f32") => Ok(MathPolicy::Fixed(TrainMath::F32)),
-        Some("bf16") => Ok(MathPolicy::Fixed(TrainMath::Bf16)),
+        Some("f32") => Ok(TrainMath::F32),
+        Some("bf16") => Ok(TrainMath::Bf16),
         Some(other) => Err(GpuTrainError::Shape {
             node: "LIGERC_TRAIN_MATH".into(),
             problem: format!("is `{other}`; expected `f32` or `bf16`"),
@@ -139,35 +109,14 @@ mod tests {
     #[test]
     fn train_math_follows_the_frozen_dtype_unless_overridden() {
         use FrozenDtype::{Bf16, F32};
-        let fixed = |m| Ok::<_, ()>(MathPolicy::Fixed(m));
-        assert_eq!(parse_train_math(None, Bf16).ok(), Some(MathPolicy::Auto));
+        assert_eq!(parse_train_math(None, Bf16).unwrap(), TrainMath::Bf16);
+        assert_eq!(parse_train_math(Some(""), F32).unwrap(), TrainMath::F32);
+        assert_eq!(parse_train_math(Some("f32"), Bf16).unwrap(), TrainMath::F32);
         assert_eq!(
-            parse_train_math(Some(""), F32).ok(),
-            fixed(TrainMath::F32).ok()
-        );
-        assert_eq!(
-            parse_train_math(Some("f32"), Bf16).ok(),
-            fixed(TrainMath::F32).ok()
-        );
-        assert_eq!(
-            parse_train_math(Some("bf16"), F32).ok(),
-            fixed(TrainMath::Bf16).ok()
+            parse_train_math(Some("bf16"), F32).unwrap(),
+            TrainMath::Bf16
         );
         let e = parse_train_math(Some("fp8"), F32).unwrap_err().to_string();
         assert!(e.contains("LIGERC_TRAIN_MATH") && e.contains("fp8"), "{e}");
-    }
-
-    #[test]
-    fn auto_takes_tensor_cores_once_the_grid_fills_the_gpu() {
-        // SmolLM2 (3 KV heads): batch 1 at 1024 / 4096 tokens, batch 8 at 1024.
-        assert_eq!(MathPolicy::Auto.pick(3, 1, 1024), TrainMath::F32);
-        assert_eq!(MathPolicy::Auto.pick(3, 1, 4096), TrainMath::F32);
-        assert_eq!(MathPolicy::Auto.pick(3, 8, 1024), TrainMath::Bf16);
-        // 8 KV heads, batch 8, 1024 tokens; a partial last chunk counts.
-        assert_eq!(MathPolicy::Auto.pick(8, 8, 1024), TrainMath::Bf16);
-        assert_eq!(MathPolicy::Auto.pick(1, 1, 64 * 263 + 1), TrainMath::Bf16);
-        assert_eq!(MathPolicy::Auto.pick(1, 1, 64 * 263), TrainMath::F32);
-        let fixed = MathPolicy::Fixed(TrainMath::Bf16);
-        assert_eq!(fixed.pick(3, 1, 16), TrainMath::Bf16);
     }
 }
