@@ -288,21 +288,7 @@ __device__ void tc_keys(float* kf, const float* k, const float* gate, long long 
     }
     __syncthreads();
     if constexpr (KEY_SOFTMAX) {
-        const int lane = threadIdx.x & 31;
-        for (int t = threadIdx.x >> 5; t < L; t += TC_NW) {
-            float* row = kf + t * TC_FS;
-            float m = neg_inf();
-            for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
-            m = warp_max(m);
-            float z = 0.0f;
-            for (int i = lane; i < D; i += 32) {
-                const float e = expf(row[i] - m);
-                row[i] = e;
-                z += e;
-            }
-            z = warp_sum(z);
-            for (int i = lane; i < D; i += 32) row[i] /= z;
-        }
+        for (int t = threadIdx.x >> 5; t < L; t += TC_NW) softmax_row(kf + t * TC_FS);
         __syncthreads();
     }
 }

@@ -339,6 +339,22 @@ __device__ void causal_dots(float* P, const float* X, const float* Y, int L) {
     __syncthreads();
 }
 
+// row <- softmax(row) over its D elements, in place. Warp-collective.
+__device__ void softmax_row(float* row) {
+    const int lane = threadIdx.x & 31;
+    float m = neg_inf();
+    for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
+    m = warp_max(m);
+    float z = 0.0f;
+    for (int i = lane; i < D; i += 32) {
+        const float e = expf(row[i] - m);
+        row[i] = e;
+        z += e;
+    }
+    z = warp_sum(z);
+    for (int i = lane; i < D; i += 32) row[i] /= z;
+}
+
 // g <- y * (g - <y, g>) with y = softmax(x), for one D-long row (x read-only). Warp-collective.
 __device__ void softmax_backward_row(const float* x, float* g) {
     const int lane = threadIdx.x & 31;
@@ -1034,22 +1050,8 @@ __device__ void rc_load_rows(float* x, const float* src, long long row0, int str
 // Softmax over D of the rows r < nrows of x [.][RC_TS] with r % C < L, in place; one warp per row. Ends
 // with a barrier.
 __device__ void rc_softmax(float* x, int nrows, int L) {
-    const int lane = threadIdx.x & 31;
-    for (int r = threadIdx.x >> 5; r < nrows; r += NT / 32) {
-        if (r % C >= L) continue;
-        float* row = x + r * RC_TS;
-        float m = neg_inf();
-        for (int i = lane; i < D; i += 32) m = fmaxf(m, row[i]);
-        m = warp_max(m);
-        float z = 0.0f;
-        for (int i = lane; i < D; i += 32) {
-            const float e = expf(row[i] - m);
-            row[i] = e;
-            z += e;
-        }
-        z = warp_sum(z);
-        for (int i = lane; i < D; i += 32) row[i] /= z;
-    }
+    for (int r = threadIdx.x >> 5; r < nrows; r += NT / 32)
+        if (r % C < L) softmax_row(x + r * RC_TS);
     __syncthreads();
 }
 
