@@ -238,6 +238,10 @@ constexpr int TC_QT = TC_NS * (D / TC_QG);
 constexpr int TC_QPW = (TC_QT + TC_NW - 1) / TC_NW;
 constexpr int TC_PS = C + 8;
 constexpr int TC_DI = (TC_NS * D + NT - 1) / NT;
+constexpr int TC_KE = (C * D / 2 + NT - 1) / NT;  // channel pairs of a thread in tc_diag_keys
+// The most a sub-chunk may decay (b_r - b_(r+15), any channel) for its diagonal block to be one
+// product (tc_fast): both factors then lie within e^(+-TC_FAST), far inside f32 and bf16 range.
+constexpr float TC_FAST = 40.0f;
 static_assert(D % 16 == 0 && D <= 128 && C % 16 == 0, "the tensor-core recurrence takes D, C multiples of 16, D <= 128");
 
 __device__ __forceinline__ float2 tc_ld2(const float* p) { return *reinterpret_cast<const float2*>(p); }
@@ -277,6 +281,62 @@ __device__ void tc_gates(float* bc, const float* gate, long long row0, int j, in
         }
     }
     __syncthreads();
+}
+
+// Whether the chunk's diagonal 16 x 16 blocks take the one-product path: every 16-row sub-chunk
+// decays by at most e^(-TC_FAST) in every channel (b_r - b_(r+15) <= TC_FAST with r = 16 ii; bc's
+// rows past L repeat row L - 1). Then, for t, s in sub-chunk ii with s <= t,
+//   e^(b_t - b_s) = e^(b_t - b_r) e^(b_r - b_s),   e^(b_t - b_r) in [e^-TC_FAST, 1], e^(b_r - b_s) in [1, e^TC_FAST],
+// so a diagonal block's scores are the product of q~ e^(b_t - b_r) (the kernels' qr) and
+// k~ e^(b_r - b_s) (tc_diag_keys), masked to s <= t, on tensor cores like the blocks off the
+// diagonal; each pair's score keeps a bf16 product's relative error (the factors are positive, so
+// the channel sum does not cancel). Real gates (logsigmoid / 16) decay by far less; chunks that decay
+// faster keep the per-element tc_diag. Block-uniform; a barrier.
+__device__ __forceinline__ bool tc_fast(const float* bc) {
+    int slow = 0;
+    for (int e = threadIdx.x; e < TC_NS * D; e += NT) {
+        const int r = 16 * (e / D), i = e % D;
+        slow |= bc[r * TC_FS + i] - bc[(r + 15) * TC_FS + i] > TC_FAST;
+    }
+    return !__syncthreads_or(slow);
+}
+
+// For a tc_fast chunk: the mapped keys scaled to their sub-chunk's first row r,
+// k~_s e^(b_r - b_s), as bf16 [C][TC_BS] in place of kf (f32 [C][TC_FS]; the bf16 rows are
+// shorter, so every value is read before the barrier and written after it). Ends with a barrier.
+__device__ void tc_diag_keys(float* kf, const float* bc) {
+    unsigned w[TC_KE];
+#pragma unroll
+    for (int u = 0; u < TC_KE; ++u) {
+        const int e = threadIdx.x + NT * u, t = e / (D / 2), i = 2 * (e % (D / 2)), r = t & ~15;
+        if (e >= C * D / 2) break;
+        const float2 kv = tc_ld2(kf + t * TC_FS + i), bt = tc_ld2(bc + t * TC_FS + i), br = tc_ld2(bc + r * TC_FS + i);
+        w[u] = pack_bf16(kv.x * __expf(br.x - bt.x), kv.y * __expf(br.y - bt.y));
+    }
+    __syncthreads();
+    bf16* ke = reinterpret_cast<bf16*>(kf);
+#pragma unroll
+    for (int u = 0; u < TC_KE; ++u) {
+        const int e = threadIdx.x + NT * u, t = e / (D / 2), i = 2 * (e % (D / 2));
+        if (e >= C * D / 2) break;
+        *reinterpret_cast<unsigned*>(ke + t * TC_BS + i) = w[u];
+    }
+    __syncthreads();
+}
+
+// Zero the entries of a 16 x 16 diagonal score block in mma C layout (sc[nt][x]: row gid + 8 (x >> 1),
+// column 8 nt + 2 tig + (x & 1)) above its diagonal (column > row) when ROWQ — rows are queries —
+// or below it (column < row) otherwise.
+template <bool ROWQ>
+__device__ __forceinline__ void tc_causal(float (&sc)[2][4]) {
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const int row = gid + 8 * (x >> 1), col = 8 * nt + 2 * tig + (x & 1);
+            if (ROWQ ? col > row : col < row) sc[nt][x] = 0.0f;
+        }
 }
 
 // Mapped keys of KV head j into kf [C][TC_FS] (f32: softmax over D, or 1 - e^g for HGRN2; rows >= L
@@ -432,6 +492,14 @@ __device__ __forceinline__ void tc_query_frags(unsigned (&qa)[TC_KK][4], const f
             const float2 v = tc_ld2((x & 1 ? rb : ra) + 16 * kk + 8 * (x >> 1));
             qa[kk][x] = pack_bf16(__expf(v.x - m[x & 1]) * z[x & 1], __expf(v.y - m[x & 1]) * z[x & 1]);
         }
+}
+
+// Two m16n8 C tiles (columns 0-7 and 8-15 of 16 rows) as a bf16 m16k16 A fragment.
+__device__ __forceinline__ void tc_pack_a(unsigned (&p)[4], const float (&c0)[4], const float (&c1)[4]) {
+    p[0] = pack_bf16(c0[0], c0[1]);
+    p[1] = pack_bf16(c0[2], c0[3]);
+    p[2] = pack_bf16(c1[0], c1[1]);
+    p[3] = pack_bf16(c1[2], c1[3]);
 }
 
 // a[s] for s a lane's fragment column (s known only at run time) without indexing registers.
@@ -601,6 +669,9 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
     tc_keys(kf, k, gate, row0, j, L);
     tc_key_tiles(nullptr, kx, kf, bc, L);
     __syncthreads();
+    const bool fast = tc_fast(bc);
+    if (fast) tc_diag_keys(kf, bc);
+    const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldmatrix.trans of [k][n] tiles as B
     for (int task = blk.part + blk.parts * warp; task < G * TC_NS; task += blk.parts * TC_NW) {
@@ -610,18 +681,20 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
         unsigned qa[TC_KK][4];
         tc_query_frags(qa, q + row0 * (H * D) + h * D, ta, tb, L);
         unsigned pd[4];
-        tc_diag<true>(pd, qa, kf, TC_FS, bc, 16 * ii);
-        // off-diagonal scores (q~_t e^(b_t - b_r)) . kx_s, 8 keys an mma tile, as A fragments pa[kt]
+        if (!fast) tc_diag<true>(pd, qa, kf, TC_FS, bc, 16 * ii);
+        // scores (q~_t e^(b_t - b_r)) . kx_s off the diagonal (and, fast, . ke_s on it), 8 keys an
+        // mma tile, as A fragments pa[kt] (pd)
         unsigned pa[TC_NS][4];
         {
-            float sc[2 * TC_NS][4];
+            float sc[2 * TC_NS][4], sd[2][4] = {};
 #pragma unroll
             for (int u = 0; u < 2 * TC_NS; ++u) sc[u][0] = sc[u][1] = sc[u][2] = sc[u][3] = 0.0f;
             const bf16* kt0 = kx + 8 * ii * (ii - 1) * TC_BS;
             const int r = 16 * ii;
+            const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 8 * ((lane >> 3) & 1);  // B of [n][k] tiles
 #pragma unroll
             for (int kk = 0; kk < TC_KK; ++kk) {
-                if (ii == 0) break;
+                if (ii == 0 && !fast) break;
                 unsigned a[4];
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
@@ -633,17 +706,22 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
                 for (int kt = 0; kt + 1 < TC_NS; ++kt) {
                     if (kt >= ii) break;
                     unsigned r4[4];
-                    ldsm_x4(r4, kt0 + (16 * kt + (lane & 7) + 8 * (lane >> 4)) * TC_BS + 16 * kk + 8 * ((lane >> 3) & 1));
+                    ldsm_x4(r4, kt0 + (16 * kt + brow) * TC_BS + 16 * kk + bcol);
                     mma_bf16(sc[2 * kt], a, r4[0], r4[1]);
                     mma_bf16(sc[2 * kt + 1], a, r4[2], r4[3]);
                 }
+                if (fast) {
+                    unsigned r4[4];
+                    ldsm_x4(r4, ke + (r + brow) * TC_BS + 16 * kk + bcol);
+                    mma_bf16(sd[0], a, r4[0], r4[1]);
+                    mma_bf16(sd[1], a, r4[2], r4[3]);
+                }
             }
 #pragma unroll
-            for (int kt = 0; kt < TC_NS; ++kt) {
-                pa[kt][0] = pack_bf16(sc[2 * kt][0], sc[2 * kt][1]);
-                pa[kt][1] = pack_bf16(sc[2 * kt][2], sc[2 * kt][3]);
-                pa[kt][2] = pack_bf16(sc[2 * kt + 1][0], sc[2 * kt + 1][1]);
-                pa[kt][3] = pack_bf16(sc[2 * kt + 1][2], sc[2 * kt + 1][3]);
+            for (int kt = 0; kt < TC_NS; ++kt) tc_pack_a(pa[kt], sc[2 * kt], sc[2 * kt + 1]);
+            if (fast) {
+                tc_causal<true>(sd);
+                tc_pack_a(pd, sd[0], sd[1]);
             }
         }
         // q~ e^b_t for the state term
@@ -757,6 +835,9 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     tc_keys(kf, k, gate, row0, j, L);
     tc_key_tiles(kd, kx, kf, bc, L);
     __syncthreads();
+    const bool fast = tc_fast(bc);
+    if (fast) tc_diag_keys(kf, bc);
+    const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
     const int nrow = (lane & 7) + 8 * (lane >> 4), ncol = 8 * ((lane >> 3) & 1);  // B of [n][k] tiles
@@ -786,7 +867,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     for (int g = 0; g < G; ++g) {
         const int h = j * G + g;
         __syncthreads();  // the previous head's tiles are consumed
-        tc_query_tiles(qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
+        tc_query_tiles(fast ? nullptr : qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
         tc_rows<C>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
 #pragma unroll
@@ -795,7 +876,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
             if (task >= TC_VT) break;
             const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
             if (16 * kt >= L) continue;
-            {  // the diagonal block
+            if (!fast) {  // the diagonal block per element
                 unsigned ka[TC_KK][4], pd[4];
                 tc_frags_f32(ka, kf, 16 * kt);
                 tc_diag<false>(pd, ka, qq, TC_BS, bc, 16 * kt);
@@ -807,9 +888,10 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
                     mma_bf16(o[w][2 * np + 1], pd, r4[2], r4[3]);
                 }
             }
-            for (int ii = kt + 1; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks
+            // the later query sub-chunks (and, fast, the diagonal block, masked to t >= s)
+            for (int ii = fast ? kt : kt + 1; ii < TC_NS && 16 * ii < L; ++ii) {
                 float sc[2][4] = {};
-                const bf16* kxi = kx + (8 * ii * (ii - 1) + 16 * kt) * TC_BS;
+                const bf16* kxi = ii == kt ? ke + 16 * kt * TC_BS : kx + (8 * ii * (ii - 1) + 16 * kt) * TC_BS;
 #pragma unroll
                 for (int kk = 0; kk < TC_KK; ++kk) {
                     unsigned a[4], r4[4];
@@ -818,8 +900,9 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
                     mma_bf16(sc[0], a, r4[0], r4[1]);
                     mma_bf16(sc[1], a, r4[2], r4[3]);
                 }
-                const unsigned pt[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
-                                        pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
+                if (ii == kt) tc_causal<false>(sc);
+                unsigned pt[4];
+                tc_pack_a(pt, sc[0], sc[1]);
 #pragma unroll
                 for (int np = 0; np < TC_CG / 16; ++np) {
                     unsigned r4[4];
@@ -892,6 +975,9 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     tc_keys(kf, k, gate, row0, j, L);
     tc_key_tiles(nullptr, kx, kf, bc, L);
     __syncthreads();
+    const bool fast = tc_fast(bc);
+    if (fast) tc_diag_keys(kf, bc);
+    const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
     const int nrow = (lane & 7) + 8 * (lane >> 4), ncol = 8 * ((lane >> 3) & 1);  // B of [n][k], A of [k][m] (.trans)
@@ -957,6 +1043,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                 mma_bf16(sc[0], a, r4[0], r4[1]);
                 mma_bf16(sc[1], a, r4[2], r4[3]);
             }
+            if (kt == u) tc_causal<true>(sc);  // the diagonal blocks as the causal mask leaves them
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -965,11 +1052,12 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                         pack_bf16(sc[nt][2 * x], sc[nt][2 * x + 1]);
         }
         __syncthreads();
-        // the diagonal blocks per element: item (u, i) walks the pairs s <= t of sub-chunk u at channel i
+        // slow: the diagonal blocks per element: item (u, i) walks the pairs s <= t of sub-chunk u at
+        // channel i (fast: the tasks take them as products)
 #pragma unroll
         for (int w = 0; w < TC_DI; ++w) {
             const int it = threadIdx.x + NT * w, u = it / D, i = it % D, r = 16 * u;
-            if (it >= TC_NS * D || r >= L) continue;
+            if (fast || it >= TC_NS * D || r >= L) continue;
             float bs[16], ks[16];
 #pragma unroll
             for (int x = 0; x < 16; ++x) {
@@ -992,7 +1080,8 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
             }
         }
         __syncthreads();
-        // the tasks: dq~ off the diagonal (completing dq, folded into db), dk~ of the later sub-chunks
+        // the tasks: dq~ off the diagonal (completing dq, folded into db), dk~ of the later sub-chunks;
+        // fast, the diagonal blocks too (their P masked, keys ke, queries qr)
 #pragma unroll
         for (int w = 0; w < TC_QPW; ++w) {
             const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG, r = 16 * u;
@@ -1023,13 +1112,14 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                     o[nt][3] *= ey;
                 }
                 const bf16* kxu = kx + 8 * u * (u - 1) * TC_BS;
-                for (int kt = 0; kt < u; ++kt) {
+                for (int kt = 0; kt < u + fast; ++kt) {
+                    const bf16* kt0 = kt == u ? ke : kxu;
                     unsigned a[4];
                     ldsm_x4(a, pb + (r + lrow) * TC_PS + 16 * kt + lcol);
 #pragma unroll
                     for (int np = 0; np < TC_QG / 16; ++np) {
                         unsigned r4[4];
-                        ldsm_x4_t(r4, kxu + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
+                        ldsm_x4_t(r4, kt0 + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
                         mma_bf16(o[2 * np], a, r4[0], r4[1]);
                         mma_bf16(o[2 * np + 1], a, r4[2], r4[3]);
                     }
@@ -1042,7 +1132,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                         if (t >= L) continue;
                         const float2 bt = tc_ld2(bc + t * TC_FS + i), br = tc_ld2(bc + r * TC_FS + i);
                         float2* p = reinterpret_cast<float2*>(dqh + (long long)t * (H * D) + i);
-                        float2 d = *p;
+                        float2 d = fast ? float2{0.0f, 0.0f} : *p;  // slow: the diagonal pass's part
                         d.x += o[nt][2 * x] * __expf(bt.x - br.x);
                         d.y += o[nt][2 * x + 1] * __expf(bt.y - br.y);
                         *p = d;
@@ -1051,7 +1141,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                         dba[w][nt][2 * x + 1] += qv.y * d.y;
                     }
             }
-            for (int ii = u + 1; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks
+            for (int ii = u + !fast; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks (fast: and u)
                 float sc[TC_QG / 8][4];
 #pragma unroll
                 for (int nt = 0; nt < TC_QG / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
@@ -1076,16 +1166,22 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
             }
         }
     }
-    // join: the diagonal pass's dk~ through qf, then dk = dk~, db = sum_h q~ dq~ - k~ dk~
+    // join: slow, the diagonal pass's dk~ through qf; fast, k~ again as f32 into qf (kf holds ke);
+    // then dk = dk~, db = sum_h q~ dq~ - k~ dk~
     __syncthreads();
+    if (fast) {
+        tc_keys(qf, k, gate, row0, j, L);
+    } else {
 #pragma unroll
-    for (int w = 0; w < TC_DI; ++w) {
-        const int it = threadIdx.x + NT * w, u = it / D, i = it % D;
-        if (it >= TC_NS * D) continue;
+        for (int w = 0; w < TC_DI; ++w) {
+            const int it = threadIdx.x + NT * w, u = it / D, i = it % D;
+            if (it >= TC_NS * D) continue;
 #pragma unroll
-        for (int x = 0; x < 16; ++x) qf[(16 * u + x) * TC_FS + i] = dkd[w][x];
+            for (int x = 0; x < 16; ++x) qf[(16 * u + x) * TC_FS + i] = dkd[w][x];
+        }
+        __syncthreads();
     }
-    __syncthreads();
+    const float* kfin = fast ? qf : kf;
 #pragma unroll
     for (int w = 0; w < TC_QPW; ++w) {
         const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
@@ -1096,7 +1192,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
             for (int x = 0; x < 2; ++x) {
                 const int s = 16 * u + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
                 if (s >= L) continue;
-                const float2 kd = tc_ld2(qf + s * TC_FS + i), kv = tc_ld2(kf + s * TC_FS + i);
+                const float2 kd = fast ? float2{0.0f, 0.0f} : tc_ld2(qf + s * TC_FS + i), kv = tc_ld2(kfin + s * TC_FS + i);
                 const float2 d = {dka[w][nt][2 * x] + kd.x, dka[w][nt][2 * x + 1] + kd.y};
                 const long long o = (row0 + s) * (HKV * D) + j * D + i;
                 *reinterpret_cast<float2*>(dk + o) = d;
