@@ -495,7 +495,7 @@ impl Geometry {
                     .min(65_535 / kv.max(1))
                     .max(1);
                 r.grid.1 = g(kv * parts)?;
-                r.block = rec_tc::threads();
+                r.block = rec_tc::threads(k);
             }
         }
         Ok(Geometry {

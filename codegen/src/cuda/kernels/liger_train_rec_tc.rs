@@ -59,6 +59,16 @@ pub(super) const TENSOR: [bool; 5] = [true; 5];
 /// Threads per block of the tensor-core kernels (the source's `NT`): 8 warps.
 const THREADS: usize = 256;
 
+/// Threads per block of `bwd_dv` and `bwd_dqk` (the source's `TC_NTB`): 16
+/// warps. Their shared memory leaves one block an SM, so twice the warps hide
+/// twice the latency of their loads and barriers.
+const THREADS_BWD: usize = 2 * THREADS;
+
+/// Whether [`KERNELS`]`[k]` runs [`THREADS_BWD`] threads.
+fn wide(k: usize) -> bool {
+    matches!(KERNELS[k], "bwd_dv" | "bwd_dqk")
+}
+
 /// Blocks a launch aims for: two a streaming multiprocessor of an H100.
 const TARGET_BLOCKS: usize = 2 * 132;
 
@@ -114,20 +124,17 @@ pub(super) fn max_parts(spec: &LigerSpec, c: usize) -> [usize; 5] {
     let g = spec.heads / spec.kv_heads.max(1);
     let sg = if d.is_multiple_of(64) { 64 } else { d };
     let state_tasks = (d / 16) * (d / sg);
-    let cg = if d.is_multiple_of(64) {
+    // bwd_dv's columns a task (the source's TC_VG): the widest that gives each of its warps a task
+    let ns = c / 16;
+    let warps = THREADS_BWD / 32;
+    let vg = if d.is_multiple_of(64) && ns * (d / 64) >= warps {
         64
-    } else if d.is_multiple_of(32) {
+    } else if d.is_multiple_of(32) && ns * (d / 32) >= warps {
         32
     } else {
         16
     };
-    [
-        state_tasks,
-        g * (c / 16),
-        (c / 16) * (d / cg),
-        1,
-        state_tasks,
-    ]
+    [state_tasks, g * ns, ns * (d / vg), 1, state_tasks]
 }
 
 /// Parts a block of `base` (chunk, KV head, row) blocks splits into: enough
@@ -136,9 +143,9 @@ pub(super) fn parts(base: usize, max: usize) -> usize {
     TARGET_BLOCKS.div_ceil(base.max(1)).clamp(1, max.max(1))
 }
 
-/// Threads per block of the tensor-core kernels.
-pub(super) fn threads() -> usize {
-    THREADS
+/// Threads per block of the tensor-core kernel `k` (in `smem_floats` order).
+pub(super) fn threads(k: usize) -> usize {
+    if wide(k) { THREADS_BWD } else { THREADS }
 }
 
 /// The recurrence of the training source for `prefix`: `f32_rec` (the f32
@@ -191,8 +198,8 @@ fn without_definition(src: &str, entry: &str) -> String {
 }
 
 /// `src` with each entry point `extern "C" __global__ void name(…) {` preceded
-/// by its declaration with `__launch_bounds__(NT)` (up to 255 registers a
-/// thread at `NT` threads a block).
+/// by its declaration with `__launch_bounds__` of its block: `TC_NTB` for the
+/// [`wide`] kernels (up to 128 registers a thread), else `NT` (up to 255).
 fn with_bounds(src: &str) -> String {
     const ENTRY: &str = "extern \"C\" __global__ void ";
     let mut out = String::with_capacity(src.len() + 1024);
@@ -202,7 +209,10 @@ fn with_bounds(src: &str) -> String {
         rest = &rest[at..];
         let sig_end = rest.find(") {").map_or(rest.len(), |e| e + 1);
         let sig = &rest[ENTRY.len()..sig_end];
-        out.push_str(&format!("{ENTRY}__launch_bounds__(NT) {sig};\n"));
+        let is_wide =
+            (0..KERNELS.len()).any(|k| wide(k) && sig.contains(&format!("_{}(", KERNELS[k])));
+        let bound = if is_wide { "TC_NTB" } else { "NT" };
+        out.push_str(&format!("{ENTRY}__launch_bounds__({bound}) {sig};\n"));
         out.push_str(&rest[..sig_end]);
         rest = &rest[sig_end..];
     }
@@ -227,18 +237,24 @@ constexpr int TC_KX = 8 * TC_NS * (TC_NS - 1); // rows of fwd's off-diagonal key
 constexpr int TC_SG = D % 64 == 0 ? 64 : D;   // state columns of a warp task
 constexpr int TC_ST = (D / 16) * (D / TC_SG); // state tasks (16 rows x TC_SG columns)
 constexpr int TC_SPW = (TC_ST + TC_NW - 1) / TC_NW;  // state tasks of a warp at most
-constexpr int TC_VT = TC_NS * (D / TC_CG);   // bwd_dv tasks (key sub-chunk, TC_CG columns)
-constexpr int TC_VPW = (TC_VT + TC_NW - 1) / TC_NW;  // bwd_dv tasks of a warp at most
+// bwd_dv and bwd_dqk run TC_NTB threads, twice NT: their shared memory leaves one block an SM, so
+// twice the warps hide twice the latency.
+constexpr int TC_NTB = 2 * NT;
+constexpr int TC_NWB = TC_NTB / 32;
+// bwd_dv: value columns of a warp task (the widest that still gives every warp a task), its tasks
+// (key sub-chunk, TC_VG columns), tasks of a warp at most
+constexpr int TC_VG = D % 64 == 0 && TC_NS * (D / 64) >= TC_NWB ? 64 : (D % 32 == 0 && TC_NS * (D / 32) >= TC_NWB ? 32 : 16);
+constexpr int TC_VT = TC_NS * (D / TC_VG);
+constexpr int TC_VPW = (TC_VT + TC_NWB - 1) / TC_NWB;
 constexpr int TC_RV = (D + 31) / 32;          // features of a lane in a warp-per-row pass
 // bwd_dqk: columns of a warp task (the widest that still gives every warp a task), its tasks
 // (sub-chunk, TC_QG columns), tasks of a warp at most, the row stride of its bf16 [C][C] score tile,
 // and the (sub-chunk, channel) items of a thread in its diagonal pass.
-constexpr int TC_QG = D % 64 == 0 && TC_NS * (D / 64) >= TC_NW ? 64 : (D % 32 == 0 && TC_NS * (D / 32) >= TC_NW ? 32 : 16);
+constexpr int TC_QG = D % 64 == 0 && TC_NS * (D / 64) >= TC_NWB ? 64 : (D % 32 == 0 && TC_NS * (D / 32) >= TC_NWB ? 32 : 16);
 constexpr int TC_QT = TC_NS * (D / TC_QG);
-constexpr int TC_QPW = (TC_QT + TC_NW - 1) / TC_NW;
+constexpr int TC_QPW = (TC_QT + TC_NWB - 1) / TC_NWB;
 constexpr int TC_PS = C + 8;
-constexpr int TC_DI = (TC_NS * D + NT - 1) / NT;
-constexpr int TC_KE = (C * D / 2 + NT - 1) / NT;  // channel pairs of a thread in tc_diag_keys
+constexpr int TC_DI = (TC_NS * D + TC_NTB - 1) / TC_NTB;
 // The most a sub-chunk may decay (b_r - b_(r+15), any channel) for its diagonal block to be one
 // product (tc_fast): both factors then lie within e^(+-TC_FAST), far inside f32 and bf16 range.
 constexpr float TC_FAST = 40.0f;
@@ -267,13 +283,14 @@ __device__ __forceinline__ TcBlock tc_block(int seq) {
 
 // In-chunk inclusive cumsum of the log-gates of KV head j into bc [C][TC_FS] (f32; rows >= L keep
 // the last row's value). Ends with a barrier.
+template <int BT = NT>
 __device__ void tc_gates(float* bc, const float* gate, long long row0, int j, int L) {
-    for (int e = threadIdx.x; e < C * D; e += NT) {
+    for (int e = threadIdx.x; e < C * D; e += BT) {
         const int t = e / D, i = e % D;
         bc[t * TC_FS + i] = t < L ? gate_at(gate, row0 + t, j, i) : 0.0f;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < D; i += NT) {
+    for (int i = threadIdx.x; i < D; i += BT) {
         float acc = 0.0f;
         for (int t = 0; t < C; ++t) {
             acc += bc[t * TC_FS + i];
@@ -292,9 +309,10 @@ __device__ void tc_gates(float* bc, const float* gate, long long row0, int j, in
 // diagonal; each pair's score keeps a bf16 product's relative error (the factors are positive, so
 // the channel sum does not cancel). Real gates (logsigmoid / 16) decay by far less; chunks that decay
 // faster keep the per-element tc_diag. Block-uniform; a barrier.
+template <int BT = NT>
 __device__ __forceinline__ bool tc_fast(const float* bc) {
     int slow = 0;
-    for (int e = threadIdx.x; e < TC_NS * D; e += NT) {
+    for (int e = threadIdx.x; e < TC_NS * D; e += BT) {
         const int r = 16 * (e / D), i = e % D;
         slow |= bc[r * TC_FS + i] - bc[(r + 15) * TC_FS + i] > TC_FAST;
     }
@@ -304,11 +322,13 @@ __device__ __forceinline__ bool tc_fast(const float* bc) {
 // For a tc_fast chunk: the mapped keys scaled to their sub-chunk's first row r,
 // k~_s e^(b_r - b_s), as bf16 [C][TC_BS] in place of kf (f32 [C][TC_FS]; the bf16 rows are
 // shorter, so every value is read before the barrier and written after it). Ends with a barrier.
+template <int BT = NT>
 __device__ void tc_diag_keys(float* kf, const float* bc) {
-    unsigned w[TC_KE];
+    constexpr int KE = (C * D / 2 + BT - 1) / BT;  // channel pairs of a thread
+    unsigned w[KE];
 #pragma unroll
-    for (int u = 0; u < TC_KE; ++u) {
-        const int e = threadIdx.x + NT * u, t = e / (D / 2), i = 2 * (e % (D / 2)), r = t & ~15;
+    for (int u = 0; u < KE; ++u) {
+        const int e = threadIdx.x + BT * u, t = e / (D / 2), i = 2 * (e % (D / 2)), r = t & ~15;
         if (e >= C * D / 2) break;
         const float2 kv = tc_ld2(kf + t * TC_FS + i), bt = tc_ld2(bc + t * TC_FS + i), br = tc_ld2(bc + r * TC_FS + i);
         w[u] = pack_bf16(kv.x * __expf(br.x - bt.x), kv.y * __expf(br.y - bt.y));
@@ -316,8 +336,8 @@ __device__ void tc_diag_keys(float* kf, const float* bc) {
     __syncthreads();
     bf16* ke = reinterpret_cast<bf16*>(kf);
 #pragma unroll
-    for (int u = 0; u < TC_KE; ++u) {
-        const int e = threadIdx.x + NT * u, t = e / (D / 2), i = 2 * (e % (D / 2));
+    for (int u = 0; u < KE; ++u) {
+        const int e = threadIdx.x + BT * u, t = e / (D / 2), i = 2 * (e % (D / 2));
         if (e >= C * D / 2) break;
         *reinterpret_cast<unsigned*>(ke + t * TC_BS + i) = w[u];
     }
@@ -341,23 +361,24 @@ __device__ __forceinline__ void tc_causal(float (&sc)[2][4]) {
 
 // Mapped keys of KV head j into kf [C][TC_FS] (f32: softmax over D, or 1 - e^g for HGRN2; rows >= L
 // zero). Ends with a barrier.
+template <int BT = NT>
 __device__ void tc_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
-    for (int e = threadIdx.x; e < C * D; e += NT) {
+    for (int e = threadIdx.x; e < C * D; e += BT) {
         const int t = e / D, i = e % D;
         kf[t * TC_FS + i] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
     }
     __syncthreads();
     if constexpr (KEY_SOFTMAX) {
-        for (int t = threadIdx.x >> 5; t < L; t += TC_NW) softmax_row(kf + t * TC_FS);
+        for (int t = threadIdx.x >> 5; t < L; t += (BT / 32)) softmax_row(kf + t * TC_FS);
         __syncthreads();
     }
 }
 
 // scale * ROWS rows of D features (token row row0 + t at src + (row0 + t) * stride + off; rows >= L
 // zero) as bf16 into dst [ROWS][TC_BS]. No barrier.
-template <int ROWS>
+template <int ROWS, int BT = NT>
 __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride, int off, int L, float scale) {
-    for (int e = threadIdx.x; e < ROWS * (D / 4); e += NT) {
+    for (int e = threadIdx.x; e < ROWS * (D / 4); e += BT) {
         const int t = e / (D / 4), c = 4 * (e % (D / 4));
         const float4 x = t < L ? *reinterpret_cast<const float4*>(src + (row0 + t) * stride + off + c) : float4{0.0f, 0.0f, 0.0f, 0.0f};
         unsigned* o = reinterpret_cast<unsigned*>(dst + t * TC_BS + c);
@@ -370,11 +391,12 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
 // [C][TC_BS] (rows >= L zero), each where given: qq = q~, qr = q~ e^(b_t - b_(16 floor(t / 16))) (to
 // the first row of its sub-chunk), qe = q~ e^(b_t); and qf = q~ as f32 [C][TC_FS]. A warp per row. No
 // barrier.
+template <int BT = NT>
 __device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, long long row0, int stride, int off, int L,
                                const float* bc, float* qf = nullptr) {
     const int lane = threadIdx.x & 31;
     const bf16 zero = __float2bfloat16(0.0f);
-    for (int t = threadIdx.x >> 5; t < C; t += TC_NW) {
+    for (int t = threadIdx.x >> 5; t < C; t += (BT / 32)) {
         if (t >= L) {
             for (int i = lane; i < D; i += 32) {
                 if (qq) qq[t * TC_BS + i] = zero;
@@ -436,14 +458,15 @@ __device__ __forceinline__ float2 tc_y2(const bf16* p) {
 // The chunk's key tiles in bf16 from kf, bc [C][TC_FS]: kd [C][TC_BS] = k~_s e^(b_L - b_s) (decayed to
 // the chunk's end; rows >= L zero) where given, and kx: sub-chunk ii's tile (rows 8 ii (ii - 1) ..)
 // holds k~_s e^(b_(16 ii) - b_s) for s < 16 ii. No barrier.
+template <int BT = NT>
 __device__ void tc_key_tiles(bf16* kd, bf16* kx, const float* kf, const float* bc, int L) {
     if (kd)
-        for (int e = threadIdx.x; e < C * D; e += NT) {
+        for (int e = threadIdx.x; e < C * D; e += BT) {
             const int t = e / D, i = e % D;
             kd[t * TC_BS + i] = __float2bfloat16(t < L ? kf[t * TC_FS + i] * __expf(bc[(L - 1) * TC_FS + i] - bc[t * TC_FS + i]) : 0.0f);
         }
     if (kx)
-    for (int e = threadIdx.x; e < TC_KX * D; e += NT) {
+    for (int e = threadIdx.x; e < TC_KX * D; e += BT) {
         const int rr = e / D, i = e % D;
         int ii = 1;
         while (8 * ii * (ii + 1) <= rr) ++ii;
@@ -807,8 +830,8 @@ extern "C" __global__ void @P@_chunk_dstate(const float* __restrict__ q, const f
 }
 
 // 6. (tensor cores) dv_s += sum_i k~_si e^(b_Li - b_si) dG_ic + sum_h sum_(t>=s) A^h_ts do^h_tc (dv +=: the
-// window wrote it). Grid (nch, HKV * parts, batch), NT threads; the TC_VT warp tasks (key sub-chunk kt,
-// TC_CG value columns) split over the parts, their accumulators kept over the heads. First kd dG by mma
+// window wrote it). Grid (nch, HKV * parts, batch), TC_NTB threads; the TC_VT warp tasks (key sub-chunk kt,
+// TC_VG value columns) split over the parts, their accumulators kept over the heads. First kd dG by mma
 // (dG staged as bf16); then per query head (q~, q~ e^(b_t - b_r) and do staged as bf16) the transposed
 // scores of the task's keys: the diagonal block per element (tc_diag, keys as the lane's rows), the
 // later sub-chunks ii as kx_ii . (q~ e^(b_t - b_r))^T by mma (r = 16 ii, both exponents <= 0), each
@@ -830,33 +853,33 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     bf16* ob = qr + C * TC_BS;
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D>(gb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
-    tc_gates(bc, gate, row0, j, L);
-    tc_keys(kf, k, gate, row0, j, L);
-    tc_key_tiles(kd, kx, kf, bc, L);
+    tc_rows<D, TC_NTB>(gb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_gates<TC_NTB>(bc, gate, row0, j, L);
+    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
+    tc_key_tiles<TC_NTB>(kd, kx, kf, bc, L);
     __syncthreads();
-    const bool fast = tc_fast(bc);
-    if (fast) tc_diag_keys(kf, bc);
+    const bool fast = tc_fast<TC_NTB>(bc);
+    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
     const int nrow = (lane & 7) + 8 * (lane >> 4), ncol = 8 * ((lane >> 3) & 1);  // B of [n][k] tiles
-    float o[TC_VPW][TC_CG / 8][4];
+    float o[TC_VPW][TC_VG / 8][4];
     // the inter-chunk part kd dG
 #pragma unroll
     for (int w = 0; w < TC_VPW; ++w) {
 #pragma unroll
-        for (int nt = 0; nt < TC_CG / 8; ++nt) o[w][nt][0] = o[w][nt][1] = o[w][nt][2] = o[w][nt][3] = 0.0f;
-        const int task = blk.part + blk.parts * (warp + TC_NW * w);
+        for (int nt = 0; nt < TC_VG / 8; ++nt) o[w][nt][0] = o[w][nt][1] = o[w][nt][2] = o[w][nt][3] = 0.0f;
+        const int task = blk.part + blk.parts * (warp + TC_NWB * w);
         if (task >= TC_VT) break;
-        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_VG;
         if (16 * kt >= L) continue;
 #pragma unroll
         for (int kk = 0; kk < TC_KK; ++kk) {
             unsigned a[4];
             ldsm_x4(a, kd + (16 * kt + lrow) * TC_BS + 16 * kk + lcol);
 #pragma unroll
-            for (int np = 0; np < TC_CG / 16; ++np) {
+            for (int np = 0; np < TC_VG / 16; ++np) {
                 unsigned r4[4];
                 ldsm_x4_t(r4, gb + (16 * kk + lrow) * TC_BS + cg + 16 * np + lcol);
                 mma_bf16(o[w][2 * np], a, r4[0], r4[1]);
@@ -867,21 +890,21 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     for (int g = 0; g < G; ++g) {
         const int h = j * G + g;
         __syncthreads();  // the previous head's tiles are consumed
-        tc_query_tiles(fast ? nullptr : qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
-        tc_rows<C>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        tc_query_tiles<TC_NTB>(fast ? nullptr : qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
+        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
 #pragma unroll
         for (int w = 0; w < TC_VPW; ++w) {
-            const int task = blk.part + blk.parts * (warp + TC_NW * w);
+            const int task = blk.part + blk.parts * (warp + TC_NWB * w);
             if (task >= TC_VT) break;
-            const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+            const int kt = task % TC_NS, cg = (task / TC_NS) * TC_VG;
             if (16 * kt >= L) continue;
             if (!fast) {  // the diagonal block per element
                 unsigned ka[TC_KK][4], pd[4];
                 tc_frags_f32(ka, kf, 16 * kt);
                 tc_diag<false>(pd, ka, qq, TC_BS, bc, 16 * kt);
 #pragma unroll
-                for (int np = 0; np < TC_CG / 16; ++np) {
+                for (int np = 0; np < TC_VG / 16; ++np) {
                     unsigned r4[4];
                     ldsm_x4_t(r4, ob + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
                     mma_bf16(o[w][2 * np], pd, r4[0], r4[1]);
@@ -904,7 +927,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
                 unsigned pt[4];
                 tc_pack_a(pt, sc[0], sc[1]);
 #pragma unroll
-                for (int np = 0; np < TC_CG / 16; ++np) {
+                for (int np = 0; np < TC_VG / 16; ++np) {
                     unsigned r4[4];
                     ldsm_x4_t(r4, ob + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
                     mma_bf16(o[w][2 * np], pt, r4[0], r4[1]);
@@ -915,11 +938,11 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     }
 #pragma unroll
     for (int w = 0; w < TC_VPW; ++w) {
-        const int task = blk.part + blk.parts * (warp + TC_NW * w);
+        const int task = blk.part + blk.parts * (warp + TC_NWB * w);
         if (task >= TC_VT) break;
-        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_CG;
+        const int kt = task % TC_NS, cg = (task / TC_NS) * TC_VG;
 #pragma unroll
-        for (int nt = 0; nt < TC_CG / 8; ++nt)
+        for (int nt = 0; nt < TC_VG / 8; ++nt)
 #pragma unroll
             for (int x = 0; x < 2; ++x) {
                 const int s = 16 * kt + gid + 8 * x;
@@ -938,7 +961,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
 //   dq~^h_t = e^b_t (S do^h_t) + sum_(s<=t) P^h_ts e^(b_t - b_s) k~_s                  -> dq (dq~)
 //   dk~_s   = e^(b_L - b_s) (dG v_s) + sum_h sum_(t>=s) P^h_ts e^(b_t - b_s) q~^h_t    -> dk (dk~)
 //   db_t    = sum_h q~^h_t dq~^h_t - k~_t dk~_t                                       -> db
-// Grid (nch, HKV, batch), NT threads (no parts); TC_QT warp tasks (sub-chunk u, TC_QG channels).
+// Grid (nch, HKV, batch), TC_NTB threads (no parts); TC_QT warp tasks (sub-chunk u, TC_QG channels).
 // With r = 16 u the sub-chunk's first row, the off-diagonal terms are products whose exponents are
 // all <= 0:
 //   dq~_t (t in u) = e^(b_t - b_r) [e^b_r (S do_t) + sum_(s<r) P_ts kx_u,s]     kx_u,s = k~_s e^(b_r - b_s)
@@ -969,14 +992,14 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     bf16* pb = qr + C * TC_BS;
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
-    tc_rows<C>(vb, v, row0, HKV * D, j * D, L, 1.0f);
-    tc_gates(bc, gate, row0, j, L);
-    tc_keys(kf, k, gate, row0, j, L);
-    tc_key_tiles(nullptr, kx, kf, bc, L);
+    tc_rows<D, TC_NTB>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
+    tc_gates<TC_NTB>(bc, gate, row0, j, L);
+    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
+    tc_key_tiles<TC_NTB>(nullptr, kx, kf, bc, L);
     __syncthreads();
-    const bool fast = tc_fast(bc);
-    if (fast) tc_diag_keys(kf, bc);
+    const bool fast = tc_fast<TC_NTB>(bc);
+    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
@@ -989,7 +1012,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         for (int nt = 0; nt < TC_QG / 8; ++nt)
 #pragma unroll
             for (int e = 0; e < 4; ++e) dka[w][nt][e] = dba[w][nt][e] = 0.0f;
-        const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
+        const int task = warp + TC_NWB * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
         if (task >= TC_QT || 16 * u >= L) continue;
         // the inter-chunk part e^(b_L - b_s) (v_s dG^T)
 #pragma unroll
@@ -1015,7 +1038,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
             }
     }
     __syncthreads();
-    tc_rows<D>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_rows<D, TC_NTB>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
     float dkd[TC_DI][16];  // the diagonal pass's dk~ of its items' rows
 #pragma unroll
     for (int w = 0; w < TC_DI; ++w)
@@ -1025,11 +1048,11 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         const int h = j * G + g;
         float* dqh = dq + row0 * (H * D) + h * D;
         __syncthreads();  // S staged; the previous head's tiles consumed
-        tc_query_tiles(nullptr, qr, nullptr, q, row0, H * D, h * D, L, bc, qf);
-        tc_rows<C>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        tc_query_tiles<TC_NTB>(nullptr, qr, nullptr, q, row0, H * D, h * D, L, bc, qf);
+        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
         // P = do v^T: the causal 16 x 16 blocks (u, kt <= u), a warp each, into pb
-        for (int pi = warp; pi < TC_NS * (TC_NS + 1) / 2; pi += TC_NW) {
+        for (int pi = warp; pi < TC_NS * (TC_NS + 1) / 2; pi += TC_NWB) {
             int u = 0;
             while ((u + 1) * (u + 2) / 2 <= pi) ++u;
             const int kt = pi - u * (u + 1) / 2;
@@ -1056,7 +1079,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         // channel i (fast: the tasks take them as products)
 #pragma unroll
         for (int w = 0; w < TC_DI; ++w) {
-            const int it = threadIdx.x + NT * w, u = it / D, i = it % D, r = 16 * u;
+            const int it = threadIdx.x + TC_NTB * w, u = it / D, i = it % D, r = 16 * u;
             if (fast || it >= TC_NS * D || r >= L) continue;
             float bs[16], ks[16];
 #pragma unroll
@@ -1084,7 +1107,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         // fast, the diagonal blocks too (their P masked, keys ke, queries qr)
 #pragma unroll
         for (int w = 0; w < TC_QPW; ++w) {
-            const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG, r = 16 * u;
+            const int task = warp + TC_NWB * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG, r = 16 * u;
             if (task >= TC_QT || r >= L) continue;
             {
                 float o[TC_QG / 8][4];
@@ -1170,11 +1193,11 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     // then dk = dk~, db = sum_h q~ dq~ - k~ dk~
     __syncthreads();
     if (fast) {
-        tc_keys(qf, k, gate, row0, j, L);
+        tc_keys<TC_NTB>(qf, k, gate, row0, j, L);
     } else {
 #pragma unroll
         for (int w = 0; w < TC_DI; ++w) {
-            const int it = threadIdx.x + NT * w, u = it / D, i = it % D;
+            const int it = threadIdx.x + TC_NTB * w, u = it / D, i = it % D;
             if (it >= TC_NS * D) continue;
 #pragma unroll
             for (int x = 0; x < 16; ++x) qf[(16 * u + x) * TC_FS + i] = dkd[w][x];
@@ -1184,7 +1207,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     const float* kfin = fast ? qf : kf;
 #pragma unroll
     for (int w = 0; w < TC_QPW; ++w) {
-        const int task = warp + TC_NW * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
+        const int task = warp + TC_NWB * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG;
         if (task >= TC_QT) continue;
 #pragma unroll
         for (int nt = 0; nt < TC_QG / 8; ++nt)
