@@ -1459,11 +1459,7 @@ impl<'a> Lower<'a> {
                         Some(layer),
                     );
                 } else {
-                    let grid = [
-                        Extent::fixed(liger::decode_keyed_splits(&spec) as u64),
-                        kvx,
-                        b,
-                    ];
+                    let grid = [Extent::fixed(1), kvx, b];
                     self.launch(
                         liger::decode_keyed(&spec, normalizer),
                         &nodes,

@@ -43,7 +43,7 @@ pub use chunk::{
     gla_chunk, gla_chunk_states, gla_prefill, gla_prefill_heads, gla_prefill_subchunk,
     gla_state_scan,
 };
-pub use decode::{decode_gsa, decode_keyed, decode_keyed_splits};
+pub use decode::{decode_gsa, decode_keyed};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;
 pub use window::{WindowOut, window_prefill, window_smem, window_tile};
