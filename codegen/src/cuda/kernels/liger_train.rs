@@ -794,7 +794,9 @@ pub fn liger_backward_launches(
     ]);
     if spec.variant.has_gate() {
         let n = geo.batch * spec.kv_heads * spec.head_dim;
-        out.push(geo.launch("revcumsum", geo.flat(n)?, NT, 0, vec![db, Batch, Seq]));
+        // 32 columns a block (a lane each), the sequence in segments over its warps
+        let grid = (grid_dim(n.div_ceil(32), &geo.node)?, 1, 1);
+        out.push(geo.launch("revcumsum", grid, NT, 0, vec![db, Batch, Seq]));
     }
     let finish_grid = (
         grid_dim(geo.seq, &geo.node)?,

@@ -66,7 +66,7 @@ const THREADS_BWD: usize = 2 * THREADS;
 
 /// Whether [`KERNELS`]`[k]` runs [`THREADS_BWD`] threads.
 fn wide(k: usize) -> bool {
-    matches!(KERNELS[k], "bwd_dv" | "bwd_dqk")
+    matches!(KERNELS[k], "fwd" | "bwd_dv" | "bwd_dqk")
 }
 
 /// Blocks a launch aims for: two a streaming multiprocessor of an H100.
@@ -102,7 +102,7 @@ pub(super) fn smem_bytes(d: usize, c: usize) -> [usize; 5] {
         2 * f32_tile + 2 * bf_tile,
         2 * f32_tile + bf_tile + kx + state,
         2 * f32_tile + 4 * bf_tile + kx + state,
-        3 * f32_tile + 3 * bf_tile + kx + state + c * (c + 8) * 2,
+        3 * f32_tile + 3 * bf_tile + kx + state + c * (c + 8) * 2 + c * (d / 16) * 4,
         f32_tile + 2 * bf_tile,
     ];
     let mut out = [0; 5];
@@ -254,6 +254,7 @@ constexpr int TC_QG = D % 64 == 0 && TC_NS * (D / 64) >= TC_NWB ? 64 : (D % 32 =
 constexpr int TC_QT = TC_NS * (D / TC_QG);
 constexpr int TC_QPW = (TC_QT + TC_NWB - 1) / TC_NWB;
 constexpr int TC_PS = C + 8;
+constexpr int TC_RQ = D / TC_QG;              // bwd_dqk: column groups of a row (its partial sums in rq)
 constexpr int TC_DI = (TC_NS * D + TC_NTB - 1) / TC_NTB;
 // The most a sub-chunk may decay (b_r - b_(r+15), any channel) for its diagonal block to be one
 // product (tc_fast): both factors then lie within e^(+-TC_FAST), far inside f32 and bf16 range.
@@ -285,6 +286,7 @@ __device__ __forceinline__ TcBlock tc_block(int seq) {
 // the last row's value). Ends with a barrier.
 template <int BT = NT>
 __device__ void tc_gates(float* bc, const float* gate, long long row0, int j, int L) {
+#pragma unroll 4
     for (int e = threadIdx.x; e < C * D; e += BT) {
         const int t = e / D, i = e % D;
         bc[t * TC_FS + i] = t < L ? gate_at(gate, row0 + t, j, i) : 0.0f;
@@ -363,6 +365,7 @@ __device__ __forceinline__ void tc_causal(float (&sc)[2][4]) {
 // zero). Ends with a barrier.
 template <int BT = NT>
 __device__ void tc_keys(float* kf, const float* k, const float* gate, long long row0, int j, int L) {
+#pragma unroll 4
     for (int e = threadIdx.x; e < C * D; e += BT) {
         const int t = e / D, i = e % D;
         kf[t * TC_FS + i] = t < L ? key_raw(k, gate, row0 + t, j, i) : 0.0f;
@@ -378,6 +381,7 @@ __device__ void tc_keys(float* kf, const float* k, const float* gate, long long 
 // zero) as bf16 into dst [ROWS][TC_BS]. No barrier.
 template <int ROWS, int BT = NT>
 __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride, int off, int L, float scale) {
+#pragma unroll 4
     for (int e = threadIdx.x; e < ROWS * (D / 4); e += BT) {
         const int t = e / (D / 4), c = 4 * (e % (D / 4));
         const float4 x = t < L ? *reinterpret_cast<const float4*>(src + (row0 + t) * stride + off + c) : float4{0.0f, 0.0f, 0.0f, 0.0f};
@@ -389,49 +393,53 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
 
 // q~ = softmax over D of C token rows (features at src + (row0 + t) * stride + off) as bf16 tiles
 // [C][TC_BS] (rows >= L zero), each where given: qq = q~, qr = q~ e^(b_t - b_(16 floor(t / 16))) (to
-// the first row of its sub-chunk), qe = q~ e^(b_t); and qf = q~ as f32 [C][TC_FS]. A warp per row. No
-// barrier.
+// the first row of its sub-chunk), qe = q~ e^(b_t); and qf = q~ as f32 [C][TC_FS]. A warp per row,
+// TC_QR rows of a warp at a time (their loads in flight together). No barrier.
+constexpr int TC_QR = 4;
 template <int BT = NT>
 __device__ void tc_query_tiles(bf16* qq, bf16* qr, bf16* qe, const float* src, long long row0, int stride, int off, int L,
                                const float* bc, float* qf = nullptr) {
+    constexpr int NW = BT / 32;
     const int lane = threadIdx.x & 31;
-    const bf16 zero = __float2bfloat16(0.0f);
-    for (int t = threadIdx.x >> 5; t < C; t += (BT / 32)) {
-        if (t >= L) {
-            for (int i = lane; i < D; i += 32) {
-                if (qq) qq[t * TC_BS + i] = zero;
-                if (qr) qr[t * TC_BS + i] = zero;
-                if (qe) qe[t * TC_BS + i] = zero;
-                if (qf) qf[t * TC_FS + i] = 0.0f;
+    for (int t0 = threadIdx.x >> 5; t0 < C; t0 += TC_QR * NW) {
+        float x[TC_QR][TC_RV], m[TC_QR], z[TC_QR];
+#pragma unroll
+        for (int a = 0; a < TC_QR; ++a) {
+            const int t = t0 + a * NW;
+            m[a] = neg_inf();
+#pragma unroll
+            for (int u = 0; u < TC_RV; ++u) {
+                const int i = lane + 32 * u;
+                x[a][u] = i < D && t < L ? src[(row0 + t) * stride + off + i] : neg_inf();
+                m[a] = fmaxf(m[a], x[a][u]);
             }
-            continue;
         }
-        float x[TC_RV];
-        float m = neg_inf();
 #pragma unroll
-        for (int u = 0; u < TC_RV; ++u) {
-            const int i = lane + 32 * u;
-            x[u] = i < D ? src[(row0 + t) * stride + off + i] : neg_inf();
-            m = fmaxf(m, x[u]);
+        for (int a = 0; a < TC_QR; ++a) {
+            m[a] = warp_max(m[a]);
+            z[a] = 0.0f;
+#pragma unroll
+            for (int u = 0; u < TC_RV; ++u) {
+                x[a][u] = lane + 32 * u < D && t0 + a * NW < L ? expf(x[a][u] - m[a]) : 0.0f;
+                z[a] += x[a][u];
+            }
+            z[a] = warp_sum(z[a]);
+            z[a] = z[a] > 0.0f ? 1.0f / z[a] : 0.0f;  // rows >= L: all zero
         }
-        m = warp_max(m);
-        float z = 0.0f;
 #pragma unroll
-        for (int u = 0; u < TC_RV; ++u) {
-            x[u] = lane + 32 * u < D ? expf(x[u] - m) : 0.0f;
-            z += x[u];
-        }
-        z = 1.0f / warp_sum(z);
-        const int r = t & ~15;
+        for (int a = 0; a < TC_QR; ++a) {
+            const int t = t0 + a * NW, r = t & ~15;
+            if (t >= C) break;
 #pragma unroll
-        for (int u = 0; u < TC_RV; ++u) {
-            const int i = lane + 32 * u;
-            if (i >= D) continue;
-            const float v = x[u] * z, bt = bc[t * TC_FS + i];
-            if (qq) qq[t * TC_BS + i] = __float2bfloat16(v);
-            if (qr) qr[t * TC_BS + i] = __float2bfloat16(v * __expf(bt - bc[r * TC_FS + i]));
-            if (qe) qe[t * TC_BS + i] = __float2bfloat16(v * __expf(bt));
-            if (qf) qf[t * TC_FS + i] = v;
+            for (int u = 0; u < TC_RV; ++u) {
+                const int i = lane + 32 * u;
+                if (i >= D) continue;
+                const float v = x[a][u] * z[a], bt = bc[t * TC_FS + i];
+                if (qq) qq[t * TC_BS + i] = __float2bfloat16(v);
+                if (qr) qr[t * TC_BS + i] = __float2bfloat16(v * __expf(bt - bc[r * TC_FS + i]));
+                if (qe) qe[t * TC_BS + i] = __float2bfloat16(v * __expf(bt));
+                if (qf) qf[t * TC_FS + i] = v;
+            }
         }
     }
 }
@@ -686,18 +694,18 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
     bf16* sb = kx + TC_KX * TC_BS;
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
-    tc_rows<C>(vb, v, row0, HKV * D, j * D, L, 1.0f);
-    tc_gates(bc, gate, row0, j, L);
-    tc_keys(kf, k, gate, row0, j, L);
-    tc_key_tiles(nullptr, kx, kf, bc, L);
+    tc_rows<D, TC_NTB>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
+    tc_gates<TC_NTB>(bc, gate, row0, j, L);
+    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
+    tc_key_tiles<TC_NTB>(nullptr, kx, kf, bc, L);
     __syncthreads();
-    const bool fast = tc_fast(bc);
-    if (fast) tc_diag_keys(kf, bc);
+    const bool fast = tc_fast<TC_NTB>(bc);
+    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldmatrix.trans of [k][n] tiles as B
-    for (int task = blk.part + blk.parts * warp; task < G * TC_NS; task += blk.parts * TC_NW) {
+    for (int task = blk.part + blk.parts * warp; task < G * TC_NS; task += blk.parts * TC_NWB) {
         const int ii = TC_NS - 1 - task / G, h = j * G + task % G;
         if (16 * ii >= L) continue;  // warp-uniform
         const int ta = 16 * ii + gid, tb = ta + 8;
@@ -990,6 +998,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     bf16* ob = sb + D * TC_BS;
     bf16* qr = ob + C * TC_BS;
     bf16* pb = qr + C * TC_BS;
+    float* rq = reinterpret_cast<float*>(pb + C * TC_PS);
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
     tc_rows<D, TC_NTB>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
@@ -1102,15 +1111,40 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                 dqh[(long long)t * (H * D) + i] = acc;
             }
         }
-        __syncthreads();
-        // the tasks: dq~ off the diagonal (completing dq, folded into db), dk~ of the later sub-chunks;
-        // fast, the diagonal blocks too (their P masked, keys ke, queries qr)
+        if (!fast) __syncthreads();  // block-uniform
+        // the tasks: dk~ of the later sub-chunks, then dq~ off the diagonal (completing it, folded into
+        // db, its row partials of sum_i q~ dq~ to rq); fast, the diagonal blocks too (their P masked,
+        // keys ke, queries qr)
+        float2 dqv[TC_QPW][TC_QG / 8][2];
 #pragma unroll
         for (int w = 0; w < TC_QPW; ++w) {
             const int task = warp + TC_NWB * w, u = task % TC_NS, cg = (task / TC_NS) * TC_QG, r = 16 * u;
             if (task >= TC_QT || r >= L) continue;
+            for (int ii = u + !fast; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks (fast: and u)
+                float sc[TC_QG / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+                unsigned a[4];
+                ldsm_x4_t(a, pb + (16 * ii + nrow) * TC_PS + r + ncol);  // P^T: rows s of u, k = t of ii
+#pragma unroll
+                for (int np = 0; np < TC_QG / 16; ++np) {
+                    unsigned r4[4];
+                    ldsm_x4_t(r4, qr + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
+                    mma_bf16(sc[2 * np], a, r4[0], r4[1]);
+                    mma_bf16(sc[2 * np + 1], a, r4[2], r4[3]);
+                }
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt)
+#pragma unroll
+                    for (int x = 0; x < 2; ++x) {
+                        const int s = r + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
+                        const float2 bi = tc_ld2(bc + 16 * ii * TC_FS + i), bs = tc_ld2(bc + s * TC_FS + i);
+                        dka[w][nt][2 * x] += sc[nt][2 * x] * __expf(bi.x - bs.x);
+                        dka[w][nt][2 * x + 1] += sc[nt][2 * x + 1] * __expf(bi.y - bs.y);
+                    }
+            }
             {
-                float o[TC_QG / 8][4];
+                float o[TC_QG / 8][4], part[2] = {0.0f, 0.0f};
 #pragma unroll
                 for (int nt = 0; nt < TC_QG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
 #pragma unroll
@@ -1154,38 +1188,42 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                         const int t = r + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
                         if (t >= L) continue;
                         const float2 bt = tc_ld2(bc + t * TC_FS + i), br = tc_ld2(bc + r * TC_FS + i);
-                        float2* p = reinterpret_cast<float2*>(dqh + (long long)t * (H * D) + i);
-                        float2 d = fast ? float2{0.0f, 0.0f} : *p;  // slow: the diagonal pass's part
-                        d.x += o[nt][2 * x] * __expf(bt.x - br.x);
-                        d.y += o[nt][2 * x + 1] * __expf(bt.y - br.y);
-                        *p = d;
+                        const float2 p = fast ? float2{0.0f, 0.0f} : tc_ld2(dqh + (long long)t * (H * D) + i);  // slow: the diagonal pass's part
+                        float2& d = dqv[w][nt][x];
+                        d.x = p.x + o[nt][2 * x] * __expf(bt.x - br.x);
+                        d.y = p.y + o[nt][2 * x + 1] * __expf(bt.y - br.y);
                         const float2 qv = tc_ld2(qf + t * TC_FS + i);
                         dba[w][nt][2 * x] += qv.x * d.x;
                         dba[w][nt][2 * x + 1] += qv.y * d.y;
+                        part[x] += qv.x * d.x + qv.y * d.y;
                     }
-            }
-            for (int ii = u + !fast; ii < TC_NS && 16 * ii < L; ++ii) {  // later query sub-chunks (fast: and u)
-                float sc[TC_QG / 8][4];
 #pragma unroll
-                for (int nt = 0; nt < TC_QG / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-                unsigned a[4];
-                ldsm_x4_t(a, pb + (16 * ii + nrow) * TC_PS + r + ncol);  // P^T: rows s of u, k = t of ii
-#pragma unroll
-                for (int np = 0; np < TC_QG / 16; ++np) {
-                    unsigned r4[4];
-                    ldsm_x4_t(r4, qr + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
-                    mma_bf16(sc[2 * np], a, r4[0], r4[1]);
-                    mma_bf16(sc[2 * np + 1], a, r4[2], r4[3]);
+                for (int x = 0; x < 2; ++x) {  // the quad's columns, then the row's partial of this column group
+                    part[x] += __shfl_xor_sync(0xffffffffu, part[x], 1);
+                    part[x] += __shfl_xor_sync(0xffffffffu, part[x], 2);
+                    if (tig == 0) rq[(r + gid + 8 * x) * TC_RQ + cg / TC_QG] = part[x];
                 }
+            }
+        }
+        __syncthreads();
+        // the softmax backward of q~ (the finish kernel's, for this head): dq = q~ (dq~ - sum_i q~_i dq~_i)
 #pragma unroll
-                for (int nt = 0; nt < TC_QG / 8; ++nt)
+        for (int w = 0; w < TC_QPW; ++w) {
+            const int task = warp + TC_NWB * w, r = 16 * (task % TC_NS), cg = (task / TC_NS) * TC_QG;
+            if (task >= TC_QT || r >= L) continue;
 #pragma unroll
-                    for (int x = 0; x < 2; ++x) {
-                        const int s = r + gid + 8 * x, i = cg + 8 * nt + 2 * tig;
-                        const float2 bi = tc_ld2(bc + 16 * ii * TC_FS + i), bs = tc_ld2(bc + s * TC_FS + i);
-                        dka[w][nt][2 * x] += sc[nt][2 * x] * __expf(bi.x - bs.x);
-                        dka[w][nt][2 * x + 1] += sc[nt][2 * x + 1] * __expf(bi.y - bs.y);
-                    }
+            for (int x = 0; x < 2; ++x) {
+                const int t = r + gid + 8 * x;
+                if (t >= L) continue;
+                float sum = 0.0f;
+#pragma unroll
+                for (int c = 0; c < TC_RQ; ++c) sum += rq[t * TC_RQ + c];
+#pragma unroll
+                for (int nt = 0; nt < TC_QG / 8; ++nt) {
+                    const int i = cg + 8 * nt + 2 * tig;
+                    const float2 qv = tc_ld2(qf + t * TC_FS + i), d = dqv[w][nt][x];
+                    *reinterpret_cast<float2*>(dqh + (long long)t * (H * D) + i) = float2{qv.x * (d.x - sum), qv.y * (d.y - sum)};
+                }
             }
         }
     }

@@ -253,6 +253,7 @@ constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
 constexpr bool KEY_SOFTMAX = {softmax_key};
+constexpr bool DQ_DONE = {dq_done};     // bwd_dqk writes dq itself (the tensor-core recurrence); finish skips the query heads
 
 // Log-decay of channel i of KV head j at token row `row` (<= 0).
 __device__ __forceinline__ float gate_at(const float* gate, long long row, int j, int i) {{
@@ -272,6 +273,7 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         mix_win = float_lit(spec.mix_window),
         mix_lin = float_lit(spec.mix_linear),
         helpers = HELPERS,
+        dq_done = super::rec_tc::eligible(spec, shape.math),
     );
     s.push_str(&super::win_tc::window_source(spec, prefix, shape));
     let rec = recurrence_kernels(prefix);
@@ -284,14 +286,15 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
     let _ = write!(
         s,
         r#"
-// dS-free tail of the backward: softmax backward of q~ and k~ (DQ, DK hold dq~, dk~), gate gradient
-// from the reverse cumsum `rsum` of db. One block per (token, row); a warp per query head, then per KV head.
+// dS-free tail of the backward: softmax backward of q~ and k~ (DQ, DK hold dq~, dk~; with DQ_DONE, DQ
+// holds dq already), gate gradient from the reverse cumsum `rsum` of db. One block per (token, row); a
+// warp per query head, then per KV head.
 extern "C" __global__ void {prefix}_finish(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ gate, const float* __restrict__ rsum, float* __restrict__ dq,
         float* __restrict__ dk, float* __restrict__ dgate, int seq) {{
     const long long row = (long long)blockIdx.y * seq + blockIdx.x;
     [[maybe_unused]] const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int u = warp; u < H + HKV; u += NT / 32) {{
+    for (int u = (DQ_DONE ? H : 0) + warp; u < H + HKV; u += NT / 32) {{
         if (u < H) {{
             softmax_backward_row(q + row * (H * D) + u * D, dq + row * (H * D) + u * D);
         }} else {{
@@ -1457,18 +1460,31 @@ extern "C" __global__ void {p}_bwd_dqk(const float* __restrict__ q, const float*
     }}
 }}
 
-// dg_t = sum_(u>=t) db_u per (row, KV head, channel), in place, accumulated in double.
-// One thread per (row, KV head, channel): grid ceil(batch*HKV*D / NT).
+// dg_t = sum_(u>=t) db_u per (row, KV head, channel), in place, accumulated in double. A block takes
+// 32 such columns, a lane each, and cuts the sequence into NT / 32 segments, a warp each: every
+// thread sums its segment, adds the later segments' sums, then walks its segment backwards.
+// Grid ceil(batch*HKV*D / 32).
 extern "C" __global__ void {p}_revcumsum(float* __restrict__ db, int batch, int seq) {{
-    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
-    if (id >= (long long)batch * HKV * D) return;
+    constexpr int NSEG = NT / 32;
+    __shared__ double part[NSEG][32];
+    const int lane = threadIdx.x & 31, seg = threadIdx.x >> 5;
+    const long long id = (long long)blockIdx.x * 32 + lane;
+    const bool live = id < (long long)batch * HKV * D;
     const long long b = id / (HKV * D), col = id % (HKV * D);
+    const int len = (seq + NSEG - 1) / NSEG, t0 = seg * len, t1 = min(seq, t0 + len);
     double acc = 0.0;
-    for (int t = seq - 1; t >= 0; --t) {{
-        const long long at = (b * seq + t) * (HKV * D) + col;
-        acc += (double)db[at];
-        db[at] = (float)acc;
-    }}
+    if (live)
+        for (int t = t0; t < t1; ++t) acc += (double)db[(b * seq + t) * (HKV * D) + col];
+    part[seg][lane] = acc;
+    __syncthreads();
+    acc = 0.0;
+    for (int z = seg + 1; z < NSEG; ++z) acc += part[z][lane];
+    if (live)
+        for (int t = t1 - 1; t >= t0; --t) {{
+            const long long at = (b * seq + t) * (HKV * D) + col;
+            acc += (double)db[at];
+            db[at] = (float)acc;
+        }}
 }}
 "#,
         scan_fwd = scans[0],
