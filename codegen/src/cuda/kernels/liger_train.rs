@@ -52,9 +52,11 @@
 //!    gradient, then the gradient of the state leaving each chunk;
 //! 5. `bwd_dv` — per (chunk, KV head): `DV +=`;
 //! 6. `bwd_dqk` — per (chunk, KV head): `dq̃`, `dk̃` (into `DQ`, `DK` as
-//!    temporaries) and `∂L/∂b = Σ_h q̃⊙dq̃ − k̃⊙dk̃` (scratch);
+//!    temporaries; the tensor-core kernel writes `DQ` = the softmax backward
+//!    of `dq̃` itself) and `∂L/∂b = Σ_h q̃⊙dq̃ − k̃⊙dk̃` (scratch);
 //! 7. `revcumsum` — `dg_t = Σ_{u≥t} ∂L/∂b_u` in place (gated variants);
-//! 8. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃`, `k̃`, and the
+//! 8. `finish` — softmax backward `dx = y⊙(dy − ⟨y,dy⟩)` of `q̃` (f32 kernels
+//!    only), `k̃`, and the
 //!    gate gradient (HGRN2: `− e^g ⊙ dk̃`, `DK = 0`; retention: summed over D).
 //!
 //! swa-only runs 1, 2 and zeroes `DQ`, `DK`.

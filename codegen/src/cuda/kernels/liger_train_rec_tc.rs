@@ -13,36 +13,46 @@
 //! cut into 16-row sub-chunks; for a query sub-chunk `ii` and an earlier key
 //! row `s < r = 16 ii`, `q̃_t e^(b_t − b_r)` and `k̃_s e^(b_r − b_s)` both have
 //! exponents ≤ 0, so those scores are one plain product; the 16 × 16 diagonal
-//! blocks are summed per element with `e^(b_t − b_s)` (`s ≤ t`). The
-//! inter-chunk terms `(q̃_t e^(b_t)) S` and `Σ_s (k̃_s e^(b_L − b_s))ᵀ v_s`
-//! are safe as they stand. Nothing divides by a decay or forms `e^(x > 0)`.
+//! blocks are products too where the chunk decays slowly (`tc_fast`: every
+//! sub-chunk keeps at least `e^-40` in every channel, as real gates do):
+//! `(q̃_t e^(b_t − b_r)) · (k̃_s e^(b_r − b_s))`, masked to `s ≤ t`, both
+//! factors within `e^(±40)`; elsewhere they are summed per element with
+//! `e^(b_t − b_s)`. The inter-chunk terms `(q̃_t e^(b_t)) S` and
+//! `Σ_s (k̃_s e^(b_L − b_s))ᵀ v_s` are safe as they stand. Nothing divides by
+//! a decay.
 //!
 //! Head dims that are not a multiple of 16, or above 128, keep the f32
 //! kernels ([`eligible`]). With all five kernels here ([`TENSOR`]) the chunk
 //! is 64 at every eligible D (`plan` in [`super`]; the kernels work at any
-//! chunk that is a multiple of 16): the in-chunk products are mma and the
-//! per-element exponentials of the diagonal blocks cost `16·D` a token
-//! whatever the chunk, so a longer chunk only cuts the states (`∝ D²/C`).
-//! At D 128, C 64 `bwd_dqk` takes the most shared memory, 218.5 KiB.
+//! chunk that is a multiple of 16): the in-chunk products are mma, so a
+//! longer chunk only cuts the states (`∝ D²/C`). At D 128, C 64 `bwd_dqk`
+//! takes the most shared memory, 220.5 KiB.
 //!
-//! Per kernel (8 warps a block; `TC_CG` = 64 output columns where D allows):
+//! Per kernel (8 warps a block, 16 for `fwd`, `bwd_dv`, `bwd_dqk`, whose
+//! shared memory leaves one block an SM; `TC_CG` = 64 output columns where D
+//! allows):
 //! - `chunk_state`, `chunk_dstate`: a warp per 16 state rows × 64 columns,
 //!   `Xᵀ Y` over the chunk's rows with `Xᵀ` by `ldmatrix.trans`;
 //!   `chunk_dstate` stages one query head at a time (`q̃ e^b`, `do`) and
 //!   keeps its accumulators over the heads;
 //! - `fwd`: a warp per (query head, sub-chunk); the queries' softmax in
 //!   registers (a row on a lane quad), scores of earlier sub-chunks by mma,
-//!   the diagonal block per element, then `(q̃ e^b) S + A V`;
-//! - `bwd_dv`: a warp per (key sub-chunk, 64 value columns) over the heads:
-//!   `kd dG`, then per head the transposed scores (diagonal per element,
-//!   later sub-chunks by mma) times `do`;
+//!   the diagonal block by mma (fast chunks) or per element, then
+//!   `(q̃ e^b) S + A V`;
+//! - `bwd_dv`: a warp per (key sub-chunk, `TC_VG` value columns) over the heads:
+//!   `kd dG`, then per head the transposed scores (later sub-chunks by mma,
+//!   the diagonal block too in fast chunks, else per element) times `do`;
 //! - `bwd_dqk`: one block per (chunk, KV head), a warp per (sub-chunk,
 //!   `TC_QG` channels); per query head `P = do vᵀ`'s causal 16 × 16 blocks
-//!   by mma into a bf16 tile, then a pass of a thread per (sub-chunk,
-//!   channel) over the diagonal blocks (each `e^(b_t − b_s)` once for `dq̃`
-//!   and `dk̃`), then the warps' `e^(b_t − b_r)[e^(b_r) do Sᵀ + P kx]` for
+//!   by mma into a bf16 tile (the diagonal ones masked), then, in slow
+//!   chunks only, a pass of a thread per (sub-chunk, channel) over the
+//!   diagonal blocks (each `e^(b_t − b_s)` once for `dq̃` and `dk̃`), then
+//!   the warps' `e^(b_t − b_r)[e^(b_r) do Sᵀ + P kx]` for
 //!   `dq̃` and `Pᵀ (q̃ e^(b_t − b_r))` scaled by `e^(b_r − b_s)` for `dk̃`;
-//!   `dk̃`, `Σ_h q̃ ⊙ dq̃` stay in registers over the heads.
+//!   `dk̃`, `Σ_h q̃ ⊙ dq̃` stay in registers over the heads; each head's
+//!   `dq = q̃ ⊙ (dq̃ − Σ_i q̃_i dq̃_i)` (the softmax backward, which the
+//!   `finish` kernel does for the f32 kernels) is written once, its row sums
+//!   joined over the column-group tasks through shared memory.
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
