@@ -270,6 +270,8 @@ constexpr int TC_DI = (TC_NS * D + TC_NTB - 1) / TC_NTB;
 // product (tc_fast): both factors then lie within e^(+-TC_FAST), far inside f32 and bf16 range.
 constexpr float TC_FAST = 40.0f;
 static_assert(D % 16 == 0 && D <= 128 && C % 16 == 0, "the tensor-core recurrence takes D, C multiples of 16, D <= 128");
+// The tensor-core window source (emitted before, for the same specs) lends its wt_acc: same tile stride.
+static_assert(WT_LD == TC_BS, "the window's bf16 tiles and these share a row stride");
 
 __device__ __forceinline__ float2 tc_ld2(const float* p) { return *reinterpret_cast<const float2*>(p); }
 
@@ -1136,13 +1138,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                 for (int nt = 0; nt < TC_QG / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
                 unsigned a[4];
                 ldsm_x4_t(a, pb + (16 * ii + nrow) * TC_PS + r + ncol);  // P^T: rows s of u, k = t of ii
-#pragma unroll
-                for (int np = 0; np < TC_QG / 16; ++np) {
-                    unsigned r4[4];
-                    ldsm_x4_t(r4, qr + (16 * ii + lrow) * TC_BS + cg + 16 * np + lcol);
-                    mma_bf16(sc[2 * np], a, r4[0], r4[1]);
-                    mma_bf16(sc[2 * np + 1], a, r4[2], r4[3]);
-                }
+                wt_acc<TC_QG>(sc, a, qr + 16 * ii * TC_BS + cg);
 #pragma unroll
                 for (int nt = 0; nt < TC_QG / 8; ++nt)
 #pragma unroll
@@ -1183,13 +1179,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
                     const bf16* kt0 = kt == u ? ke : kxu;
                     unsigned a[4];
                     ldsm_x4(a, pb + (r + lrow) * TC_PS + 16 * kt + lcol);
-#pragma unroll
-                    for (int np = 0; np < TC_QG / 16; ++np) {
-                        unsigned r4[4];
-                        ldsm_x4_t(r4, kt0 + (16 * kt + lrow) * TC_BS + cg + 16 * np + lcol);
-                        mma_bf16(o[2 * np], a, r4[0], r4[1]);
-                        mma_bf16(o[2 * np + 1], a, r4[2], r4[3]);
-                    }
+                    wt_acc<TC_QG>(o, a, kt0 + 16 * kt * TC_BS + cg);
                 }
 #pragma unroll
                 for (int nt = 0; nt < TC_QG / 8; ++nt)
