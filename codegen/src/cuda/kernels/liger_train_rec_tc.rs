@@ -69,9 +69,9 @@ pub(super) const TENSOR: [bool; 5] = [true; 5];
 /// Threads per block of the tensor-core kernels (the source's `NT`): 8 warps.
 const THREADS: usize = 256;
 
-/// Threads per block of `bwd_dv` and `bwd_dqk` (the source's `TC_NTB`): 16
-/// warps. Their shared memory leaves one block an SM, so twice the warps hide
-/// twice the latency of their loads and barriers.
+/// Threads per block of the [`wide`] kernels `fwd`, `bwd_dv` and `bwd_dqk`
+/// (the source's `TC_NTB`): 16 warps. Their shared memory leaves one block an
+/// SM, so twice the warps hide twice the latency of their loads and barriers.
 const THREADS_BWD: usize = 2 * THREADS;
 
 /// Whether [`KERNELS`]`[k]` runs [`THREADS_BWD`] threads.
@@ -247,7 +247,7 @@ constexpr int TC_KX = 8 * TC_NS * (TC_NS - 1); // rows of fwd's off-diagonal key
 constexpr int TC_SG = D % 64 == 0 ? 64 : D;   // state columns of a warp task
 constexpr int TC_ST = (D / 16) * (D / TC_SG); // state tasks (16 rows x TC_SG columns)
 constexpr int TC_SPW = (TC_ST + TC_NW - 1) / TC_NW;  // state tasks of a warp at most
-// bwd_dv and bwd_dqk run TC_NTB threads, twice NT: their shared memory leaves one block an SM, so
+// fwd, bwd_dv and bwd_dqk run TC_NTB threads, twice NT: their shared memory leaves one block an SM, so
 // twice the warps hide twice the latency.
 constexpr int TC_NTB = 2 * NT;
 constexpr int TC_NWB = TC_NTB / 32;
@@ -684,15 +684,16 @@ extern "C" __global__ void @P@_chunk_state(const float* __restrict__ k, const fl
 }
 
 // 3. (tensor cores) Output of chunk n for the G query heads of KV head j: y += MIX_LIN * o (y holds
-// the window part). Grid (nch, HKV * parts, batch), NT threads; the (chunk, KV head)'s G * TC_NS warp
+// the window part). Grid (nch, HKV * parts, batch), TC_NTB threads; the (chunk, KV head)'s G * TC_NS warp
 // tasks (sub-chunk ii of 16 query rows, query head; the longest rows first) split over the parts.
 // The block stages S_n, v as bf16, the gate cumsum and the mapped keys as f32, and per sub-chunk ii > 0
 // the keys before it scaled to its first row r = 16 ii, k~_s e^(b_r - b_s) (bf16, kx). A task holds its
 // q~ rows as A fragments and forms
 //   o_t = (q~_t e^b_t) S_n + sum_(s<r) [(q~_t e^(b_t - b_r)) . (k~_s e^(b_r - b_s))] v_s
 //         + sum_(r<=s<=t) [sum_i q~_ti k~_si e^(b_ti - b_si)] v_s
-// (every exponent <= 0): the first two scores by mma, the diagonal block per element (tc_diag), the
-// scores rounded to bf16 as the A operand of the product with v, TC_CG output columns at a time.
+// (every exponent <= 0): the first two scores by mma; the diagonal block by mma too in a tc_fast chunk,
+// (q~_t e^(b_t - b_r)) . (k~_s e^(b_r - b_s)) masked to s <= t (ke over kf), else per element (tc_diag);
+// the scores rounded to bf16 as the A operand of the product with v, TC_CG output columns at a time.
 // Shared: bc, kf f32 [C][TC_FS]; vb [C][TC_BS], kx [TC_KX][TC_BS], sb [D][TC_BS] bf16.
 extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ states,
@@ -853,9 +854,10 @@ extern "C" __global__ void @P@_chunk_dstate(const float* __restrict__ q, const f
 // window wrote it). Grid (nch, HKV * parts, batch), TC_NTB threads; the TC_VT warp tasks (key sub-chunk kt,
 // TC_VG value columns) split over the parts, their accumulators kept over the heads. First kd dG by mma
 // (dG staged as bf16); then per query head (q~, q~ e^(b_t - b_r) and do staged as bf16) the transposed
-// scores of the task's keys: the diagonal block per element (tc_diag, keys as the lane's rows), the
-// later sub-chunks ii as kx_ii . (q~ e^(b_t - b_r))^T by mma (r = 16 ii, both exponents <= 0), each
-// rounded to bf16 as the A operand of the product with do.
+// scores of the task's keys: the diagonal block per element (tc_diag, keys as the lane's rows; in a
+// tc_fast chunk by mma as ke . qr^T masked to t >= s, q~ not staged), the later sub-chunks ii as
+// kx_ii . (q~ e^(b_t - b_r))^T by mma (r = 16 ii, both exponents <= 0), each rounded to bf16 as the A
+// operand of the product with do.
 // Shared: bc, kf f32 [C][TC_FS]; kd [C][TC_BS], kx [TC_KX][TC_BS], gb [D][TC_BS], qq, qr, ob [C][TC_BS]
 // bf16.
 extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* __restrict__ k,
@@ -981,20 +983,23 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
 //   dq~^h_t = e^b_t (S do^h_t) + sum_(s<=t) P^h_ts e^(b_t - b_s) k~_s                  -> dq (dq~)
 //   dk~_s   = e^(b_L - b_s) (dG v_s) + sum_h sum_(t>=s) P^h_ts e^(b_t - b_s) q~^h_t    -> dk (dk~)
 //   db_t    = sum_h q~^h_t dq~^h_t - k~_t dk~_t                                       -> db
+//   dq^h_t  = q~^h_t (dq~^h_t - sum_i q~^h_ti dq~^h_ti)   (q~'s softmax backward)        -> dq
 // Grid (nch, HKV, batch), TC_NTB threads (no parts); TC_QT warp tasks (sub-chunk u, TC_QG channels).
 // With r = 16 u the sub-chunk's first row, the off-diagonal terms are products whose exponents are
 // all <= 0:
 //   dq~_t (t in u) = e^(b_t - b_r) [e^b_r (S do_t) + sum_(s<r) P_ts kx_u,s]     kx_u,s = k~_s e^(b_r - b_s)
 //   dk~_s (s in u) += sum_(ii>u) e^(b_(16 ii) - b_s) sum_(t in ii) P_ts qr_t      qr_t = q~_t e^(b_t - b_(16 ii))
-// by mma; the diagonal 16 x 16 blocks go per element in a pass of a thread per (sub-chunk, channel)
-// that forms each e^(b_t - b_s) once for dq~ and dk~. First dk~'s inter-chunk part (dG staged as
-// bf16), then S is staged in its place and the query heads go one at a time: do, q~ e^(b_t - b_r)
-// as bf16 and q~ as f32; P's causal 16 x 16 blocks by mma into a bf16 tile; the diagonal pass
-// writes its part of dq~ to dq, which the task pass completes (adds, writes back) and folds into
-// db. The diagonal pass keeps its part of dk~ in registers over the heads; it joins the tasks'
-// through shared memory at the end.
+// by mma. The diagonal 16 x 16 blocks: in a tc_fast chunk by mma too (P's diagonal blocks masked,
+// the keys ke over kf, the queries qr, with ii = u and s in u); else per element in a pass of a
+// thread per (sub-chunk, channel) that forms each e^(b_t - b_s) once for dq~ and dk~. First dk~'s
+// inter-chunk part (dG staged as bf16), then S is staged in its place and the query heads go one at
+// a time: do, q~ e^(b_t - b_r) as bf16 and q~ as f32; P's causal 16 x 16 blocks by mma into a bf16
+// tile; the diagonal pass (slow chunks) writes its part of dq~ to dq; the task pass completes dq~ in
+// registers, folds it into db, puts its rows' partial sums of q~ dq~ in rq, and after a barrier
+// writes dq. The diagonal pass keeps its part of dk~ in registers over the heads; it joins the
+// tasks' through shared memory at the end (fast chunks recompute k~ as f32 there instead).
 // Shared: bc, kf, qf f32 [C][TC_FS]; vb [C][TC_BS], kx [TC_KX][TC_BS], sb [D][TC_BS] (dG, then S),
-// ob, qr [C][TC_BS], pb [C][TC_PS] bf16.
+// ob, qr [C][TC_BS], pb [C][TC_PS] bf16; rq f32 [C][TC_RQ].
 extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ dy,
         const float* __restrict__ states, const float* __restrict__ dstates, float* __restrict__ dq,
