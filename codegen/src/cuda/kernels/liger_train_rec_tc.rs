@@ -495,6 +495,21 @@ __device__ void tc_key_tiles(bf16* kd, bf16* kx, const float* kf, const float* b
     }
 }
 
+// The keyed kernels' shared staging (fwd, bwd_dv, bwd_dqk): the gate cumsum into bc, the mapped keys
+// into kf, their bf16 key tiles (kd where given, kx), then whether the chunk is tc_fast, in which case
+// kf then holds the diagonal keys ke (tc_diag_keys). Ends with a barrier.
+template <int BT>
+__device__ __forceinline__ bool tc_key_stage(float* bc, float* kf, bf16* kd, bf16* kx, const float* k, const float* gate,
+                                             const TcBlock& blk) {
+    tc_gates<BT>(bc, gate, blk.row0, blk.j, blk.L);
+    tc_keys<BT>(kf, k, gate, blk.row0, blk.j, blk.L);
+    tc_key_tiles<BT>(kd, kx, kf, bc, blk.L);
+    __syncthreads();
+    const bool fast = tc_fast<BT>(bc);
+    if (fast) tc_diag_keys<BT>(kf, bc);
+    return fast;
+}
+
 // q~ (softmax over D) of this lane's rows ta, tb (zero at rows >= L) as bf16 A fragments over the head
 // dim, from src = the query head's features at token row 0 of the chunk (row stride H * D). Three
 // passes over the (cached) rows — max, sum, values — keep few registers live.
@@ -709,12 +724,7 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
     const long long row0 = blk.row0;
     tc_rows<D, TC_NTB>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
     tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
-    tc_gates<TC_NTB>(bc, gate, row0, j, L);
-    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
-    tc_key_tiles<TC_NTB>(nullptr, kx, kf, bc, L);
-    __syncthreads();
-    const bool fast = tc_fast<TC_NTB>(bc);
-    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
+    const bool fast = tc_key_stage<TC_NTB>(bc, kf, nullptr, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldmatrix.trans of [k][n] tiles as B
@@ -876,12 +886,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
     tc_rows<D, TC_NTB>(gb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
-    tc_gates<TC_NTB>(bc, gate, row0, j, L);
-    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
-    tc_key_tiles<TC_NTB>(kd, kx, kf, bc, L);
-    __syncthreads();
-    const bool fast = tc_fast<TC_NTB>(bc);
-    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
+    const bool fast = tc_key_stage<TC_NTB>(bc, kf, kd, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
@@ -1020,12 +1025,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     const long long row0 = blk.row0;
     tc_rows<D, TC_NTB>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
     tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
-    tc_gates<TC_NTB>(bc, gate, row0, j, L);
-    tc_keys<TC_NTB>(kf, k, gate, row0, j, L);
-    tc_key_tiles<TC_NTB>(nullptr, kx, kf, bc, L);
-    __syncthreads();
-    const bool fast = tc_fast<TC_NTB>(bc);
-    if (fast) tc_diag_keys<TC_NTB>(kf, bc);
+    const bool fast = tc_key_stage<TC_NTB>(bc, kf, nullptr, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // A of [m][k], B of [k][n] tiles
