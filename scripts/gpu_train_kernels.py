@@ -23,6 +23,9 @@ dump's "tolerance" (TC_TOL in tests/cuda_train_kernels.rs) for the bf16 tensor-c
 bench: B=8, H=32, KV=8, D=128, T=1024 and 4096: our gate + attention forward, backward, and
 both (f32 kernels, then the bf16 tensor-core ones: LIGERC_BENCH_SPECS), vs fla chunk_gla (bf16, then f32 inputs: LIGERC_BENCH_FLA_DTYPES, "none" for ours alone; feature maps, gate and
 the k/v repeat to 32 heads in torch, as upstream Liger; scale 1) forward and forward+backward.
+That peer lacks the sliding-window branch ours include, so its ratio flatters fla; the like-for-like
+peer ("fla_*_win_*") adds fla's own parallel_attn window (window_size = window + 1, scale 1/sqrt(D),
+GQA) on QRot/KRot/V and the mix, gradients to all five inputs; "fla_*_attn_only_*": the window alone.
 Medians of triton.testing.do_bench. Ours print first, on a line of their own (fla's first calls
 autotune its Triton kernels for tens of seconds); shapes: LIGERC_BENCH_SHAPES (8x1024,8x4096).
 """
@@ -243,6 +246,17 @@ def load_fla():
         return None
 
 
+def load_fla_attn():
+    """fla's sliding-window softmax attention (the wheel is on the path once load_fla found it), or
+    None with a note: then only the like-for-like peer drops, chunk_gla alone still runs."""
+    try:
+        from fla.ops.attn.parallel import parallel_attn
+        return parallel_attn
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"fla_attn_import_error": str(e)}), flush=True)
+        return None
+
+
 def events_ms(f, n):
     """Mean milliseconds of `n` calls of `f` after one untimed call, by CUDA events."""
     f()
@@ -267,6 +281,7 @@ def bench(args):
         print(json.dumps({"spec": name, "compile_s": time.perf_counter() - t0}), flush=True)
     chunk_gla = load_fla()
     print(json.dumps({"device": torch.cuda.get_device_name(), "fla": chunk_gla is not None}), flush=True)
+    parallel_attn = load_fla_attn() if chunk_gla is not None else None
     H, KV, D = specs[0].H, specs[0].KV, specs[0].D
     for B, T in [tuple(map(int, bt.split("x"))) for bt in os.environ.get("LIGERC_BENCH_SHAPES", "8x1024,8x4096").split(",")]:
         shape = f"{B}x{T}"
@@ -280,7 +295,7 @@ def bench(args):
         gk = {"K": x["K"], "Gate": bufs["Gate"], "DGate": bufs["DGate"], "DK": e(x["K"])}
         for s in specs:
             r = bench_ours(s, shape, B, T, bufs, gk, med)
-        bench_fla(chunk_gla, x, bufs, r, med)
+        bench_fla(chunk_gla, parallel_attn, x, bufs, r, med, specs[-1])
         del bufs, gk, x
         torch.cuda.empty_cache()
 
@@ -323,9 +338,13 @@ def bench_ours(s, shape, B, T, bufs, gk, med):
     return r
 
 
-def bench_fla(chunk_gla, x, bufs, r, med):
+def bench_fla(chunk_gla, parallel_attn, x, bufs, r, med, s):
     """fla chunk_gla forward and forward+backward (bf16, then f32: LIGERC_BENCH_FLA_DTYPES) with
-    the feature maps, gate and k/v repeat in torch, as upstream Liger; `r` is the last of ours."""
+    the feature maps, gate and k/v repeat in torch, as upstream Liger; `r` is the last of ours.
+    Ours also run the sliding-window branch, so then, like for like ("fla_{dtype}_win_*"): the same
+    plus fla's parallel_attn over QRot/KRot/V (keys t-W..=t of spec `s`, the last of ours; scale
+    1/sqrt(D); GQA in the kernel) mixed as s.mix_w * window + s.mix_l * gla, backward into q, k, v,
+    QRot and KRot; and that window attention alone, forward+backward ("fla_{dtype}_attn_only_*")."""
     B, T, H, D = x["Q"].shape
     KV = x["K"].shape[2]
     dtypes = {"f32": torch.float32, "bf16": torch.bfloat16}
@@ -355,6 +374,31 @@ def bench_fla(chunk_gla, x, bufs, r, med):
             r[f"speedup_vs_fla_{tag}_fwd_bwd"] = r[f"fla_{tag}_fwd_bwd_ms"] / r["ligerc_fwd_bwd_ms"]
             q.grad = k.grad = v.grad = None
             print(json.dumps({k_: v_ for k_, v_ in r.items() if k_.startswith(("spec", "B", "T", "fla_", "speedup"))}), flush=True)
+            if parallel_attn is None:
+                continue
+            # copies (in f32, .to alone would hand back x's own tensors); v stays the one leaf both
+            # branches read, so its gradient sums the two, as our single DV does
+            qr, kr = (x[n].to(dt, copy=True).requires_grad_() for n in ("QRot", "KRot"))
+            # fla's window_size w: keys [i-w+1, i]; ours, W: keys t-W..=t, so w = W + 1
+            win = lambda: parallel_attn(qr, kr, v, scale=None, window_size=s.W + 1)
+            run_win = lambda: s.mix_w * win() + s.mix_l * run_fla()
+            try:
+                t0 = time.perf_counter()
+                run_win().backward(dy)  # parallel_attn's kernels compile here (untimed)
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001  e.g. f32 tiles past the shared-memory limit
+                print(json.dumps({f"fla_{tag}_win_error": str(e)[:500]}), flush=True)
+                q.grad = k.grad = v.grad = None
+                continue
+            print(json.dumps({f"fla_{tag}_win_first_fwd_bwd_s": time.perf_counter() - t0}), flush=True)
+            with torch.no_grad():
+                r[f"fla_{tag}_win_fwd_ms"] = med(run_win)
+            r[f"fla_{tag}_win_fwd_bwd_ms"] = med(lambda: run_win().backward(dy))
+            r[f"speedup_vs_fla_{tag}_win_fwd_bwd"] = r[f"fla_{tag}_win_fwd_bwd_ms"] / r["ligerc_fwd_bwd_ms"]
+            r[f"fla_{tag}_attn_only_fwd_bwd_ms"] = med(lambda: win().backward(dy))
+            q.grad = k.grad = v.grad = qr.grad = kr.grad = None
+            print(json.dumps({k_: v_ for k_, v_ in r.items() if k_.startswith(("spec", "B", "T"))
+                              or "_win_" in k_ or "_attn_only_" in k_}), flush=True)
 
 
 def main():
