@@ -208,6 +208,43 @@ impl Case {
     }
 }
 
+/// `launches` with the saved buffer placed right after `scratch` floats of
+/// scratch: the harnesses run a forward and its backward on one buffer of
+/// `liger_scratch_floats + liger_saved_floats` floats, which hands the
+/// backward what its forward saved, as the runtime does with two buffers.
+fn saved_after_scratch(launches: Vec<TrainLaunch>, scratch: usize) -> Vec<TrainLaunch> {
+    launches
+        .into_iter()
+        .map(|mut l| {
+            for a in &mut l.args {
+                if let TrainArg::Saved { offset_floats } = *a {
+                    *a = TrainArg::Scratch {
+                        offset_floats: scratch + offset_floats,
+                    };
+                }
+            }
+            l
+        })
+        .collect()
+}
+
+/// One forward then its backward for `spec` at `batch × seq` (saved buffer
+/// after the scratch), and the floats of that one buffer.
+fn forward_backward(
+    spec: &LigerSpec,
+    math: TrainMath,
+    batch: usize,
+    seq: usize,
+) -> (Vec<TrainLaunch>, usize) {
+    let mut launches = liger_forward_launches(spec, math, batch, seq).unwrap();
+    launches.extend(liger_backward_launches(spec, math, batch, seq).unwrap());
+    let scratch = liger_scratch_floats(spec, math, batch, seq);
+    (
+        saved_after_scratch(launches, scratch),
+        scratch + liger_saved_floats(spec, math, batch, seq),
+    )
+}
+
 /// The C++ expression binding one kernel argument.
 fn arg_expr(a: TrainArg) -> String {
     use TrainArg::*;
@@ -228,6 +265,7 @@ fn arg_expr(a: TrainArg) -> String {
         DKRot => buf(12),
         DGate => buf(13),
         Scratch { offset_floats } => format!("(scratch + {offset_floats})"),
+        Saved { .. } => unreachable!("saved_after_scratch maps the saved buffer into the scratch"),
         Batch => "(int)batch".into(),
         Seq => "(int)seq".into(),
     }
@@ -504,12 +542,10 @@ fn training_kernels_match_the_cpu_runtime_in_emulation() {
             &ns,
             &liger_train_source(&c.spec, c.math).unwrap(),
         ));
-        let mut launches = liger_forward_launches(&c.spec, c.math, c.batch, c.seq).unwrap();
-        launches.extend(liger_backward_launches(&c.spec, c.math, c.batch, c.seq).unwrap());
+        let (launches, scratch) = forward_backward(&c.spec, c.math, c.batch, c.seq);
         let run = format!("run_case{i}");
         prog.push_str(&runner(&run, &ns, &launches));
         let sizes: Vec<usize> = c.inputs.iter().map(Vec::len).collect();
-        let scratch = liger_scratch_floats(&c.spec, c.math, c.batch, c.seq);
         let call = format!(
             "[&](float** p, float* s) {{ {run}(p, s, {}, {}); }}",
             c.batch, c.seq
@@ -826,8 +862,9 @@ fn dump() {
             [(1, 1), (2, 37), (3, 67), (1, 200), (8, 1024), (8, 4096)];
         let mut first = true;
         for (b, t) in shapes {
-            let fwd = liger_forward_launches(&s, math, b, t).unwrap();
-            let bwd = liger_backward_launches(&s, math, b, t).unwrap();
+            let total = liger_scratch_floats(&s, math, b, t);
+            let fwd = saved_after_scratch(liger_forward_launches(&s, math, b, t).unwrap(), total);
+            let bwd = saved_after_scratch(liger_backward_launches(&s, math, b, t).unwrap(), total);
             let gf = gate_forward_launches(
                 &GateSpec {
                     kv_heads: s.kv_heads,
@@ -852,7 +889,7 @@ fn dump() {
                 json,
                 "{}\"{b}x{t}\": {{\"scratch\": {}, \"forward\": {}, \"backward\": {}, \"gate_forward\": {}, \"gate_backward\": {}}}",
                 if first { "" } else { ", " },
-                liger_scratch_floats(&s, math, b, t),
+                total + liger_saved_floats(&s, math, b, t),
                 launches_json(&fwd),
                 launches_json(&bwd),
                 launches_json(&gf),

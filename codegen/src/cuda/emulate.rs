@@ -57,6 +57,7 @@ pub const SHIM: &str = r#"// ligerc CUDA emulation shim: the CUDA subset of the 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 struct __nv_bfloat16 { unsigned short x; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(8) float2 { float x, y; };
 #define LIGERC_EMULATION 1

@@ -191,6 +191,14 @@ pub enum TrainArg {
         /// Offset in floats from the start of the scratch buffer.
         offset_floats: usize,
     },
+    /// The saved buffer (`liger_saved_floats` floats) plus this offset: what
+    /// the forward keeps for the backward of the same operands (the window
+    /// branch's log-sum-exp and output), so the caller must hand the backward
+    /// the buffer its forward wrote.
+    Saved {
+        /// Offset in floats from the start of the saved buffer.
+        offset_floats: usize,
+    },
     /// The batch size (`int`).
     Batch,
     /// Tokens per row (`int`).
@@ -370,7 +378,8 @@ pub fn liger_train_source(spec: &LigerSpec, math: TrainMath) -> Result<String, C
     })
 }
 
-/// Scratch offsets (floats), then the total. Window statistics come last.
+/// Scratch offsets (floats), then the total. Window statistics come last
+/// (none where the tensor-core window kernels keep them in the saved buffer).
 /// Other variants: chunk states, state gradients, chunk decays, `∂L/∂b`.
 /// GSA: chunk states (`Hkᵀ`, `Hv`: `2·M·D` a slot), their gradients, chunk
 /// decays (`M`), per query head `p`, `∂L/∂logits` and `hb` (`[B·T][H][M]`
@@ -379,7 +388,11 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
     let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     let recurrent = usize::from(spec.variant != LigerVariant::SwaOnly);
     let slots = recurrent * batch * kv * seq.div_ceil(shape.chunk);
-    let stats = batch * seq * h * 2;
+    let stats = if win_tc::tiling(spec, shape.math).is_some() {
+        0
+    } else {
+        batch * seq * h * 2
+    };
     let sizes = if spec.variant == LigerVariant::Gsa {
         let m = spec.slots;
         let rows = batch * seq;
@@ -418,6 +431,20 @@ pub fn liger_scratch_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq
             .copied()
             .unwrap_or(0)
     })
+}
+
+/// f32 floats of the saved buffer ([`TrainArg::Saved`]): what the forward
+/// writes and the backward of the same operands reads. The tensor-core window
+/// kernels keep each (token, head)'s log-sum-exp and `δ` slot (`2·B·T·H`),
+/// then the unmixed window output as bf16 (`B·T·H·D / 2`), so the backward
+/// walks each band once (`δ = do·o`, as flash attention 2 does); 0 for the f32
+/// kernels and for a spec the launches refuse.
+pub fn liger_saved_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq: usize) -> usize {
+    if plan(spec, math).is_err() || win_tc::tiling(spec, math).is_none() {
+        return 0;
+    }
+    let rows = batch * seq * spec.heads;
+    2 * rows + (rows * spec.head_dim).div_ceil(2)
 }
 
 /// Grid, threads a block and dynamic shared memory (bytes) of one kernel.
@@ -549,9 +576,15 @@ impl Geometry {
         }
     }
 
-    /// The window statistics' scratch region (always the last).
+    /// The window statistics: the saved buffer's start for the tensor-core
+    /// window kernels (`win_fwd` writes the log-sum-exp there), else the
+    /// scratch's last region.
     fn stats(&self) -> TrainArg {
-        self.scratch(self.scratch.len() - 2)
+        if self.win_tc.is_some() {
+            TrainArg::Saved { offset_floats: 0 }
+        } else {
+            self.scratch(self.scratch.len() - 2)
+        }
     }
 
     /// Grid, threads and shared memory of window kernel `i` (`win_fwd`,
@@ -563,15 +596,22 @@ impl Geometry {
         }
     }
 
-    /// The window branch's forward: `win_fwd` overwrites `Y`.
+    /// The window branch's forward: `win_fwd` overwrites `Y` (and, on tensor
+    /// cores, the saved buffer: log-sum-exp and output for the backward).
     fn window_forward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
         let (grid, block, smem) = self.window_shape(0);
-        vec![self.launch("win_fwd", grid, block, smem, vec![QRot, KRot, V, Y, Seq])]
+        let args = if self.win_tc.is_some() {
+            vec![QRot, KRot, V, Y, self.stats(), Seq]
+        } else {
+            vec![QRot, KRot, V, Y, Seq]
+        };
+        vec![self.launch("win_fwd", grid, block, smem, args)]
     }
 
     /// The window branch's backward: `win_dq` (`DQRot`, and the statistics
-    /// `win_dkv` reads), then `win_dkv` (`DKRot`, `DV`, overwritten).
+    /// `win_dkv` reads: on tensor cores `δ` next to the forward's saved
+    /// log-sum-exp), then `win_dkv` (`DKRot`, `DV`, overwritten).
     fn window_backward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
         let stats = self.stats();

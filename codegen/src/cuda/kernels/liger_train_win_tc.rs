@@ -1,6 +1,7 @@
 //! The window branch of LigerAttention training on bf16 tensor cores
 //! (`TrainMath::Bf16`): `win_fwd`, `win_dq`, `win_dkv` with the f32 kernels'
-//! names, arguments and outputs, flash-attention-2 style on `mma.sync`
+//! names and outputs (their statistics live in the saved buffer, which
+//! `win_fwd` also takes), flash-attention-2 style on `mma.sync`
 //! m16n8k16 (bf16 operands, f32 accumulation).
 //!
 //! The inputs are f32; every tile is converted to bf16 as it is staged in
@@ -14,12 +15,14 @@
 //! - `win_fwd`: a block per (`rt` 16-token row tiles, KV head, batch row)
 //!   stages the keys and values its rows see once for all `G` query heads; a
 //!   warp per (query head, row tile) stages its 16 queries and walks only the
-//!   key tiles of its rows' band with an online softmax (base 2).
-//! - `win_dq`: the same blocks; a warp per (query head, row tile) walks its
-//!   band twice: scores and `dP = do·vᵀ` give the running max, `l = Σ e` and
-//!   `u = Σ e·dp`, hence `lse` and `δ = do·o = u / l`; then `P = 2^(s − lse)`,
-//!   `dS = P ⊙ (dP − δ)` and `DQRot = SCALE · dS·K`. Keeps `lse` (base 2) and
-//!   `δ` per (token, head) for `win_dkv`.
+//!   key tiles of its rows' band with an online softmax (base 2). It keeps
+//!   each row's `lse` (base 2) and its unmixed output `o` (bf16) in the saved
+//!   buffer for the backward.
+//! - `win_dq`: the same blocks; a warp per (query head, row tile) takes its
+//!   rows' `lse` and `δ = do·o` from the saved buffer (no pass for the
+//!   statistics, as flash attention 2), then walks its band once: `P = 2^(s −
+//!   lse)`, `dP = do·vᵀ`, `dS = P ⊙ (dP − δ)` and `DQRot = SCALE · dS·K`.
+//!   Keeps `δ` next to `lse` for `win_dkv`.
 //! - `win_dkv`: a block per (`kt` key tiles, KV head, batch row) stages its
 //!   keys and values once and walks the (16 tokens, query head) tiles that
 //!   see them, four a step: the step's `Pᵀ = 2^(K·Qᵀ − lse)` and `dSᵀ` (one
@@ -132,7 +135,7 @@ pub(super) fn tiling(spec: &LigerSpec, math: TrainMath) -> Option<WinTc> {
         nkc: if d <= 64 { 4 } else { 2 },
     };
     // win_dq: two staging tiles a warp (q, do); fewer warps where that keeps the block's
-    // keys in one stage (both passes then read them from there).
+    // keys in one stage (every round of tasks then reads them from there).
     let nw_dq = [nw, 4, 2]
         .into_iter()
         .filter(|&n| n <= nw)
@@ -475,6 +478,18 @@ struct WtRows {
         wt_stage(ks, k_rot, n, at, 1.0f);
         wt_stage(vs, v, n, at, 1.0f);
     }
+    // Before stage s of a round of warp tasks: stage it (after a barrier, unless nothing is staged yet), or,
+    // where the block's keys fit one stage staged in round 0, only order the warp. Block-uniform.
+    __device__ void restage(bf16* ks, bf16* vs, const float* k_rot, const float* v, int s, int round, int kct,
+                            int seq) const {
+        if (nstage > 1 || round == 0) {
+            if (s > 0 || round > 0) __syncthreads();  // the previous stage is consumed
+            stage(ks, vs, k_rot, v, s, kct, seq);
+            __syncthreads();
+        } else {
+            __syncwarp();
+        }
+    }
     // The band of row tile r0 .. r0 + 15: block key tiles [lo, hi).
     __device__ int lo(int r0) const { return (max(0, r0 - W) - kbase) / 16; }
     __device__ int hi(int r0, int seq) const { return (min(r0 + 15, seq - 1) - kbase) / 16 + 1; }
@@ -484,12 +499,14 @@ struct WtRows {
 /// The three entry points (`@P@` the name prefix, `@BF@`, `@BQ@`, `@BK@`
 /// their launch bounds).
 const KERNELS: &str = r#"
-// Window forward: y = MIX_WIN * softmax(q k^T SCALE) v over each query's window (overwrites y).
-// Grid (ceil(ceil(seq / 16) / rt), HKV, batch) for rt = 1, 2 or 4 row tiles a block; min(WT_NW_F, rt G) warps take
+// Window forward: y = MIX_WIN * softmax(q k^T SCALE) v over each query's window (overwrites y). Keeps, for the
+// backward, each (token, head)'s lse (base 2) at saved[b][h][t] and o = softmax(..) v as bf16 [B seq][H D] from
+// saved + 2 B H seq (win_dq's delta = do.o). Grid (ceil(ceil(seq / 16) / rt), HKV, batch) for rt = 1, 2 or 4 row tiles a block; min(WT_NW_F, rt G) warps take
 // the block's (query head, row tile) tasks in turn. Shared: a [16][WT_LD] query tile a warp, then the stage's keys
 // and values [16 kcs][WT_LD] (bf16), staged once for all G heads when the block's keys fit one stage.
 extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
-        const float* __restrict__ k_rot, const float* __restrict__ v, float* __restrict__ y, int seq) {
+        const float* __restrict__ k_rot, const float* __restrict__ v, float* __restrict__ y,
+        float* __restrict__ saved, int seq) {
     extern __shared__ float smem[];
     const WtRows blk(seq, WT_KCT_F);
     if (blk.t0 >= seq) return;  // block-uniform
@@ -510,13 +527,7 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
         for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
         for (int s = 0; s < blk.nstage; ++s) {
             const int sb = s * WT_KCT_F;
-            if (blk.nstage > 1 || round == 0) {
-                if (s > 0 || round > 0) __syncthreads();  // the previous stage is consumed
-                blk.stage(ks, vs, k_rot, v, s, WT_KCT_F, seq);
-                __syncthreads();
-            } else {
-                __syncwarp();
-            }
+            blk.restage(ks, vs, k_rot, v, s, round, WT_KCT_F, seq);
             if (!active) continue;
             for (int kt = max(lo, sb); kt < min(hi, sb + WT_KCT_F); kt += WT_NKC_F) {
                 // One online-softmax step over key tiles kt .. kt + nu - 1: S = Q K^T, P = 2^(S - m), O = O corr + P V.
@@ -547,25 +558,31 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
             }
         }
         if (!active) continue;
+        const long long nst = (long long)gridDim.z * H * seq;
+        bf16* os = reinterpret_cast<bf16*>(saved + 2 * nst);
 #pragma unroll
         for (int x = 0; x < 2; ++x) {
             const float sum = wt_quad_sum(l[x]);
             const int tp = r0 + gid + 8 * x;
-            const float f = sum > 0.0f ? MIX_WIN / sum : 0.0f;
-            if (tp < seq)
+            const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+            if (tp >= seq) continue;
+            const long long at = (row0 + tp) * (H * D) + h * D + 2 * tig;
 #pragma unroll
-                for (int n = 0; n < D / 8; ++n)
-                    *reinterpret_cast<float2*>(y + (row0 + tp) * (H * D) + h * D + 8 * n + 2 * tig) =
-                        float2{o[n][2 * x] * f, o[n][2 * x + 1] * f};
+            for (int n = 0; n < D / 8; ++n) {
+                const float a = o[n][2 * x] * inv, c = o[n][2 * x + 1] * inv;
+                *reinterpret_cast<float2*>(y + at + 8 * n) = float2{MIX_WIN * a, MIX_WIN * c};
+                *reinterpret_cast<unsigned*>(os + at + 8 * n) = pack_bf16(a, c);
+            }
+            if (tig == 0) saved[((long long)blk.b * H + h) * seq + tp] = sum > 0.0f ? m[x] + log2f(sum) : 0.0f;
         }
     }
 }
 
 // Window backward, query side: with do = MIX_WIN * dy, dp = do v^T, delta = do.o = sum_s p_s dp_s,
-// dq_rot = SCALE * sum_s p_s (dp_s - delta) k_s. A warp per (query head, row tile) as win_fwd walks its band twice:
-// the scores and dp give the running max, l = sum e and u = sum e dp (delta = u / l, lse = m + log2 l, base 2), then
-// P = 2^(s - lse), dS = P (dp - delta) (bf16 A fragments) and dq += dS K. Keeps lse and delta per (token, head) in
-// `stats` for win_dkv: lse at [b][h][t], delta B H seq floats on. Grid as win_fwd, min(WT_NW_Q, rt G) warps.
+// dq_rot = SCALE * sum_s p_s (dp_s - delta) k_s. A warp per (query head, row tile) as win_fwd: its rows' lse (base 2)
+// from `stats` and delta = do.o from the forward's o (bf16, saved from stats + 2 B H seq; do as staged, the bf16 that
+// dp uses), then one walk of its band: P = 2^(s - lse), dS = P (dp - delta) (bf16 A fragments) and dq += dS K.
+// Writes delta at stats + B H seq + [b][h][t] for win_dkv. Grid as win_fwd, min(WT_NW_Q, rt G) warps.
 // Shared: a query and a do tile [16][WT_LD] a warp, then the stage's keys and values [16 kcs][WT_LD] (bf16).
 extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
         const float* __restrict__ k_rot, const float* __restrict__ v, const float* __restrict__ dy,
@@ -578,81 +595,67 @@ extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
     bf16* dos = qs + 16 * WT_LD;
     bf16* ks = reinterpret_cast<bf16*>(smem) + 2 * nw * 16 * WT_LD;
     bf16* vs = ks + 16 * blk.kcs * WT_LD;
-    const long long row0 = (long long)blk.b * seq;
+    const long long row0 = (long long)blk.b * seq, nst = (long long)gridDim.z * H * seq;
+    const bf16* os = reinterpret_cast<const bf16*>(stats + 2 * nst);
     const int ntask = blk.rt * G;
     for (int round = 0; round * nw < ntask; ++round) {  // block-uniform
         const int task = round * nw + warp, h = blk.j * G + task / blk.rt, r0 = blk.t0 + 16 * (task % blk.rt);
         const bool active = task < ntask && r0 < seq;  // warp-uniform
+        const long long st = ((long long)blk.b * H + h) * seq;
+        float lse[2] = {0.0f, 0.0f}, dl[2] = {0.0f, 0.0f}, dq[D / 8][4];
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
         __syncwarp();  // the previous task's tiles are consumed
         if (active) {
             wt_stage_q(qs, q_rot, row0, r0, h, seq, 1.0f);
             wt_stage_q(dos, dy, row0, r0, h, seq, MIX_WIN);
+            __syncwarp();
+            // lse and delta of rows gid (x = 0), gid + 8 (x = 1): the quad's lanes take D / 4 columns each
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                const int tp = r0 + gid + 8 * x;
+                float acc = 0.0f;
+                if (tp < seq) {
+                    const bf16* orow = os + (row0 + tp) * (H * D) + h * D + tig * (D / 4);
+                    const bf16* drow = dos + (gid + 8 * x) * WT_LD + tig * (D / 4);
+#pragma unroll
+                    for (int c = 0; c < D / 4; c += 4) {
+                        const uint2 o4 = *reinterpret_cast<const uint2*>(orow + c);
+                        const uint2 d4 = *reinterpret_cast<const uint2*>(drow + c);
+                        acc += bf_lo(o4.x) * bf_lo(d4.x) + bf_hi(o4.x) * bf_hi(d4.x) + bf_lo(o4.y) * bf_lo(d4.y) +
+                               bf_hi(o4.y) * bf_hi(d4.y);
+                    }
+                    lse[x] = stats[st + tp];
+                }
+                dl[x] = wt_quad_sum(acc);
+            }
         }
         const int lo = blk.lo(r0), hi = blk.hi(r0, seq);
-        float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f}, dq[D / 8][4];
+        for (int s = 0; s < blk.nstage; ++s) {
+            const int sb = s * WT_KCT_Q;
+            blk.restage(ks, vs, k_rot, v, s, round, WT_KCT_Q, seq);
+            if (!active) continue;
+            for (int kt = max(lo, sb); kt < min(hi, sb + WT_KCT_Q); kt += WT_NKC_Q) {
+                const int nu = min(WT_NKC_Q, min(hi, sb + WT_KCT_Q) - kt);
+                float sc[WT_NKC_Q][2][4], dp[WT_NKC_Q][2][4];
+                wt_dots<WT_NKC_Q>(sc, qs, ks + 16 * (kt - sb) * WT_LD, nu);
+                wt_dots<WT_NKC_Q>(dp, dos, vs + 16 * (kt - sb) * WT_LD, nu);
+                wt_mask<WT_NKC_Q>(sc, nu, blk.kbase + 16 * kt, r0, seq);
 #pragma unroll
-        for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
-        for (int pass = 0; pass < 2; ++pass) {
-            for (int s = 0; s < blk.nstage; ++s) {
-                const int sb = s * WT_KCT_Q;
-                if (blk.nstage > 1 || (round == 0 && pass == 0)) {
-                    if (s > 0 || round > 0 || pass > 0) __syncthreads();  // the previous stage is consumed
-                    blk.stage(ks, vs, k_rot, v, s, WT_KCT_Q, seq);
-                    __syncthreads();
-                } else {
-                    __syncwarp();
-                }
-                if (!active) continue;
-                for (int kt = max(lo, sb); kt < min(hi, sb + WT_KCT_Q); kt += WT_NKC_Q) {
-                    const int nu = min(WT_NKC_Q, min(hi, sb + WT_KCT_Q) - kt);
-                    float sc[WT_NKC_Q][2][4], dp[WT_NKC_Q][2][4];
-                    wt_dots<WT_NKC_Q>(sc, qs, ks + 16 * (kt - sb) * WT_LD, nu);
-                    wt_dots<WT_NKC_Q>(dp, dos, vs + 16 * (kt - sb) * WT_LD, nu);
-                    wt_mask<WT_NKC_Q>(sc, nu, blk.kbase + 16 * kt, r0, seq);
-                    if (pass == 0) {  // the statistics: running max, l = sum e, u = sum e dp
-                        float ms[2], corr[2], ls[2] = {0.0f, 0.0f}, us[2] = {0.0f, 0.0f};
-                        wt_online<WT_NKC_Q>(m, ms, corr, sc);
+                for (int w = 0; w < WT_NKC_Q; ++w) {  // dS = P (dp - delta), dq += dS K
 #pragma unroll
-                        for (int w = 0; w < WT_NKC_Q; ++w)
-#pragma unroll
-                            for (int e = 0; e < 8; ++e) {
-                                const int x = (e % 4) >> 1;
-                                const float ex = exp2f(sc[w][e / 4][e % 4] - ms[x]);
-                                ls[x] += ex;
-                                us[x] += ex * dp[w][e / 4][e % 4];
-                            }
-#pragma unroll
-                        for (int x = 0; x < 2; ++x) {
-                            l[x] = l[x] * corr[x] + ls[x];
-                            u[x] = u[x] * corr[x] + us[x];
-                        }
-                    } else {  // dS = P (dp - delta), dq += dS K; here m holds lse and u delta
-#pragma unroll
-                        for (int w = 0; w < WT_NKC_Q; ++w) {
-#pragma unroll
-                            for (int e = 0; e < 8; ++e) {
-                                const int x = (e % 4) >> 1;
-                                const float p = exp2f(sc[w][e / 4][e % 4] - m[x]);
-                                sc[w][e / 4][e % 4] = p * (dp[w][e / 4][e % 4] - u[x]);
-                            }
-                            unsigned a[4];
-                            wt_pack(a, sc[w]);
-                            if (w < nu) wt_acc<D>(dq, a, ks + 16 * (kt - sb + w) * WT_LD);
-                        }
+                    for (int e = 0; e < 8; ++e) {
+                        const int x = (e % 4) >> 1;
+                        const float p = exp2f(sc[w][e / 4][e % 4] - lse[x]);
+                        sc[w][e / 4][e % 4] = p * (dp[w][e / 4][e % 4] - dl[x]);
                     }
-                }
-            }
-            if (pass == 0) {  // lse (base 2) and delta of the warp's rows; rows without keys (past seq) get 0
-#pragma unroll
-                for (int x = 0; x < 2; ++x) {
-                    const float sl = wt_quad_sum(l[x]), su = wt_quad_sum(u[x]);
-                    m[x] = sl > 0.0f ? m[x] + log2f(sl) : 0.0f;
-                    u[x] = sl > 0.0f ? su / sl : 0.0f;
+                    unsigned a[4];
+                    wt_pack(a, sc[w]);
+                    if (w < nu) wt_acc<D>(dq, a, ks + 16 * (kt - sb + w) * WT_LD);
                 }
             }
         }
         if (!active) continue;
-        const long long st = ((long long)blk.b * H + h) * seq, nst = (long long)gridDim.z * H * seq;
 #pragma unroll
         for (int x = 0; x < 2; ++x) {
             const int tp = r0 + gid + 8 * x;
@@ -661,10 +664,7 @@ extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
             for (int n = 0; n < D / 8; ++n)
                 *reinterpret_cast<float2*>(dq_rot + (row0 + tp) * (H * D) + h * D + 8 * n + 2 * tig) =
                     float2{SCALE * dq[n][2 * x], SCALE * dq[n][2 * x + 1]};
-            if (tig == 0) {
-                stats[st + tp] = m[x];
-                stats[nst + st + tp] = u[x];
-            }
+            if (tig == 0) stats[nst + st + tp] = dl[x];
         }
     }
 }

@@ -207,6 +207,8 @@ impl CudaBackend {
             liger: &self.liger,
             node: String::new(),
             math: self.math,
+            saved: Default::default(),
+            keep_saved: training,
         };
         graph.run(&mut cx, &self.weights, &dev_inputs, self.host_ops)
     }

@@ -36,6 +36,12 @@ pub(super) struct Ctx<'a> {
     /// How the LigerAttention kernels multiply (bf16 tensor cores with bf16
     /// frozen weights).
     pub(super) math: TrainMath,
+    /// What LigerAttention forwards saved for their backward (kept only when
+    /// the graph has backward nodes: `keep_saved`).
+    pub(super) saved: super::liger::SavedMap,
+    /// Whether forwards keep their saved buffers for a backward (the training
+    /// graph) or drop them (evaluation).
+    pub(super) keep_saved: bool,
 }
 
 impl Ctx<'_> {

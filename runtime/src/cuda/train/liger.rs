@@ -10,7 +10,8 @@ use std::rc::Rc;
 
 use ligerc_codegen::cuda::kernels::liger_train::{
     TrainArg, TrainLaunch, gate_backward_launches, gate_forward_launches, gate_train_source,
-    liger_backward_launches, liger_forward_launches, liger_scratch_floats, liger_train_source,
+    liger_backward_launches, liger_forward_launches, liger_saved_floats, liger_scratch_floats,
+    liger_train_source,
 };
 use ligerc_ir::{AttentionSpec, GateSpec, LigerSpec, LigerVariant};
 
@@ -94,6 +95,26 @@ struct Bound<'a> {
     dy: Option<&'a DevTensor>,
     grads: [Option<&'a DevTensor>; 6],
     scratch: Option<&'a DevTensor>,
+    saved: Option<&'a DevTensor>,
+}
+
+/// The buffers LigerAttention forwards saved for their backward
+/// ([`liger_saved_floats`]: the window branch's log-sum-exp and output), by
+/// [`SavedKey`]. A backward takes its entry out; one that finds none (its
+/// forward ran on other operand buffers) runs the forward again to make it.
+pub(super) type SavedMap = RefCell<HashMap<SavedKey, DevTensor>>;
+
+/// A forward's identity: the spec and math it ran (`Debug` text) and the
+/// device addresses of its operands. Device tensors are never written after
+/// they are made, and a backward's operands stay allocated until it ran, so a
+/// backward finds exactly the entry its own forward left.
+type SavedKey = (String, Vec<u64>);
+
+fn saved_key(cx: &Ctx, spec: &LigerSpec, args: &[&DevTensor]) -> SavedKey {
+    (
+        format!("{spec:?}/{:?}", cx.math),
+        args.iter().map(|t| t.ptr).collect(),
+    )
 }
 
 /// A code-generation refusal (a variant without training kernels, a shape the
@@ -135,6 +156,9 @@ fn run(
                 TrainArg::DGate => p(b.grads[5]),
                 TrainArg::Scratch { offset_floats } => {
                     Param::Ptr(b.scratch.map_or(0, |s| s.ptr + 4 * offset_floats as u64))
+                }
+                TrainArg::Saved { offset_floats } => {
+                    Param::Ptr(b.saved.map_or(0, |s| s.ptr + 4 * offset_floats as u64))
                 }
                 TrainArg::Batch => Param::I32(batch as i32),
                 TrainArg::Seq => Param::I32(seq as i32),
@@ -253,6 +277,22 @@ pub(super) fn attention_forward(
     spec: &LigerSpec,
     args: &[&DevTensor],
 ) -> Result<DevTensor, GpuTrainError> {
+    let (y, saved) = forward_with_saved(cx, spec, args)?;
+    if let Some(saved) = saved.filter(|_| cx.keep_saved) {
+        cx.saved
+            .borrow_mut()
+            .insert(saved_key(cx, spec, args), saved);
+    }
+    Ok(y)
+}
+
+/// The forward's output and the buffer it saved for the backward (`None`
+/// where the spec's kernels save nothing).
+fn forward_with_saved(
+    cx: &Ctx,
+    spec: &LigerSpec,
+    args: &[&DevTensor],
+) -> Result<(DevTensor, Option<DevTensor>), GpuTrainError> {
     let (mut bound, (batch, seq)) = operands(cx, args)?;
     let source = liger_train_source(spec, cx.math).map_err(|e| codegen(cx, e))?;
     let y = cx.empty(args[0].shape.clone(), Elem::F32)?;
@@ -265,10 +305,12 @@ pub(super) fn attention_forward(
     } else {
         None
     };
+    let saved = scratch(cx, liger_saved_floats(spec, cx.math, batch, seq))?;
     bound.y = Some(&y);
     bound.scratch = s.as_ref();
+    bound.saved = saved.as_ref();
     run(cx, &source, &launches, &bound, (batch, seq))?;
-    Ok(y)
+    Ok((y, saved))
 }
 
 /// The gradients of `LigerAttention` with respect to the operands in `wrt`
@@ -287,11 +329,20 @@ pub(super) fn attention_backward(
         .map(|t| cx.empty(t.shape.clone(), Elem::F32))
         .collect::<Result<_, _>>()?;
     let s = scratch(cx, liger_scratch_floats(spec, cx.math, batch, seq))?;
+    let found = cx.saved.borrow_mut().remove(&saved_key(cx, spec, args));
+    let saved = match found {
+        Some(saved) => Some(saved),
+        None if liger_saved_floats(spec, cx.math, batch, seq) > 0 => {
+            forward_with_saved(cx, spec, args)?.1
+        }
+        None => None,
+    };
     for (slot, o) in bound.grads.iter_mut().zip(&outs) {
         *slot = Some(o);
     }
     bound.dy = Some(dy);
     bound.scratch = s.as_ref();
+    bound.saved = saved.as_ref();
     let launches =
         liger_backward_launches(spec, cx.math, batch, seq).map_err(|e| codegen(cx, e))?;
     run(cx, &source, &launches, &bound, (batch, seq))?;
