@@ -447,6 +447,14 @@ pub fn liger_saved_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq: 
     2 * rows + (rows * spec.head_dim).div_ceil(2)
 }
 
+/// Whether the window output reaches `Y` through the saved buffer: the
+/// tensor-core recurrence's `fwd` writes `Y = MIX_WIN·o_win + MIX_LIN·o` from
+/// the bf16 `o_win` that `win_fwd` saved (and `win_fwd` leaves `Y` alone), so
+/// `Y` is written once instead of written, read and written again.
+fn y_saved(spec: &LigerSpec, math: TrainMath) -> bool {
+    win_tc::tiling(spec, math).is_some() && rec_tc::eligible(spec, math)
+}
+
 /// Grid, threads a block and dynamic shared memory (bytes) of one kernel.
 #[derive(Clone, Copy)]
 struct RecLaunch {
@@ -752,12 +760,18 @@ pub fn liger_forward_launches(
         } else {
             geo.rec[1]
         };
+        // the tensor-core fwd also takes the saved window output (`y_saved`)
+        let args = if rec_tc::eligible(spec, math) {
+            vec![Q, K, V, Gate, geo.scratch(0), geo.stats(), Y, Seq]
+        } else {
+            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq]
+        };
         out.push(geo.launch(
             &format!("{}fwd", family(spec)),
             fwd.grid,
             fwd.block,
             fwd.smem,
-            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq],
+            args,
         ));
     }
     Ok(out)

@@ -62,6 +62,7 @@ constexpr int NT = {nt};           // threads of the chunked kernels
 constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
+constexpr bool Y_SAVED = false;    // win_fwd writes y; GSA's fwd adds its part
 
 {helpers}{gsa_helpers}"#,
         m = spec.slots,

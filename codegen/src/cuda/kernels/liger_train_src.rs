@@ -254,6 +254,7 @@ constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
 constexpr bool KEY_SOFTMAX = {softmax_key};
 constexpr bool DQ_DONE = {dq_done};     // bwd_dqk writes dq itself (the tensor-core recurrence); finish skips the query heads
+constexpr bool Y_SAVED = {y_saved};     // win_fwd leaves y to the tensor-core fwd, which adds MIX_WIN o_win from the saved buffer
 
 // Log-decay of channel i of KV head j at token row `row` (<= 0).
 __device__ __forceinline__ float gate_at(const float* gate, long long row, int j, int i) {{
@@ -274,6 +275,7 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         mix_lin = float_lit(spec.mix_linear),
         helpers = HELPERS,
         dq_done = super::rec_tc::eligible(spec, shape.math),
+        y_saved = super::y_saved(spec, shape.math),
     );
     s.push_str(&super::win_tc::window_source(spec, prefix, shape));
     let rec = recurrence_kernels(prefix);

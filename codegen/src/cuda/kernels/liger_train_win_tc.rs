@@ -499,8 +499,8 @@ struct WtRows {
 /// The three entry points (`@P@` the name prefix, `@BF@`, `@BQ@`, `@BK@`
 /// their launch bounds).
 const KERNELS: &str = r#"
-// Window forward: y = MIX_WIN * softmax(q k^T SCALE) v over each query's window (overwrites y). Keeps, for the
-// backward, each (token, head)'s lse (base 2) at saved[b][h][t] and o = softmax(..) v as bf16 [B seq][H D] from
+// Window forward: y = MIX_WIN * softmax(q k^T SCALE) v over each query's window (overwrites y; with Y_SAVED
+// the recurrence's fwd writes y from the saved o instead, and y is not touched here). Keeps, for the backward, each (token, head)'s lse (base 2) at saved[b][h][t] and o = softmax(..) v as bf16 [B seq][H D] from
 // saved + 2 B H seq (win_dq's delta = do.o). Grid (ceil(ceil(seq / 16) / rt), HKV, batch) for rt = 1, 2 or 4 row tiles a block; min(WT_NW_F, rt G) warps take
 // the block's (query head, row tile) tasks in turn. Shared: a [16][WT_LD] query tile a warp, then the stage's keys
 // and values [16 kcs][WT_LD] (bf16), staged once for all G heads when the block's keys fit one stage.
@@ -570,7 +570,7 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
                 const float a = o[n][2 * x] * inv, c = o[n][2 * x + 1] * inv;
-                *reinterpret_cast<float2*>(y + at + 8 * n) = float2{MIX_WIN * a, MIX_WIN * c};
+                if (!Y_SAVED) *reinterpret_cast<float2*>(y + at + 8 * n) = float2{MIX_WIN * a, MIX_WIN * c};
                 *reinterpret_cast<unsigned*>(os + at + 8 * n) = pack_bf16(a, c);
             }
             if (tig == 0) saved[((long long)blk.b * H + h) * seq + tp] = sum > 0.0f ? m[x] + log2f(sum) : 0.0f;
