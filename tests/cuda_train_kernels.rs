@@ -208,11 +208,19 @@ impl Case {
     }
 }
 
-/// `launches` with the saved buffer placed right after `scratch` floats of
-/// scratch: the harnesses run a forward and its backward on one buffer of
-/// `liger_scratch_floats + liger_saved_floats` floats, which hands the
-/// backward what its forward saved, as the runtime does with two buffers.
+/// Where the harnesses place the saved buffer in their one buffer: after the
+/// `scratch` floats, at a 256-byte boundary as a device allocation's start
+/// (the kernels store 16-byte rows there).
+fn saved_at(scratch: usize) -> usize {
+    scratch.next_multiple_of(64)
+}
+
+/// `launches` with the saved buffer placed at `saved_at(scratch)`: the
+/// harnesses run a forward and its backward on one buffer of
+/// `saved_at(liger_scratch_floats) + liger_saved_floats` floats, which hands
+/// the backward what its forward saved, as the runtime does with two buffers.
 fn saved_after_scratch(launches: Vec<TrainLaunch>, scratch: usize) -> Vec<TrainLaunch> {
+    let scratch = saved_at(scratch);
     launches
         .into_iter()
         .map(|mut l| {
@@ -241,7 +249,7 @@ fn forward_backward(
     let scratch = liger_scratch_floats(spec, math, batch, seq);
     (
         saved_after_scratch(launches, scratch),
-        scratch + liger_saved_floats(spec, math, batch, seq),
+        saved_at(scratch) + liger_saved_floats(spec, math, batch, seq),
     )
 }
 
@@ -889,7 +897,7 @@ fn dump() {
                 json,
                 "{}\"{b}x{t}\": {{\"scratch\": {}, \"forward\": {}, \"backward\": {}, \"gate_forward\": {}, \"gate_backward\": {}}}",
                 if first { "" } else { ", " },
-                total + liger_saved_floats(&s, math, b, t),
+                saved_at(total) + liger_saved_floats(&s, math, b, t),
                 launches_json(&fwd),
                 launches_json(&bwd),
                 launches_json(&gf),

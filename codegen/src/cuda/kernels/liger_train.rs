@@ -435,16 +435,22 @@ pub fn liger_scratch_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq
 
 /// f32 floats of the saved buffer ([`TrainArg::Saved`]): what the forward
 /// writes and the backward of the same operands reads. The tensor-core window
-/// kernels keep each (token, head)'s log-sum-exp and `δ` slot (`2·B·T·H`),
-/// then the unmixed window output as bf16 (`B·T·H·D / 2`), so the backward
+/// kernels keep the unmixed window output as bf16 (`B·T·H·D / 2`), then each
+/// (token, head)'s log-sum-exp and `δ` slot (`2·B·T·H`), so the backward
 /// walks each band once (`δ = do·o`, as flash attention 2 does); 0 for the f32
 /// kernels and for a spec the launches refuse.
 pub fn liger_saved_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq: usize) -> usize {
     if plan(spec, math).is_err() || win_tc::tiling(spec, math).is_none() {
         return 0;
     }
-    let rows = batch * seq * spec.heads;
-    2 * rows + (rows * spec.head_dim).div_ceil(2)
+    saved_stats_offset(spec, batch, seq) + 2 * batch * seq * spec.heads
+}
+
+/// Where the window statistics start in the saved buffer (floats): after the
+/// bf16 window output, a multiple of 8 floats (the head dim is a multiple of
+/// 16), so that output's rows keep 16-byte alignment.
+fn saved_stats_offset(spec: &LigerSpec, batch: usize, seq: usize) -> usize {
+    batch * seq * spec.heads * spec.head_dim / 2
 }
 
 /// Whether the window output reaches `Y` through the saved buffer: the
@@ -487,6 +493,8 @@ struct Geometry {
     rec: [RecLaunch; 5],
     /// Scratch offsets (`scratch_layout`).
     scratch: Vec<usize>,
+    /// The window statistics' offset in the saved buffer (`saved_stats_offset`).
+    saved_stats: usize,
     batch: usize,
     seq: usize,
     node: String,
@@ -549,6 +557,7 @@ impl Geometry {
                 .transpose()?,
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
+            saved_stats: saved_stats_offset(spec, batch, seq),
             batch,
             seq,
             node,
@@ -584,12 +593,15 @@ impl Geometry {
         }
     }
 
-    /// The window statistics: the saved buffer's start for the tensor-core
-    /// window kernels (`win_fwd` writes the log-sum-exp there), else the
-    /// scratch's last region.
+    /// The window statistics: in the saved buffer after the window output for
+    /// the tensor-core window kernels (`win_fwd` writes the log-sum-exp
+    /// there, the kernels find the output just before), else the scratch's
+    /// last region.
     fn stats(&self) -> TrainArg {
         if self.win_tc.is_some() {
-            TrainArg::Saved { offset_floats: 0 }
+            TrainArg::Saved {
+                offset_floats: self.saved_stats,
+            }
         } else {
             self.scratch(self.scratch.len() - 2)
         }

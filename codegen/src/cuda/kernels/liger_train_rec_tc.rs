@@ -700,7 +700,7 @@ extern "C" __global__ void @P@_chunk_state(const float* __restrict__ k, const fl
 
 // 3. (tensor cores) Output of chunk n for the G query heads of KV head j: y += MIX_LIN * o (y holds
 // the window part), or with Y_SAVED y = MIX_WIN * o_win + MIX_LIN * o, o_win the window output win_fwd
-// saved (bf16 from saved + 2 B H seq; win_fwd then leaves y alone: y is written once). Grid (nch, HKV * parts, batch), TC_NTB threads; the (chunk, KV head)'s G * TC_NS warp
+// saved (bf16 [B seq][H D] just before `stats`; win_fwd then leaves y alone: y is written once). Grid (nch, HKV * parts, batch), TC_NTB threads; the (chunk, KV head)'s G * TC_NS warp
 // tasks (sub-chunk ii of 16 query rows, query head; the longest rows first) split over the parts.
 // The block stages S_n, v as bf16, the gate cumsum and the mapped keys as f32, and per sub-chunk ii > 0
 // the keys before it scaled to its first row r = 16 ii, k~_s e^(b_r - b_s) (bf16, kx). A task holds its
@@ -713,7 +713,7 @@ extern "C" __global__ void @P@_chunk_state(const float* __restrict__ k, const fl
 // Shared: bc, kf f32 [C][TC_FS]; vb [C][TC_BS], kx [TC_KX][TC_BS], sb [D][TC_BS] bf16.
 extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __restrict__ k,
         const float* __restrict__ v, const float* __restrict__ gate, const float* __restrict__ states,
-        const float* __restrict__ saved, float* __restrict__ y, int seq) {
+        const float* __restrict__ stats, float* __restrict__ y, int seq) {
     extern __shared__ float smem[];
     const TcBlock blk = tc_block(seq);
     float* bc = smem;
@@ -829,7 +829,7 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
                     float2* p = reinterpret_cast<float2*>(y + at);
                     float2 w;
                     if (Y_SAVED) {
-                        const bf16* ow_at = reinterpret_cast<const bf16*>(saved + 2LL * gridDim.z * H * seq) + at;
+                        const bf16* ow_at = reinterpret_cast<const bf16*>(stats) - (long long)gridDim.z * H * seq * D + at;
                         const unsigned ow = *reinterpret_cast<const unsigned*>(ow_at);
                         w = float2{MIX_WIN * bf_lo(ow), MIX_WIN * bf_hi(ow)};
                     } else {

@@ -500,13 +500,15 @@ struct WtRows {
 /// their launch bounds).
 const KERNELS: &str = r#"
 // Window forward: y = MIX_WIN * softmax(q k^T SCALE) v over each query's window (overwrites y; with Y_SAVED
-// the recurrence's fwd writes y from the saved o instead, and y is not touched here). Keeps, for the backward, each (token, head)'s lse (base 2) at saved[b][h][t] and o = softmax(..) v as bf16 [B seq][H D] from
-// saved + 2 B H seq (win_dq's delta = do.o). Grid (ceil(ceil(seq / 16) / rt), HKV, batch) for rt = 1, 2 or 4 row tiles a block; min(WT_NW_F, rt G) warps take
+// the recurrence's fwd writes y from the saved o instead, and y is not touched here). Keeps, for the backward,
+// each (token, head)'s lse (base 2) at stats[b][h][t] and o = softmax(..) v as bf16 [B seq][H D] just before
+// stats (the saved buffer's start, 16-byte aligned: copied out of the warp's tile in 16-byte rows; win_dq's
+// delta = do.o). Grid (ceil(ceil(seq / 16) / rt), HKV, batch) for rt = 1, 2 or 4 row tiles a block; min(WT_NW_F, rt G) warps take
 // the block's (query head, row tile) tasks in turn. Shared: a [16][WT_LD] query tile a warp, then the stage's keys
 // and values [16 kcs][WT_LD] (bf16), staged once for all G heads when the block's keys fit one stage.
 extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
         const float* __restrict__ k_rot, const float* __restrict__ v, float* __restrict__ y,
-        float* __restrict__ saved, int seq) {
+        float* __restrict__ stats, int seq) {
     extern __shared__ float smem[];
     const WtRows blk(seq, WT_KCT_F);
     if (blk.t0 >= seq) return;  // block-uniform
@@ -558,29 +560,38 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
             }
         }
         if (!active) continue;
-        const long long nst = (long long)gridDim.z * H * seq;
-        bf16* os = reinterpret_cast<bf16*>(saved + 2 * nst);
+        __syncwarp();  // the queries are consumed: the tile takes o (bf16)
 #pragma unroll
         for (int x = 0; x < 2; ++x) {
             const float sum = wt_quad_sum(l[x]);
             const int tp = r0 + gid + 8 * x;
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-            if (tp >= seq) continue;
-            const long long at = (row0 + tp) * (H * D) + h * D + 2 * tig;
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
                 const float a = o[n][2 * x] * inv, c = o[n][2 * x + 1] * inv;
-                if (!Y_SAVED) *reinterpret_cast<float2*>(y + at + 8 * n) = float2{MIX_WIN * a, MIX_WIN * c};
-                *reinterpret_cast<unsigned*>(os + at + 8 * n) = pack_bf16(a, c);
+                if (!Y_SAVED && tp < seq)
+                    *reinterpret_cast<float2*>(y + (row0 + tp) * (H * D) + h * D + 8 * n + 2 * tig) =
+                        float2{MIX_WIN * a, MIX_WIN * c};
+                *reinterpret_cast<unsigned*>(qs + (gid + 8 * x) * WT_LD + 8 * n + 2 * tig) = pack_bf16(a, c);
             }
-            if (tig == 0) saved[((long long)blk.b * H + h) * seq + tp] = sum > 0.0f ? m[x] + log2f(sum) : 0.0f;
+            if (tig == 0 && tp < seq) stats[((long long)blk.b * H + h) * seq + tp] = sum > 0.0f ? m[x] + log2f(sum) : 0.0f;
+        }
+        __syncwarp();
+        bf16* os = reinterpret_cast<bf16*>(stats) - (long long)gridDim.z * H * seq * D;
+        constexpr int V = D / 8;  // 16-byte pieces a row
+#pragma unroll 4
+        for (int e = wt_lane(); e < 16 * V; e += 32) {
+            const int r = e / V, c = 8 * (e % V);
+            if (r0 + r < seq)
+                *reinterpret_cast<uint4*>(os + (row0 + r0 + r) * (H * D) + h * D + c) =
+                    *reinterpret_cast<const uint4*>(qs + r * WT_LD + c);
         }
     }
 }
 
 // Window backward, query side: with do = MIX_WIN * dy, dp = do v^T, delta = do.o = sum_s p_s dp_s,
 // dq_rot = SCALE * sum_s p_s (dp_s - delta) k_s. A warp per (query head, row tile) as win_fwd: its rows' lse (base 2)
-// from `stats` and delta = do.o from the forward's o (bf16, saved from stats + 2 B H seq; do as staged, the bf16 that
+// from `stats` and delta = do.o from the forward's o (bf16, saved just before stats; do as staged, the bf16 that
 // dp uses), then one walk of its band: P = 2^(s - lse), dS = P (dp - delta) (bf16 A fragments) and dq += dS K.
 // Writes delta at stats + B H seq + [b][h][t] for win_dkv. Grid as win_fwd, min(WT_NW_Q, rt G) warps.
 // Shared: a query and a do tile [16][WT_LD] a warp, then the stage's keys and values [16 kcs][WT_LD] (bf16).
@@ -596,7 +607,7 @@ extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
     bf16* ks = reinterpret_cast<bf16*>(smem) + 2 * nw * 16 * WT_LD;
     bf16* vs = ks + 16 * blk.kcs * WT_LD;
     const long long row0 = (long long)blk.b * seq, nst = (long long)gridDim.z * H * seq;
-    const bf16* os = reinterpret_cast<const bf16*>(stats + 2 * nst);
+    const bf16* os = reinterpret_cast<const bf16*>(stats) - nst * D;
     const int ntask = blk.rt * G;
     for (int round = 0; round * nw < ntask; ++round) {  // block-uniform
         const int task = round * nw + warp, h = blk.j * G + task / blk.rt, r0 = blk.t0 + 16 * (task % blk.rt);
