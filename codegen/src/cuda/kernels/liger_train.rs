@@ -380,7 +380,9 @@ pub fn liger_train_source(spec: &LigerSpec, math: TrainMath) -> Result<String, C
 
 /// Scratch offsets (floats), then the total. Window statistics come last
 /// (none where the tensor-core window kernels keep them in the saved buffer).
-/// Other variants: chunk states, state gradients, chunk decays, `∂L/∂b`.
+/// Other variants: chunk states, state gradients, chunk decays, `∂L/∂b`, and
+/// for the tensor-core recurrence the scans' bf16 states and state gradients
+/// (half a float each).
 /// GSA: chunk states (`Hkᵀ`, `Hv`: `2·M·D` a slot), their gradients, chunk
 /// decays (`M`), per query head `p`, `∂L/∂logits` and `hb` (`[B·T][H][M]`
 /// each), `∂L/∂b` (`[B·T][KV·M]`).
@@ -407,11 +409,18 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
             stats,
         ]
     } else {
+        let bf16_states = if rec_tc::eligible(spec, shape.math) {
+            slots * d * d / 2
+        } else {
+            0
+        };
         vec![
             slots * d * d,
             slots * d * d,
             slots * d,
             recurrent * batch * seq * kv * d,
+            bf16_states,
+            bf16_states,
             stats,
         ]
     };
@@ -493,6 +502,8 @@ struct Geometry {
     rec: [RecLaunch; 5],
     /// Scratch offsets (`scratch_layout`).
     scratch: Vec<usize>,
+    /// Whether the keyed recurrence runs on tensor cores (`rec_tc::eligible`).
+    rec_tc: bool,
     /// The window statistics' offset in the saved buffer (`saved_stats_offset`).
     saved_stats: usize,
     batch: usize,
@@ -557,6 +568,7 @@ impl Geometry {
                 .transpose()?,
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
+            rec_tc: tc,
             saved_stats: saved_stats_offset(spec, batch, seq),
             batch,
             seq,
@@ -718,6 +730,11 @@ impl Geometry {
         use TrainArg::*;
         let (states, dec) = (self.scratch(0), self.scratch(2));
         let family = family(spec);
+        let scan = if self.rec_tc {
+            vec![states, dec, self.scratch(4), Batch, Seq]
+        } else {
+            vec![states, dec, Batch, Seq]
+        };
         let chunk_state = if family.is_empty() {
             self.rec[0]
         } else {
@@ -740,9 +757,19 @@ impl Geometry {
                 self.flat(self.state_floats(spec))?,
                 NT,
                 0,
-                vec![states, dec, Batch, Seq],
+                scan,
             ),
         ])
+    }
+
+    /// The states and state gradients the recurrence kernels read: the
+    /// scans' bf16 copies for the tensor-core recurrence, else the f32 slots.
+    fn read_states(&self) -> [TrainArg; 2] {
+        if self.rec_tc {
+            [self.scratch(4), self.scratch(5)]
+        } else {
+            [self.scratch(0), self.scratch(1)]
+        }
     }
 }
 
@@ -773,10 +800,11 @@ pub fn liger_forward_launches(
             geo.rec[1]
         };
         // the tensor-core fwd also takes the saved window output (`y_saved`)
-        let args = if rec_tc::eligible(spec, math) {
-            vec![Q, K, V, Gate, geo.scratch(0), geo.stats(), Y, Seq]
+        let [states, _] = geo.read_states();
+        let args = if geo.rec_tc {
+            vec![Q, K, V, Gate, states, geo.stats(), Y, Seq]
         } else {
-            vec![Q, K, V, Gate, geo.scratch(0), Y, Seq]
+            vec![Q, K, V, Gate, states, Y, Seq]
         };
         out.push(geo.launch(
             &format!("{}fwd", family(spec)),
@@ -809,7 +837,13 @@ pub fn liger_backward_launches(
         out.extend(geo.gsa_backward(spec)?);
         return Ok(out);
     }
-    let [states, dstates, dec, db] = [0, 1, 2, 3].map(|i| geo.scratch(i));
+    let [dstates, dec, db] = [1, 2, 3].map(|i| geo.scratch(i));
+    let [states_in, dstates_in] = geo.read_states();
+    let scan_bwd = if geo.rec_tc {
+        vec![dstates, dec, geo.scratch(5), Batch, Seq]
+    } else {
+        vec![dstates, dec, Batch, Seq]
+    };
     let rows = geo.batch * geo.seq;
     if spec.variant == LigerVariant::SwaOnly {
         let (h, kv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
@@ -843,21 +877,21 @@ pub fn liger_backward_launches(
             geo.flat(geo.state_floats(spec))?,
             NT,
             0,
-            vec![dstates, dec, Batch, Seq],
+            scan_bwd,
         ),
         geo.launch(
             "bwd_dv",
             geo.rec[2].grid,
             geo.rec[2].block,
             geo.rec[2].smem,
-            vec![Q, K, Gate, DY, dstates, DV, Seq],
+            vec![Q, K, Gate, DY, dstates_in, DV, Seq],
         ),
         geo.launch(
             "bwd_dqk",
             geo.rec[3].grid,
             geo.rec[3].block,
             geo.rec[3].smem,
-            vec![Q, K, V, Gate, DY, states, dstates, DQ, DK, db, Seq],
+            vec![Q, K, V, Gate, DY, states_in, dstates_in, DQ, DK, db, Seq],
         ),
     ]);
     if spec.variant.has_gate() {

@@ -160,8 +160,10 @@ pub(super) fn threads(k: usize) -> usize {
 
 /// The recurrence of the training source for `prefix`: `f32_rec` (the f32
 /// kernels, scans and `revcumsum`) without the definitions of the kernels
-/// that run on tensor cores (their header comments stay), then the
-/// tensor-core kernels under the original names. `has_mma` says whether the
+/// that run on tensor cores and of the scans (their header comments stay),
+/// then the tensor-core kernels under the original names, and scans that
+/// write their results as the bf16 copies those kernels read (one more
+/// argument: the copy's scratch region). `has_mma` says whether the
 /// source already holds the `mma.sync` wrappers.
 pub(super) fn source(prefix: &str, f32_rec: &str, has_mma: bool) -> String {
     let mut s = String::new();
@@ -169,11 +171,15 @@ pub(super) fn source(prefix: &str, f32_rec: &str, has_mma: bool) -> String {
         s.push_str(MMA_PRELUDE);
     }
     let mut rec = f32_rec.to_string();
-    for (k, name) in KERNELS.iter().enumerate() {
-        if TENSOR[k] {
-            let entry = format!("extern \"C\" __global__ void {prefix}_{name}(");
-            rec = without_definition(&rec, &entry);
-        }
+    let replaced = KERNELS
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| TENSOR[k])
+        .map(|(_, name)| *name)
+        .chain(["scan_fwd", "scan_bwd"]);
+    for name in replaced {
+        let entry = format!("extern \"C\" __global__ void {prefix}_{name}(");
+        rec = without_definition(&rec, &entry);
     }
     s.push_str(&rec);
     s.push_str(TC_HELPERS);
@@ -400,6 +406,19 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
         unsigned* o = reinterpret_cast<unsigned*>(dst + t * TC_BS + c);
         o[0] = pack_bf16(scale * x.x, scale * x.y);
         o[1] = pack_bf16(scale * x.z, scale * x.w);
+    }
+}
+
+// The [D][D] state of slot `at` from the tensor-core scans' bf16 copy at src into dst [D][TC_BS], 16 bytes a
+// thread at a time (the f32 state rounded as tc_rows would round it). No barrier.
+template <int BT = NT>
+__device__ void tc_state(bf16* dst, const float* src, long long at) {
+    const bf16* s = reinterpret_cast<const bf16*>(src) + at * D * D;
+    constexpr int V = D / 8;
+#pragma unroll 4
+    for (int e = threadIdx.x; e < D * V; e += BT) {
+        const int r = e / V, c = 8 * (e % V);
+        *reinterpret_cast<uint4*>(dst + r * TC_BS + c) = *reinterpret_cast<const uint4*>(s + r * D + c);
     }
 }
 
@@ -672,6 +691,35 @@ __device__ __forceinline__ void tc_state_store(float* dst, const float (&acc)[TC
 
 /// The tensor-core entry points; `@P@` is the kernel name prefix.
 const TC_KERNELS: &str = r#"
+// Scans of the tensor-core recurrence: as the f32 scans (one thread per (row, KV head, state element), chunk
+// slots in order), but slot n's result goes to `out` as bf16 — the only form the tensor-core kernels read
+// (tc_state), rounded as their staging of an f32 state would round it — so it moves half the bytes, and
+// `states` keeps the chunks' own sums. scan_fwd: out slot n <- the state entering chunk n; scan_bwd: out slot
+// n <- the gradient of the state leaving chunk n (zero for the last).
+template <bool FWD>
+__device__ __forceinline__ void tc_scan(const float* states, const float* dec, float* out, int batch, int seq) {
+    const long long id = (long long)blockIdx.x * NT + threadIdx.x;
+    if (id >= (long long)batch * HKV * D * D) return;
+    const long long bj = id / (D * D);
+    const int e = (int)(id % (D * D)), r = e / D, nch = (seq + C - 1) / C;
+    bf16* o = reinterpret_cast<bf16*>(out);
+    float acc = 0.0f;
+    for (int i = 0; i < nch; ++i) {
+        const long long at = bj * nch + (FWD ? i : nch - 1 - i);
+        const float add = states[at * D * D + e];
+        o[at * D * D + e] = __float2bfloat16(acc);
+        acc = dec[at * D + r] * acc + add;
+    }
+}
+extern "C" __global__ void @P@_scan_fwd(const float* __restrict__ states, const float* __restrict__ dec,
+        float* __restrict__ out, int batch, int seq) {
+    tc_scan<true>(states, dec, out, batch, seq);
+}
+extern "C" __global__ void @P@_scan_bwd(const float* __restrict__ states, const float* __restrict__ dec,
+        float* __restrict__ out, int batch, int seq) {
+    tc_scan<false>(states, dec, out, batch, seq);
+}
+
 // 1. (tensor cores) dS_n = sum_s (k~_s e^(b_L - b_s))^T v_s into states[slot], e^b_L into dec[slot].
 // Grid (nch, HKV * parts, batch), NT threads: the TC_ST state tasks (16 rows x TC_SG columns, a warp
 // each) split over the parts. The keys times their decay to the chunk's end (<= 1) and the values are
@@ -723,7 +771,7 @@ extern "C" __global__ void @P@_fwd(const float* __restrict__ q, const float* __r
     bf16* sb = kx + TC_KX * TC_BS;
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D, TC_NTB>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_state<TC_NTB>(sb, states, blk.at);
     tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
     const bool fast = tc_key_stage<TC_NTB>(bc, kf, nullptr, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
@@ -894,7 +942,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
     bf16* ob = qr + C * TC_BS;
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D, TC_NTB>(gb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_state<TC_NTB>(gb, dstates, blk.at);
     const bool fast = tc_key_stage<TC_NTB>(bc, kf, kd, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
@@ -1032,7 +1080,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
     float* rq = reinterpret_cast<float*>(pb + C * TC_PS);
     const int L = blk.L, j = blk.j;
     const long long row0 = blk.row0;
-    tc_rows<D, TC_NTB>(sb, dstates + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_state<TC_NTB>(sb, dstates, blk.at);
     tc_rows<C, TC_NTB>(vb, v, row0, HKV * D, j * D, L, 1.0f);
     const bool fast = tc_key_stage<TC_NTB>(bc, kf, nullptr, kx, k, gate, blk);
     const bf16* ke = reinterpret_cast<const bf16*>(kf);
@@ -1073,7 +1121,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
             }
     }
     __syncthreads();
-    tc_rows<D, TC_NTB>(sb, states + blk.at * D * D, 0, D, 0, D, 1.0f);
+    tc_state<TC_NTB>(sb, states, blk.at);
     float dkd[TC_DI][16];  // the diagonal pass's dk~ of its items' rows
 #pragma unroll
     for (int w = 0; w < TC_DI; ++w)
