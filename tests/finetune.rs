@@ -738,3 +738,47 @@ fn frozen_bf16_on_cpu_rounds_the_projection_weights() {
     eprintln!("bf16 vs f32 frozen weights: worst per-tensor gradient change {worst:.2e}");
     assert!(worst > 1e-4, "rounding changed nothing (worst {worst:.2e})");
 }
+
+/// The autodiff pass names each backward op `N.vjp` and each recomputation
+/// clone `recompute:N` after the forward node (`N` its name, or its index when
+/// unnamed): the GPU trainer pairs a LigerAttention backward with the clone
+/// that ran its forward just before it by that name, to take the window
+/// statistics the forward saved (`runtime/src/cuda/train/graph.rs`). Every
+/// attention backward must find such a clone earlier in the run order.
+#[test]
+fn attention_backwards_are_named_after_their_recomputed_forwards() {
+    use ligerc::ir::Op;
+    use ligerc::ir::training::RECOMPUTE_PREFIX;
+    let train = training_graph(&adapted_graph(), &is_lora_weight, true).unwrap();
+    let g = &train.graph;
+    let order = g.topo_order().unwrap();
+    let mut clones_seen = std::collections::HashSet::new();
+    let mut backwards = 0;
+    for id in order {
+        let node = g.node(id).unwrap();
+        let name = node.name.clone().unwrap_or_default();
+        match &node.op {
+            Op::LigerAttention(_) => {
+                if let Some(original) = name.strip_prefix(RECOMPUTE_PREFIX) {
+                    clones_seen.insert(original.to_string());
+                }
+            }
+            Op::Vjp(v) if matches!(*v.forward, Op::LigerAttention(_)) => {
+                backwards += 1;
+                let forward = name
+                    .strip_suffix(".vjp")
+                    .unwrap_or_else(|| panic!("backward {} is not named N.vjp", g.describe(id)));
+                assert!(
+                    clones_seen.contains(forward),
+                    "no recomputed forward `{RECOMPUTE_PREFIX}{forward}` runs before {}",
+                    g.describe(id)
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        backwards > 0,
+        "the fixture's training graph has no attention backward"
+    );
+}

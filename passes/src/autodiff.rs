@@ -236,7 +236,12 @@ pub fn training_graph_with(
             operands.clone()
         };
         args.push(dy);
-        let name = node.name.as_ref().map(|n| format!("{n}.vjp"));
+        // named as the recomputation clones are (`recompute:<name or index>`), so a runtime can
+        // pair a backward with the clone that ran its forward just before it
+        let name = Some(format!(
+            "{}.vjp",
+            node.name.clone().unwrap_or_else(|| id.index().to_string())
+        ));
         let vjp = g.add_node(
             Op::Vjp(VjpSpec {
                 forward: Box::new(node.op.clone()),

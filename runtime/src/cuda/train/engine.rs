@@ -209,6 +209,7 @@ impl CudaBackend {
             math: self.math,
             saved: Default::default(),
             keep_saved: training,
+            saved_as: None,
         };
         graph.run(&mut cx, &self.weights, &dev_inputs, self.host_ops)
     }

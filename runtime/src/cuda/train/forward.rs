@@ -42,6 +42,10 @@ pub(super) struct Ctx<'a> {
     /// Whether forwards keep their saved buffers for a backward (the training
     /// graph) or drop them (evaluation).
     pub(super) keep_saved: bool,
+    /// The name under which the running node's forward keeps what it saves,
+    /// or under which its backward finds it (`GpuGraph::saved_as`); `None`:
+    /// nothing is kept.
+    pub(super) saved_as: Option<String>,
 }
 
 impl Ctx<'_> {

@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use std::collections::HashSet;
+
 use ligerc_codegen::cuda::kernels::liger_train;
+use ligerc_ir::training::RECOMPUTE_PREFIX;
 use ligerc_ir::{Graph, NodeId, Op, ValueRef};
 
 use super::GpuTrainError;
@@ -23,6 +26,9 @@ pub(super) struct GpuGraph {
     /// With `LIGERC_TRAIN_PROFILE` set: device seconds and runs per op
     /// mnemonic (each op synchronised), printed to stderr when dropped.
     profile: Option<RefCell<HashMap<String, (f64, usize)>>>,
+    /// Names of the nodes the autodiff pass cloned for recomputation (a node
+    /// `recompute:N` exists for each name `N`).
+    recomputed: HashSet<String>,
 }
 
 impl Drop for GpuGraph {
@@ -105,13 +111,48 @@ impl GpuGraph {
         for o in &graph.outputs {
             *uses.entry(o.value).or_default() += 1;
         }
+        let recomputed = order
+            .iter()
+            .filter_map(|&id| {
+                graph
+                    .node(id)?
+                    .name
+                    .as_deref()?
+                    .strip_prefix(RECOMPUTE_PREFIX)
+            })
+            .map(str::to_string)
+            .collect();
         Ok(GpuGraph {
             graph,
             order,
             uses,
             host_nodes: RefCell::new(HashMap::new()),
             profile: std::env::var_os("LIGERC_TRAIN_PROFILE").map(|_| RefCell::new(HashMap::new())),
+            recomputed,
         })
+    }
+
+    /// Where node `id` keeps or finds what a LigerAttention forward saves for
+    /// its backward, by the autodiff pass's naming (`N` a node's name, or its
+    /// index when unnamed): a forward `N` keeps it under `N` unless the graph
+    /// recomputes it — then its clone `recompute:N`, which runs just before
+    /// the backward, does, and the first run's would only hold memory; the
+    /// backward `N.vjp` finds it under `N`. A backward that finds nothing runs
+    /// the forward again.
+    fn saved_as(&self, id: NodeId) -> Option<String> {
+        let node = self.graph.node(id)?;
+        let name = match &node.name {
+            Some(n) => n.clone(),
+            None => id.index().to_string(),
+        };
+        if let Some(forward) = name.strip_suffix(".vjp") {
+            return Some(forward.to_string());
+        }
+        match name.strip_prefix(RECOMPUTE_PREFIX) {
+            Some(original) => Some(original.to_string()),
+            None if self.recomputed.contains(&name) => None,
+            None => Some(name),
+        }
     }
 
     /// The graph.
@@ -133,6 +174,7 @@ impl GpuGraph {
         for &id in &self.order {
             let node = g.try_node(id).map_err(crate::RuntimeError::from)?;
             cx.node = g.describe(id);
+            cx.saved_as = self.saved_as(id);
             let results: Vec<DevTensor> = match &node.op {
                 Op::Input { name } => vec![inputs.get(name).cloned().ok_or_else(|| {
                     crate::RuntimeError::Input(format!("graph input `{name}` was not given"))

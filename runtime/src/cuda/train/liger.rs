@@ -99,22 +99,23 @@ struct Bound<'a> {
 }
 
 /// The buffers LigerAttention forwards saved for their backward
-/// ([`liger_saved_floats`]: the window branch's log-sum-exp and output), by
-/// [`SavedKey`]. A backward takes its entry out; one that finds none (its
-/// forward ran on other operand buffers) runs the forward again to make it.
+/// ([`liger_saved_floats`]: the window branch's output and log-sum-exp), by
+/// [`SavedKey`]. A backward takes its entry out; one that finds none (an
+/// unnamed node) runs the forward again to make it.
 pub(super) type SavedMap = RefCell<HashMap<SavedKey, DevTensor>>;
 
-/// A forward's identity: the spec and math it ran (`Debug` text) and the
-/// device addresses of its operands. Device tensors are never written after
-/// they are made, and a backward's operands stay allocated until it ran, so a
-/// backward finds exactly the entry its own forward left.
-type SavedKey = (String, Vec<u64>);
+/// A forward's identity: the node's name (`Ctx::saved_as`: the backward's
+/// operands are recomputed clones, so their buffers differ from the
+/// forward's), the spec and math it ran (`Debug` text) and the operands'
+/// shapes.
+type SavedKey = (String, String, Vec<Vec<usize>>);
 
-fn saved_key(cx: &Ctx, spec: &LigerSpec, args: &[&DevTensor]) -> SavedKey {
-    (
+fn saved_key(cx: &Ctx, spec: &LigerSpec, args: &[&DevTensor]) -> Option<SavedKey> {
+    Some((
+        cx.saved_as.clone()?,
         format!("{spec:?}/{:?}", cx.math),
-        args.iter().map(|t| t.ptr).collect(),
-    )
+        args.iter().map(|t| t.shape.clone()).collect(),
+    ))
 }
 
 /// A code-generation refusal (a variant without training kernels, a shape the
@@ -278,10 +279,10 @@ pub(super) fn attention_forward(
     args: &[&DevTensor],
 ) -> Result<DevTensor, GpuTrainError> {
     let (y, saved) = forward_with_saved(cx, spec, args)?;
-    if let Some(saved) = saved.filter(|_| cx.keep_saved) {
-        cx.saved
-            .borrow_mut()
-            .insert(saved_key(cx, spec, args), saved);
+    if let (Some(saved), Some(key)) = (saved, saved_key(cx, spec, args)) {
+        if cx.keep_saved {
+            cx.saved.borrow_mut().insert(key, saved);
+        }
     }
     Ok(y)
 }
@@ -329,7 +330,7 @@ pub(super) fn attention_backward(
         .map(|t| cx.empty(t.shape.clone(), Elem::F32))
         .collect::<Result<_, _>>()?;
     let s = scratch(cx, liger_scratch_floats(spec, cx.math, batch, seq))?;
-    let found = cx.saved.borrow_mut().remove(&saved_key(cx, spec, args));
+    let found = saved_key(cx, spec, args).and_then(|key| cx.saved.borrow_mut().remove(&key));
     let saved = match found {
         Some(saved) => Some(saved),
         None if liger_saved_floats(spec, cx.math, batch, seq) > 0 => {
