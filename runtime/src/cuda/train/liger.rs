@@ -279,10 +279,8 @@ pub(super) fn attention_forward(
     args: &[&DevTensor],
 ) -> Result<DevTensor, GpuTrainError> {
     let (y, saved) = forward_with_saved(cx, spec, args)?;
-    if let (Some(saved), Some(key)) = (saved, saved_key(cx, spec, args)) {
-        if cx.keep_saved {
-            cx.saved.borrow_mut().insert(key, saved);
-        }
+    if let (Some(saved), Some(key), true) = (saved, saved_key(cx, spec, args), cx.keep_saved) {
+        cx.saved.borrow_mut().insert(key, saved);
     }
     Ok(y)
 }
