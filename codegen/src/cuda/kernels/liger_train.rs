@@ -36,7 +36,8 @@
 //! sub-chunks, grid `(chunks, KV · parts, batch)` with `parts` picked at
 //! launch so a small batch still fills the GPU; `bwd_dqk` one block per
 //! (chunk, KV head)), at chunk 64 for every such D (the f32 kernels keep 16
-//! from D = 64, 32 below).
+//! from D = 64, 32 below). Their scans write the states and state gradients
+//! as the bf16 copies those kernels stage (half the bytes, same rounding).
 //!
 //! Backward (`+ DY → DQ, DK, DV, DQRot, DKRot [, DGate]`), deterministic (no
 //! atomics):
@@ -62,10 +63,16 @@
 //! swa-only runs 1, 2 and zeroes `DQ`, `DK`.
 //!
 //! With `TrainMath::Bf16` the window kernels are flash-attention-2 style on
-//! bf16 `mma.sync` (`liger_train_win_tc.rs`: the same entry points, arguments
-//! and outputs; `win_dq` walks its band twice — statistics, then `dS·K` —
-//! and keeps `lse` (base 2) and `δ` as two `[B][H][T]` halves of the same
-//! scratch region).
+//! bf16 `mma.sync` (`liger_train_win_tc.rs`: the same entry points and
+//! outputs). Like flash attention they keep the forward's output and `lse`
+//! for the backward, in a *saved buffer* ([`TrainArg::Saved`],
+//! [`liger_saved_floats`]) that the caller hands from a forward to the
+//! backward of the same operands: `win_fwd` writes the window output `o`
+//! (bf16) and `lse` (base 2) there, `win_dq` forms `δ = do·o` from it and
+//! walks its band once, and with the keyed recurrence also on tensor cores
+//! `fwd` writes `Y` whole from `o` (`win_fwd` leaves `Y` alone); with equal
+//! mixes `win_dq` also writes the bf16 `do` it staged for the later backward
+//! kernels to copy (`dy_bf16`).
 //!
 //! GSA (`liger_train_gsa_src.rs`; two gated passes over `M` slots on raw q,
 //! k, slot writes `s = 1 − e^γ`) keeps both states as `[M][D]` (`Hkᵀ`, `Hv`,
@@ -414,6 +421,11 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
         } else {
             0
         };
+        let bf16_do = if dy_bf16(spec, shape.math) {
+            batch * seq * h * d / 2
+        } else {
+            0
+        };
         vec![
             slots * d * d,
             slots * d * d,
@@ -421,6 +433,7 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
             recurrent * batch * seq * kv * d,
             bf16_states,
             bf16_states,
+            bf16_do,
             stats,
         ]
     };
@@ -470,6 +483,16 @@ fn y_saved(spec: &LigerSpec, math: TrainMath) -> bool {
     win_tc::tiling(spec, math).is_some() && rec_tc::eligible(spec, math)
 }
 
+/// Whether the backward reads the output gradient once as f32: `win_dq`
+/// writes the `do = mix_window·dy` it stages as bf16 to scratch, and
+/// `win_dkv`, `chunk_dstate`, `bwd_dv` and `bwd_dqk` stage that copy (16-byte
+/// rows, half the bytes) instead of converting `DY` again. Only with both
+/// branches on tensor cores and equal mixes, where `mix_linear·dy` rounds to
+/// the same bf16 values (other mixes keep the f32 reads).
+fn dy_bf16(spec: &LigerSpec, math: TrainMath) -> bool {
+    y_saved(spec, math) && (spec.mix_window as f32) == (spec.mix_linear as f32)
+}
+
 /// Grid, threads a block and dynamic shared memory (bytes) of one kernel.
 #[derive(Clone, Copy)]
 struct RecLaunch {
@@ -504,6 +527,8 @@ struct Geometry {
     scratch: Vec<usize>,
     /// Whether the keyed recurrence runs on tensor cores (`rec_tc::eligible`).
     rec_tc: bool,
+    /// Whether the backward reads `win_dq`'s bf16 copy of `do` (`dy_bf16`).
+    dy_bf: bool,
     /// The window statistics' offset in the saved buffer (`saved_stats_offset`).
     saved_stats: usize,
     batch: usize,
@@ -569,6 +594,7 @@ impl Geometry {
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
             rec_tc: tc,
+            dy_bf: dy_bf16(spec, shape.math),
             saved_stats: saved_stats_offset(spec, batch, seq),
             batch,
             seq,
@@ -641,27 +667,38 @@ impl Geometry {
         vec![self.launch("win_fwd", grid, block, smem, args)]
     }
 
+    /// The output gradient as the backward's later kernels read it: `win_dq`'s
+    /// bf16 copy of `do` where `dy_bf`, else `DY`.
+    fn dy_in(&self) -> TrainArg {
+        if self.dy_bf {
+            self.scratch(6)
+        } else {
+            TrainArg::DY
+        }
+    }
+
     /// The window branch's backward: `win_dq` (`DQRot`, and the statistics
     /// `win_dkv` reads: on tensor cores `δ` next to the forward's saved
-    /// log-sum-exp), then `win_dkv` (`DKRot`, `DV`, overwritten).
+    /// log-sum-exp; and the bf16 `do` where `dy_bf`), then `win_dkv`
+    /// (`DKRot`, `DV`, overwritten).
     fn window_backward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
         let stats = self.stats();
         let [(gq, bq, sq), (gk, bk, sk)] = [1, 2].map(|i| self.window_shape(i));
+        // the tensor-core win_dq's last pointer: where it writes the bf16 do (unused unless dy_bf)
+        let dq_args = if self.win_tc.is_some() {
+            vec![QRot, KRot, V, DY, DQRot, stats, self.dy_in(), Seq]
+        } else {
+            vec![QRot, KRot, V, DY, DQRot, stats, Seq]
+        };
         vec![
-            self.launch(
-                "win_dq",
-                gq,
-                bq,
-                sq,
-                vec![QRot, KRot, V, DY, DQRot, stats, Seq],
-            ),
+            self.launch("win_dq", gq, bq, sq, dq_args),
             self.launch(
                 "win_dkv",
                 gk,
                 bk,
                 sk,
-                vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
+                vec![QRot, KRot, V, self.dy_in(), stats, DKRot, DV, Seq],
             ),
         ]
     }
@@ -870,7 +907,7 @@ pub fn liger_backward_launches(
             geo.rec[4].grid,
             geo.rec[4].block,
             geo.rec[4].smem,
-            vec![Q, Gate, DY, dstates, Seq],
+            vec![Q, Gate, geo.dy_in(), dstates, Seq],
         ),
         geo.launch(
             "scan_bwd",
@@ -884,14 +921,26 @@ pub fn liger_backward_launches(
             geo.rec[2].grid,
             geo.rec[2].block,
             geo.rec[2].smem,
-            vec![Q, K, Gate, DY, dstates_in, DV, Seq],
+            vec![Q, K, Gate, geo.dy_in(), dstates_in, DV, Seq],
         ),
         geo.launch(
             "bwd_dqk",
             geo.rec[3].grid,
             geo.rec[3].block,
             geo.rec[3].smem,
-            vec![Q, K, V, Gate, DY, states_in, dstates_in, DQ, DK, db, Seq],
+            vec![
+                Q,
+                K,
+                V,
+                Gate,
+                geo.dy_in(),
+                states_in,
+                dstates_in,
+                DQ,
+                DK,
+                db,
+                Seq,
+            ],
         ),
     ]);
     if spec.variant.has_gate() {

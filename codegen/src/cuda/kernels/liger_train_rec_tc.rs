@@ -1,8 +1,9 @@
 //! The keyed recurrence kernels of the LigerAttention training source on bf16
 //! tensor cores (`TrainMath::Bf16`): `mma.sync` m16n8k16 with f32
 //! accumulation, the operands rounded to bf16 when they are staged; gates,
-//! their cumsums, decays, scans, accumulators and the states in scratch stay
-//! f32. [`super::source`] emits them in place of the f32 SIMT kernels of the
+//! their cumsums, decays, scans, accumulators and the chunks' own state sums
+//! stay f32, and the scans write the states and state gradients the kernels
+//! read as bf16 copies (the rounding their staging would do). [`super::source`] emits them in place of the f32 SIMT kernels of the
 //! same names and argument lists; [`super`]'s launch lists take their
 //! geometry from here.
 //!
@@ -406,6 +407,25 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
         unsigned* o = reinterpret_cast<unsigned*>(dst + t * TC_BS + c);
         o[0] = pack_bf16(scale * x.x, scale * x.y);
         o[1] = pack_bf16(scale * x.z, scale * x.w);
+    }
+}
+
+// do = MIX_LIN dy of ROWS token rows of query head h (rows >= L zero) as bf16 into dst [ROWS][TC_BS]: with
+// DY_BF (MIX_LIN == MIX_WIN) `dy` is win_dq's bf16 copy of MIX_WIN dy, the same values, copied 16 bytes at a
+// time; else from the f32 dy. No barrier.
+template <int ROWS, int BT = NT>
+__device__ void tc_do_rows(bf16* dst, const float* dy, long long row0, int h, int L) {
+    if (!DY_BF) {
+        tc_rows<ROWS, BT>(dst, dy, row0, H * D, h * D, L, MIX_LIN);
+        return;
+    }
+    const bf16* src = reinterpret_cast<const bf16*>(dy);
+    constexpr int V = D / 8;
+#pragma unroll 1  // (two 16-byte rows a thread at C 64, 16 warps; unrolled, bwd_dqk spills)
+    for (int e = threadIdx.x; e < ROWS * V; e += BT) {
+        const int t = e / V, c = 8 * (e % V);
+        *reinterpret_cast<uint4*>(dst + t * TC_BS + c) =
+            t < L ? *reinterpret_cast<const uint4*>(src + (row0 + t) * (H * D) + h * D + c) : uint4{0u, 0u, 0u, 0u};
     }
 }
 
@@ -909,7 +929,7 @@ extern "C" __global__ void @P@_chunk_dstate(const float* __restrict__ q, const f
     for (int g = 0; g < G; ++g) {
         const int h = blk.j * G + g;
         tc_query_tiles(nullptr, nullptr, qe, q, blk.row0, H * D, h * D, L, bc);
-        tc_rows<C>(ob, dy, blk.row0, H * D, h * D, L, MIX_LIN);
+        tc_do_rows<C>(ob, dy, blk.row0, h, L);
         __syncthreads();
         tc_state_mma(acc, qe, ob, blk.part, blk.parts, L);
         __syncthreads();
@@ -975,7 +995,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
         const int h = j * G + g;
         __syncthreads();  // the previous head's tiles are consumed
         tc_query_tiles<TC_NTB>(fast ? nullptr : qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
-        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        tc_do_rows<C, TC_NTB>(ob, dy, row0, h, L);
         __syncthreads();
 #pragma unroll
         for (int w = 0; w < TC_VPW; ++w) {
@@ -1132,7 +1152,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         float* dqh = dq + row0 * (H * D) + h * D;
         __syncthreads();  // S staged; the previous head's tiles consumed
         tc_query_tiles<TC_NTB>(nullptr, qr, nullptr, q, row0, H * D, h * D, L, bc, qf);
-        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
+        tc_do_rows<C, TC_NTB>(ob, dy, row0, h, L);
         __syncthreads();
         // P = do v^T: the causal 16 x 16 blocks (u, kt <= u), a warp each, into pb
         for (int pi = warp; pi < TC_NS * (TC_NS + 1) / 2; pi += TC_NWB) {
