@@ -70,9 +70,7 @@
 //! backward of the same operands: `win_fwd` writes the window output `o`
 //! (bf16) and `lse` (base 2) there, `win_dq` forms `δ = do·o` from it and
 //! walks its band once, and with the keyed recurrence also on tensor cores
-//! `fwd` writes `Y` whole from `o` (`win_fwd` leaves `Y` alone); with equal
-//! mixes `win_dq` also writes the bf16 `do` it staged for the later backward
-//! kernels to copy (`dy_bf16`).
+//! `fwd` writes `Y` whole from `o` (`win_fwd` leaves `Y` alone).
 //!
 //! GSA (`liger_train_gsa_src.rs`; two gated passes over `M` slots on raw q,
 //! k, slot writes `s = 1 − e^γ`) keeps both states as `[M][D]` (`Hkᵀ`, `Hv`,
@@ -421,11 +419,6 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
         } else {
             0
         };
-        let bf16_do = if dy_bf16(spec, shape.math) {
-            batch * seq * h * d / 2
-        } else {
-            0
-        };
         vec![
             slots * d * d,
             slots * d * d,
@@ -433,7 +426,6 @@ fn scratch_layout(spec: &LigerSpec, shape: Shape, batch: usize, seq: usize) -> V
             recurrent * batch * seq * kv * d,
             bf16_states,
             bf16_states,
-            bf16_do,
             stats,
         ]
     };
@@ -483,16 +475,6 @@ fn y_saved(spec: &LigerSpec, math: TrainMath) -> bool {
     win_tc::tiling(spec, math).is_some() && rec_tc::eligible(spec, math)
 }
 
-/// Whether the backward reads the output gradient once as f32: `win_dq`
-/// writes the `do = mix_window·dy` it stages as bf16 to scratch, and
-/// `win_dkv`, `chunk_dstate`, `bwd_dv` and `bwd_dqk` stage that copy (16-byte
-/// rows, half the bytes) instead of converting `DY` again. Only with both
-/// branches on tensor cores and equal mixes, where `mix_linear·dy` rounds to
-/// the same bf16 values (other mixes keep the f32 reads).
-fn dy_bf16(spec: &LigerSpec, math: TrainMath) -> bool {
-    y_saved(spec, math) && (spec.mix_window as f32) == (spec.mix_linear as f32)
-}
-
 /// Grid, threads a block and dynamic shared memory (bytes) of one kernel.
 #[derive(Clone, Copy)]
 struct RecLaunch {
@@ -527,8 +509,6 @@ struct Geometry {
     scratch: Vec<usize>,
     /// Whether the keyed recurrence runs on tensor cores (`rec_tc::eligible`).
     rec_tc: bool,
-    /// Whether the backward reads `win_dq`'s bf16 copy of `do` (`dy_bf16`).
-    dy_bf: bool,
     /// The window statistics' offset in the saved buffer (`saved_stats_offset`).
     saved_stats: usize,
     batch: usize,
@@ -594,7 +574,6 @@ impl Geometry {
             chunked: [(chunks, g(spec.kv_heads)?, b), (chunks, g(spec.heads)?, b)],
             scratch: scratch_layout(spec, shape, batch, seq),
             rec_tc: tc,
-            dy_bf: dy_bf16(spec, shape.math),
             saved_stats: saved_stats_offset(spec, batch, seq),
             batch,
             seq,
@@ -667,38 +646,27 @@ impl Geometry {
         vec![self.launch("win_fwd", grid, block, smem, args)]
     }
 
-    /// The output gradient as the backward's later kernels read it: `win_dq`'s
-    /// bf16 copy of `do` where `dy_bf`, else `DY`.
-    fn dy_in(&self) -> TrainArg {
-        if self.dy_bf {
-            self.scratch(6)
-        } else {
-            TrainArg::DY
-        }
-    }
-
     /// The window branch's backward: `win_dq` (`DQRot`, and the statistics
     /// `win_dkv` reads: on tensor cores `δ` next to the forward's saved
-    /// log-sum-exp; and the bf16 `do` where `dy_bf`), then `win_dkv`
-    /// (`DKRot`, `DV`, overwritten).
+    /// log-sum-exp), then `win_dkv` (`DKRot`, `DV`, overwritten).
     fn window_backward(&self) -> Vec<TrainLaunch> {
         use TrainArg::*;
         let stats = self.stats();
         let [(gq, bq, sq), (gk, bk, sk)] = [1, 2].map(|i| self.window_shape(i));
-        // the tensor-core win_dq's last pointer: where it writes the bf16 do (unused unless dy_bf)
-        let dq_args = if self.win_tc.is_some() {
-            vec![QRot, KRot, V, DY, DQRot, stats, self.dy_in(), Seq]
-        } else {
-            vec![QRot, KRot, V, DY, DQRot, stats, Seq]
-        };
         vec![
-            self.launch("win_dq", gq, bq, sq, dq_args),
+            self.launch(
+                "win_dq",
+                gq,
+                bq,
+                sq,
+                vec![QRot, KRot, V, DY, DQRot, stats, Seq],
+            ),
             self.launch(
                 "win_dkv",
                 gk,
                 bk,
                 sk,
-                vec![QRot, KRot, V, self.dy_in(), stats, DKRot, DV, Seq],
+                vec![QRot, KRot, V, DY, stats, DKRot, DV, Seq],
             ),
         ]
     }
@@ -907,7 +875,7 @@ pub fn liger_backward_launches(
             geo.rec[4].grid,
             geo.rec[4].block,
             geo.rec[4].smem,
-            vec![Q, Gate, geo.dy_in(), dstates, Seq],
+            vec![Q, Gate, DY, dstates, Seq],
         ),
         geo.launch(
             "scan_bwd",
@@ -921,26 +889,14 @@ pub fn liger_backward_launches(
             geo.rec[2].grid,
             geo.rec[2].block,
             geo.rec[2].smem,
-            vec![Q, K, Gate, geo.dy_in(), dstates_in, DV, Seq],
+            vec![Q, K, Gate, DY, dstates_in, DV, Seq],
         ),
         geo.launch(
             "bwd_dqk",
             geo.rec[3].grid,
             geo.rec[3].block,
             geo.rec[3].smem,
-            vec![
-                Q,
-                K,
-                V,
-                Gate,
-                geo.dy_in(),
-                states_in,
-                dstates_in,
-                DQ,
-                DK,
-                db,
-                Seq,
-            ],
+            vec![Q, K, V, Gate, DY, states_in, dstates_in, DQ, DK, db, Seq],
         ),
     ]);
     if spec.variant.has_gate() {

@@ -63,7 +63,6 @@ constexpr float SCALE = {scale};     // 1/sqrt(D)
 constexpr float MIX_WIN = {mix_win};
 constexpr float MIX_LIN = {mix_lin};
 [[maybe_unused]] constexpr bool Y_SAVED = false;  // win_fwd writes y; GSA's fwd adds its part
-[[maybe_unused]] constexpr bool DY_BF = false;    // the window kernels read dy
 
 {helpers}{gsa_helpers}"#,
         m = spec.slots,

@@ -410,25 +410,6 @@ __device__ void tc_rows(bf16* dst, const float* src, long long row0, int stride,
     }
 }
 
-// do = MIX_LIN dy of ROWS token rows of query head h (rows >= L zero) as bf16 into dst [ROWS][TC_BS]: with
-// DY_BF (MIX_LIN == MIX_WIN) `dy` is win_dq's bf16 copy of MIX_WIN dy, the same values, copied 16 bytes at a
-// time; else from the f32 dy. No barrier.
-template <int ROWS, int BT = NT>
-__device__ void tc_do_rows(bf16* dst, const float* dy, long long row0, int h, int L) {
-    if (!DY_BF) {
-        tc_rows<ROWS, BT>(dst, dy, row0, H * D, h * D, L, MIX_LIN);
-        return;
-    }
-    const bf16* src = reinterpret_cast<const bf16*>(dy);
-    constexpr int V = D / 8;
-#pragma unroll 1  // (two 16-byte rows a thread at C 64, 16 warps; unrolled, bwd_dqk spills)
-    for (int e = threadIdx.x; e < ROWS * V; e += BT) {
-        const int t = e / V, c = 8 * (e % V);
-        *reinterpret_cast<uint4*>(dst + t * TC_BS + c) =
-            t < L ? *reinterpret_cast<const uint4*>(src + (row0 + t) * (H * D) + h * D + c) : uint4{0u, 0u, 0u, 0u};
-    }
-}
-
 // The [D][D] state of slot `at` from the tensor-core scans' bf16 copy at src into dst [D][TC_BS], 16 bytes a
 // thread at a time (the f32 state rounded as tc_rows would round it). No barrier.
 template <int BT = NT>
@@ -929,7 +910,7 @@ extern "C" __global__ void @P@_chunk_dstate(const float* __restrict__ q, const f
     for (int g = 0; g < G; ++g) {
         const int h = blk.j * G + g;
         tc_query_tiles(nullptr, nullptr, qe, q, blk.row0, H * D, h * D, L, bc);
-        tc_do_rows<C>(ob, dy, blk.row0, h, L);
+        tc_rows<C>(ob, dy, blk.row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
         tc_state_mma(acc, qe, ob, blk.part, blk.parts, L);
         __syncthreads();
@@ -995,7 +976,7 @@ extern "C" __global__ void @P@_bwd_dv(const float* __restrict__ q, const float* 
         const int h = j * G + g;
         __syncthreads();  // the previous head's tiles are consumed
         tc_query_tiles<TC_NTB>(fast ? nullptr : qq, qr, nullptr, q, row0, H * D, h * D, L, bc);
-        tc_do_rows<C, TC_NTB>(ob, dy, row0, h, L);
+        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
 #pragma unroll
         for (int w = 0; w < TC_VPW; ++w) {
@@ -1152,7 +1133,7 @@ extern "C" __global__ void @P@_bwd_dqk(const float* __restrict__ q, const float*
         float* dqh = dq + row0 * (H * D) + h * D;
         __syncthreads();  // S staged; the previous head's tiles consumed
         tc_query_tiles<TC_NTB>(nullptr, qr, nullptr, q, row0, H * D, h * D, L, bc, qf);
-        tc_do_rows<C, TC_NTB>(ob, dy, row0, h, L);
+        tc_rows<C, TC_NTB>(ob, dy, row0, H * D, h * D, L, MIX_LIN);
         __syncthreads();
         // P = do v^T: the causal 16 x 16 blocks (u, kt <= u), a warp each, into pb
         for (int pi = warp; pi < TC_NS * (TC_NS + 1) / 2; pi += TC_NWB) {

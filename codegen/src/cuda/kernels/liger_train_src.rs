@@ -255,7 +255,6 @@ constexpr float MIX_LIN = {mix_lin};
 constexpr bool KEY_SOFTMAX = {softmax_key};
 constexpr bool DQ_DONE = {dq_done};     // bwd_dqk writes dq itself (the tensor-core recurrence); finish skips the query heads
 [[maybe_unused]] constexpr bool Y_SAVED = {y_saved};     // win_fwd leaves y to the tensor-core fwd, which adds MIX_WIN o_win from the saved buffer
-[[maybe_unused]] constexpr bool DY_BF = {dy_bf};     // win_dq writes do = MIX_WIN dy (= MIX_LIN dy) as bf16; win_dkv and the recurrence's backward read that
 
 // Log-decay of channel i of KV head j at token row `row` (<= 0).
 __device__ __forceinline__ float gate_at(const float* gate, long long row, int j, int i) {{
@@ -277,7 +276,6 @@ __device__ __forceinline__ float key_raw(const float* k, const float* gate, long
         helpers = HELPERS,
         dq_done = super::rec_tc::eligible(spec, shape.math),
         y_saved = super::y_saved(spec, shape.math),
-        dy_bf = super::dy_bf16(spec, shape.math),
     );
     s.push_str(&super::win_tc::window_source(spec, prefix, shape));
     let rec = recurrence_kernels(prefix);

@@ -351,20 +351,6 @@ __device__ __forceinline__ void wt_stage(bf16* dst, const float* src, int n, At 
     }
 }
 
-// n rows into dst [n][WT_LD] from bf16 rows: row r is the D values at src + at(r) (zeros where at(r) < 0), as
-// 16-byte copies. All threads of the block; no barrier.
-template <typename At>
-__device__ __forceinline__ void wt_stage_bf(bf16* dst, const bf16* src, int n, At at) {
-    constexpr int V = D / 8;
-#pragma unroll 4
-    for (int e = threadIdx.x; e < n * V; e += blockDim.x) {
-        const int r = e / V, c = 8 * (e % V);
-        const long long o = at(r);
-        *reinterpret_cast<uint4*>(dst + r * WT_LD + c) =
-            o >= 0 ? *reinterpret_cast<const uint4*>(src + o + c) : uint4{0u, 0u, 0u, 0u};
-    }
-}
-
 // The warp's 16 query rows: tokens r0 .. r0 + 15 (from token row row0) of head h of src [.][H * D] into its tile
 // dst [16][WT_LD] as bf16 times scale, rows at or past seq zero. Warp-collective, no barrier.
 __device__ __forceinline__ void wt_stage_q(bf16* dst, const float* src, long long row0, int r0, int h, int seq, float scale) {
@@ -611,7 +597,7 @@ extern "C" __global__ void @P@_win_fwd(const float* __restrict__ q_rot,
 // Shared: a query and a do tile [16][WT_LD] a warp, then the stage's keys and values [16 kcs][WT_LD] (bf16).
 extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
         const float* __restrict__ k_rot, const float* __restrict__ v, const float* __restrict__ dy,
-        float* __restrict__ dq_rot, float* __restrict__ stats, float* __restrict__ dyb, int seq) {
+        float* __restrict__ dq_rot, float* __restrict__ stats, int seq) {
     extern __shared__ float smem[];
     const WtRows blk(seq, WT_KCT_Q);
     if (blk.t0 >= seq) return;  // block-uniform
@@ -635,17 +621,6 @@ extern "C" __global__ void @P@_win_dq(const float* __restrict__ q_rot,
             wt_stage_q(qs, q_rot, row0, r0, h, seq, 1.0f);
             wt_stage_q(dos, dy, row0, r0, h, seq, MIX_WIN);
             __syncwarp();
-            if (DY_BF) {  // the staged do, 16-byte rows, for win_dkv and the recurrence's backward
-                bf16* out = reinterpret_cast<bf16*>(dyb);
-                constexpr int V = D / 8;
-#pragma unroll 4
-                for (int e = wt_lane(); e < 16 * V; e += 32) {
-                    const int r = e / V, c = 8 * (e % V);
-                    if (r0 + r < seq)
-                        *reinterpret_cast<uint4*>(out + (row0 + r0 + r) * (H * D) + h * D + c) =
-                            *reinterpret_cast<const uint4*>(dos + r * WT_LD + c);
-                }
-            }
             // lse and delta of rows gid (x = 0), gid + 8 (x = 1): the quad's lanes take D / 4 columns each
 #pragma unroll
             for (int x = 0; x < 2; ++x) {
@@ -755,10 +730,7 @@ extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot,
             return i < ntile && t < seq ? (row0 + t) * (H * D) + (j * G + i % G) * D : -1LL;
         };
         wt_stage(qs, q_rot, 16 * WT_NQ, qrow, 1.0f);
-        if (DY_BF)  // dy is win_dq's bf16 copy of do
-            wt_stage_bf(dos, reinterpret_cast<const bf16*>(dy), 16 * WT_NQ, qrow);
-        else
-            wt_stage(dos, dy, 16 * WT_NQ, qrow, MIX_WIN);
+        wt_stage(dos, dy, 16 * WT_NQ, qrow, MIX_WIN);
         for (int r = threadIdx.x; r < 16 * WT_NQ; r += blockDim.x) {
             const int i = i0 + r / 16, t = s0 + 16 * (i / G) + r % 16;
             const bool ok = i < ntile && t < seq;
