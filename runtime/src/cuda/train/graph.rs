@@ -2,9 +2,7 @@
 //! pool) when their last consumer ran, as in `crate::exec`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ligerc_codegen::cuda::kernels::liger_train;
 use ligerc_ir::training::RECOMPUTE_PREFIX;

@@ -100,8 +100,9 @@ struct Bound<'a> {
 
 /// The buffers LigerAttention forwards saved for their backward
 /// ([`liger_saved_floats`]: the window branch's output and log-sum-exp), by
-/// [`SavedKey`]. A backward takes its entry out; one that finds none (an
-/// unnamed node) runs the forward again to make it.
+/// [`SavedKey`]. A backward takes its entry out; one that finds none (no
+/// forward of that name kept one in this run) runs the forward again to
+/// make it.
 pub(super) type SavedMap = RefCell<HashMap<SavedKey, DevTensor>>;
 
 /// A forward's identity: the node's name (`Ctx::saved_as`: the backward's
