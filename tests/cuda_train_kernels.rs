@@ -236,6 +236,13 @@ fn saved_after_scratch(launches: Vec<TrainLaunch>, scratch: usize) -> Vec<TrainL
         .collect()
 }
 
+/// Floats of the harnesses' one buffer for `spec` at `batch × seq`: the
+/// scratch, then the saved buffer at `saved_at`.
+fn one_buffer_floats(spec: &LigerSpec, math: TrainMath, batch: usize, seq: usize) -> usize {
+    saved_at(liger_scratch_floats(spec, math, batch, seq))
+        + liger_saved_floats(spec, math, batch, seq)
+}
+
 /// One forward then its backward for `spec` at `batch × seq` (saved buffer
 /// after the scratch), and the floats of that one buffer.
 fn forward_backward(
@@ -249,7 +256,7 @@ fn forward_backward(
     let scratch = liger_scratch_floats(spec, math, batch, seq);
     (
         saved_after_scratch(launches, scratch),
-        saved_at(scratch) + liger_saved_floats(spec, math, batch, seq),
+        one_buffer_floats(spec, math, batch, seq),
     )
 }
 
@@ -897,7 +904,7 @@ fn dump() {
                 json,
                 "{}\"{b}x{t}\": {{\"scratch\": {}, \"forward\": {}, \"backward\": {}, \"gate_forward\": {}, \"gate_backward\": {}}}",
                 if first { "" } else { ", " },
-                saved_at(total) + liger_saved_floats(&s, math, b, t),
+                one_buffer_floats(&s, math, b, t),
                 launches_json(&fwd),
                 launches_json(&bwd),
                 launches_json(&gf),

@@ -736,7 +736,7 @@ impl Geometry {
         let (states, dec) = (self.scratch(0), self.scratch(2));
         let family = family(spec);
         let scan = if self.rec_tc {
-            vec![states, dec, self.scratch(4), Batch, Seq]
+            vec![states, dec, self.read_states()[0], Batch, Seq]
         } else {
             vec![states, dec, Batch, Seq]
         };
@@ -845,7 +845,7 @@ pub fn liger_backward_launches(
     let [dstates, dec, db] = [1, 2, 3].map(|i| geo.scratch(i));
     let [states_in, dstates_in] = geo.read_states();
     let scan_bwd = if geo.rec_tc {
-        vec![dstates, dec, geo.scratch(5), Batch, Seq]
+        vec![dstates, dec, dstates_in, Batch, Seq]
     } else {
         vec![dstates, dec, Batch, Seq]
     };

@@ -3,9 +3,10 @@
 //! accumulation, the operands rounded to bf16 when they are staged; gates,
 //! their cumsums, decays, scans, accumulators and the chunks' own state sums
 //! stay f32, and the scans write the states and state gradients the kernels
-//! read as bf16 copies (the rounding their staging would do). [`super::source`] emits them in place of the f32 SIMT kernels of the
-//! same names and argument lists; [`super`]'s launch lists take their
-//! geometry from here.
+//! read as bf16 copies (the rounding their staging would do).
+//! [`super::source`] emits them in place of the f32 SIMT kernels of the same
+//! names and argument lists; [`super`]'s launch lists take their geometry
+//! from here.
 //!
 //! Every kernel takes one (chunk, KV head) per block — or a part of its warp
 //! tasks: grid `(chunks, KV · parts, batch)`, `parts` chosen at launch so a
@@ -749,8 +750,9 @@ extern "C" __global__ void @P@_chunk_state(const float* __restrict__ k, const fl
 
 // 3. (tensor cores) Output of chunk n for the G query heads of KV head j: y += MIX_LIN * o (y holds
 // the window part), or with Y_SAVED y = MIX_WIN * o_win + MIX_LIN * o, o_win the window output win_fwd
-// saved (bf16 [B seq][H D] just before `stats`; win_fwd then leaves y alone: y is written once). Grid (nch, HKV * parts, batch), TC_NTB threads; the (chunk, KV head)'s G * TC_NS warp
-// tasks (sub-chunk ii of 16 query rows, query head; the longest rows first) split over the parts.
+// saved (bf16 [B seq][H D] just before `stats`; win_fwd then leaves y alone: y is written once).
+// Grid (nch, HKV * parts, batch), TC_NTB threads; the (chunk, KV head)'s G * TC_NS warp tasks (sub-chunk
+// ii of 16 query rows, query head; the longest rows first) split over the parts.
 // The block stages S_n, v as bf16, the gate cumsum and the mapped keys as f32, and per sub-chunk ii > 0
 // the keys before it scaled to its first row r = 16 ii, k~_s e^(b_r - b_s) (bf16, kx). A task holds its
 // q~ rows as A fragments and forms
