@@ -27,7 +27,10 @@ k/v repeated to 32 heads as upstream Liger) and SDPA causal; the decode step at 
 1/8/64/256 vs fla fused_recurrent_gla (state per query head). Medians of
 triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run;
 each launch of the layer is also timed alone (ligerc_steps_ms / ligerc_steps_us).
-LIGERC_BENCH_ONLY=prefill|decode runs that half alone.
+LIGERC_BENCH_ONLY=prefill|decode runs that half alone; LIGERC_BENCH_SHAPES=8x2048,... picks
+the prefill shapes; LIGERC_BENCH_FLA=0 skips fla; LIGERC_BENCH_BASE=PATH times another
+ligerc build's prefill kernels in the same process on the same inputs (and their outputs'
+largest difference).
 """
 import argparse
 import json
@@ -288,16 +291,24 @@ def bench(args):
     del x, y
     dev = torch.cuda.get_device_name()
     print(json.dumps({"device": dev, "copy_bw_TBps": bw / 1e12}), flush=True)
-    try:
-        from fla.ops.gla import chunk_gla, fused_recurrent_gla
-    except Exception as e:  # noqa: BLE001
-        print(f"fla not importable: {e}", flush=True)
-        chunk_gla = fused_recurrent_gla = None
+    chunk_gla = fused_recurrent_gla = None
+    if os.environ.get("LIGERC_BENCH_FLA", "1") != "0":
+        try:
+            from fla.ops.gla import chunk_gla, fused_recurrent_gla
+        except Exception as e:  # noqa: BLE001
+            print(f"fla not importable: {e}", flush=True)
     H, KV, D = 32, 8, 128
     L = Layer(emit(args.ligerc, args.out, H, KV, D, 64))
+    # LIGERC_BENCH_BASE=PATH: another ligerc build's kernels, timed in the same process on the
+    # same inputs (base_ms, base_steps_ms), so that a change is measured against what it replaces.
+    base = os.environ.get("LIGERC_BENCH_BASE")
+    LB = Layer(emit(base, os.path.join(args.out, "base"), H, KV, D, 64)) if base else None
     rows = []
     only = os.environ.get("LIGERC_BENCH_ONLY", "")  # "prefill" or "decode": that half alone
-    for B, T in [] if only == "decode" else [(8, 1024), (8, 2048), (8, 4096), (2, 16384)]:
+    shapes = [(8, 1024), (8, 2048), (8, 4096), (2, 16384)]
+    if os.environ.get("LIGERC_BENCH_SHAPES"):  # e.g. "8x2048,8x4096"
+        shapes = [tuple(int(x) for x in s.split("x")) for s in os.environ["LIGERC_BENCH_SHAPES"].split(",")]
+    for B, T in [] if only == "decode" else shapes:
         env = {"batch": B, "seq": T, "tokens": B * T, "max_seq": T}
         tp = L.alloc(env, {}, "prefill")
         for n in (L.q, L.k, L.v, L.q_rot, L.k_rot):
@@ -307,6 +318,20 @@ def bench(args):
         r = {"kernel": "prefill", "B": B, "T": T, "ligerc_ms": ours, "floor_ms": floor, "pct_floor": 100 * floor / ours}
         # Where the prefill's time goes: each launch of the layer alone (inputs as left by a full run).
         r["ligerc_steps_ms"] = {s["kernel"]: med(lambda s=s: L.launch(s, env, tp)) for s in L.pre}
+        if LB is not None:
+            tb = LB.alloc(env, {}, "prefill")
+            for n, m in zip((LB.q, LB.k, LB.v, LB.q_rot, LB.k_rot), (L.q, L.k, L.v, L.q_rot, L.k_rot)):
+                tb[n].copy_(tp[m])
+            r["base_ms"] = med(lambda: LB.prefill(env, tb))
+            r["base_steps_ms"] = {s["kernel"]: med(lambda s=s: LB.launch(s, env, tb)) for s in LB.pre}
+            for lay, t in ((L, tp), (LB, tb)):  # one call each from a zero state
+                if lay.dnames["state"] in t:
+                    t[lay.dnames["state"]].zero_()
+                lay.prefill(env, t)
+            o, ob = tp[L.out].float(), tb[LB.out].float()
+            r["vs_base_max_abs_diff"] = (o - ob).abs().max().item()
+            r["base_max_abs"] = ob.abs().max().item()
+            del tb
         q = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(B, T, KV, D, device="cuda", dtype=torch.bfloat16)

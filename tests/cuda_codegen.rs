@@ -184,7 +184,9 @@ fn fixtures_every_variant_and_hybrid_compile_with_nvrtc() {
     let names: Vec<&str> = all.keys().map(String::as_str).collect();
     for want in [
         "liger_gla_prefill",
-        "liger_gla_chunk_states",
+        "liger_gla_chunk_prep",
+        "liger_state_pass",
+        "liger_gsa_chunk_states",
         "liger_state_scan",
         "liger_hgrn2_decode",
         "liger_gsa_slots_prefill",
@@ -546,9 +548,18 @@ fn llama3_8b_shapes_compile_with_nvrtc() {
                 _ => {
                     let (c, bytes) = liger::gla_chunk(&spec, Recurrence::Keyed, 64, limit);
                     assert!(c == 64 && bytes <= limit, "chunk {c}, {bytes} bytes");
-                    srcs.push(liger::gla_chunk_states(&spec, Recurrence::Keyed, c, n));
-                    srcs.push(liger::gla_state_scan(&spec, Recurrence::Keyed, c));
+                    srcs.extend(
+                        liger::key_and_state_pass(&spec, Recurrence::Keyed, c, n)
+                            .expect("the tensor-core kernels serve D 128"),
+                    );
                     srcs.push(liger::gla_prefill(&spec, Recurrence::Keyed, c, n, true));
+                    srcs.extend(liger::gla_prefill_subchunk(
+                        &spec,
+                        Recurrence::Keyed,
+                        c,
+                        n,
+                        true,
+                    ));
                     srcs.push(liger::decode_keyed(&spec, n));
                 }
             }

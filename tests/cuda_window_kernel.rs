@@ -240,10 +240,7 @@ fn window_kernel_mma_emulated_matches_float64() {
             "float* smem = ligerc_emu_dyn_smem();",
         );
         body.push_str(&format!("namespace k{i} {{\n{PRELUDE}\n{code}\n}}\n"));
-        let ot = match out {
-            WindowOut::Partial => "float",
-            WindowOut::Final => "__nv_bfloat16",
-        };
+        let ot = "__nv_bfloat16";
         for (b, seq, pos0) in cases {
             let id = labels.len();
             labels.push(format!("{} (B {b}, seq {seq}, pos0 {pos0})", k.name));

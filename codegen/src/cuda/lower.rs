@@ -1349,7 +1349,7 @@ impl<'a> Lower<'a> {
         match self.phase {
             PhaseKind::Prefill => {
                 let part = if window && grm {
-                    self.scratch(h * d, DType::F32)
+                    self.scratch(h * d, DType::BF16)
                 } else {
                     out.arg.clone()
                 };
@@ -1506,17 +1506,11 @@ impl<'a> Lower<'a> {
             Recurrence::GsaValues => spec.slots,
         };
         let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
-        let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
-        let scan_src = liger::gla_state_scan(spec, rec, c);
         let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
         let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
-        self.check_smem(&states_src.name, states_src.smem as usize)?;
         self.check_smem(&out_src.name, bytes)?;
         let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
         let nch = self.seq().ceil_div(c as u64);
-        let scan_blocks = b
-            .times((kv * dk * d) as u64)
-            .ceil_div(u64::from(scan_src.block[0]));
         let states = Arg::Buffer(self.pool.alloc(
             DType::F32,
             vec![b, kvx, nch, Extent::from(dk), Extent::from(d)],
@@ -1525,35 +1519,83 @@ impl<'a> Lower<'a> {
             self.pool
                 .alloc(DType::F32, vec![b, kvx, nch, Extent::from(dk)]),
         );
-        self.launch(
-            states_src,
-            nodes,
-            [nch, kvx, b],
-            vec![
-                k.clone(),
-                v.clone(),
-                states.clone(),
-                dec.clone(),
-                seq.clone(),
-            ],
-            &[2, 3],
-            Some(layer),
-        );
-        self.launch(
-            scan_src,
-            nodes,
-            [scan_blocks, Extent::fixed(1), Extent::fixed(1)],
-            vec![
-                state,
-                states.clone(),
-                dec.clone(),
-                Arg::Scalar(Scalar::Batch),
-                seq.clone(),
-            ],
-            &[0, 1],
-            Some(layer),
-        );
-        let mut args = vec![qs, k, v, states.clone()];
+        // the tensor-core kernels' bf16 copy of the states (the one-product kernel reads it)
+        let mut states_bf = None;
+        if let Some([prep_src, pass_src]) = liger::key_and_state_pass(spec, rec, c, normalizer) {
+            // the key pass, then one sequential pass over the chunks per state slice
+            self.check_smem(&prep_src.name, prep_src.smem as usize)?;
+            self.check_smem(&pass_src.name, pass_src.smem as usize)?;
+            let khat = Arg::Buffer(self.pool.alloc(
+                DType::BF16,
+                vec![b, kvx, nch, Extent::from(2 * c), Extent::from(d)],
+            ));
+            self.launch(
+                prep_src,
+                nodes,
+                [nch, kvx, b],
+                vec![k.clone(), khat.clone(), dec.clone(), seq.clone()],
+                &[1, 2],
+                Some(layer),
+            );
+            let sbf = Arg::Buffer(self.pool.alloc(
+                DType::BF16,
+                vec![b, kvx, nch, Extent::from(dk), Extent::from(d)],
+            ));
+            self.launch(
+                pass_src,
+                nodes,
+                [Extent::from(liger::state_pass_slices(spec)), kvx, b],
+                vec![
+                    khat.clone(),
+                    v.clone(),
+                    dec.clone(),
+                    state,
+                    sbf.clone(),
+                    states.clone(),
+                    seq.clone(),
+                ],
+                &[3, 4, 5],
+                Some(layer),
+            );
+            self.release(&khat);
+            states_bf = Some(sbf);
+        } else {
+            let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
+            let scan_src = liger::gla_state_scan(spec, rec, c);
+            self.check_smem(&states_src.name, states_src.smem as usize)?;
+            let scan_blocks = b
+                .times((kv * dk * d) as u64)
+                .ceil_div(u64::from(scan_src.block[0]));
+            self.launch(
+                states_src,
+                nodes,
+                [nch, kvx, b],
+                vec![
+                    k.clone(),
+                    v.clone(),
+                    states.clone(),
+                    dec.clone(),
+                    seq.clone(),
+                ],
+                &[2, 3],
+                Some(layer),
+            );
+            self.launch(
+                scan_src,
+                nodes,
+                [scan_blocks, Extent::fixed(1), Extent::fixed(1)],
+                vec![
+                    state,
+                    states.clone(),
+                    dec.clone(),
+                    Arg::Scalar(Scalar::Batch),
+                    seq.clone(),
+                ],
+                &[0, 1],
+                Some(layer),
+            );
+        }
+        let mut args = vec![qs, k, v, states_bf.clone().unwrap_or(states.clone())];
         if sub_src.is_some() {
             args.push(dec.clone());
         }
@@ -1561,11 +1603,24 @@ impl<'a> Lower<'a> {
         args.extend([out, seq]);
         let nargs = args.len();
         let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
-        // the sub-chunk kernel, if any, takes the chunks the first one leaves (disjoint rows)
-        for src in std::iter::once(out_src).chain(sub_src) {
-            self.launch(src, nodes, grid, args.clone(), &[nargs - 2], Some(layer));
+        self.launch(
+            out_src,
+            nodes,
+            grid,
+            args.clone(),
+            &[nargs - 2],
+            Some(layer),
+        );
+        // the sub-chunk kernel, if any, takes the chunks the first one leaves (disjoint rows),
+        // from the f32 states
+        if let Some(src) = sub_src {
+            args[3] = states.clone();
+            self.launch(src, nodes, grid, args, &[nargs - 2], Some(layer));
         }
         self.release(&states);
+        if let Some(sbf) = &states_bf {
+            self.release(sbf);
+        }
         self.release(&dec);
         Ok(())
     }

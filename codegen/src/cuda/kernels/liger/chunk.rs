@@ -74,13 +74,26 @@ pub(super) fn states_params(spec: &LigerSpec, dk: usize, c: usize) -> Vec<String
     ]
 }
 
+/// Which copy of the states entering the chunks a step-3 kernel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StatesIn {
+    /// f32, every chunk (the scalar kernels, after [`gla_state_scan`]).
+    F32,
+    /// f32, written by the state pass only for the chunks that decay faster than
+    /// `e^{−FAST}` (the sub-chunk kernel's).
+    F32Slow,
+    /// bf16, every chunk (the one-product `mma` kernel).
+    Bf16,
+}
+
 /// The parameter lines of step 3 (scalar and tensor-core kernels alike): `q_doc`, then
-/// k, v, the scanned states (`dk` rows), the window part when there is one, out, seq.
+/// k, v, the states entering the chunks (`dk` rows, as `states`), `dec` when `dec`, the
+/// window part when there is one, out, seq.
 pub(super) fn prefill_params(
     spec: &LigerSpec,
     q_doc: String,
-    dk: usize,
-    c: usize,
+    (dk, c): (usize, usize),
+    states: StatesIn,
     window: bool,
     dec: bool,
 ) -> Vec<String> {
@@ -93,7 +106,17 @@ pub(super) fn prefill_params(
         ),
         format!("v [tokens, {}] bf16", kv * d),
         format!(
-            "states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] f32 (the state entering each chunk)"
+            "states [batch, {kv}, ceil(seq/{c}), {dk}, {d}] {} (the state entering each chunk{})",
+            if states == StatesIn::Bf16 {
+                "bf16"
+            } else {
+                "f32"
+            },
+            if states == StatesIn::F32Slow {
+                " this kernel takes"
+            } else {
+                ""
+            }
         ),
     ];
     if dec {
@@ -103,7 +126,7 @@ pub(super) fn prefill_params(
     }
     if window {
         params.push(format!(
-            "window [tokens, {}] f32 (mix_window · window branch)",
+            "window [tokens, {}] bf16 (mix_window · window branch)",
             h * d
         ));
     }
@@ -119,6 +142,7 @@ pub(super) fn step3_src(
     spec: &LigerSpec,
     c: usize,
     window: bool,
+    states: StatesIn,
     name: String,
     body: String,
     how: &str,
@@ -140,7 +164,7 @@ pub(super) fn step3_src(
         block: [threads as u32, 1, 1],
         smem: smem_bytes as u32,
         grid,
-        params: prefill_params(spec, q_doc, d, c, window, true),
+        params: prefill_params(spec, q_doc, (d, c), states, window, true),
     }
 }
 
@@ -183,6 +207,9 @@ pub(super) enum Tiles {
     /// `copy_rows_bf16`), the keys in place as for `InPlace` in a region of `SX` floats (which
     /// the kernel reuses), `rowg`.
     Bf16Values,
+    /// The key pass (`chunk_pass.rs`): the keys in place as for `InPlace`, gates `bc`,
+    /// `rowg`; no values.
+    KeysOnly,
 }
 
 /// The CUDA constants and chunk prologue shared by [`gla_chunk_states`] and
@@ -242,6 +269,13 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
     float* vs = bc + C * KS;       // [C][DV] values
     float* rowg = vs + C * DV;     // [C] per-row scalars"
         }
+        Tiles::KeysOnly => {
+            "    float* kf = smem;              // [C][KS] raw keys, then mapped in place
+    float* kr = kf;
+    constexpr int KRS = KS;        // row stride of the raw keys
+    float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum
+    float* rowg = bc + C * KS;     // [C] per-row scalars"
+        }
         Tiles::Bf16Values => {
             "    float* bc = smem;              // [C][KS] log-gates, then their cumsum
     bf16* vb = reinterpret_cast<bf16*>(bc + C * KS);  // [C][BS] values, bf16
@@ -254,6 +288,8 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
     let loads = if in_place {
         let values = if layout == Tiles::Bf16Values {
             "    copy_rows_bf16<DV>(vb, BS, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
+        } else if layout == Tiles::KeysOnly {
+            ""
         } else {
             "    load_rows_bf16<DV>(vs, DV, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
         };
@@ -311,7 +347,7 @@ pub(super) fn chunk_consts(
 constexpr int D = {d};        // head dim of q, k, v
 constexpr int DK = {dk};       // key channels = rows of the state
 constexpr int KS = DK + {pad};     // row stride of the key and gate tiles (padded against bank conflicts)
-constexpr int DV = {d};       // value channels = columns of the state
+[[maybe_unused]] constexpr int DV = {d};       // value channels = columns of the state
 constexpr int C = {c};        // chunk length
 constexpr int NT = {nt};
 [[maybe_unused]] constexpr float NORM = {norm};  // gate normalizer
@@ -337,18 +373,17 @@ pub(super) fn rec_what(variant: LigerVariant, rec: Recurrence, dk: usize) -> Str
     }
 }
 
-/// Step 1 of the chunk-parallel prefill recurrence: one block per (chunk, KV head, row)
-/// writes the chunk's own state contribution `ΔS_n = Σ_s (k̃_s ⊙ e^{b_L−b_s})ᵀ v_s` and
-/// its decay `e^{b_L}` to scratch.
+/// Step 1 of the chunk-parallel prefill recurrence on CUDA cores (GSA's value pass, and
+/// the keyed variants that the tensor-core kernels do not serve; those run steps 1 and 2 as
+/// [`super::key_and_state_pass`]): one block per (chunk, KV head, row) writes the chunk's
+/// own state contribution `ΔS_n = Σ_s (k̃_s ⊙ e^{b_L−b_s})ᵀ v_s` and its decay `e^{b_L}`
+/// to scratch.
 pub fn gla_chunk_states(
     spec: &LigerSpec,
     rec: Recurrence,
     chunk: usize,
     normalizer: f64,
 ) -> KernelSrc {
-    if chunk_tc::eligible(spec, rec, chunk) {
-        return chunk_mma::chunk_states(spec, chunk, normalizer);
-    }
     let (_, kv, _, d) = dims(spec);
     let variant = spec.variant;
     let dk = key_channels(spec, rec);
@@ -392,8 +427,8 @@ pub fn gla_chunk_states(
     }
 }
 
-/// Step 2 of the chunk-parallel prefill recurrence: one thread per (row, KV head, state
-/// element) walks the chunks from the stored state, replacing each chunk's `ΔS_n` by the
+/// Step 2 of the chunk-parallel prefill recurrence after [`gla_chunk_states`]: one thread
+/// per (row, KV head, state element) walks the chunks from the stored state, replacing each chunk's `ΔS_n` by the
 /// state entering it, and writes the state leaving the last chunk back.
 pub fn gla_state_scan(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> KernelSrc {
     let (kv, d) = (spec.kv_heads, spec.head_dim);
@@ -488,9 +523,9 @@ pub fn gla_prefill(
             format!("logits [tokens, {}] f32 (slot logits q·Hk)", h * dk),
         ),
     };
-    let mix_in = if window { "window[at] + " } else { "" };
+    let mix_in = if window { "ld(window, at) + " } else { "" };
     let window_param = if window {
-        "const float* __restrict__ window, "
+        "const bf16* __restrict__ window, "
     } else {
         ""
     };
@@ -543,7 +578,7 @@ extern "C" __global__ void {name}(const {q_type}* __restrict__ q, const bf16* __
         form = CHUNK_FORM,
         prologue = chunk_prologue(variant, d, dk, Tiles::Separate),
     );
-    let params = prefill_params(spec, q_doc, dk, c, window, false);
+    let params = prefill_params(spec, q_doc, (dk, c), StatesIn::F32, window, false);
     KernelSrc {
         name,
         summary: format!(

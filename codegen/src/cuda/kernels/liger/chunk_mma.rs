@@ -1,12 +1,8 @@
-//! Steps 1 and 3 of the chunk-parallel prefill recurrence on bf16 tensor cores
-//! (`mma.sync` m16n8k16, f32 accumulation, fragments in registers), for the keyed variants
-//! at head dims and chunks that are multiples of 16. Step 3 takes every chunk whose decay
-//! over the chunk stays within `e^{−FAST}` in every channel (real gates: all of them;
-//! [`super::chunk_tc::prefill`] takes the rest).
-//!
-//! Step 1 ([`chunk_states`]): `ΔS = (k̃ ⊙ e^{b_L − b})ᵀ V` with the keys in two bf16 halves
-//! (the state accumulates these contributions over the whole sequence, so they are kept
-//! exact to ~2⁻¹⁷).
+//! Step 3 of the chunk-parallel prefill recurrence on bf16 tensor cores (`mma.sync`
+//! m16n8k16, f32 accumulation, fragments in registers), for the keyed variants at head dims
+//! and chunks that are multiples of 16 (steps 1 and 2: `chunk_pass.rs`). It takes every
+//! chunk whose decay over the chunk stays within `e^{−FAST}` in every channel (real gates:
+//! all of them; [`super::chunk_tc::prefill`] takes the rest).
 //!
 //! Step 3 ([`prefill`]): one block per (chunk, KV head, row). After the chunk prologue the
 //! block keeps three bf16 tiles in shared memory, shared by the KV head's `G` query heads:
@@ -18,7 +14,7 @@
 //! - the scores `(q̃ e^{b})(k̃ e^{−b})ᵀ` of the key tiles up to the diagonal, masked on the
 //!   diagonal, converted in registers into the A fragments of the next product;
 //! - `o = (q̃ e^{b}) S + A V`, 64 output columns at a time, then `window + mix_linear · o`
-//!   (the window part f32) out through the staging tile in 16-byte stores.
+//!   (the window part bf16) out through the staging tile in 16-byte stores.
 //!
 //! Precision: the score factors are within `e^{±40}` and every term is non-negative, so
 //! bf16 operands (2⁻⁹ relative each) keep the scores to ~2⁻⁸ relative; the scores are then
@@ -29,19 +25,13 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{
-    CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, rec_what, states_head, states_params,
-    step3_src,
-};
+use super::chunk::{CHUNK_FORM, StatesIn, Tiles, chunk_consts, chunk_prologue, step3_src};
 use super::chunk_tc::{LOADER, PAD, chunk_owner};
-use super::{MMA_PRELUDE, Recurrence, dims, vname};
+use super::{MMA_PRELUDE, dims, vname};
 
 /// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
 /// row addresses on distinct banks.
 const BPAD: usize = 8;
-
-/// Threads per block of step 1: 8 warps.
-const STATES_THREADS: usize = 256;
 
 /// Threads per block of step 3: 16 warps, a (query head, 16-row tile) each at `G` = 4,
 /// at most 128 registers a thread; one block per SM.
@@ -53,19 +43,14 @@ fn key_region(c: usize, d: usize) -> usize {
     (c * (d + PAD)).max(d * (d + BPAD) / 2)
 }
 
-/// Shared memory of step 1 in floats: the gates (then `e^{b}`), the bf16 values, the key
-/// region (f32 keys, then step 3's bf16 state), the per-row scalars, the bf16 keys.
-/// 101 KiB at D = 128, C = 64: two blocks fit an sm_90 SM.
-fn states_smem_floats(c: usize, d: usize) -> usize {
-    let (ks, bs) = (d + PAD, d + BPAD);
-    c * ks + c * bs / 2 + key_region(c, d) + c + c * bs / 2
-}
-
-/// Shared memory of step 3 in floats: step 1's tiles and a 16-row bf16 staging tile per
-/// warp (the queries in, the outputs out, both with 16-byte coalesced accesses).
-/// 170 KiB at D = 128, C = 64.
+/// Shared memory of step 3 in floats: the gates (then `e^{b}`), the bf16 values, the key
+/// region (f32 keys, then the bf16 state), the per-row scalars, the bf16 keys, and a 16-row
+/// bf16 staging tile per warp (the queries in, the outputs out, both with 16-byte coalesced
+/// accesses). 170 KiB at D = 128, C = 64.
 pub(super) fn smem_floats(c: usize, d: usize) -> usize {
-    states_smem_floats(c, d) + (PREFILL_THREADS / 32) * 16 * (d + BPAD) / 2
+    let (ks, bs) = (d + PAD, d + BPAD);
+    let tiles = c * ks + c * bs / 2 + key_region(c, d) + c + c * bs / 2;
+    tiles + (PREFILL_THREADS / 32) * 16 * (d + BPAD) / 2
 }
 
 /// The bf16 row copier of [`Tiles::Bf16Values`] (after [`LOADER`], whose
@@ -86,99 +71,6 @@ __device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* sr
 }
 "#;
 
-/// Step 1 on bf16 tensor cores (see [`super::gla_chunk_states`] for the contract): the
-/// chunk prologue of step 3's layout, the keys scaled by `e^{b_L − b_s} ≤ 1` and split into
-/// high and low bf16 halves (exact to ~2⁻¹⁷: the state accumulates these contributions over
-/// the whole sequence), then `ΔS = (k̃ e^{b_L − b})ᵀ V` (two products; the values are bf16
-/// already) a warp per (16 state rows, `CG` columns) with the keys' A fragments from
-/// `ldmatrix.trans`, written to the scratch as f32.
-pub(super) fn chunk_states(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc {
-    let (_, kv, _, d) = dims(spec);
-    let variant = spec.variant;
-    let c = chunk;
-    let name = format!("liger_{}_chunk_states_mma_kv{kv}_d{d}_c{c}", vname(variant));
-    let cg = if d.is_multiple_of(64) { 64 } else { 16 };
-    let body = format!(
-        r#"{mma}{consts}constexpr int NW = NT / 32;
-constexpr int BS = D + {bpad};     // row stride of the bf16 tiles
-constexpr int SX = {sx};     // floats of the key region
-constexpr int CG = {cg};       // state columns per warp task
-{loader}{copier}
-{form}
-{head}    for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = __expf(bc[(L - 1) * KS + i]);
-    __syncthreads();  // the gates are consumed: their region takes the keys' low halves
-    // k~ e^(b_L - b) <= 1 as two bf16 tiles, high and low halves (exact to ~2^-17): the state
-    // contributions accumulate over the whole sequence
-    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] high halves
-    bf16* kl = reinterpret_cast<bf16*>(bc);        // [C][BS] low halves
-    for (int e = tid; e < C * DK; e += NT) {{
-        const float x = kf[(e / DK) * KS + e % DK];
-        const bf16 hi = __float2bfloat16(x);
-        kb[(e / DK) * BS + e % DK] = hi;
-        kl[(e / DK) * BS + e % DK] = __float2bfloat16(x - __bfloat162float(hi));
-    }}
-    __syncthreads();
-    // dS = kb^T vb: A = kb^T (rows: state rows i, k: keys s) by ldmatrix.trans of kb [s][i]
-    const int gid = lane >> 2, tig = lane & 3;
-    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);  // ldsm_x4_t of vb
-    const int arow = (lane & 7) + 8 * (lane >> 4), acol = 8 * ((lane >> 3) & 1);  // ldsm_x4_t of kb as A
-    float* dst = states + bl * (DK * DV);
-    for (int task = warp; task < (DK / 16) * (DV / CG); task += NW) {{
-        const int it = task / (DV / CG), cg = (task % (DV / CG)) * CG;
-        float acc[CG / 8][4];
-    #pragma unroll
-        for (int nt = 0; nt < CG / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-        for (int kt = 0; 16 * kt < L; ++kt) {{  // key rows past L are zero
-            unsigned a[4], al[4];
-            ldsm_x4_t(a, kb + (16 * kt + arow) * BS + 16 * it + acol);
-            ldsm_x4_t(al, kl + (16 * kt + arow) * BS + 16 * it + acol);
-    #pragma unroll
-            for (int np = 0; np < CG / 16; ++np) {{
-                unsigned r[4];
-                ldsm_x4_t(r, vb + (16 * kt + lrow) * BS + cg + 16 * np + lcol);
-                mma_bf16(acc[2 * np], a, r[0], r[1]);
-                mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
-                mma_bf16(acc[2 * np], al, r[0], r[1]);
-                mma_bf16(acc[2 * np + 1], al, r[2], r[3]);
-            }}
-        }}
-    #pragma unroll
-        for (int nt = 0; nt < CG / 8; ++nt)
-    #pragma unroll
-            for (int x = 0; x < 2; ++x) {{
-                const float2 o = {{acc[nt][2 * x], acc[nt][2 * x + 1]}};
-                *reinterpret_cast<float2*>(dst + (16 * it + gid + 8 * x) * DV + cg + 8 * nt + 2 * tig) = o;
-            }}
-    }}
-}}
-"#,
-        mma = MMA_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD, STATES_THREADS),
-        bpad = BPAD,
-        sx = key_region(c, d),
-        loader = LOADER,
-        copier = COPIER,
-        form = CHUNK_FORM,
-        head = states_head(
-            &name,
-            &chunk_prologue(variant, d, d, Tiles::Bf16Values),
-            "__expf"
-        ),
-    );
-    KernelSrc {
-        name,
-        summary: format!(
-            "Liger {}, prefill step 1/3, chunk {c}, bf16 tensor cores (mma.sync): each chunk's state contribution ΔS = Σ_s (k̃_s e^(b_L−b_s))ᵀ v_s and decay e^(b_L) to scratch",
-            rec_what(variant, Recurrence::Keyed, d)
-        ),
-        body,
-        block: [STATES_THREADS as u32, 1, 1],
-        smem: (states_smem_floats(c, d) * 4) as u32,
-        grid: format!("(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row)"),
-        params: states_params(spec, d, c),
-    }
-}
-
 /// Step 3 on bf16 tensor cores (see [`super::gla_prefill`] for the contract; queries are
 /// raw bf16, `dec` is step 1's per-chunk decay).
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
@@ -192,9 +84,12 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
     );
     let (window_param, window_part) = if window {
         (
-            "const float* __restrict__ window, ",
-            "float2 w = {0.0f, 0.0f};  // the window part (f32 scratch)
-                    if (t < L) w = *reinterpret_cast<const float2*>(window + (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig);",
+            "const bf16* __restrict__ window, ",
+            "float2 w = {0.0f, 0.0f};  // the window part (bf16 scratch)
+                    if (t < L) {
+                        const unsigned u = *reinterpret_cast<const unsigned*>(window + (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig);
+                        w = {bf_lo(u), bf_hi(u)};
+                    }",
         )
     } else {
         ("", "const float2 w = {0.0f, 0.0f};")
@@ -202,7 +97,7 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
     let sig = format!(
         "const bf16* __restrict__ q, const bf16* __restrict__ k,
-        const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
+        const bf16* __restrict__ v, const bf16* __restrict__ states, const float* __restrict__ dec,
         {window_param}bf16* __restrict__ out, int seq"
     );
     let body = format!(
@@ -232,14 +127,20 @@ extern "C" __global__ void {name}({sig}) {{
         bc[t * KS + i] = __expf(lb);  // e^(b), for the queries
     }}
     __syncthreads();  // the f32 keys are consumed: their region takes the state
-    const float* S = states + bl * (DK * DV);
-    for (int e = 4 * tid; e < DK * DV; e += 4 * NT) {{
-        const float4 x = *reinterpret_cast<const float4*>(S + e);
-        bf16* o = sb + (e / DV) * BS + e % DV;
-        o[0] = __float2bfloat16(x.x);
-        o[1] = __float2bfloat16(x.y);
-        o[2] = __float2bfloat16(x.z);
-        o[3] = __float2bfloat16(x.w);
+    {{  // the state entering the chunk (bf16 from the state pass): 16-byte copies, all in flight
+        constexpr int SP = DK * DV / 8, PER = (SP + NT - 1) / NT;
+        const bf16* S = states + bl * (DK * DV);
+        uint4 x[PER];
+    #pragma unroll
+        for (int u = 0; u < PER; ++u) {{
+            const int e = tid + u * NT;
+            if (e < SP) x[u] = *reinterpret_cast<const uint4*>(S + 8 * e);
+        }}
+    #pragma unroll
+        for (int u = 0; u < PER; ++u) {{
+            const int e = tid + u * NT;
+            if (e < SP) *reinterpret_cast<uint4*>(sb + (e / (DV / 8)) * BS + 8 * (e % (DV / 8))) = x[u];
+        }}
     }}
     __syncthreads();
     // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
@@ -398,6 +299,7 @@ extern "C" __global__ void {name}({sig}) {{
         spec,
         c,
         window,
+        StatesIn::Bf16,
         name,
         body,
         "bf16 tensor cores (mma.sync, fragments in registers, a warp per (query head, 16-row tile))",

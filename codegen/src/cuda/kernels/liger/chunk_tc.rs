@@ -19,7 +19,7 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, Tiles, chunk_consts, chunk_prologue, step3_src};
+use super::chunk::{CHUNK_FORM, StatesIn, Tiles, chunk_consts, chunk_prologue, step3_src};
 use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core kernels (these and `chunk_mma.rs`'s) serve `rec` at chunk
@@ -166,9 +166,9 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let mix_in = if window { "window[at] + " } else { "" };
+    let mix_in = if window { "ld(window, at) + " } else { "" };
     let window_param = if window {
-        "const float* __restrict__ window, "
+        "const bf16* __restrict__ window, "
     } else {
         ""
     };
@@ -322,6 +322,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         spec,
         c,
         window,
+        StatesIn::F32Slow,
         name,
         body,
         "TF32 tensor cores, for fast-decaying chunks (sub-chunk scores), the query heads in turn",

@@ -7,7 +7,7 @@
 //!    q, k (the IR's `Rope` nodes ran before), keys older than this call read
 //!    from the ring; one block per (tile of tokens, KV head, row) stages the
 //!    tile's keys and values in shared memory for all its query heads; writes
-//!    `mix_window · y` (f32 scratch, or the final bf16 output for `swa-only`);
+//!    `mix_window · y` (bf16 scratch, or the final output for `swa-only`);
 //! 2. GSA only: [`gsa_slots_prefill`] — the chunked slot pass, writing the
 //!    slot logits `q·Hk` (f32 scratch) and updating `Hk`;
 //! 3. the chunked gated recurrence, chunk-parallel, gate and feature maps computed
@@ -33,6 +33,7 @@
 
 mod chunk;
 mod chunk_mma;
+mod chunk_pass;
 mod chunk_tc;
 mod decode;
 mod gsa;
@@ -43,6 +44,7 @@ pub use chunk::{
     gla_chunk, gla_chunk_states, gla_prefill, gla_prefill_heads, gla_prefill_subchunk,
     gla_state_scan,
 };
+pub use chunk_pass::{chunk_prep, key_and_state_pass, state_pass, state_pass_slices};
 pub use decode::{decode_gsa, decode_keyed};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;

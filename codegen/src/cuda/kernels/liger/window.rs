@@ -37,7 +37,7 @@ use super::{MMA_PRELUDE, dims};
 /// What the window kernel produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowOut {
-    /// `mix_window · y` as f32 scratch, finished by the recurrent kernel.
+    /// `mix_window · y` as bf16 scratch, finished by the recurrent kernel.
     Partial,
     /// The layer's bf16 output (no recurrent branch).
     Final,
@@ -205,12 +205,12 @@ fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
         ),
         format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
         format!(
-            "out [tokens, {}] {} (out)",
+            "out [tokens, {}] bf16 (out: {})",
             h * d,
             if out == WindowOut::Partial {
-                "f32"
+                "mix_window · y, for the recurrent kernel to add to"
             } else {
-                "bf16"
+                "the layer's output"
             }
         ),
         "seq".into(),
@@ -450,7 +450,7 @@ fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let w = spec.window;
     let t = tc_tile(spec);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("float", "part"),
+        WindowOut::Partial => ("bf16", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
@@ -589,7 +589,7 @@ fn window_prefill_scalar(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let (tq, gw) = scalar_tile(spec);
     let smem = window_smem(spec);
     let (ot, otag) = match out {
-        WindowOut::Partial => ("float", "part"),
+        WindowOut::Partial => ("bf16", "part"),
         WindowOut::Final => ("bf16", "out"),
     };
     let name = format!("liger_window_prefill_h{h}_kv{kv}_d{d}_w{w}_{otag}");
