@@ -131,7 +131,11 @@ class Layer:
         wn = names(win)
         self.q_rot, self.k_rot, self.v, self.ring_k, self.ring_v = wn[:5]
         rn = names(rec)
-        self.q, self.k, self.state, self.out = rn[0], rn[1], rn[3], rn[-2]
+        self.q, self.out = rn[0], rn[-2]
+        # the raw keys: the key pass's input where there is one (the tensor-core step 3 reads
+        # the key pass's tiles instead)
+        prep = next((s for s in self.pre if re.match(r"liger_\w+_chunk_prep", s["kernel"])), None)
+        self.k = names(prep)[0] if prep else rn[1]
         dn = names(self.dec[0])
         self.dnames = dict(zip(["q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v", "out"], dn[:9]))
 

@@ -1525,16 +1525,28 @@ impl<'a> Lower<'a> {
             // the key pass, then one sequential pass over the chunks per state slice
             self.check_smem(&prep_src.name, prep_src.smem as usize)?;
             self.check_smem(&pass_src.name, pass_src.smem as usize)?;
-            let khat = Arg::Buffer(self.pool.alloc(
-                DType::BF16,
-                vec![b, kvx, nch, Extent::from(2 * c), Extent::from(d)],
-            ));
+            let chunk_rows = |s: &mut Self, dt: DType, rows: usize| {
+                Arg::Buffer(
+                    s.pool
+                        .alloc(dt, vec![b, kvx, nch, Extent::from(rows), Extent::from(d)]),
+                )
+            };
+            let khat = chunk_rows(self, DType::BF16, 2 * c);
+            let kmap = chunk_rows(self, DType::BF16, c);
+            let ebuf = chunk_rows(self, DType::F32, c);
             self.launch(
                 prep_src,
                 nodes,
                 [nch, kvx, b],
-                vec![k.clone(), khat.clone(), dec.clone(), seq.clone()],
-                &[1, 2],
+                vec![
+                    k.clone(),
+                    khat.clone(),
+                    kmap.clone(),
+                    ebuf.clone(),
+                    dec.clone(),
+                    seq.clone(),
+                ],
+                &[1, 2, 3, 4],
                 Some(layer),
             );
             let sbf = Arg::Buffer(self.pool.alloc(
@@ -1558,7 +1570,7 @@ impl<'a> Lower<'a> {
                 Some(layer),
             );
             self.release(&khat);
-            states_bf = Some(sbf);
+            states_bf = Some((sbf, kmap, ebuf));
         } else {
             let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
             let scan_src = liger::gla_state_scan(spec, rec, c);
@@ -1595,31 +1607,39 @@ impl<'a> Lower<'a> {
                 Some(layer),
             );
         }
-        let mut args = vec![qs, k, v, states_bf.clone().unwrap_or(states.clone())];
+        let mut tail = Vec::new();
         if sub_src.is_some() {
-            args.push(dec.clone());
+            tail.push(dec.clone());
         }
-        args.extend(window);
-        args.extend([out, seq]);
-        let nargs = args.len();
+        tail.extend(window);
+        tail.extend([out, seq]);
         let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
-        self.launch(
-            out_src,
-            nodes,
-            grid,
-            args.clone(),
-            &[nargs - 2],
-            Some(layer),
-        );
-        // the sub-chunk kernel, if any, takes the chunks the first one leaves (disjoint rows),
-        // from the f32 states
+        // the tensor-core kernels: the one-product kernel from the key pass's tiles and the
+        // bf16 states, the sub-chunk kernel (the chunks the first one leaves, disjoint rows)
+        // from the raw keys and the f32 states
+        let first = match &states_bf {
+            Some((sbf, kmap, ebuf)) => vec![
+                qs.clone(),
+                kmap.clone(),
+                ebuf.clone(),
+                v.clone(),
+                sbf.clone(),
+            ],
+            None => vec![qs.clone(), k.clone(), v.clone(), states.clone()],
+        };
+        let first: Vec<Arg> = first.into_iter().chain(tail.iter().cloned()).collect();
+        let at_out = first.len() - 2;
+        self.launch(out_src, nodes, grid, first, &[at_out], Some(layer));
         if let Some(src) = sub_src {
-            args[3] = states.clone();
-            self.launch(src, nodes, grid, args, &[nargs - 2], Some(layer));
+            let args: Vec<Arg> = [qs, k, v, states.clone()].into_iter().chain(tail).collect();
+            let at_out = args.len() - 2;
+            self.launch(src, nodes, grid, args, &[at_out], Some(layer));
         }
         self.release(&states);
-        if let Some(sbf) = &states_bf {
-            self.release(sbf);
+        if let Some((sbf, kmap, ebuf)) = &states_bf {
+            for a in [sbf, kmap, ebuf] {
+                self.release(a);
+            }
         }
         self.release(&dec);
         Ok(())

@@ -26,7 +26,7 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     let dk = key_channels(spec, rec);
     let floats = |c: usize| {
         if chunk_tc::eligible(spec, rec, c) {
-            chunk_tc::prefill_smem_floats(c, d).max(chunk_mma::smem_floats(c, d))
+            chunk_tc::prefill_smem_floats(c, d).max(chunk_mma::smem_bytes(c, d).div_ceil(4))
         } else {
             gla_smem_floats(c, d, dk)
         }
@@ -134,24 +134,20 @@ pub(super) fn prefill_params(
     params
 }
 
-/// The [`KernelSrc`] of a tensor-core step-3 kernel (one block per (chunk, KV head, row),
-/// raw bf16 queries, `dec` after the states): `how` names the kernel's arithmetic in its
-/// summary, `grid` describes its blocks.
-#[allow(clippy::too_many_arguments)]
+/// The [`KernelSrc`] of a tensor-core step-3 kernel (one block per (chunk, KV head, row)):
+/// `how` names the kernel's arithmetic in its summary, `grid` describes its blocks,
+/// `params` its parameters.
 pub(super) fn step3_src(
     spec: &LigerSpec,
-    c: usize,
-    window: bool,
-    states: StatesIn,
+    (c, window): (usize, bool),
     name: String,
     body: String,
     how: &str,
-    threads: usize,
-    smem_bytes: usize,
+    (threads, smem_bytes): (usize, usize),
     grid: String,
+    params: Vec<String>,
 ) -> KernelSrc {
-    let (h, _, _, d) = dims(spec);
-    let q_doc = format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d);
+    let d = spec.head_dim;
     KernelSrc {
         name,
         summary: format!(
@@ -164,7 +160,7 @@ pub(super) fn step3_src(
         block: [threads as u32, 1, 1],
         smem: smem_bytes as u32,
         grid,
-        params: prefill_params(spec, q_doc, (d, c), states, window, true),
+        params,
     }
 }
 
@@ -203,10 +199,6 @@ pub(super) enum Tiles {
     /// The TF32 kernels: the raw keys staged in the mapped-key tile (row stride `KS`) and
     /// mapped there (`kr` = `kf`); 16-byte loads (`load_rows_bf16` of the tensor-core prelude).
     InPlace,
-    /// The bf16 `mma` kernel: gates `bc`, bf16 values `vb` (row stride `BS`, 16-byte copies,
-    /// `copy_rows_bf16`), the keys in place as for `InPlace` in a region of `SX` floats (which
-    /// the kernel reuses), `rowg`.
-    Bf16Values,
     /// The key pass (`chunk_pass.rs`): the keys in place as for `InPlace`, gates `bc`,
     /// `rowg`; no values.
     KeysOnly,
@@ -216,7 +208,7 @@ pub(super) enum Tiles {
 /// [`gla_prefill`]: loads chunk `n`'s raw keys and values of KV head `j`, row `b`, computes
 /// the gate and key map from the raw keys and the in-chunk inclusive cumsum of the gates.
 /// Expects `smem`, `n`, `j`, `b`, `tid`, `warp`, `lane`, `seq` in scope; declares `kr`,
-/// `kf`, `bc`, the values (`vs`, f32; `vb`, bf16, for [`Tiles::Bf16Values`]), `rowg`, `nch`,
+/// `kf`, `bc`, the values (`vs`, f32; none for [`Tiles::KeysOnly`]), `rowg`, `nch`,
 /// `L`, `row0`, `bl` (the slot of chunk `n`). Ends with a barrier.
 /// `tiles` lays out the tiles (see [`Tiles`]). Rows `L..C` of `kf` and of the values are zero.
 pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: Tiles) -> String {
@@ -276,19 +268,9 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
     float* bc = kf + C * KS;       // [C][KS] log-gates, then their cumsum
     float* rowg = bc + C * KS;     // [C] per-row scalars"
         }
-        Tiles::Bf16Values => {
-            "    float* bc = smem;              // [C][KS] log-gates, then their cumsum
-    bf16* vb = reinterpret_cast<bf16*>(bc + C * KS);  // [C][BS] values, bf16
-    float* kf = reinterpret_cast<float*>(vb + C * BS);  // [C][KS] raw keys, then mapped in place (SX floats)
-    float* kr = kf;
-    constexpr int KRS = KS;        // row stride of the raw keys
-    float* rowg = kf + SX;         // [C] per-row scalars"
-        }
     };
     let loads = if in_place {
-        let values = if layout == Tiles::Bf16Values {
-            "    copy_rows_bf16<DV>(vb, BS, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
-        } else if layout == Tiles::KeysOnly {
+        let values = if layout == Tiles::KeysOnly {
             ""
         } else {
             "    load_rows_bf16<DV>(vs, DV, v + row0 * (HKV * DV) + j * DV, HKV * DV, L);\n"
@@ -498,7 +480,7 @@ pub fn gla_prefill(
     window: bool,
 ) -> KernelSrc {
     if chunk_tc::eligible(spec, rec, chunk) {
-        return chunk_mma::prefill(spec, chunk, normalizer, window);
+        return chunk_mma::prefill(spec, chunk, window);
     }
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;

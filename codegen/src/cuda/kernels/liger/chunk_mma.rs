@@ -24,56 +24,30 @@
 
 use ligerc_ir::LigerSpec;
 
-use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, StatesIn, Tiles, chunk_consts, chunk_prologue, step3_src};
-use super::chunk_tc::{LOADER, PAD, chunk_owner};
+use super::super::{CP_ASYNC, KernelSrc, float_lit};
+use super::chunk::{CHUNK_FORM, StatesIn, prefill_params, step3_src};
+use super::chunk_tc::chunk_owner;
 use super::{MMA_PRELUDE, dims, vname};
 
 /// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
 /// row addresses on distinct banks.
 const BPAD: usize = 8;
 
-/// Threads per block of step 3: 16 warps, a (query head, 16-row tile) each at `G` = 4,
-/// at most 128 registers a thread; one block per SM.
-const PREFILL_THREADS: usize = 512;
+/// Threads per block of step 3: 8 warps, two (query head, 16-row tile) tasks each at
+/// `G` = 4, at most 128 registers a thread; two blocks an SM.
+const PREFILL_THREADS: usize = 256;
 
-/// The region of the f32 keys in floats, which then takes the bf16 state: the larger of
-/// the two.
-fn key_region(c: usize, d: usize) -> usize {
-    (c * (d + PAD)).max(d * (d + BPAD) / 2)
+/// Shared memory of step 3 in bytes: the bf16 tiles of the keys `k̃ e^{−b}`, the values
+/// and the state entering the chunk, and a 16-row bf16 staging tile per warp (the queries
+/// in, the outputs out, both with 16-byte coalesced accesses). 102 KiB at D = 128, C = 64:
+/// two blocks fit an sm_90 SM.
+pub(super) fn smem_bytes(c: usize, d: usize) -> usize {
+    (2 * c + d + (PREFILL_THREADS / 32) * 16) * (d + BPAD) * 2
 }
-
-/// Shared memory of step 3 in floats: the gates (then `e^{b}`), the bf16 values, the key
-/// region (f32 keys, then the bf16 state), the per-row scalars, the bf16 keys, and a 16-row
-/// bf16 staging tile per warp (the queries in, the outputs out, both with 16-byte coalesced
-/// accesses). 170 KiB at D = 128, C = 64.
-pub(super) fn smem_floats(c: usize, d: usize) -> usize {
-    let (ks, bs) = (d + PAD, d + BPAD);
-    let tiles = c * ks + c * bs / 2 + key_region(c, d) + c + c * bs / 2;
-    tiles + (PREFILL_THREADS / 32) * 16 * (d + BPAD) / 2
-}
-
-/// The bf16 row copier of [`Tiles::Bf16Values`] (after [`LOADER`], whose
-/// `fetch_rows_bf16` it uses).
-const COPIER: &str = r#"
-// Rows [0, C) of a bf16 tile of WIDTH columns (row r at src + r * stride) into bf16 `dst`
-// (row stride ds), rows >= L zero; 16-byte copies, all in flight at once.
-template <int WIDTH>
-__device__ __forceinline__ void copy_rows_bf16(bf16* dst, int ds, const bf16* src, long long stride, int L) {
-    constexpr int V = row_pieces<WIDTH>(), PER = (C * V + NT - 1) / NT;
-    uint4 buf[PER];
-    fetch_rows_bf16<WIDTH>(buf, src, stride, L);
-#pragma unroll
-    for (int u = 0; u < PER; ++u) {
-        const int e = (int)threadIdx.x + u * NT;
-        if (e < C * V) *reinterpret_cast<uint4*>(dst + (e / V) * ds + (e % V) * 8) = buf[u];
-    }
-}
-"#;
 
 /// Step 3 on bf16 tensor cores (see [`super::gla_prefill`] for the contract; queries are
 /// raw bf16, `dec` is step 1's per-chunk decay).
-pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {
+pub(super) fn prefill(spec: &LigerSpec, chunk: usize, window: bool) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
     let c = chunk;
@@ -82,77 +56,87 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: b
         vname(variant),
         if window { "" } else { "_nowin" }
     );
-    let (window_param, window_part) = if window {
+    // the window part (bf16 scratch) comes into the staging tile through 16-byte loads of the
+    // rows the pass stores, and each lane adds its fragment's part from there
+    let (window_param, window_stage, window_part) = if window {
         (
             "const bf16* __restrict__ window, ",
-            "float2 w = {0.0f, 0.0f};  // the window part (bf16 scratch)
-                    if (t < L) {
-                        const unsigned u = *reinterpret_cast<const unsigned*>(window + (row0 + t) * (H * DV) + h * DV + cg + 8 * nt + 2 * tig);
-                        w = {bf_lo(u), bf_hi(u)};
-                    }",
+            "
+    #pragma unroll
+            for (int it = 0; it < VC / 2; ++it) {{
+                const int u = lane + 32 * it, r = u / VC, c8 = u % VC, t = 16 * ii + r;
+                if (t < L) *reinterpret_cast<uint4*>(stg + r * BS + 8 * c8) = *reinterpret_cast<const uint4*>(window + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8);
+            }}
+            __syncwarp();",
+            "const float2 w = {bf_lo(*p), bf_hi(*p)};  // the window part",
         )
     } else {
-        ("", "const float2 w = {0.0f, 0.0f};")
+        ("", "", "const float2 w = {0.0f, 0.0f};")
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
     let sig = format!(
-        "const bf16* __restrict__ q, const bf16* __restrict__ k,
+        "const bf16* __restrict__ q, const bf16* __restrict__ kmap, const float* __restrict__ ebuf,
         const bf16* __restrict__ v, const bf16* __restrict__ states, const float* __restrict__ dec,
         {window_param}bf16* __restrict__ out, int seq"
     );
     let body = format!(
         r#"{mma}constexpr int H = {h};
 constexpr int G = {g};
-{consts}constexpr int NW = NT / 32;
+constexpr int HKV = {kv};
+constexpr int D = {d};        // head dim of q, k, v
+constexpr int DK = D;          // key channels = rows of the state
+constexpr int DV = D;          // value channels = columns of the state
+constexpr int C = {c};        // chunk length
+constexpr int NT = {nt};
+constexpr int NW = NT / 32;
 constexpr int NS = C / 16;     // 16-row tiles of the chunk
 constexpr int BS = D + {bpad};     // row stride of the bf16 tiles
-constexpr int SX = {sx};     // floats of the key region (f32 keys, then the bf16 state)
 constexpr int CG = {cg};       // output columns per pass (CG / 2 f32 accumulators per lane)
 constexpr float MIX = {mix};   // mix_linear
-{loader}{copier}
+{cp}
 {form}
-// At most 128 registers a thread.
-extern "C" __global__ void __launch_bounds__(NT, 1) {name}({sig});
+// At most 128 registers a thread: two blocks an SM.
+extern "C" __global__ void __launch_bounds__(NT, 2) {name}({sig});
 
 extern "C" __global__ void {name}({sig}) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-{owner}{prologue}    bf16* kb = reinterpret_cast<bf16*>(rowg + C);  // [C][BS] k~ e^(-b)
-    bf16* sb = reinterpret_cast<bf16*>(kf);         // [DK][BS] the state entering the chunk, once kb is built
-    for (int e = tid; e < C * DK; e += NT) {{
-        const int t = e / DK, i = e % DK;
-        const float lb = bc[t * KS + i];
-        kb[t * BS + i] = __float2bfloat16(kf[t * KS + i] * __expf(-lb));  // <= e^FAST
-        bc[t * KS + i] = __expf(lb);  // e^(b), for the queries
-    }}
-    __syncthreads();  // the f32 keys are consumed: their region takes the state
-    {{  // the state entering the chunk (bf16 from the state pass): 16-byte copies, all in flight
-        constexpr int SP = DK * DV / 8, PER = (SP + NT - 1) / NT;
-        const bf16* S = states + bl * (DK * DV);
-        uint4 x[PER];
-    #pragma unroll
-        for (int u = 0; u < PER; ++u) {{
-            const int e = tid + u * NT;
-            if (e < SP) x[u] = *reinterpret_cast<const uint4*>(S + 8 * e);
+{owner}    const int nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);
+    const long long row0 = (long long)b * seq + (long long)n * C;
+    const long long bl = (long long)(b * HKV + j) * nch + n;  // scratch slot of chunk n
+    bf16* kb = reinterpret_cast<bf16*>(smem);  // [C][BS] k~ e^(-b), the key pass's
+    bf16* vb = kb + C * BS;                    // [C][BS] values (rows past L zero)
+    bf16* sb = vb + C * BS;                    // [DK][BS] the state entering the chunk, the state pass's
+    {{  // the three tiles through 16-byte cp.async, all in flight
+        const bf16* kg = kmap + bl * (C * DK);
+        for (int e = tid; e < C * DK / 8; e += NT) {{
+            const int r = e / (DK / 8), p = 8 * (e % (DK / 8));
+            cp_async16(kb + r * BS + p, kg + r * DK + p, true);
+            cp_async16(vb + r * BS + p, v + (r < L ? (row0 + r) * (HKV * DV) + j * DV + p : 0), r < L);
         }}
-    #pragma unroll
-        for (int u = 0; u < PER; ++u) {{
-            const int e = tid + u * NT;
-            if (e < SP) *reinterpret_cast<uint4*>(sb + (e / (DV / 8)) * BS + 8 * (e % (DV / 8))) = x[u];
+        const bf16* sg = states + bl * (DK * DV);
+        for (int e = tid; e < DK * DV / 8; e += NT) {{
+            const int r = e / (DV / 8), p = 8 * (e % (DV / 8));
+            cp_async16(sb + r * BS + p, sg + r * DV + p, true);
         }}
+        cp_async_wait_all();
     }}
     __syncthreads();
+    const float* eb = ebuf + bl * (C * DK);  // [C][DK] e^(b), the key pass's
     // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
     // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
     const int gid = lane >> 2, tig = lane & 3;
     // ldmatrix lane addresses of a 16x16 tile: row, column (as A fragments: ldsm_x4; as B
     // fragments of two 8-column tiles: ldsm_x4_t)
     const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);
-    bf16* stg = kb + C * BS + warp * (16 * BS);  // [16][BS] this warp's staging tile
+    bf16* stg = sb + DK * BS + warp * (16 * BS);  // [16][BS] this warp's staging tile
     const uint4 zero4 = {{0u, 0u, 0u, 0u}};
     for (int task = warp; task < G * NS; task += NW) {{
-        const int g = task / NS, ii = NS - 1 - task % NS;  // (query head, 16-row tile), long rows first
+        // (query head, 16-row tile): long rows first in even rounds, last in odd ones, so that
+        // a warp's tasks even out
+        const int g = task / NS, ii = (task / NW) % 2 ? task % NS : NS - 1 - task % NS;
         if (16 * ii >= L) continue;  // warp-uniform
         const int h = j * G + g;
         const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
@@ -196,7 +180,7 @@ extern "C" __global__ void {name}({sig}) {{
     #pragma unroll
             for (int r = 0; r < 4; ++r) {{
                 const int x = r & 1, t = x ? tb : ta, c = 16 * kk + 2 * tig + 8 * (r >> 1);
-                const float2 e = *reinterpret_cast<const float2*>(bc + t * KS + c);
+                const float2 e = *reinterpret_cast<const float2*>(eb + t * DK + c);
                 qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * sum[x] * e.x,
                                       __expf(bf_hi(qa[kk][r]) - m[x]) * sum[x] * e.y);
             }}
@@ -264,12 +248,11 @@ extern "C" __global__ void {name}({sig}) {{
             }}
             // out = window + MIX o, through the staging tile: 16-byte stores of the tile's rows
             constexpr int VC = CG / 8;  // 16-byte pieces of a staged row
-            __syncwarp();  // the staging tile's previous contents are consumed
+            __syncwarp();  // the staging tile's previous contents are consumed{window_stage}
     #pragma unroll
             for (int nt = 0; nt < CG / 8; ++nt)
     #pragma unroll
                 for (int x = 0; x < 2; ++x) {{
-                    [[maybe_unused]] const int t = x ? tb : ta;
                     unsigned* p = reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * BS + 8 * nt + 2 * tig);
                     {window_part}
                     *p = pack_bf16(w.x + MIX * o[nt][2 * x], w.y + MIX * o[nt][2 * x + 1]);
@@ -285,28 +268,38 @@ extern "C" __global__ void {name}({sig}) {{
 }}
 "#,
         mma = MMA_PRELUDE,
-        consts = chunk_consts(spec, d, c, normalizer, PAD, PREFILL_THREADS),
+        nt = PREFILL_THREADS,
         bpad = BPAD,
-        sx = key_region(c, d),
-        copier = COPIER,
         mix = float_lit(spec.mix_linear),
-        loader = LOADER,
+        cp = CP_ASYNC,
         form = CHUNK_FORM,
         owner = chunk_owner(true),
-        prologue = chunk_prologue(variant, d, d, Tiles::Bf16Values),
+    );
+    let mut params = prefill_params(
+        spec,
+        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
+        (d, c),
+        StatesIn::Bf16,
+        window,
+        true,
+    );
+    params.splice(
+        1..2,
+        [
+            format!("kmap [batch, {kv}, ceil(seq/{c}), {c}, {d}] bf16 (the key pass's k̃ e^(−b))"),
+            format!("ebuf [batch, {kv}, ceil(seq/{c}), {c}, {d}] f32 (the key pass's e^(b))"),
+        ],
     );
     step3_src(
         spec,
-        c,
-        window,
-        StatesIn::Bf16,
+        (c, window),
         name,
         body,
         "bf16 tensor cores (mma.sync, fragments in registers, a warp per (query head, 16-row tile))",
-        PREFILL_THREADS,
-        smem_floats(c, d) * 4,
+        (PREFILL_THREADS, smem_bytes(c, d)),
         format!(
-            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile); returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
+            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile) in turn; returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
         ),
+        params,
     )
 }

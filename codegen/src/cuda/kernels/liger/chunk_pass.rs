@@ -4,8 +4,9 @@
 //!
 //! 1. [`chunk_prep`]: one block per (chunk, KV head, row) runs the chunk prologue (gate,
 //!    key map, in-chunk cumsum `b`) and writes the chunk's keys scaled to its end,
-//!    `k̃_s ⊙ e^{b_L − b_s} ≤ 1`, as high and low bf16 halves (exact to ~2⁻¹⁷, as step 1
-//!    of `chunk_mma.rs` forms them), and the chunk's decay `e^{b_L}`;
+//!    `k̃_s ⊙ e^{b_L − b_s} ≤ 1`, as high and low bf16 halves (exact to ~2⁻¹⁷), the chunk's
+//!    decay `e^{b_L}`, and what step 3 (`chunk_mma.rs`) takes instead of redoing the
+//!    prologue: `k̃ ⊙ e^{−b}` (bf16) and `e^{b}` (f32);
 //! 2. [`state_pass`]: one block per (`CG` state columns, KV head, row) walks the chunks in
 //!    order with its slice of the state in registers (`mma` C fragments, f32): it writes the
 //!    state entering each chunk to the scratch that step 3 reads, forms
@@ -70,7 +71,7 @@ pub fn chunk_prep(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc 
         r#"{consts}{loader}
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ k, bf16* __restrict__ khat,
-        float* __restrict__ dec, int seq) {{
+        bf16* __restrict__ kmap, float* __restrict__ ebuf, float* __restrict__ dec, int seq) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
@@ -78,22 +79,39 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, bf16* __restrict__
     for (int i = tid; i < DK; i += NT) dec[bl * DK + i] = __expf(bl_row[i]);
     // k~_s e^(b_L - b_s) <= 1 (rows past L are zero), as high and low bf16 halves: the
     // state contributions accumulate over the whole sequence. 16-byte stores.
+    // For step 3: k~_s e^(-b_s) <= e^FAST as bf16 and e^(b_t) as f32 (its one-product scores and
+    // state term). 16-byte stores throughout.
     bf16* hi = khat + bl * (2 * C * DK);
     bf16* lo = hi + C * DK;
+    bf16* km = kmap + bl * (C * DK);
+    float* eb = ebuf + bl * (C * DK);
     for (int e = tid; e < C * DK / 8; e += NT) {{
         const int t = e / (DK / 8), i = 8 * (e % (DK / 8));
-        unsigned h[4], l[4];
+        unsigned h[4], l[4], m[4];
+        float x[8];
     #pragma unroll
-        for (int u = 0; u < 4; ++u) {{
-            const float x0 = kf[t * KS + i + 2 * u] * __expf(bl_row[i + 2 * u] - bc[t * KS + i + 2 * u]);
-            const float x1 = kf[t * KS + i + 2 * u + 1] * __expf(bl_row[i + 2 * u + 1] - bc[t * KS + i + 2 * u + 1]);
-            const bf16 h0 = __float2bfloat16(x0), h1 = __float2bfloat16(x1);
-            h[u] = (unsigned)__bfloat16_as_ushort(h0) | ((unsigned)__bfloat16_as_ushort(h1) << 16);
-            l[u] = (unsigned)__bfloat16_as_ushort(__float2bfloat16(x0 - __bfloat162float(h0)))
-                 | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(x1 - __bfloat162float(h1))) << 16);
+        for (int u = 0; u < 8; ++u) {{
+            const float kv = kf[t * KS + i + u], lb = bc[t * KS + i + u];
+            const float y = kv * __expf(bl_row[i + u] - lb);
+            const bf16 hy = __float2bfloat16(y);
+            const unsigned hs = __bfloat16_as_ushort(hy), ls = __bfloat16_as_ushort(__float2bfloat16(y - __bfloat162float(hy)));
+            const unsigned ms = __bfloat16_as_ushort(__float2bfloat16(kv * __expf(-lb)));
+            if (u % 2 == 0) {{
+                h[u / 2] = hs;
+                l[u / 2] = ls;
+                m[u / 2] = ms;
+            }} else {{
+                h[u / 2] |= hs << 16;
+                l[u / 2] |= ls << 16;
+                m[u / 2] |= ms << 16;
+            }}
+            x[u] = __expf(lb);
         }}
         *reinterpret_cast<uint4*>(hi + t * DK + i) = uint4{{h[0], h[1], h[2], h[3]}};
         *reinterpret_cast<uint4*>(lo + t * DK + i) = uint4{{l[0], l[1], l[2], l[3]}};
+        *reinterpret_cast<uint4*>(km + t * DK + i) = uint4{{m[0], m[1], m[2], m[3]}};
+        *reinterpret_cast<float4*>(eb + t * DK + i) = float4{{x[0], x[1], x[2], x[3]}};
+        *reinterpret_cast<float4*>(eb + t * DK + i + 4) = float4{{x[4], x[5], x[6], x[7]}};
     }}
 }}
 "#,

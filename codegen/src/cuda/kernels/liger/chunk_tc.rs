@@ -19,7 +19,9 @@
 use ligerc_ir::LigerSpec;
 
 use super::super::{KernelSrc, float_lit};
-use super::chunk::{CHUNK_FORM, StatesIn, Tiles, chunk_consts, chunk_prologue, step3_src};
+use super::chunk::{
+    CHUNK_FORM, StatesIn, Tiles, chunk_consts, chunk_prologue, prefill_params, step3_src,
+};
 use super::{Recurrence, dims, vname};
 
 /// Whether the tensor-core kernels (these and `chunk_mma.rs`'s) serve `rec` at chunk
@@ -318,18 +320,24 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         owner = chunk_owner(false),
         prologue = chunk_prologue(variant, d, d, Tiles::InPlace),
     );
+    let params = prefill_params(
+        spec,
+        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
+        (d, c),
+        StatesIn::F32Slow,
+        window,
+        true,
+    );
     step3_src(
         spec,
-        c,
-        window,
-        StatesIn::F32Slow,
+        (c, window),
         name,
         body,
         "TF32 tensor cores, for fast-decaying chunks (sub-chunk scores), the query heads in turn",
-        TC_THREADS,
-        prefill_smem_floats(c, d) * 4,
+        (TC_THREADS, prefill_smem_floats(c, d) * 4),
         format!(
             "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
         ),
+        params,
     )
 }
