@@ -122,7 +122,10 @@ class Layer:
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
         rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_(tc_|mma_)?h", s["kernel"]) and "window" not in s["kernel"])
         win = next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
-        self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
+        # the gate normalizer: in the key pass where there is one, else in the recurrence kernel
+        prep = next((s for s in self.pre if re.match(r"liger_\w+_chunk_prep", s["kernel"])), None)
+        gate_src = self.src[(prep or rec)["kernel"]]
+        self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", gate_src).group(1).rstrip("f"))
         self.mix_l = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
         self.mix_w = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[win["kernel"]]).group(1).rstrip("f"))
         self.window = int(re.search(r"constexpr int W = (\d+);", self.src[win["kernel"]]).group(1))
@@ -134,7 +137,6 @@ class Layer:
         self.q, self.out = rn[0], rn[-2]
         # the raw keys: the key pass's input where there is one (the tensor-core step 3 reads
         # the key pass's tiles instead)
-        prep = next((s for s in self.pre if re.match(r"liger_\w+_chunk_prep", s["kernel"])), None)
         self.k = names(prep)[0] if prep else rn[1]
         dn = names(self.dec[0])
         self.dnames = dict(zip(["q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v", "out"], dn[:9]))

@@ -632,6 +632,18 @@ fn emulated_plan_matches_cpu_runtime_head_dim_64() {
         0.03,
         &[("LIGERC_CUDA_SUBCHUNK_SCORES", "1")],
     );
+    // Both paths in one call, chunk by chunk (every odd-numbered chunk the sub-chunk
+    // kernel's, and the state pass's two-halves update): 200 tokens as 130 (chunks of 64,
+    // 64, 2), then 70 more (64 + 6), 2 rows.
+    emulate_against_cpu_env(
+        &d64,
+        &rec,
+        "d64-gla-alternate-chunks",
+        2,
+        (200, 130, 203),
+        0.03,
+        &[("LIGERC_CUDA_SUBCHUNK_SCORES", "alternate")],
+    );
 }
 
 /// `--emit cuda` is reproducible: two runs write the same plan.json (buffer reuse does

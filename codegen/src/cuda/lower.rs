@@ -1533,20 +1533,22 @@ impl<'a> Lower<'a> {
             };
             let khat = chunk_rows(self, DType::BF16, 2 * c);
             let kmap = chunk_rows(self, DType::BF16, c);
-            let ebuf = chunk_rows(self, DType::F32, c);
+            let ebuf = chunk_rows(self, DType::BF16, c);
+            let flags = Arg::Buffer(self.pool.alloc(DType::I32, vec![b, kvx, nch]));
             self.launch(
                 prep_src,
                 nodes,
                 [nch, kvx, b],
                 vec![
                     k.clone(),
-                    khat.clone(),
                     kmap.clone(),
                     ebuf.clone(),
+                    khat.clone(),
                     dec.clone(),
+                    flags.clone(),
                     seq.clone(),
                 ],
-                &[1, 2, 3, 4],
+                &[1, 2, 3, 4, 5],
                 Some(layer),
             );
             let sbf = Arg::Buffer(self.pool.alloc(
@@ -1558,19 +1560,21 @@ impl<'a> Lower<'a> {
                 nodes,
                 [Extent::from(liger::state_pass_slices(spec)), kvx, b],
                 vec![
+                    kmap.clone(),
                     khat.clone(),
                     v.clone(),
                     dec.clone(),
+                    flags.clone(),
                     state,
                     sbf.clone(),
                     states.clone(),
                     seq.clone(),
                 ],
-                &[3, 4, 5],
+                &[5, 6, 7],
                 Some(layer),
             );
             self.release(&khat);
-            states_bf = Some((sbf, kmap, ebuf));
+            states_bf = Some((sbf, kmap, ebuf, flags));
         } else {
             let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
             let scan_src = liger::gla_state_scan(spec, rec, c);
@@ -1608,8 +1612,8 @@ impl<'a> Lower<'a> {
             );
         }
         let mut tail = Vec::new();
-        if sub_src.is_some() {
-            tail.push(dec.clone());
+        if let Some((_, _, _, flags)) = &states_bf {
+            tail.push(flags.clone());
         }
         tail.extend(window);
         tail.extend([out, seq]);
@@ -1618,7 +1622,7 @@ impl<'a> Lower<'a> {
         // bf16 states, the sub-chunk kernel (the chunks the first one leaves, disjoint rows)
         // from the raw keys and the f32 states
         let first = match &states_bf {
-            Some((sbf, kmap, ebuf)) => vec![
+            Some((sbf, kmap, ebuf, _)) => vec![
                 qs.clone(),
                 kmap.clone(),
                 ebuf.clone(),
@@ -1636,8 +1640,8 @@ impl<'a> Lower<'a> {
             self.launch(src, nodes, grid, args, &[at_out], Some(layer));
         }
         self.release(&states);
-        if let Some((sbf, kmap, ebuf)) = &states_bf {
-            for a in [sbf, kmap, ebuf] {
+        if let Some((sbf, kmap, ebuf, flags)) = &states_bf {
+            for a in [sbf, kmap, ebuf, flags] {
                 self.release(a);
             }
         }

@@ -121,7 +121,7 @@ pub(super) fn prefill_params(
     ];
     if dec {
         params.push(format!(
-            "dec [batch, {kv}, ceil(seq/{c}), {dk}] f32 (each chunk's decay e^(b_L), from step 1: picks the kernel)"
+            "slow [batch, {kv}, ceil(seq/{c})] i32 (the key pass's flags: pick the kernel)"
         ));
     }
     if window {

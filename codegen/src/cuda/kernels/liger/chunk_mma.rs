@@ -75,8 +75,8 @@ pub(super) fn prefill(spec: &LigerSpec, chunk: usize, window: bool) -> KernelSrc
     };
     let cg = if d.is_multiple_of(64) { 64 } else { 16 };
     let sig = format!(
-        "const bf16* __restrict__ q, const bf16* __restrict__ kmap, const float* __restrict__ ebuf,
-        const bf16* __restrict__ v, const bf16* __restrict__ states, const float* __restrict__ dec,
+        "const bf16* __restrict__ q, const bf16* __restrict__ kmap, const bf16* __restrict__ ebuf,
+        const bf16* __restrict__ v, const bf16* __restrict__ states, const int* __restrict__ slow,
         {window_param}bf16* __restrict__ out, int seq"
     );
     let body = format!(
@@ -124,7 +124,7 @@ extern "C" __global__ void {name}({sig}) {{
         cp_async_wait_all();
     }}
     __syncthreads();
-    const float* eb = ebuf + bl * (C * DK);  // [C][DK] e^(b), the key pass's
+    const bf16* eb = ebuf + bl * (C * DK);  // [C][DK] e^(b), the key pass's
     // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
     // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
     const int gid = lane >> 2, tig = lane & 3;
@@ -180,7 +180,8 @@ extern "C" __global__ void {name}({sig}) {{
     #pragma unroll
             for (int r = 0; r < 4; ++r) {{
                 const int x = r & 1, t = x ? tb : ta, c = 16 * kk + 2 * tig + 8 * (r >> 1);
-                const float2 e = *reinterpret_cast<const float2*>(eb + t * DK + c);
+                const unsigned eu = *reinterpret_cast<const unsigned*>(eb + t * DK + c);
+                const float2 e = {{bf_lo(eu), bf_hi(eu)}};
                 qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * sum[x] * e.x,
                                       __expf(bf_hi(qa[kk][r]) - m[x]) * sum[x] * e.y);
             }}
@@ -287,7 +288,7 @@ extern "C" __global__ void {name}({sig}) {{
         1..2,
         [
             format!("kmap [batch, {kv}, ceil(seq/{c}), {c}, {d}] bf16 (the key pass's k̃ e^(−b))"),
-            format!("ebuf [batch, {kv}, ceil(seq/{c}), {c}, {d}] f32 (the key pass's e^(b))"),
+            format!("ebuf [batch, {kv}, ceil(seq/{c}), {c}, {d}] bf16 (the key pass's e^(b))"),
         ],
     );
     step3_src(

@@ -121,36 +121,36 @@ __device__ __forceinline__ void load_rows_bf16(float* dst, int ds, const bf16* s
 /// (f32 and bf16 hold up to `e^{88}`) and every term is non-negative, so nothing cancels.
 /// Chunks that decay faster take the sub-chunk kernel ([`prefill`]).
 /// `LIGERC_CUDA_SUBCHUNK_SCORES=1` at code generation sends every chunk to the sub-chunk
-/// kernel (a testing knob: both kernels compute the same outputs).
+/// kernel, `=alternate` every odd-numbered chunk of a call (testing knobs: both kernels
+/// compute the same outputs).
 pub(super) fn fast_range() -> f64 {
-    if std::env::var_os("LIGERC_CUDA_SUBCHUNK_SCORES").is_some() {
-        -1.0
-    } else {
-        40.0
+    match std::env::var("LIGERC_CUDA_SUBCHUNK_SCORES") {
+        Ok(v) if v != "alternate" => -1.0,
+        _ => 40.0,
     }
 }
 
-/// The opening of both step-3 kernels of the tensor-core variants: reads chunk `n`'s decays
-/// `e^{b_L}` (step 1's `dec`) and returns unless the chunk is this kernel's — the one-product
-/// kernel takes the chunks whose every channel keeps at least `e^{−FAST}`, the sub-chunk
-/// kernel the others. Block-uniform; needs `dec`, `b`, `j`, `n`, `tid`, `seq` in scope.
+/// Whether the key pass marks every odd-numbered chunk slow (`LIGERC_CUDA_SUBCHUNK_SCORES=alternate`,
+/// see [`fast_range`]).
+pub(super) fn alternate_slow() -> bool {
+    std::env::var("LIGERC_CUDA_SUBCHUNK_SCORES").is_ok_and(|v| v == "alternate")
+}
+
+/// The opening of both step-3 kernels of the tensor-core variants: reads the key pass's
+/// flag of chunk `n` and returns unless the chunk is this kernel's — the one-product kernel
+/// takes the chunks whose every channel keeps at least `e^{−FAST}`, the sub-chunk kernel
+/// the others (`slow`). Block-uniform; needs `slow`, `b`, `j`, `n`, `seq` in scope.
 pub(super) fn chunk_owner(one_product: bool) -> String {
     format!(
-        r#"    {{  // which step-3 kernel takes this chunk (block-uniform)
-        constexpr float FAST_DEC = {fast_dec};  // e^(-FAST)
-        const float* dl = dec + ((long long)(b * HKV + j) * ((seq + C - 1) / C) + n) * DK;
-        int fast = 1;
-        for (int i = tid; i < DK; i += NT) fast &= dl[i] >= FAST_DEC;
-        if ({not}__syncthreads_or(!fast)) return;  // {other}
-    }}
+        r#"    // which step-3 kernel takes this chunk (block-uniform): {this}
+    if ({not}slow[(long long)(b * HKV + j) * ((seq + C - 1) / C) + n]) return;
 "#,
-        fast_dec = float_lit((-fast_range()).exp()),
-        not = if one_product { "" } else { "!" },
-        other = if one_product {
-            "some channel decays faster: the sub-chunk kernel's"
+        this = if one_product {
+            "the one-product kernel the chunks that keep e^-FAST in every channel"
         } else {
-            "the one-product kernel's"
+            "the sub-chunk kernel the chunks some channel of which decays faster"
         },
+        not = if one_product { "" } else { "!" },
     )
 }
 
@@ -184,7 +184,7 @@ constexpr float MIX = {mix};   // mix_linear
 {loader}
 {form}
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
-        const bf16* __restrict__ v, const float* __restrict__ states, const float* __restrict__ dec,
+        const bf16* __restrict__ v, const float* __restrict__ states, const int* __restrict__ slow,
         {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
     const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
