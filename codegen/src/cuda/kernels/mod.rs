@@ -44,7 +44,9 @@ pub struct KernelSrc {
 /// Asynchronous copies from global to shared memory (`cp.async`, sm_80 and later):
 /// `cp_async16(dst, src, fill)` copies 16 bytes, `cp_async4` one float, both writing zeros
 /// when `!fill` (`src` must still be a valid address); `cp_async_wait_all()`: the thread's
-/// copies have landed (a barrier then publishes them). The CPU emulation copies at once.
+/// copies have landed (a barrier then publishes them); `cp_async_commit()` closes a group of
+/// copies, `cp_async_wait<N>()` waits for all but the N most recent groups. The CPU
+/// emulation copies at once.
 pub(crate) const CP_ASYNC: &str = r#"__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill) {
 #ifdef LIGERC_EMULATION
     *reinterpret_cast<uint4*>(dst) = fill ? *reinterpret_cast<const uint4*>(src) : uint4{0u, 0u, 0u, 0u};
@@ -64,6 +66,19 @@ __device__ __forceinline__ void cp_async4(float* dst, const float* src, bool fil
 __device__ __forceinline__ void cp_async_wait_all() {
 #ifndef LIGERC_EMULATION
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+// The thread's copies issued since the last commit form one group.
+__device__ __forceinline__ void cp_async_commit() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// All but the thread's N most recent groups have landed.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifndef LIGERC_EMULATION
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 

@@ -52,10 +52,14 @@ fn pass_threads(d: usize) -> usize {
     32 * (d / 16)
 }
 
-/// Shared memory of [`state_pass`] in bytes: two stages of the key halves and the value
-/// slice, bf16.
+/// Stages of [`state_pass`]: the next chunk's tiles (keys, values, decays) come in while one
+/// is computed. Four stages measured slower at B 8 (one block an SM) and no faster at B 2.
+const PASS_STAGES: usize = 2;
+
+/// Shared memory of [`state_pass`] in bytes: [`PASS_STAGES`] stages of the key halves and the
+/// value slice (bf16) and the chunk's decays (f32). 79 KiB at D 128, C 64.
 fn pass_smem_bytes(c: usize, d: usize) -> usize {
-    2 * (2 * c * (d + BPAD) + c * (pass_columns(d) + BPAD)) * 2
+    PASS_STAGES * ((2 * c * (d + BPAD) + c * (pass_columns(d) + BPAD)) * 2 + 4 * d)
 }
 
 /// Blocks along the grid's x axis of [`state_pass`]: one per `CG` state columns.
@@ -187,13 +191,15 @@ constexpr int NT = {nt};      // a warp per 16 state rows
 constexpr int CG = {cg};       // state columns of this block
 constexpr int BS = DK + {bpad};     // row stride of the key tiles (bf16)
 constexpr int VS = CG + {bpad};     // row stride of the value tile (bf16)
-constexpr int STAGE = 2 * C * BS + C * VS;  // bf16 elements of one stage
+constexpr int STAGE = 2 * C * BS + C * VS + 2 * DK;  // bf16 elements of one stage (the decays: 2 each)
+constexpr int NST = {nst};     // stages in flight
 
 {form}
-// Chunk n's keys (k~ e^(-b), or for a slow chunk the two halves of k~ e^(b_L - b)) and value
-// slice into stage `st` (cp.async; value rows past seq zero).
+// Chunk n's keys (k~ e^(-b), or for a slow chunk the two halves of k~ e^(b_L - b)), value
+// slice and decays into stage `st` (cp.async; value rows past seq zero).
 __device__ __forceinline__ void fetch_chunk(bf16* st, const bf16* kmap, const bf16* khat, const bf16* v,
-                                            long long slot, bool slow, long long row0, int L, int j, int c0) {{
+                                            const float* dec, long long slot, bool slow, long long row0, int L,
+                                            int j, int c0) {{
     const bf16* src = slow ? khat + slot * (2 * C * DK) : kmap + slot * (C * DK);
     const int kp = (slow ? 2 : 1) * C * DK / 8;  // 16-byte pieces of the keys
     for (int e = threadIdx.x; e < kp; e += NT) {{
@@ -206,13 +212,15 @@ __device__ __forceinline__ void fetch_chunk(bf16* st, const bf16* kmap, const bf
         const bool in = t < L;
         cp_async16(vs + t * VS + 8 * p, v + (in ? (row0 + t) * (HKV * DV) + j * DV + c0 + 8 * p : 0), in);
     }}
+    float* ds = reinterpret_cast<float*>(vs + C * VS);
+    for (int e = threadIdx.x; e < DK / 4; e += NT) cp_async16(ds + 4 * e, dec + slot * DK + 4 * e, true);
 }}
 
 extern "C" __global__ void __launch_bounds__(NT) {name}({sig});
 
 extern "C" __global__ void {name}({sig}) {{
     extern __shared__ float smem[];
-    bf16* stages = reinterpret_cast<bf16*>(smem);  // [2][STAGE]
+    bf16* stages = reinterpret_cast<bf16*>(smem);  // [NST][STAGE]
     const int j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     const int warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int c0 = blockIdx.x * CG;  // this block's state columns
@@ -233,22 +241,41 @@ extern "C" __global__ void {name}({sig}) {{
             s[nt][2 * x] = p.x;
             s[nt][2 * x + 1] = p.y;
         }}
-    // the key pass's slow flags (block-uniform), read a chunk ahead of their use
-    int slow = nch > 0 ? flags[bj * nch] : 0;
-    int slow_next = nch > 1 ? flags[bj * nch + 1] : 0;
-    if (nch > 0) fetch_chunk(stages, kmap, khat, v, bj * nch, slow, (long long)b * seq, min(C, seq), j, c0);
-    cp_async_wait_all();
-    __syncthreads();
+    // NST stages in flight: chunk n + NST - 1 comes in while chunk n is computed. A stage's
+    // slow flag (block-uniform) goes with it in shared memory; the flag of the next chunk to
+    // fetch is read an iteration ahead.
+    __shared__ int stage_slow[NST];
+    const long long row_b = (long long)b * seq;
+    for (int n = 0; n < NST - 1; ++n) {{
+        if (n < nch) {{
+            const int f = flags[bj * nch + n];
+            if (tid == 0) stage_slow[n] = f;
+            fetch_chunk(stages + n * STAGE, kmap, khat, v, dec, bj * nch + n, f, row_b + (long long)n * C,
+                        min(C, seq - n * C), j, c0);
+        }}
+        cp_async_commit();
+    }}
+    int flag_ahead = NST - 1 < nch ? flags[bj * nch + NST - 1] : 0;
     for (int n = 0; n < nch; ++n) {{
         const long long slot = bj * nch + n;
         const int L = min(C, seq - n * C);
-        const bf16* kh = stages + (n & 1) * STAGE;  // this chunk's tiles
+        cp_async_wait<NST - 2>();  // chunk n's group has landed
+        __syncthreads();           // ... for every thread; chunk n - 1's stage is consumed
+        {{
+            const int m = n + NST - 1;  // the chunk to fetch now, into chunk n - 1's stage
+            if (m < nch) {{
+                if (tid == 0) stage_slow[m % NST] = flag_ahead;
+                fetch_chunk(stages + (m % NST) * STAGE, kmap, khat, v, dec, slot + NST - 1, flag_ahead,
+                            row_b + (long long)m * C, min(C, seq - m * C), j, c0);
+                flag_ahead = m + 1 < nch ? flags[slot + NST] : 0;
+            }}
+            cp_async_commit();
+        }}
+        const int slow = stage_slow[n % NST];
+        const bf16* kh = stages + (n % NST) * STAGE;  // this chunk's tiles
         const bf16* vs = kh + 2 * C * BS;
-        if (n + 1 < nch)  // the next chunk's tiles come in while this one is computed
-            fetch_chunk(stages + ((n + 1) & 1) * STAGE, kmap, khat, v, slot + 1, slow_next,
-                        (long long)b * seq + (long long)(n + 1) * C, min(C, seq - (n + 1) * C), j, c0);
-        const int slow_after = n + 2 < nch ? flags[slot + 2] : 0;
-        const float d0 = dec[slot * DK + r0], d1 = dec[slot * DK + r0 + 8];
+        const float* ds = reinterpret_cast<const float*>(vs + C * VS);  // the chunk's decays
+        const float d0 = ds[r0], d1 = ds[r0 + 8];
         // the state entering chunk n, for step 3: bf16 for the one-product kernel, f32 where
         // the sub-chunk kernel takes the chunk
         bf16* sb_out = states_bf + slot * (DK * DV) + c0 + 2 * tig;
@@ -310,11 +337,8 @@ extern "C" __global__ void {name}({sig}) {{
                 s[nt][3] = d1 * s[nt][3] + acc[nt][3];
             }}
         }}
-        slow = slow_next;
-        slow_next = slow_after;
-        cp_async_wait_all();
-        __syncthreads();  // the next chunk's tiles have landed, this chunk's are consumed
     }}
+    cp_async_wait_all();
     float* s_fin = state + bj * (DK * DV) + c0 + 2 * tig;
     #pragma unroll
     for (int nt = 0; nt < CG / 8; ++nt)
@@ -329,6 +353,7 @@ extern "C" __global__ void {name}({sig}) {{
         const float* __restrict__ dec, const int* __restrict__ flags, float* __restrict__ state,
         bf16* __restrict__ states_bf, float* __restrict__ states, int seq",
         bpad = BPAD,
+        nst = PASS_STAGES,
         form = CHUNK_FORM,
     );
     KernelSrc {
