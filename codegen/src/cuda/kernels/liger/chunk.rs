@@ -135,8 +135,8 @@ pub(super) fn prefill_params(
 }
 
 /// The [`KernelSrc`] of a tensor-core step-3 kernel (one block per (chunk, KV head, row)):
-/// `how` names the kernel's arithmetic in its summary, `grid` describes its blocks,
-/// `params` its parameters.
+/// `how` names the kernel's arithmetic in its summary, `grid` describes its blocks and
+/// `params` lists its parameters.
 pub(super) fn step3_src(
     spec: &LigerSpec,
     (c, window): (usize, bool),
@@ -144,8 +144,7 @@ pub(super) fn step3_src(
     body: String,
     how: &str,
     (threads, smem_bytes): (usize, usize),
-    grid: String,
-    params: Vec<String>,
+    (grid, params): (String, Vec<String>),
 ) -> KernelSrc {
     let d = spec.head_dim;
     KernelSrc {

@@ -298,9 +298,11 @@ extern "C" __global__ void {name}({sig}) {{
         body,
         "bf16 tensor cores (mma.sync, fragments in registers, a warp per (query head, 16-row tile))",
         (PREFILL_THREADS, smem_bytes(c, d)),
-        format!(
-            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile) in turn; returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
+        (
+            format!(
+                "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), a warp per (query head, 16-row tile) in turn; returns at once on chunks that decay faster than e^-40 (the sub-chunk kernel's)"
+            ),
+            params,
         ),
-        params,
     )
 }

@@ -335,9 +335,11 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         body,
         "TF32 tensor cores, for fast-decaying chunks (sub-chunk scores), the query heads in turn",
         (TC_THREADS, prefill_smem_floats(c, d) * 4),
-        format!(
-            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
+        (
+            format!(
+                "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
+            ),
+            params,
         ),
-        params,
     )
 }
