@@ -291,52 +291,33 @@ extern "C" __global__ void {name}({sig}) {{
         float acc[CG / 8][4];
     #pragma unroll
         for (int nt = 0; nt < CG / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-        if (!slow) {{
-            // S <- e^(b_L) (S + (k~ e^(-b))^T V): one product, the decay applied per state row
-            for (int kt = 0; 16 * kt < L; ++kt) {{
-                unsigned a[4];
-                ldsm_x4_t(a, kh + (16 * kt + arow) * BS + 16 * warp + acol);
+        // Fast chunks: S <- e^(b_L) (S + (k~ e^(-b))^T V), one product, the decay applied per
+        // state row. Slow chunks: S <- e^(b_L) S + (k~ e^(b_L - b))^T V with the keys as high
+        // and low halves (a channel's e^(-b) may overflow there). `slow` is block-uniform.
+        const bf16* kl = kh + C * BS;
+        for (int kt = 0; 16 * kt < L; ++kt) {{
+            unsigned a[4], al[4];
+            ldsm_x4_t(a, kh + (16 * kt + arow) * BS + 16 * warp + acol);
+            if (slow) ldsm_x4_t(al, kl + (16 * kt + arow) * BS + 16 * warp + acol);
     #pragma unroll
-                for (int np = 0; np < CG / 16; ++np) {{
-                    unsigned r[4];
-                    ldsm_x4_t(r, vs + (16 * kt + lrow) * VS + 16 * np + lcol);
-                    mma_bf16(acc[2 * np], a, r[0], r[1]);
-                    mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
-                }}
-            }}
-    #pragma unroll
-            for (int nt = 0; nt < CG / 8; ++nt) {{
-                s[nt][0] = d0 * (s[nt][0] + acc[nt][0]);
-                s[nt][1] = d0 * (s[nt][1] + acc[nt][1]);
-                s[nt][2] = d1 * (s[nt][2] + acc[nt][2]);
-                s[nt][3] = d1 * (s[nt][3] + acc[nt][3]);
-            }}
-        }} else {{
-            // S <- e^(b_L) S + (k~ e^(b_L - b))^T V, the keys as high and low halves (a channel's
-            // e^(-b) may overflow here)
-            const bf16* kl = kh + C * BS;
-            for (int kt = 0; 16 * kt < L; ++kt) {{
-                unsigned a[4], al[4];
-                ldsm_x4_t(a, kh + (16 * kt + arow) * BS + 16 * warp + acol);
-                ldsm_x4_t(al, kl + (16 * kt + arow) * BS + 16 * warp + acol);
-    #pragma unroll
-                for (int np = 0; np < CG / 16; ++np) {{
-                    unsigned r[4];
-                    ldsm_x4_t(r, vs + (16 * kt + lrow) * VS + 16 * np + lcol);
-                    mma_bf16(acc[2 * np], a, r[0], r[1]);
-                    mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
+            for (int np = 0; np < CG / 16; ++np) {{
+                unsigned r[4];
+                ldsm_x4_t(r, vs + (16 * kt + lrow) * VS + 16 * np + lcol);
+                mma_bf16(acc[2 * np], a, r[0], r[1]);
+                mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
+                if (slow) {{
                     mma_bf16(acc[2 * np], al, r[0], r[1]);
                     mma_bf16(acc[2 * np + 1], al, r[2], r[3]);
                 }}
             }}
-    #pragma unroll
-            for (int nt = 0; nt < CG / 8; ++nt) {{
-                s[nt][0] = d0 * s[nt][0] + acc[nt][0];
-                s[nt][1] = d0 * s[nt][1] + acc[nt][1];
-                s[nt][2] = d1 * s[nt][2] + acc[nt][2];
-                s[nt][3] = d1 * s[nt][3] + acc[nt][3];
-            }}
         }}
+    #pragma unroll
+        for (int nt = 0; nt < CG / 8; ++nt)
+    #pragma unroll
+            for (int e = 0; e < 4; ++e) {{
+                const float dl = e < 2 ? d0 : d1;
+                s[nt][e] = slow ? dl * s[nt][e] + acc[nt][e] : dl * (s[nt][e] + acc[nt][e]);
+            }}
     }}
     cp_async_wait_all();
     float* s_fin = state + bj * (DK * DV) + c0 + 2 * tig;
