@@ -216,6 +216,42 @@ __device__ __forceinline__ void fetch_chunk(bf16* st, const bf16* kmap, const bf
     for (int e = threadIdx.x; e < DK / 4; e += NT) cp_async16(ds + 4 * e, dec + slot * DK + 4 * e, true);
 }}
 
+// The state slice's update from one chunk's tiles (`acc` zero on entry). Fast chunks:
+// S <- e^(b_L) (S + (k~ e^(-b))^T V), one product, the decay applied per state row. Slow
+// chunks: S <- e^(b_L) S + (k~ e^(b_L - b))^T V with the keys as high and low halves (a
+// channel's e^(-b) may overflow there). Key rows past L are zero.
+template <bool SLOW>
+__device__ __forceinline__ void update_state(float (&s)[CG / 8][4], float (&acc)[CG / 8][4], const bf16* kh,
+                                             const bf16* vs, int L, float d0, float d1) {{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // ldmatrix lane addresses: the keys as A = K^T (ldsm_x4_t of [s][i]), the values as B.
+    const int arow = (lane & 7) + 8 * (lane >> 4), acol = 8 * ((lane >> 3) & 1);
+    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);
+    for (int kt = 0; 16 * kt < L; ++kt) {{
+        unsigned a[4], al[4];
+        ldsm_x4_t(a, kh + (16 * kt + arow) * BS + 16 * warp + acol);
+        if constexpr (SLOW) ldsm_x4_t(al, kh + C * BS + (16 * kt + arow) * BS + 16 * warp + acol);
+    #pragma unroll
+        for (int np = 0; np < CG / 16; ++np) {{
+            unsigned r[4];
+            ldsm_x4_t(r, vs + (16 * kt + lrow) * VS + 16 * np + lcol);
+            mma_bf16(acc[2 * np], a, r[0], r[1]);
+            mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
+            if constexpr (SLOW) {{
+                mma_bf16(acc[2 * np], al, r[0], r[1]);
+                mma_bf16(acc[2 * np + 1], al, r[2], r[3]);
+            }}
+        }}
+    }}
+    #pragma unroll
+    for (int nt = 0; nt < CG / 8; ++nt)
+    #pragma unroll
+        for (int e = 0; e < 4; ++e) {{
+            const float dl = e < 2 ? d0 : d1;
+            s[nt][e] = SLOW ? dl * s[nt][e] + acc[nt][e] : dl * (s[nt][e] + acc[nt][e]);
+        }}
+}}
+
 extern "C" __global__ void __launch_bounds__(NT) {name}({sig});
 
 extern "C" __global__ void {name}({sig}) {{
@@ -227,9 +263,6 @@ extern "C" __global__ void {name}({sig}) {{
     const int nch = (seq + C - 1) / C;
     const long long bj = (long long)b * HKV + j;
     // Fragment layouts (m16n8k16): C holds rows gid, gid + 8 at columns 2 tig (+1).
-    // ldmatrix lane addresses: the keys as A = K^T (ldsm_x4_t of [s][i]), the values as B.
-    const int arow = (lane & 7) + 8 * (lane >> 4), acol = 8 * ((lane >> 3) & 1);
-    const int lrow = (lane & 7) + 8 * ((lane >> 3) & 1), lcol = 8 * (lane >> 4);
     const int r0 = 16 * warp + gid;  // this lane's state rows r0, r0 + 8
     float s[CG / 8][4];              // the state slice, f32
     const float* s_in = state + bj * (DK * DV) + c0 + 2 * tig;
@@ -291,33 +324,8 @@ extern "C" __global__ void {name}({sig}) {{
         float acc[CG / 8][4];
     #pragma unroll
         for (int nt = 0; nt < CG / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-        // Fast chunks: S <- e^(b_L) (S + (k~ e^(-b))^T V), one product, the decay applied per
-        // state row. Slow chunks: S <- e^(b_L) S + (k~ e^(b_L - b))^T V with the keys as high
-        // and low halves (a channel's e^(-b) may overflow there). `slow` is block-uniform.
-        const bf16* kl = kh + C * BS;
-        for (int kt = 0; 16 * kt < L; ++kt) {{
-            unsigned a[4], al[4];
-            ldsm_x4_t(a, kh + (16 * kt + arow) * BS + 16 * warp + acol);
-            if (slow) ldsm_x4_t(al, kl + (16 * kt + arow) * BS + 16 * warp + acol);
-    #pragma unroll
-            for (int np = 0; np < CG / 16; ++np) {{
-                unsigned r[4];
-                ldsm_x4_t(r, vs + (16 * kt + lrow) * VS + 16 * np + lcol);
-                mma_bf16(acc[2 * np], a, r[0], r[1]);
-                mma_bf16(acc[2 * np + 1], a, r[2], r[3]);
-                if (slow) {{
-                    mma_bf16(acc[2 * np], al, r[0], r[1]);
-                    mma_bf16(acc[2 * np + 1], al, r[2], r[3]);
-                }}
-            }}
-        }}
-    #pragma unroll
-        for (int nt = 0; nt < CG / 8; ++nt)
-    #pragma unroll
-            for (int e = 0; e < 4; ++e) {{
-                const float dl = e < 2 ? d0 : d1;
-                s[nt][e] = slow ? dl * s[nt][e] + acc[nt][e] : dl * (s[nt][e] + acc[nt][e]);
-            }}
+        if (slow) update_state<true>(s, acc, kh, vs, L, d0, d1);
+        else update_state<false>(s, acc, kh, vs, L, d0, d1);
     }}
     cp_async_wait_all();
     float* s_fin = state + bj * (DK * DV) + c0 + 2 * tig;
