@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ligerc_ir::{
-    AttentionSpec, DType, GateSpec, Graph, LigerSpec, LigerVariant, NodeId, Op, RopeSpec, ValueRef,
+    AttentionSpec, DType, GateSpec, Graph, LigerVariant, NodeId, Op, RopeSpec, ValueRef,
 };
 
 use super::fuse::Group;
@@ -25,6 +25,8 @@ use super::plan::{
     PhaseSampling, Scalar, Step, Sym, TensorDecl,
 };
 use super::{CudaError, CudaOptions};
+
+mod liger_rec;
 
 /// Which launch sequence is being built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1477,175 +1479,6 @@ impl<'a> Lower<'a> {
         for (i, a) in acts.iter().enumerate() {
             self.free_temp(ops[i], a);
         }
-        Ok(())
-    }
-
-    /// The chunk-parallel recurrence of a Liger prefill: per-chunk state contributions
-    /// and decays into scratch `[batch, KV, ⌈seq/C⌉, DK(, DV)]`, a scan over the chunks
-    /// from the stored `state` (which gets the final state), then the outputs per (chunk,
-    /// query head or KV head ([`liger::gla_prefill_heads`]), row) — for the tensor-core
-    /// variants two launches on one grid, the bf16 `mma` kernel and the sub-chunk kernel
-    /// ([`liger::gla_prefill_subchunk`]), each taking its own chunks by their decay.
-    /// `ops` = (queries, k, v, state).
-    #[allow(clippy::too_many_arguments)]
-    fn prefill_recurrence(
-        &mut self,
-        spec: &LigerSpec,
-        rec: Recurrence,
-        normalizer: f64,
-        nodes: &[NodeId],
-        layer: usize,
-        ops: [Arg; 4],
-        window: Option<Arg>,
-        out: Arg,
-    ) -> Result<(), CudaError> {
-        let [qs, k, v, state] = ops;
-        let (kv, d) = (spec.kv_heads, spec.head_dim);
-        let dk = match rec {
-            Recurrence::Keyed => d,
-            Recurrence::GsaValues => spec.slots,
-        };
-        let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
-        let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
-        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
-        self.check_smem(&out_src.name, bytes)?;
-        let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
-        let nch = self.seq().ceil_div(c as u64);
-        let states = Arg::Buffer(self.pool.alloc(
-            DType::F32,
-            vec![b, kvx, nch, Extent::from(dk), Extent::from(d)],
-        ));
-        let dec = Arg::Buffer(
-            self.pool
-                .alloc(DType::F32, vec![b, kvx, nch, Extent::from(dk)]),
-        );
-        // the tensor-core kernels' bf16 copy of the states (the one-product kernel reads it)
-        let mut states_bf = None;
-        if let Some([prep_src, pass_src]) = liger::key_and_state_pass(spec, rec, c, normalizer) {
-            // the key pass, then one sequential pass over the chunks per state slice
-            self.check_smem(&prep_src.name, prep_src.smem as usize)?;
-            self.check_smem(&pass_src.name, pass_src.smem as usize)?;
-            let chunk_rows = |s: &mut Self, dt: DType, rows: usize| {
-                Arg::Buffer(
-                    s.pool
-                        .alloc(dt, vec![b, kvx, nch, Extent::from(rows), Extent::from(d)]),
-                )
-            };
-            let khat = chunk_rows(self, DType::BF16, 2 * c);
-            let kmap = chunk_rows(self, DType::BF16, c);
-            let ebuf = chunk_rows(self, DType::BF16, c);
-            let flags = Arg::Buffer(self.pool.alloc(DType::I32, vec![b, kvx, nch]));
-            self.launch(
-                prep_src,
-                nodes,
-                [nch, kvx, b],
-                vec![
-                    k.clone(),
-                    kmap.clone(),
-                    ebuf.clone(),
-                    khat.clone(),
-                    dec.clone(),
-                    flags.clone(),
-                    seq.clone(),
-                ],
-                &[1, 2, 3, 4, 5],
-                Some(layer),
-            );
-            let sbf = Arg::Buffer(self.pool.alloc(
-                DType::BF16,
-                vec![b, kvx, nch, Extent::from(dk), Extent::from(d)],
-            ));
-            self.launch(
-                pass_src,
-                nodes,
-                [Extent::from(liger::state_pass_slices(spec)), kvx, b],
-                vec![
-                    kmap.clone(),
-                    khat.clone(),
-                    v.clone(),
-                    dec.clone(),
-                    flags.clone(),
-                    state,
-                    sbf.clone(),
-                    states.clone(),
-                    seq.clone(),
-                ],
-                &[5, 6, 7],
-                Some(layer),
-            );
-            self.release(&khat);
-            states_bf = Some((sbf, kmap, ebuf, flags));
-        } else {
-            let states_src = liger::gla_chunk_states(spec, rec, c, normalizer);
-            let scan_src = liger::gla_state_scan(spec, rec, c);
-            self.check_smem(&states_src.name, states_src.smem as usize)?;
-            let scan_blocks = b
-                .times((kv * dk * d) as u64)
-                .ceil_div(u64::from(scan_src.block[0]));
-            self.launch(
-                states_src,
-                nodes,
-                [nch, kvx, b],
-                vec![
-                    k.clone(),
-                    v.clone(),
-                    states.clone(),
-                    dec.clone(),
-                    seq.clone(),
-                ],
-                &[2, 3],
-                Some(layer),
-            );
-            self.launch(
-                scan_src,
-                nodes,
-                [scan_blocks, Extent::fixed(1), Extent::fixed(1)],
-                vec![
-                    state,
-                    states.clone(),
-                    dec.clone(),
-                    Arg::Scalar(Scalar::Batch),
-                    seq.clone(),
-                ],
-                &[0, 1],
-                Some(layer),
-            );
-        }
-        let mut tail = Vec::new();
-        if let Some((_, _, _, flags)) = &states_bf {
-            tail.push(flags.clone());
-        }
-        tail.extend(window);
-        tail.extend([out, seq]);
-        let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
-        // the tensor-core kernels: the one-product kernel from the key pass's tiles and the
-        // bf16 states, the sub-chunk kernel (the chunks the first one leaves, disjoint rows)
-        // from the raw keys and the f32 states
-        let first = match &states_bf {
-            Some((sbf, kmap, ebuf, _)) => vec![
-                qs.clone(),
-                kmap.clone(),
-                ebuf.clone(),
-                v.clone(),
-                sbf.clone(),
-            ],
-            None => vec![qs.clone(), k.clone(), v.clone(), states.clone()],
-        };
-        let first: Vec<Arg> = first.into_iter().chain(tail.iter().cloned()).collect();
-        let at_out = first.len() - 2;
-        self.launch(out_src, nodes, grid, first, &[at_out], Some(layer));
-        if let Some(src) = sub_src {
-            let args: Vec<Arg> = [qs, k, v, states.clone()].into_iter().chain(tail).collect();
-            let at_out = args.len() - 2;
-            self.launch(src, nodes, grid, args, &[at_out], Some(layer));
-        }
-        self.release(&states);
-        if let Some((sbf, kmap, ebuf, flags)) = &states_bf {
-            for a in [sbf, kmap, ebuf, flags] {
-                self.release(a);
-            }
-        }
-        self.release(&dec);
         Ok(())
     }
 
