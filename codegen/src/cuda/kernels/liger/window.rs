@@ -15,8 +15,10 @@
 //!   starts at `p0 − W`), are masked in registers and reduced per row across the four
 //!   lanes that hold it (shuffles), then become, in registers, the bf16 A fragments of
 //!   `O += P·V` (values by `ldmatrix.trans`);
-//! - `mix_window · O / l` leaves through the staging tile in 16-byte stores (f32 scratch
-//!   in passes of at most 64 columns, or the bf16 output).
+//! - `mix_window · O / l` leaves through the staging tile in 16-byte stores, bf16 (the
+//!   scratch the recurrence's step 3 adds to, or the output). The kernel source still
+//!   carries an f32 variant of that store, which nothing emits since 2026-11-28; its
+//!   `OCF` also sizes the staging tile, so both go together with the next window change.
 //!
 //! When the band fits one softmax step (at most 8 key tiles) and the block's keys one
 //! shared-memory stage (`W ≤ 64` at D 128, `≤ 112` at D 64), the softmax is exact in one
@@ -79,7 +81,8 @@ struct TcTile {
     kct: usize,
     /// Key tiles per softmax step.
     nkc: usize,
-    /// f32 output columns per pass through the staging tile.
+    /// f32 output columns per pass through the staging tile (the unused f32 store; it also
+    /// sizes the staging tile).
     ocf: usize,
 }
 
