@@ -44,10 +44,7 @@ impl Lower<'_> {
     ) -> Result<(), CudaError> {
         let [qs, k, v, state] = ops;
         let (kv, d) = (spec.kv_heads, spec.head_dim);
-        let dk = match rec {
-            Recurrence::Keyed => d,
-            Recurrence::GsaValues => spec.slots,
-        };
+        let dk = liger::key_channels(spec, rec);
         let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
         let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
         let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
@@ -201,10 +198,7 @@ impl Lower<'_> {
         let scan_src = liger::gla_state_scan(spec, rec, c);
         self.check_smem(&states_src.name, states_src.smem as usize)?;
         let (b, kv, d) = (self.batch(), spec.kv_heads, spec.head_dim);
-        let dk = match rec {
-            Recurrence::Keyed => d,
-            Recurrence::GsaValues => spec.slots,
-        };
+        let dk = liger::key_channels(spec, rec);
         let nch = self.seq().ceil_div(c as u64);
         let seq = Arg::Scalar(Scalar::Seq);
         let scan_blocks = b

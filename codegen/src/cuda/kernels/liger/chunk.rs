@@ -38,10 +38,9 @@ pub fn gla_chunk(spec: &LigerSpec, rec: Recurrence, chunk: usize, limit: usize) 
     (c, floats(c) * 4)
 }
 
-/// Step 1's kernel up to the ΔS product (scalar and tensor-core kernels alike): the entry
-/// point `name`, the chunk `prologue`, then the keys scaled in place by `e^{b_L − b_s}`
-/// with the exponential `exp` (`expf`, or `__expf`), and a barrier.
-pub(super) fn states_head(name: &str, prologue: &str, exp: &str) -> String {
+/// Step 1's scalar kernel up to the ΔS product: the entry point `name`, the chunk
+/// `prologue`, then the keys scaled in place by `e^{b_L − b_s}`, and a barrier.
+fn states_head(name: &str, prologue: &str) -> String {
     format!(
         r#"extern "C" __global__ void {name}(const bf16* __restrict__ k, const bf16* __restrict__ v,
         float* __restrict__ states, float* __restrict__ dec, int seq) {{
@@ -51,16 +50,15 @@ pub(super) fn states_head(name: &str, prologue: &str, exp: &str) -> String {
 {prologue}    // k~_s * exp(b_L - b_s), in place
     for (int e = tid; e < L * DK; e += NT) {{
         const int t = e / DK, i = e % DK;
-        kf[t * KS + i] *= {exp}(bc[(L - 1) * KS + i] - bc[t * KS + i]);
+        kf[t * KS + i] *= expf(bc[(L - 1) * KS + i] - bc[t * KS + i]);
     }}
     __syncthreads();
 "#
     )
 }
 
-/// The parameter lines of step 1 (scalar and tensor-core kernels alike), `dk` rows of
-/// the state.
-pub(super) fn states_params(spec: &LigerSpec, dk: usize, c: usize) -> Vec<String> {
+/// The parameter lines of step 1's scalar kernel, `dk` rows of the state.
+fn states_params(spec: &LigerSpec, dk: usize, c: usize) -> Vec<String> {
     let (_, kv, _, d) = dims(spec);
     vec![
         format!(
@@ -87,15 +85,15 @@ pub(super) enum StatesIn {
 }
 
 /// The parameter lines of step 3 (scalar and tensor-core kernels alike): `q_doc`, then
-/// k, v, the states entering the chunks (`dk` rows, as `states`), `dec` when `dec`, the
-/// window part when there is one, out, seq.
+/// k, v, the states entering the chunks (`dk` rows, as `states`), the key pass's `slow`
+/// flags when `slow` (the tensor-core kernels), the window part when there is one, out, seq.
 pub(super) fn prefill_params(
     spec: &LigerSpec,
     q_doc: String,
     (dk, c): (usize, usize),
     states: StatesIn,
     window: bool,
-    dec: bool,
+    slow: bool,
 ) -> Vec<String> {
     let (h, kv, _, d) = dims(spec);
     let mut params = vec![
@@ -119,7 +117,7 @@ pub(super) fn prefill_params(
             }
         ),
     ];
-    if dec {
+    if slow {
         params.push(format!(
             "slow [batch, {kv}, ceil(seq/{c})] i32 (the key pass's flags: pick the kernel)"
         ));
@@ -388,11 +386,7 @@ pub fn gla_chunk_states(
 "#,
         consts = chunk_consts(spec, dk, c, normalizer, 1, CHUNK_THREADS),
         form = CHUNK_FORM,
-        head = states_head(
-            &name,
-            &chunk_prologue(variant, d, dk, Tiles::Separate),
-            "expf"
-        ),
+        head = states_head(&name, &chunk_prologue(variant, d, dk, Tiles::Separate)),
     );
     KernelSrc {
         name,
@@ -409,8 +403,8 @@ pub fn gla_chunk_states(
 }
 
 /// Step 2 of the chunk-parallel prefill recurrence after [`gla_chunk_states`]: one thread
-/// per (row, KV head, state element) walks the chunks from the stored state, replacing each chunk's `ΔS_n` by the
-/// state entering it, and writes the state leaving the last chunk back.
+/// per (row, KV head, state element) walks the chunks from the stored state, replacing each
+/// chunk's `ΔS_n` by the state entering it, and writes the state leaving the last chunk back.
 pub fn gla_state_scan(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> KernelSrc {
     let (kv, d) = (spec.kv_heads, spec.head_dim);
     let dk = key_channels(spec, rec);

@@ -4,10 +4,11 @@
 //! chunk whose decay over the chunk stays within `e^{−FAST}` in every channel (real gates:
 //! all of them; [`super::chunk_tc::prefill`] takes the rest).
 //!
-//! Step 3 ([`prefill`]): one block per (chunk, KV head, row). After the chunk prologue the
-//! block keeps three bf16 tiles in shared memory, shared by the KV head's `G` query heads:
-//! `k̃ ⊙ e^{−b}`, the values, and the state entering the chunk; `e^{b}` stays f32. Each warp
-//! then takes one (query head, 16-row tile) at a time and keeps everything else in registers:
+//! Step 3 ([`prefill`]): one block per (chunk, KV head, row) copies three bf16 tiles into
+//! shared memory, shared by the KV head's `G` query heads: the key pass's `k̃ ⊙ e^{−b}`, the
+//! values, and the state pass's state entering the chunk (`e^{b}`, the key pass's, bf16, is
+//! read from global memory as the queries are scaled). Each warp then takes one (query
+//! head, 16-row tile) at a time and keeps everything else in registers:
 //! - its queries, in through a per-warp staging tile (16-byte loads) as `mma` A fragments
 //!   (`ldmatrix`), mapped (softmax over the head dim, four lanes per row) and scaled by
 //!   `e^{b}`;

@@ -78,8 +78,8 @@ pub enum Recurrence {
     GsaValues,
 }
 
-/// Key channels (rows of the state) of a recurrence.
-pub(super) fn key_channels(spec: &LigerSpec, rec: Recurrence) -> usize {
+/// Key channels (rows of the state) of a recurrence: the head dim, or GSA's slots.
+pub fn key_channels(spec: &LigerSpec, rec: Recurrence) -> usize {
     match rec {
         Recurrence::Keyed => spec.head_dim,
         Recurrence::GsaValues => spec.slots,
