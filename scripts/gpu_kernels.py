@@ -120,21 +120,29 @@ class Layer:
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
         self.dec = [s for s in self.plan["decode"]["steps"]
                     if s["kind"] == "launch" and s["kernel"].startswith("liger_") and s["layer"] == 0]
-        rec = next(s for s in self.pre if re.match(r"liger_\w+_prefill_(tc_|mma_)?h", s["kernel"]) and "window" not in s["kernel"])
-        win = next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
+        rec = next(s for s in self.pre
+                   if re.match(r"liger_\w+_prefill_(tc_|mma_|fused_)?h", s["kernel"]) and "window" not in s["kernel"])
+        # the window branch: its own kernel, or inside the fused step 3
+        fused = "_prefill_fused_" in rec["kernel"]
+        win = rec if fused else next(s for s in self.pre if s["kernel"].startswith("liger_window_prefill"))
         # the gate normalizer: in the key pass where there is one, else in the recurrence kernel
         prep = next((s for s in self.pre if re.match(r"liger_\w+_chunk_prep", s["kernel"])), None)
         gate_src = self.src[(prep or rec)["kernel"]]
-        self.norm = float(re.search(r"constexpr float NORM = ([^;]+);", gate_src).group(1).rstrip("f"))
-        self.mix_l = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[rec["kernel"]]).group(1).rstrip("f"))
-        self.mix_w = float(re.search(r"constexpr float MIX = ([^;]+);", self.src[win["kernel"]]).group(1).rstrip("f"))
+        const = lambda src, name: float(re.search(rf"constexpr float {name} = ([^;]+);", src).group(1).rstrip("f"))
+        self.norm = const(gate_src, "NORM")
+        self.mix_l = const(self.src[rec["kernel"]], "MIXL" if fused else "MIX")
+        self.mix_w = const(self.src[win["kernel"]], "MIXW" if fused else "MIX")
         self.window = int(re.search(r"constexpr int W = (\d+);", self.src[win["kernel"]]).group(1))
         # The roles of the layer's tensors, from the recurrence and window argument lists.
         names = lambda s: [next(iter(a.values())) if isinstance(a, dict) else a for a in s["args"]]
         wn = names(win)
-        self.q_rot, self.k_rot, self.v, self.ring_k, self.ring_v = wn[:5]
         rn = names(rec)
-        self.q, self.out = rn[0], rn[-2]
+        if fused:  # q, q_rot, k_rot, v, ring_k, ring_v, kmap, ebuf, states, slow, out, seq, pos0
+            self.q_rot, self.k_rot, self.v, self.ring_k, self.ring_v = wn[1:6]
+            self.q, self.out = rn[0], rn[10]
+        else:
+            self.q_rot, self.k_rot, self.v, self.ring_k, self.ring_v = wn[:5]
+            self.q, self.out = rn[0], rn[-2]
         # the raw keys: the key pass's input where there is one (the tensor-core step 3 reads
         # the key pass's tiles instead)
         self.k = names(prep)[0] if prep else rn[1]

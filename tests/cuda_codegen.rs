@@ -183,7 +183,7 @@ fn fixtures_every_variant_and_hybrid_compile_with_nvrtc() {
     ));
     let names: Vec<&str> = all.keys().map(String::as_str).collect();
     for want in [
-        "liger_gla_prefill",
+        "liger_gla_prefill_fused",
         "liger_gla_chunk_prep",
         "liger_state_pass",
         "liger_gsa_chunk_states",
@@ -553,6 +553,9 @@ fn llama3_8b_shapes_compile_with_nvrtc() {
                             .expect("the tensor-core kernels serve D 128"),
                     );
                     srcs.push(liger::gla_prefill(&spec, Recurrence::Keyed, c, n, true));
+                    if liger::fused_eligible(&spec, c, limit) {
+                        srcs.push(liger::fused_prefill(&spec, c));
+                    }
                     srcs.extend(liger::gla_prefill_subchunk(
                         &spec,
                         Recurrence::Keyed,
@@ -643,6 +646,38 @@ fn emulated_plan_matches_cpu_runtime_head_dim_64() {
         (200, 130, 203),
         0.03,
         &[("LIGERC_CUDA_SUBCHUNK_SCORES", "alternate")],
+    );
+    // The window inside step 3 (the fused kernel) on the same alternation: on the sub-chunk
+    // kernel's chunks it writes the window part alone and the sub-chunk kernel adds to the
+    // output in place.
+    emulate_against_cpu_env(
+        &d64,
+        &["--pass", "linearize"],
+        "d64-gla-fused-alternate-chunks",
+        2,
+        (200, 130, 203),
+        0.03,
+        &[("LIGERC_CUDA_SUBCHUNK_SCORES", "alternate")],
+    );
+    // A 33-key window: the chunk's first key tiles lie before a row tile's window band
+    // and join its weights as tiles of their own.
+    emulate_against_cpu(
+        &d64,
+        &["--pass", "linearize", "--window", "32"],
+        "d64-gla-fused-window-32",
+        2,
+        (150, 70, 152),
+        0.03,
+    );
+    // The window kernel and step 3 apart (what shapes the fused kernel does not take get).
+    emulate_against_cpu_env(
+        &d64,
+        &["--pass", "linearize"],
+        "d64-gla-separate-window",
+        1,
+        (100, 37, 102),
+        0.03,
+        &[("LIGERC_CUDA_WINDOW", "separate")],
     );
 }
 

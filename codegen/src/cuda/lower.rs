@@ -28,6 +28,8 @@ use super::{CudaError, CudaOptions};
 
 mod liger_rec;
 
+use liger_rec::WindowIn;
+
 /// Which launch sequence is being built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PhaseKind {
@@ -1350,12 +1352,17 @@ impl<'a> Lower<'a> {
         let kvx = Extent::from(kv);
         match self.phase {
             PhaseKind::Prefill => {
-                let part = if window && grm {
+                // the window inside step 3 where the fused kernel serves the shape
+                let fused = window && grm && !gsa && {
+                    let (c, _) = liger::gla_chunk(&spec, Recurrence::Keyed, self.opts.chunk, limit);
+                    liger::fused_eligible(&spec, c, limit)
+                };
+                let part = if window && grm && !fused {
                     self.scratch(h * d, DType::BF16)
                 } else {
                     out.arg.clone()
                 };
-                if window {
+                if window && !fused {
                     let (tq, _) = liger::window_tile(&spec);
                     let grid = [self.seq().ceil_div(tq as u64), kvx, b];
                     let wo = if grm {
@@ -1383,6 +1390,20 @@ impl<'a> Lower<'a> {
                         Some(layer),
                     );
                 }
+                let window_in = if fused {
+                    WindowIn::Fused {
+                        ops: [
+                            q_rot.arg.clone(),
+                            k_rot.arg.clone(),
+                            ring_k.clone(),
+                            ring_v.clone(),
+                        ],
+                    }
+                } else if window {
+                    WindowIn::Part(part.clone())
+                } else {
+                    WindowIn::None
+                };
                 if gsa {
                     let (c, bytes) = liger::slots_chunk(&spec, self.opts.chunk, limit);
                     let src = liger::gsa_slots_prefill(&spec, c, normalizer);
@@ -1415,7 +1436,11 @@ impl<'a> Lower<'a> {
                             v.arg.clone(),
                             state_v.clone(),
                         ],
-                        window.then(|| part.clone()),
+                        if window {
+                            WindowIn::Part(part.clone())
+                        } else {
+                            WindowIn::None
+                        },
                         out.arg.clone(),
                     )?;
                     self.release(&logits);
@@ -1427,11 +1452,11 @@ impl<'a> Lower<'a> {
                         &nodes,
                         layer,
                         [q.arg.clone(), k.arg.clone(), v.arg.clone(), state.clone()],
-                        window.then(|| part.clone()),
+                        window_in,
                         out.arg.clone(),
                     )?;
                 }
-                if window && grm {
+                if window && grm && !fused {
                     self.release(&part);
                 }
                 if window {

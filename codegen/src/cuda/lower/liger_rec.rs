@@ -9,6 +9,19 @@ use super::super::kernels::liger::{self, Recurrence};
 use super::super::plan::{Arg, Extent, Scalar};
 use super::Lower;
 
+/// Where a prefill's window branch goes.
+pub(super) enum WindowIn {
+    /// No window branch: step 3 writes `mix_linear · o`.
+    None,
+    /// The window kernel's `mix_window · y`, bf16 scratch that step 3 adds to.
+    Part(Arg),
+    /// Inside step 3 ([`liger::fused_prefill`]): the rotated queries and keys and the ring.
+    Fused {
+        /// `q_rot`, `k_rot`, `ring_k`, `ring_v`.
+        ops: [Arg; 4],
+    },
+}
+
 /// The key pass's outputs that step 3's one-product kernel reads, and the states it writes.
 struct KeyPassTiles {
     /// The states entering the chunks, bf16.
@@ -29,7 +42,9 @@ impl Lower<'_> {
     /// KV head ([`liger::gla_prefill_heads`]), row): for the tensor-core variants two
     /// launches on one grid, the bf16 `mma` kernel and the sub-chunk kernel
     /// ([`liger::gla_prefill_subchunk`]), each taking its own chunks by the key pass's flag.
-    /// `ops` = (queries, k, v, state).
+    /// With [`WindowIn::Fused`] the first is the fused kernel, which writes the window part
+    /// alone on the sub-chunk kernel's chunks, and the sub-chunk kernel adds to the output in
+    /// place. `ops` = (queries, k, v, state).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn prefill_recurrence(
         &mut self,
@@ -39,16 +54,20 @@ impl Lower<'_> {
         nodes: &[NodeId],
         layer: usize,
         ops: [Arg; 4],
-        window: Option<Arg>,
+        window: WindowIn,
         out: Arg,
     ) -> Result<(), CudaError> {
         let [qs, k, v, state] = ops;
         let (kv, d) = (spec.kv_heads, spec.head_dim);
         let dk = liger::key_channels(spec, rec);
         let (c, bytes) = liger::gla_chunk(spec, rec, self.opts.chunk, self.opts.smem_limit);
-        let out_src = liger::gla_prefill(spec, rec, c, normalizer, window.is_some());
-        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, window.is_some());
-        self.check_smem(&out_src.name, bytes)?;
+        let has_window = !matches!(window, WindowIn::None);
+        let out_src = match window {
+            WindowIn::Fused { .. } => liger::fused_prefill(spec, c),
+            _ => liger::gla_prefill(spec, rec, c, normalizer, has_window),
+        };
+        let sub_src = liger::gla_prefill_subchunk(spec, rec, c, normalizer, has_window);
+        self.check_smem(&out_src.name, bytes.max(out_src.smem as usize))?;
         let (b, kvx, seq) = (self.batch(), Extent::from(kv), Arg::Scalar(Scalar::Seq));
         let nch = self.seq().ceil_div(c as u64);
         let states = Arg::Buffer(self.pool.alloc(
@@ -79,24 +98,62 @@ impl Lower<'_> {
         if let Some(t) = &tiles {
             tail.push(t.slow.clone());
         }
-        tail.extend(window);
-        tail.extend([out, seq]);
+        match &window {
+            WindowIn::None => {}
+            WindowIn::Part(part) => tail.push(part.clone()),
+            // the sub-chunk kernel adds to the fused kernel's window part, in place
+            WindowIn::Fused { .. } => tail.push(out.clone()),
+        }
+        tail.extend([out.clone(), seq.clone()]);
         let grid = [nch, Extent::from(liger::gla_prefill_heads(spec, rec, c)), b];
         // the tensor-core kernels: the one-product kernel from the key pass's tiles and the
         // bf16 states, the sub-chunk kernel (the chunks the first one leaves, disjoint rows)
         // from the raw keys and the f32 states
-        let first = match &tiles {
-            Some(t) => vec![
+        let first = match (&tiles, &window) {
+            (
+                Some(t),
+                WindowIn::Fused {
+                    ops: [q_rot, k_rot, ring_k, ring_v],
+                },
+            ) => vec![
+                qs.clone(),
+                q_rot.clone(),
+                k_rot.clone(),
+                v.clone(),
+                ring_k.clone(),
+                ring_v.clone(),
+                t.kmap.clone(),
+                t.ebuf.clone(),
+                t.states_bf.clone(),
+                t.slow.clone(),
+                out.clone(),
+                seq,
+                Arg::Scalar(Scalar::Pos0),
+            ],
+            (None, WindowIn::Fused { .. }) => {
+                return Err(CudaError::Shape {
+                    node: format!("layer {layer}"),
+                    problem: "internal: the fused window kernel without the key pass".into(),
+                });
+            }
+            (Some(t), _) => vec![
                 qs.clone(),
                 t.kmap.clone(),
                 t.ebuf.clone(),
                 v.clone(),
                 t.states_bf.clone(),
             ],
-            None => vec![qs.clone(), k.clone(), v.clone(), states.clone()],
+            (None, _) => vec![qs.clone(), k.clone(), v.clone(), states.clone()],
         };
-        let first: Vec<Arg> = first.into_iter().chain(tail.iter().cloned()).collect();
-        let at_out = first.len() - 2;
+        let first: Vec<Arg> = if matches!(window, WindowIn::Fused { .. }) {
+            first
+        } else {
+            first.into_iter().chain(tail.iter().cloned()).collect()
+        };
+        let at_out = first
+            .iter()
+            .rposition(|a| a.name().is_some() && a.name() == out.name())
+            .unwrap_or(first.len() - 2);
         self.launch(out_src, nodes, grid, first, &[at_out], Some(layer));
         if let Some(src) = sub_src {
             let args: Vec<Arg> = [qs, k, v, states.clone()].into_iter().chain(tail).collect();

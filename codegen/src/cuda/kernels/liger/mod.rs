@@ -36,6 +36,7 @@ mod chunk_mma;
 mod chunk_pass;
 mod chunk_tc;
 mod decode;
+mod fused;
 mod gsa;
 mod ring;
 mod window;
@@ -46,6 +47,7 @@ pub use chunk::{
 };
 pub use chunk_pass::{chunk_prep, key_and_state_pass, state_pass, state_pass_slices};
 pub use decode::{decode_gsa, decode_keyed};
+pub use fused::{fused_eligible, fused_prefill};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;
 pub use window::{WindowOut, window_prefill, window_smem, window_tile};

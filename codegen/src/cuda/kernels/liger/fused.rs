@@ -1,0 +1,519 @@
+//! Step 3 of the prefill recurrence with the window branch inside, on bf16 tensor cores
+//! (`mma.sync` m16n8k16, f32 accumulation, fragments in registers): the layer's whole
+//! output in one kernel, where the window kernel used to write `mix_window · y` as bf16
+//! scratch for step 3 to read back (two passes over an output-sized buffer).
+//!
+//! One block per (chunk, KV head, row) stages, shared by the KV head's `G` query heads:
+//! the rotated keys and the values of positions `p0 − W .. p0 + C` (the chunk and the
+//! `W` before it; ring slots before `pos0`, zero rows before position 0 and past the
+//! chunk), the key pass's `k̃ ⊙ e^{−b}` and the state pass's bf16 state entering the chunk,
+//! all by 16-byte `cp.async` in two groups (the window's tiles first). Each warp then
+//! takes one (query head, 16-row tile) at a time and keeps everything else in registers:
+//! - the window scores `q_rot · k_rotᵀ` over the row tile's band, masked (keys
+//!   `p − W ..= p` at positions ≥ 0), an exact one-pass softmax in base 2, the weights
+//!   scaled by `mix_window / l` in f32;
+//! - the raw queries, mapped (softmax over the head dim), scaled by the key pass's `e^{b}`
+//!   and `mix_linear`; their scores against `k̃ e^{−b}` up to the diagonal are added to the
+//!   window weights of the same keys (the chunk's key tiles lie inside the band when
+//!   `W ≥ C − 16`; earlier ones are added as tiles of their own), so one product
+//!   `P · V` over the band serves both branches;
+//! - `out = P V + (q̃ e^{b} mix_linear) S`, 64 columns at a time, leaves through a
+//!   per-warp staging tile in 16-byte stores.
+//!
+//! Chunks the key pass flags *slow* (some channel decays by more than `e^{−40}`; never
+//! with real gates) get the window part alone here, and the sub-chunk kernel
+//! ([`super::chunk_tc::prefill`]) then adds `mix_linear · o` to the output in place.
+//!
+//! Precision: the window weights and the scores are rounded to bf16 once, after their
+//! sum, before `P V` (2⁻⁹ relative); the state term rounds `S` to bf16 (as fla's
+//! `chunk_gla`); one rounding of the output to bf16.
+
+use ligerc_ir::{LigerSpec, LigerVariant};
+
+use super::super::{CP_ASYNC, KernelSrc, float_lit};
+use super::chunk::CHUNK_FORM;
+use super::window::{KV_ROW, STAGE_DEVICE};
+use super::{MMA_PRELUDE, Recurrence, dims, vname};
+
+/// Row stride padding of the bf16 tiles in elements (rows of `D + 8`: `ldmatrix`'s eight
+/// row addresses on distinct banks).
+const PAD: usize = 8;
+
+/// Shared memory one block may take and still share its SM with a second (227 KB / 2,
+/// less the 1 KB the runtime reserves per block).
+const TWO_BLOCKS: usize = 113 * 1024;
+
+/// The tiling of the fused kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tile {
+    /// Warps per block: 8 when two blocks fit an SM, else 16 (one block an SM, 128
+    /// registers a thread either way), never more than the block's tasks.
+    nw: usize,
+    /// Output columns per pass (16 f32 accumulators per lane at 64).
+    cg: usize,
+    /// Shared memory in bytes.
+    smem: usize,
+}
+
+/// Shared memory of the fused kernel with `nw` warps: the staged keys and values of
+/// `C + W` positions, `k̃ e^{−b}` (`C` rows), the state (`D` rows), a 16-row staging tile
+/// per warp, all bf16 rows of `D + 8`.
+fn smem_bytes(c: usize, w: usize, d: usize, nw: usize) -> usize {
+    (2 * (c + w) + c + d + 16 * nw) * (d + PAD) * 2
+}
+
+fn tile(spec: &LigerSpec, c: usize) -> Tile {
+    let (_, _, g, d) = dims(spec);
+    let tasks = g.max(1) * (c / 16);
+    let nw = if smem_bytes(c, spec.window, d, 8) <= TWO_BLOCKS {
+        8
+    } else {
+        16
+    }
+    .min(tasks);
+    let cg = if d.is_multiple_of(64) {
+        64
+    } else if d.is_multiple_of(32) {
+        32
+    } else {
+        16
+    };
+    Tile {
+        nw,
+        cg,
+        smem: smem_bytes(c, spec.window, d, nw),
+    }
+}
+
+/// Whether [`fused_prefill`] serves a layer at chunk `chunk` within `smem_limit` bytes of shared
+/// memory a block: a keyed variant with a window branch whose recurrence runs on the
+/// tensor-core kernels (head dim and chunk multiples of 16), head dim at most 128 and
+/// chunk at most 64 (the registers of a task), a window that is a multiple of 16 of at
+/// most 64 tokens (the band on whole key tiles, at most 5 of them).
+/// `LIGERC_CUDA_WINDOW=separate` at code generation keeps the two kernels everywhere (a
+/// testing knob: the separate window kernel and step 3 still serve the other shapes).
+pub fn fused_eligible(spec: &LigerSpec, chunk: usize, smem_limit: usize) -> bool {
+    let forced_apart = std::env::var("LIGERC_CUDA_WINDOW").is_ok_and(|v| v == "separate");
+    let windowed = spec.mix_window != 0.0
+        && !matches!(spec.variant, LigerVariant::SwaOnly | LigerVariant::Gsa);
+    !forced_apart
+        && windowed
+        && super::chunk_tc::eligible(spec, Recurrence::Keyed, chunk)
+        && spec.head_dim <= 128
+        && chunk <= 64
+        && spec.window.is_multiple_of(16)
+        && spec.window <= 64
+        && tile(spec, chunk).smem <= smem_limit
+}
+
+/// The fused step 3 (see the module doc). Parameters: `q` (raw), `q_rot`, `k_rot`, `v`,
+/// `ring_k`, `ring_v`, the key pass's `kmap` and `ebuf`, the state pass's bf16 `states`,
+/// the key pass's `slow` flags, `out`, `seq`, `pos0`. Call only where [`fused_eligible`].
+pub fn fused_prefill(spec: &LigerSpec, chunk: usize) -> KernelSrc {
+    let (h, kv, g, d) = dims(spec);
+    let (c, w) = (chunk, spec.window);
+    let t = tile(spec, c);
+    let name = format!(
+        "liger_{}_prefill_fused_h{h}_kv{kv}_d{d}_w{w}_c{c}",
+        vname(spec.variant)
+    );
+    let sig = "const bf16* __restrict__ q, const bf16* __restrict__ q_rot, const bf16* __restrict__ k_rot,
+        const bf16* __restrict__ v, const bf16* __restrict__ ring_k, const bf16* __restrict__ ring_v,
+        const bf16* __restrict__ kmap, const bf16* __restrict__ ebuf, const bf16* __restrict__ states,
+        const int* __restrict__ slow, bf16* __restrict__ out, int seq, const int* __restrict__ pos0_ptr";
+    let body = format!(
+        r#"{mma}constexpr int H = {h};
+constexpr int G = {g};
+constexpr int HKV = {kv};
+constexpr int D = {d};        // head dim of q, k, v
+constexpr int DK = D;          // key channels = rows of the state
+constexpr int DV = D;          // value channels = columns of the state
+constexpr int C = {c};        // chunk length = query tokens of a block
+constexpr int W = {w};         // a query sees itself and the W previous tokens
+constexpr int NRING = W + 1;
+constexpr int NS = C / 16;     // 16-row tiles of the chunk
+constexpr int WT = W / 16;     // the stage's tile of the chunk's first key
+constexpr int NB = WT + 1;     // key tiles in a row tile's window band
+constexpr int NKT = NS + WT;   // key tiles of the stage: positions p0 - W .. p0 + C
+constexpr int KCT = NKT;       // (stage_kv: the whole stage at once)
+constexpr int NP = NB > NS ? NB : NS;  // most key tiles a row tile's weights span
+constexpr int NW = {nw};
+constexpr int NT = 32 * NW;
+constexpr int NTASK = G * NS;  // warp tasks: (query head, 16-row tile)
+constexpr int NROUND = (NTASK + NW - 1) / NW;
+constexpr int KLD = D + {pad};     // row stride of the bf16 tiles
+constexpr int CG = {cg};       // output columns per pass
+constexpr float SCALE_LOG2 = {scale_log2};  // 1/sqrt(D) log2(e): window scores in base 2
+constexpr float MIXW = {mixw};  // mix_window
+constexpr float MIXL = {mixl};  // mix_linear
+{cp}{kv_row}{stage}
+{form}
+extern "C" __global__ void __launch_bounds__(NT, {minb}) {name}({sig});
+
+extern "C" __global__ void {name}({sig}) {{
+    extern __shared__ float smem[];
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
+    const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
+    const int nch = (seq + C - 1) / C;
+    const int L = min(C, seq - n * C);   // query tokens of this chunk
+    const int p0 = pos0 + n * C;         // position of its first; stage column c is position p0 - W + c
+    const int kmin = W - p0;             // the first stage column at a position >= 0
+    const int klo = max(kmin, 0) / 16;   // the first key tile not wholly before position 0
+    const long long row0 = (long long)b * seq + (long long)n * C;
+    const long long bl = (long long)(b * HKV + j) * nch + n;  // scratch slot of chunk n
+    // the key pass's flag: slow chunks get the window part alone (the sub-chunk kernel adds the rest)
+    const bool fast = !slow[bl];  // block-uniform
+    bf16* ks = reinterpret_cast<bf16*>(smem);  // [16 NKT][KLD] rotated keys of the stage
+    bf16* vs = ks + 16 * NKT * KLD;            // [16 NKT][KLD] values of the stage
+    bf16* kb = vs + 16 * NKT * KLD;            // [C][KLD] k~ e^(-b), the key pass's
+    bf16* sb = kb + C * KLD;                   // [DK][KLD] the state entering the chunk, the state pass's
+    bf16* stg = sb + DK * KLD + warp * (16 * KLD);  // [16][KLD] this warp's staging tile
+    // group 0: the window's keys and values and the first round's queries; group 1: the
+    // recurrence's tiles
+    stage_kv(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, p0 - W, p0 + L);
+    // (query head, 16-row tile) of a round's task: long rows first in even rounds
+    auto task_of = [&](int round, int& g, int& ii) {{
+        const int task = round * NW + warp;
+        g = task / NS;
+        ii = round % 2 ? task % NS : NS - 1 - task % NS;
+        return task < NTASK && 16 * ii < L;  // warp-uniform
+    }};
+    {{
+        int g, ii;
+        if (task_of(0, g, ii)) load_q(stg, q_rot, row0, 16 * ii, L, j * G + g);
+    }}
+    cp_async_commit();
+    if (fast) {{
+        const bf16* kg = kmap + bl * (C * DK);
+        for (int e = tid; e < C * DK / 8; e += NT) {{
+            const int r = e / (DK / 8), p = 8 * (e % (DK / 8));
+            cp_async16(kb + r * KLD + p, kg + r * DK + p, true);
+        }}
+        const bf16* sg = states + bl * (DK * DV);
+        for (int e = tid; e < DK * DV / 8; e += NT) {{
+            const int r = e / (DV / 8), p = 8 * (e % (DV / 8));
+            cp_async16(sb + r * KLD + p, sg + r * DV + p, true);
+        }}
+    }}
+    cp_async_commit();
+    const bf16* eb = ebuf + bl * (C * DK);  // [C][DK] e^(b), the key pass's
+    // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
+    // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
+    const int gid = lane >> 2, tig = lane & 3;
+    // ldmatrix lane addresses: a 16x16 tile as A fragments (or, .trans, as the B fragments of
+    // two 8-column tiles); 16 key rows as the B fragments of two 8-key tiles
+    const int arow = (lane & 7) + 8 * ((lane >> 3) & 1), acol = 8 * (lane >> 4);
+    const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 8 * ((lane >> 3) & 1);
+    const uint4 zero4 = {{0u, 0u, 0u, 0u}};
+    for (int round = 0; round < NROUND; ++round) {{  // block-uniform
+        int g, ii;
+        const bool active = task_of(round, g, ii);
+        const int h = j * G + g;
+        // the row tile's key tiles [lo, hi): its window band, and the chunk's tiles up to
+        // the diagonal (stage tiles WT .. WT + ii)
+        const int hi = ii + NB, lo = min(max(ii, klo), WT);
+        if (round > 0) {{
+            if (active) load_q(stg, q_rot, row0, 16 * ii, L, h);
+            cp_async_wait_all();
+            __syncwarp();
+        }} else {{
+            cp_async_wait<1>();
+            __syncthreads();  // the window's keys and values, the queries
+        }}
+        // window scores S = q_rot k_rot^T over [lo, hi), f32
+        float p[NP][2][4];
+    #pragma unroll
+        for (int u = 0; u < NP; ++u)
+    #pragma unroll
+            for (int e = 0; e < 8; ++e) p[u][e / 4][e % 4] = 0.0f;
+        if (active) {{
+    #pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {{
+                unsigned qa[4];
+                ldsm_x4(qa, stg + arow * KLD + 16 * kk + acol);
+    #pragma unroll
+                for (int u = 0; u < NP; ++u) {{
+                    if (lo + u >= hi) break;
+                    unsigned r[4];
+                    ldsm_x4(r, ks + (16 * (lo + u) + brow) * KLD + 16 * kk + bcol);
+                    mma_bf16(p[u][0], qa, r[0], r[1]);
+                    mma_bf16(p[u][1], qa, r[2], r[3]);
+                }}
+            }}
+            // mask (keys p - W ..= p at positions >= 0), base 2, the rows' max over the quad
+            float mx[2] = {{neg_inf(), neg_inf()}};
+    #pragma unroll
+            for (int u = 0; u < NP; ++u)
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) {{
+                    const int half = e / 4, r = e % 4;
+                    const int kc = 16 * (lo + u) + 8 * half + 2 * tig + (r & 1), qr = 16 * ii + gid + 8 * (r >> 1);
+                    const bool ok = lo + u < hi && kc >= kmin && (unsigned)(kc - qr) <= (unsigned)W;
+                    p[u][half][r] = ok ? p[u][half][r] * SCALE_LOG2 : neg_inf();
+                    mx[r >> 1] = fmaxf(mx[r >> 1], p[u][half][r]);
+                }}
+            float sum[2] = {{0.0f, 0.0f}};
+    #pragma unroll
+            for (int x = 0; x < 2; ++x) {{
+                mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 1));
+                mx[x] = fmaxf(mx[x], __shfl_xor_sync(0xffffffffu, mx[x], 2));
+                if (mx[x] == neg_inf()) mx[x] = 0.0f;  // no key: every weight 0
+            }}
+    #pragma unroll
+            for (int u = 0; u < NP; ++u)
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) {{
+                    const int x = (e % 4) >> 1;
+                    p[u][e / 4][e % 4] = exp2f(p[u][e / 4][e % 4] - mx[x]);
+                    sum[x] += p[u][e / 4][e % 4];
+                }}
+    #pragma unroll
+            for (int x = 0; x < 2; ++x) {{
+                sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 1);
+                sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 2);
+                sum[x] = sum[x] > 0.0f ? MIXW / sum[x] : 0.0f;  // sum >= 1 on rows below L
+            }}
+    #pragma unroll
+            for (int u = 0; u < NP; ++u)
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) p[u][e / 4][e % 4] *= sum[(e % 4) >> 1];
+        }}
+        if (round == 0) {{
+            cp_async_wait<0>();
+            __syncthreads();  // the recurrence's tiles
+        }}
+        if (!active) continue;  // warp-uniform; no barrier follows
+        unsigned qa[D / 16][4];  // q~ e^b mix_linear as A fragments over the head dim
+        if (fast) {{
+            // the raw query rows (rows past L zero) through the staging tile: 16-byte loads
+            __syncwarp();  // the rotated queries are consumed
+    #pragma unroll
+            for (int it = 0; it < D / 16; ++it) {{
+                const int u = lane + 32 * it, r = u / (D / 8), c8 = u % (D / 8), t = 16 * ii + r;
+                const uint4 x = t < L ? *reinterpret_cast<const uint4*>(q + (row0 + t) * (H * D) + h * D + 8 * c8) : zero4;
+                *reinterpret_cast<uint4*>(stg + r * KLD + 8 * c8) = x;
+            }}
+            __syncwarp();
+    #pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], stg + arow * KLD + 16 * kk + acol);
+            // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
+            float m[2] = {{neg_inf(), neg_inf()}}, s[2] = {{0.0f, 0.0f}};
+    #pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+                for (int r = 0; r < 4; ++r) m[r & 1] = fmaxf(m[r & 1], fmaxf(bf_lo(qa[kk][r]), bf_hi(qa[kk][r])));
+    #pragma unroll
+            for (int x = 0; x < 2; ++x) {{
+                m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 1));
+                m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 2));
+            }}
+    #pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+                for (int r = 0; r < 4; ++r) s[r & 1] += __expf(bf_lo(qa[kk][r]) - m[r & 1]) + __expf(bf_hi(qa[kk][r]) - m[r & 1]);
+    #pragma unroll
+            for (int x = 0; x < 2; ++x) {{
+                s[x] += __shfl_xor_sync(0xffffffffu, s[x], 1);
+                s[x] += __shfl_xor_sync(0xffffffffu, s[x], 2);
+                s[x] = MIXL / s[x];
+            }}
+            // ... times e^(b) and mix_linear, rounded to bf16
+            const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
+    #pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+                for (int r = 0; r < 4; ++r) {{
+                    const int x = r & 1, t = x ? tb : ta, cc = 16 * kk + 2 * tig + 8 * (r >> 1);
+                    const unsigned eu = *reinterpret_cast<const unsigned*>(eb + t * DK + cc);
+                    qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * s[x] * bf_lo(eu),
+                                          __expf(bf_hi(qa[kk][r]) - m[x]) * s[x] * bf_hi(eu));
+                }}
+            // the chunk's scores (q~ e^b)(k~ e^-b)^T up to the diagonal, added to the window
+            // weights of the same keys (stage tile WT + kt)
+    #pragma unroll
+            for (int u = 0; u < NP; ++u) {{
+                const int kt = lo + u - WT;  // warp-uniform
+                if (kt < 0 || kt > ii) continue;
+                float sc[2][4] = {{{{0.0f, 0.0f, 0.0f, 0.0f}}, {{0.0f, 0.0f, 0.0f, 0.0f}}}};
+    #pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) {{
+                    unsigned r[4];
+                    ldsm_x4(r, kb + (16 * kt + brow) * KLD + 16 * kk + bcol);
+                    mma_bf16(sc[0], qa[kk], r[0], r[1]);
+                    mma_bf16(sc[1], qa[kk], r[2], r[3]);
+                }}
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) {{
+                    const int half = e / 4, r = e % 4;
+                    // the diagonal tile: keys after the query row score zero
+                    const bool after = kt == ii && 8 * half + 2 * tig + (r & 1) > gid + 8 * (r >> 1);
+                    p[u][half][r] += after ? 0.0f : sc[half][r];
+                }}
+            }}
+        }}
+        // the weights as bf16 A fragments over the keys
+        unsigned pa[NP][4];
+    #pragma unroll
+        for (int u = 0; u < NP; ++u)
+    #pragma unroll
+            for (int e = 0; e < 4; ++e) pa[u][e] = pack_bf16(p[u][e >> 1][2 * (e & 1)], p[u][e >> 1][2 * (e & 1) + 1]);
+        // out = P V + (q~ e^b mix_linear) S, CG columns at a time
+    #pragma unroll 1
+        for (int cg = 0; cg < DV; cg += CG) {{
+            float o[CG / 8][4];
+    #pragma unroll
+            for (int nt = 0; nt < CG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+            if (fast) {{
+                const bf16* sp = sb + arow * KLD + cg + acol;
+    #pragma unroll
+                for (int kk = 0; kk < DK / 16; ++kk)
+    #pragma unroll
+                    for (int np = 0; np < CG / 16; ++np) {{
+                        unsigned r[4];
+                        ldsm_x4_t(r, sp + 16 * kk * KLD + 16 * np);
+                        mma_bf16(o[2 * np], qa[kk], r[0], r[1]);
+                        mma_bf16(o[2 * np + 1], qa[kk], r[2], r[3]);
+                    }}
+            }}
+    #pragma unroll
+            for (int u = 0; u < NP; ++u) {{
+                if (lo + u >= hi) break;
+                const bf16* vp = vs + (16 * (lo + u) + arow) * KLD + cg + acol;
+    #pragma unroll
+                for (int np = 0; np < CG / 16; ++np) {{
+                    unsigned r[4];
+                    ldsm_x4_t(r, vp + 16 * np);
+                    mma_bf16(o[2 * np], pa[u], r[0], r[1]);
+                    mma_bf16(o[2 * np + 1], pa[u], r[2], r[3]);
+                }}
+            }}
+            // through the staging tile: 16-byte stores of the tile's rows
+            constexpr int VC = CG / 8;  // 16-byte pieces of a staged row
+            __syncwarp();  // the staging tile's previous contents are consumed
+    #pragma unroll
+            for (int nt = 0; nt < CG / 8; ++nt)
+    #pragma unroll
+                for (int x = 0; x < 2; ++x)
+                    *reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * KLD + 8 * nt + 2 * tig) = pack_bf16(o[nt][2 * x], o[nt][2 * x + 1]);
+            __syncwarp();
+    #pragma unroll
+            for (int it = 0; it < (16 * VC + 31) / 32; ++it) {{
+                const int e = lane + 32 * it, r = e / VC, c8 = e % VC, t = 16 * ii + r;
+                if (e < 16 * VC && t < L)
+                    *reinterpret_cast<uint4*>(out + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8) = *reinterpret_cast<const uint4*>(stg + r * KLD + 8 * c8);
+            }}
+        }}
+        __syncwarp();  // the staging tile is free for the next round's queries
+    }}
+}}
+"#,
+        mma = MMA_PRELUDE,
+        nw = t.nw,
+        pad = PAD,
+        cg = t.cg,
+        scale_log2 = float_lit(std::f64::consts::LOG2_E / (d as f64).sqrt()),
+        mixw = float_lit(spec.mix_window),
+        mixl = float_lit(spec.mix_linear),
+        cp = CP_ASYNC,
+        kv_row = KV_ROW,
+        stage = STAGE_DEVICE,
+        form = CHUNK_FORM,
+        minb = if t.smem <= TWO_BLOCKS { 2 } else { 1 },
+    );
+    KernelSrc {
+        name,
+        summary: format!(
+            "Liger {} recurrence + window branch, prefill step 3/3, chunk {c}, bf16 tensor cores (mma.sync, fragments in registers, a warp per (query head, 16-row tile)): the layer's output per (chunk, KV head) — mix_window {} · causal softmax over the last {} keys (scale 1/√D) + mix_linear {} · (q̃ e^b S + intra-chunk scores · V), the window weights and the chunk's scores summed before one product with the values",
+            spec.variant,
+            spec.mix_window,
+            w + 1,
+            spec.mix_linear
+        ),
+        body,
+        block: [(32 * t.nw) as u32, 1, 1],
+        smem: t.smem as u32,
+        grid: format!(
+            "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), {nw} warps taking the {tasks} (query head, 16-row tile) tasks in turn; chunks the key pass flags slow get the window part alone (the sub-chunk kernel adds the rest in place)",
+            nw = t.nw,
+            tasks = g.max(1) * (c / 16),
+        ),
+        params: params(spec, c),
+    }
+}
+
+/// The fused kernel's parameters, in order.
+fn params(spec: &LigerSpec, c: usize) -> Vec<String> {
+    let (h, kv, _, d) = dims(spec);
+    let w = spec.window;
+    let per_chunk = |what: &str| format!("{what} [batch, {kv}, ceil(seq/{c}), {c}, {d}] bf16");
+    vec![
+        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
+        format!("q_rot [tokens, {}] bf16", h * d),
+        format!("k_rot [tokens, {}] bf16", kv * d),
+        format!("v [tokens, {}] bf16", kv * d),
+        format!(
+            "ring_k [batch, {kv}, {}, {d}] bf16 (keys of positions < pos0)",
+            w + 1
+        ),
+        format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
+        per_chunk("kmap (the key pass's k̃ e^(−b))"),
+        per_chunk("ebuf (the key pass's e^(b))"),
+        format!(
+            "states [batch, {kv}, ceil(seq/{c}), {d}, {d}] bf16 (the state pass's, entering each chunk)"
+        ),
+        format!("slow [batch, {kv}, ceil(seq/{c})] i32 (the key pass's flags)"),
+        format!("out [tokens, {}] bf16 (out)", h * d),
+        "seq".into(),
+        "pos0 (const int*: device memory, read once)".into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
+        LigerSpec {
+            variant: LigerVariant::Gla,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+            window,
+            mix_window: 0.5,
+            mix_linear: 0.5,
+            slots: 64,
+        }
+    }
+
+    /// The benchmark shape (H 32, KV 8, D 128, W 64, C 64) takes 16 warps in 187 KiB (one
+    /// block an SM); SmolLM2's (H 9, KV 3, D 64) 8 warps in 72 KiB (two blocks an SM).
+    #[test]
+    fn tilings() {
+        let t = tile(&spec(32, 8, 128, 64), 64);
+        assert_eq!((t.nw, t.cg, t.smem), (16, 64, 191_488));
+        let t = tile(&spec(9, 3, 64, 64), 64);
+        assert_eq!((t.nw, t.cg, t.smem), (8, 64, 73_728));
+        assert!(t.smem <= TWO_BLOCKS);
+    }
+
+    /// Windows off the 16-key grid or past 64 keys, head dims past 128 and chunks past 64
+    /// keep the two kernels.
+    #[test]
+    fn eligibility() {
+        let limit = 227 * 1024;
+        assert!(fused_eligible(&spec(32, 8, 128, 64), 64, limit));
+        assert!(fused_eligible(&spec(4, 2, 16, 0), 16, limit));
+        assert!(!fused_eligible(&spec(32, 8, 128, 60), 64, limit));
+        assert!(!fused_eligible(&spec(32, 8, 128, 80), 64, limit));
+        assert!(!fused_eligible(&spec(8, 8, 256, 64), 64, limit));
+        assert!(!fused_eligible(&spec(32, 8, 128, 64), 128, limit));
+        assert!(!fused_eligible(&spec(32, 8, 128, 64), 64, 100 * 1024));
+        let mut swa = spec(32, 8, 128, 64);
+        swa.variant = LigerVariant::SwaOnly;
+        assert!(!fused_eligible(&swa, 64, limit));
+        swa.variant = LigerVariant::Gla;
+        swa.mix_window = 0.0;
+        assert!(!fused_eligible(&swa, 64, limit));
+    }
+}
