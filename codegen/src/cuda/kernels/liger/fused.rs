@@ -7,18 +7,26 @@
 //! the rotated keys and the values of positions `p0 − W .. p0 + C` (the chunk and the
 //! `W` before it; ring slots before `pos0`, zero rows before position 0 and past the
 //! chunk), the key pass's `k̃ ⊙ e^{−b}` and the state pass's bf16 state entering the chunk,
-//! all by 16-byte `cp.async` in two groups (the window's tiles first). Each warp then
-//! takes one (query head, 16-row tile) at a time and keeps everything else in registers:
-//! - the window scores `q_rot · k_rotᵀ` over the row tile's band, masked (keys
-//!   `p − W ..= p` at positions ≥ 0), an exact one-pass softmax in base 2, the weights
-//!   scaled by `mix_window / l` in f32;
-//! - the raw queries, mapped (softmax over the head dim), scaled by the key pass's `e^{b}`
-//!   and `mix_linear`; their scores against `k̃ e^{−b}` up to the diagonal are added to the
-//!   window weights of the same keys (the chunk's key tiles lie inside the band when
-//!   `W ≥ C − 16`; earlier ones are added as tiles of their own), so one product
-//!   `P · V` over the band serves both branches;
-//! - `out = P V + (q̃ e^{b} mix_linear) S`, 64 columns at a time, leaves through a
-//!   per-warp staging tile in 16-byte stores.
+//! all by 16-byte `cp.async` in two groups (the window's tiles first). The tiles' rows are
+//! unpadded with their 16-byte pieces XOR-swizzled by the row, so that every shared read
+//! is conflict-free and the block fits 112 KiB at D 128: two blocks an SM. Each of the 8
+//! warps then takes one (query head, 16-row tile) at a time and keeps everything else in
+//! registers:
+//! - its rotated queries, loaded straight into `mma` A fragments by 16-byte loads: the
+//!   head-dim channels of each 32 are taken in a permuted order (lane `tig` holds
+//!   channels `8 tig .. 8 tig + 8` of its rows), the same for the keys (16-byte shared
+//!   reads) and for the state's rows (`ldmatrix` row addresses), so the products over the
+//!   head dim are unchanged; the window scores
+//!   `q_rot · k_rotᵀ` over the row tile's band, masked (keys `p − W ..= p` at positions
+//!   ≥ 0), an exact one-pass softmax in base 2, the weights scaled by `mix_window / l` in
+//!   f32;
+//! - its raw queries, the same way, mapped (softmax over the head dim, four lanes a row),
+//!   scaled by the key pass's `e^{b}` (16-byte loads, the same order) and `mix_linear`; their scores against `k̃ e^{−b}` up
+//!   to the diagonal are added to the window weights of the same keys (the chunk's key
+//!   tiles lie inside the band when `W ≥ C − 16`; earlier ones are added as tiles of their
+//!   own), so one product `P · V` over the band serves both branches;
+//! - `out = P V + (q̃ e^{b} mix_linear) S`, 64 columns at a time, stored from the
+//!   accumulators (bf16 pairs).
 //!
 //! Chunks the key pass flags *slow* (some channel decays by more than `e^{−40}`; never
 //! with real gates) get the window part alone here, and the sub-chunk kernel
@@ -32,22 +40,21 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use super::super::{CP_ASYNC, KernelSrc, float_lit};
 use super::chunk::CHUNK_FORM;
-use super::window::{KV_ROW, STAGE_DEVICE};
+use super::window::KV_ROW;
 use super::{MMA_PRELUDE, Recurrence, dims, vname};
 
-/// Row stride padding of the bf16 tiles in elements (rows of `D + 8`: `ldmatrix`'s eight
-/// row addresses on distinct banks).
-const PAD: usize = 8;
+/// Warps per block (or the block's tasks, if fewer): 128 registers a thread, two blocks
+/// an SM where the shared memory allows.
+const WARPS: usize = 8;
 
-/// Shared memory one block may take and still share its SM with a second (227 KB / 2,
-/// less the 1 KB the runtime reserves per block).
+/// Shared memory one block may take and still share its SM with a second (228 KiB an
+/// sm_90 SM, 1 KiB of it reserved per block).
 const TWO_BLOCKS: usize = 113 * 1024;
 
 /// The tiling of the fused kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tile {
-    /// Warps per block: 8 when two blocks fit an SM, else 16 (one block an SM, 128
-    /// registers a thread either way), never more than the block's tasks.
+    /// Warps per block.
     nw: usize,
     /// Output columns per pass (16 f32 accumulators per lane at 64).
     cg: usize,
@@ -55,41 +62,22 @@ struct Tile {
     smem: usize,
 }
 
-/// Shared memory of the fused kernel with `nw` warps: the staged keys and values of
-/// `C + W` positions, `k̃ e^{−b}` (`C` rows), the state (`D` rows), a 16-row staging tile
-/// per warp, all bf16 rows of `D + 8`.
-fn smem_bytes(c: usize, w: usize, d: usize, nw: usize) -> usize {
-    (2 * (c + w) + c + d + 16 * nw) * (d + PAD) * 2
-}
-
 fn tile(spec: &LigerSpec, c: usize) -> Tile {
     let (_, _, g, d) = dims(spec);
-    let tasks = g.max(1) * (c / 16);
-    let nw = if smem_bytes(c, spec.window, d, 8) <= TWO_BLOCKS {
-        8
-    } else {
-        16
-    }
-    .min(tasks);
-    let cg = if d.is_multiple_of(64) {
-        64
-    } else if d.is_multiple_of(32) {
-        32
-    } else {
-        16
-    };
     Tile {
-        nw,
-        cg,
-        smem: smem_bytes(c, spec.window, d, nw),
+        nw: WARPS.min(g.max(1) * (c / 16)),
+        cg: 64,
+        // the keys and values of C + W positions, k~ e^-b (C rows), the state (D rows), bf16
+        smem: (2 * (c + spec.window) + c + d) * d * 2,
     }
 }
 
-/// Whether [`fused_prefill`] serves a layer at chunk `chunk` within `smem_limit` bytes of shared
-/// memory a block: a keyed variant with a window branch whose recurrence runs on the
-/// tensor-core kernels (head dim and chunk multiples of 16), head dim at most 128 and
-/// chunk at most 64 (the registers of a task), a window that is a multiple of 16 of at
-/// most 64 tokens (the band on whole key tiles, at most 5 of them).
+/// Whether [`fused_prefill`] serves a layer at chunk `chunk` within `smem_limit` bytes of
+/// shared memory a block: a keyed variant with a window branch whose recurrence runs on
+/// the tensor-core kernels (chunk a multiple of 16), head dim 64 or 128 (the swizzle and
+/// the channel order work on pieces of 64; the registers of a task), chunk at most 64, a
+/// window that is a multiple of 16 of at most 64 tokens (the band on whole key tiles, at
+/// most 5 of them).
 /// `LIGERC_CUDA_WINDOW=separate` at code generation keeps the two kernels everywhere (a
 /// testing knob: the separate window kernel and step 3 still serve the other shapes).
 pub fn fused_eligible(spec: &LigerSpec, chunk: usize, smem_limit: usize) -> bool {
@@ -99,7 +87,7 @@ pub fn fused_eligible(spec: &LigerSpec, chunk: usize, smem_limit: usize) -> bool
     !forced_apart
         && windowed
         && super::chunk_tc::eligible(spec, Recurrence::Keyed, chunk)
-        && spec.head_dim <= 128
+        && matches!(spec.head_dim, 64 | 128)
         && chunk <= 64
         && spec.window.is_multiple_of(16)
         && spec.window <= 64
@@ -135,18 +123,53 @@ constexpr int NS = C / 16;     // 16-row tiles of the chunk
 constexpr int WT = W / 16;     // the stage's tile of the chunk's first key
 constexpr int NB = WT + 1;     // key tiles in a row tile's window band
 constexpr int NKT = NS + WT;   // key tiles of the stage: positions p0 - W .. p0 + C
-constexpr int KCT = NKT;       // (stage_kv: the whole stage at once)
 constexpr int NP = NB > NS ? NB : NS;  // most key tiles a row tile's weights span
 constexpr int NW = {nw};
 constexpr int NT = 32 * NW;
 constexpr int NTASK = G * NS;  // warp tasks: (query head, 16-row tile)
 constexpr int NROUND = (NTASK + NW - 1) / NW;
-constexpr int KLD = D + {pad};     // row stride of the bf16 tiles
 constexpr int CG = {cg};       // output columns per pass
 constexpr float SCALE_LOG2 = {scale_log2};  // 1/sqrt(D) log2(e): window scores in base 2
 constexpr float MIXW = {mixw};  // mix_window
 constexpr float MIXL = {mixl};  // mix_linear
-{cp}{kv_row}{stage}
+{cp}{kv_row}
+// Element (r, c) of the bf16 tiles, rows of D, 16-byte pieces XOR-swizzled by the row so that
+// each shared read below meets 8 distinct bank groups: the keys' (16-byte reads of rows r,
+// r + 1 at pieces 4m + tig) by bit 0 of the row; the values' (ldmatrix of 8 consecutive rows)
+// by the row's low 3 bits; the state's (ldmatrix of rows c + {{0, 1, 8, 9, .., 24, 25}}, the
+// permuted channels) by bits 3-4 and 0.
+__device__ __forceinline__ int koff(int r, int c) {{ return r * D + (((c >> 3) ^ ((r & 1) << 2)) << 3) + (c & 7); }}
+__device__ __forceinline__ int voff(int r, int c) {{ return r * D + (((c >> 3) ^ (r & 7)) << 3) + (c & 7); }}
+__device__ __forceinline__ int soff(int r, int c) {{ return r * D + (((c >> 3) ^ (((r >> 2) & 6) | (r & 1))) << 3) + (c & 7); }}
+// The head-dim channels in mma order: logical channel 16 h + 8 s + 2 t + e of each 32 (h: which
+// 16-wide k step, s: which register pair of the fragment, t = tig, e: low or high half) is
+// physical channel 8 t + 4 h + 2 s + e, so a lane's A (or B) fragments of two k steps are 8
+// adjacent channels: one 16-byte load.
+// This lane's A fragments of 16 bf16 rows (rows gid, gid + 8 at p0, p1; zero where not ok).
+__device__ __forceinline__ void load_a(unsigned (&a)[D / 16][4], const bf16* p0, const bf16* p1, bool ok0, bool ok1) {{
+    const int tig = threadIdx.x & 3;
+    const uint4 z = {{0u, 0u, 0u, 0u}};
+#pragma unroll
+    for (int m = 0; m < D / 32; ++m) {{
+        const uint4 x0 = ok0 ? *reinterpret_cast<const uint4*>(p0 + 32 * m + 8 * tig) : z;
+        const uint4 x1 = ok1 ? *reinterpret_cast<const uint4*>(p1 + 32 * m + 8 * tig) : z;
+        a[2 * m][0] = x0.x; a[2 * m][2] = x0.y; a[2 * m + 1][0] = x0.z; a[2 * m + 1][2] = x0.w;
+        a[2 * m][1] = x1.x; a[2 * m][3] = x1.y; a[2 * m + 1][1] = x1.z; a[2 * m + 1][3] = x1.w;
+    }}
+}}
+// S (16 rows, in c) += A B^T over the head dim for the 16 keys of tile rows kr.. of a key tile
+// (k_rot or k~ e^-b): B fragments by 16-byte shared reads in the same channel order.
+__device__ __forceinline__ void key_scores(float (&c)[2][4], const unsigned (&a)[D / 16][4], const bf16* kt, int kr) {{
+    const int lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int m = 0; m < D / 32; ++m) {{
+            const uint4 y = *reinterpret_cast<const uint4*>(kt + koff(kr + 8 * half + gid, 32 * m + 8 * tig));
+            mma_bf16(c[half], a[2 * m], y.x, y.y);
+            mma_bf16(c[half], a[2 * m + 1], y.z, y.w);
+        }}
+}}
 {form}
 extern "C" __global__ void __launch_bounds__(NT, {minb}) {name}({sig});
 
@@ -157,43 +180,36 @@ extern "C" __global__ void {name}({sig}) {{
     const int pos0 = *pos0_ptr;  // device memory: one captured graph serves every step
     const int nch = (seq + C - 1) / C;
     const int L = min(C, seq - n * C);   // query tokens of this chunk
-    const int p0 = pos0 + n * C;         // position of its first; stage column c is position p0 - W + c
-    const int kmin = W - p0;             // the first stage column at a position >= 0
+    const int p0 = pos0 + n * C;         // position of its first; stage row c is position p0 - W + c
+    const int kmin = W - p0;             // the first stage row at a position >= 0
     const int klo = max(kmin, 0) / 16;   // the first key tile not wholly before position 0
     const long long row0 = (long long)b * seq + (long long)n * C;
     const long long bl = (long long)(b * HKV + j) * nch + n;  // scratch slot of chunk n
     // the key pass's flag: slow chunks get the window part alone (the sub-chunk kernel adds the rest)
     const bool fast = !slow[bl];  // block-uniform
-    bf16* ks = reinterpret_cast<bf16*>(smem);  // [16 NKT][KLD] rotated keys of the stage
-    bf16* vs = ks + 16 * NKT * KLD;            // [16 NKT][KLD] values of the stage
-    bf16* kb = vs + 16 * NKT * KLD;            // [C][KLD] k~ e^(-b), the key pass's
-    bf16* sb = kb + C * KLD;                   // [DK][KLD] the state entering the chunk, the state pass's
-    bf16* stg = sb + DK * KLD + warp * (16 * KLD);  // [16][KLD] this warp's staging tile
-    // group 0: the window's keys and values and the first round's queries; group 1: the
-    // recurrence's tiles
-    stage_kv(ks, vs, k_rot, v, ring_k, ring_v, b, j, seq, pos0, p0 - W, p0 + L);
-    // (query head, 16-row tile) of a round's task: long rows first in even rounds
-    auto task_of = [&](int round, int& g, int& ii) {{
-        const int task = round * NW + warp;
-        g = task / NS;
-        ii = round % 2 ? task % NS : NS - 1 - task % NS;
-        return task < NTASK && 16 * ii < L;  // warp-uniform
-    }};
-    {{
-        int g, ii;
-        if (task_of(0, g, ii)) load_q(stg, q_rot, row0, 16 * ii, L, j * G + g);
+    bf16* ks = reinterpret_cast<bf16*>(smem);  // [16 NKT][D] rotated keys of the stage
+    bf16* vs = ks + 16 * NKT * D;              // [16 NKT][D] values of the stage
+    bf16* kb = vs + 16 * NKT * D;              // [C][D] k~ e^(-b), the key pass's
+    bf16* sb = kb + C * D;                     // [DK][DV] the state entering the chunk, the state pass's
+    // group 0: the window's keys and values (rows of positions below 0 or from p0 + L on zero);
+    // group 1: the recurrence's tiles
+    for (int e = tid; e < 16 * NKT * (D / 8); e += NT) {{
+        const int r = e / (D / 8), c8 = 8 * (e % (D / 8)), p = p0 - W + r;
+        const bool ok = p >= 0 && p < p0 + L;
+        cp_async16(ks + koff(r, c8), ok ? kv_row(k_rot, ring_k, b, j, seq, pos0, p) + c8 : k_rot, ok);
+        cp_async16(vs + voff(r, c8), ok ? kv_row(v, ring_v, b, j, seq, pos0, p) + c8 : v, ok);
     }}
     cp_async_commit();
     if (fast) {{
         const bf16* kg = kmap + bl * (C * DK);
         for (int e = tid; e < C * DK / 8; e += NT) {{
-            const int r = e / (DK / 8), p = 8 * (e % (DK / 8));
-            cp_async16(kb + r * KLD + p, kg + r * DK + p, true);
+            const int r = e / (DK / 8), c8 = 8 * (e % (DK / 8));
+            cp_async16(kb + koff(r, c8), kg + r * DK + c8, true);
         }}
         const bf16* sg = states + bl * (DK * DV);
         for (int e = tid; e < DK * DV / 8; e += NT) {{
-            const int r = e / (DV / 8), p = 8 * (e % (DV / 8));
-            cp_async16(sb + r * KLD + p, sg + r * DV + p, true);
+            const int r = e / (DV / 8), c8 = 8 * (e % (DV / 8));
+            cp_async16(sb + soff(r, c8), sg + r * DV + c8, true);
         }}
     }}
     cp_async_commit();
@@ -201,25 +217,27 @@ extern "C" __global__ void {name}({sig}) {{
     // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
     // columns 2 tig (+1) and 2 tig + 8 (+1); C holds rows gid, gid + 8 at columns 2 tig (+1).
     const int gid = lane >> 2, tig = lane & 3;
-    // ldmatrix lane addresses: a 16x16 tile as A fragments (or, .trans, as the B fragments of
-    // two 8-column tiles); 16 key rows as the B fragments of two 8-key tiles
+    // ldmatrix.trans lane addresses of a 16x16 tile as the B fragments of two 8-column tiles:
+    // row arow (of the values; of the state: channel arow of the k step, physical row
+    // 32 (kk / 2) + 4 (kk % 2) + srow), column acol
     const int arow = (lane & 7) + 8 * ((lane >> 3) & 1), acol = 8 * (lane >> 4);
-    const int brow = (lane & 7) + 8 * (lane >> 4), bcol = 8 * ((lane >> 3) & 1);
-    const uint4 zero4 = {{0u, 0u, 0u, 0u}};
+    const int srow = 8 * ((arow & 7) >> 1) + 2 * (arow >> 3) + (arow & 1);
     for (int round = 0; round < NROUND; ++round) {{  // block-uniform
-        int g, ii;
-        const bool active = task_of(round, g, ii);
+        const int task = round * NW + warp;
+        // (query head, 16-row tile): long rows first in even rounds, last in odd ones
+        const int g = task / NS, ii = round % 2 ? task % NS : NS - 1 - task % NS;
+        const bool active = task < NTASK && 16 * ii < L;  // warp-uniform
         const int h = j * G + g;
+        const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
+        const long long qoff = (row0 + ta) * (H * D) + h * D;
         // the row tile's key tiles [lo, hi): its window band, and the chunk's tiles up to
         // the diagonal (stage tiles WT .. WT + ii)
         const int hi = ii + NB, lo = min(max(ii, klo), WT);
-        if (round > 0) {{
-            if (active) load_q(stg, q_rot, row0, 16 * ii, L, h);
-            cp_async_wait_all();
-            __syncwarp();
-        }} else {{
+        unsigned qa[D / 16][4];  // the rotated queries, then q~ e^b mix_linear, as A fragments
+        if (active) load_a(qa, q_rot + qoff, q_rot + qoff + 8 * (H * D), ta < L, tb < L);
+        if (round == 0) {{
             cp_async_wait<1>();
-            __syncthreads();  // the window's keys and values, the queries
+            __syncthreads();  // the window's keys and values
         }}
         // window scores S = q_rot k_rot^T over [lo, hi), f32
         float p[NP][2][4];
@@ -229,17 +247,9 @@ extern "C" __global__ void {name}({sig}) {{
             for (int e = 0; e < 8; ++e) p[u][e / 4][e % 4] = 0.0f;
         if (active) {{
     #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {{
-                unsigned qa[4];
-                ldsm_x4(qa, stg + arow * KLD + 16 * kk + acol);
-    #pragma unroll
-                for (int u = 0; u < NP; ++u) {{
-                    if (lo + u >= hi) break;
-                    unsigned r[4];
-                    ldsm_x4(r, ks + (16 * (lo + u) + brow) * KLD + 16 * kk + bcol);
-                    mma_bf16(p[u][0], qa, r[0], r[1]);
-                    mma_bf16(p[u][1], qa, r[2], r[3]);
-                }}
+            for (int u = 0; u < NP; ++u) {{
+                if (lo + u >= hi) break;
+                key_scores(p[u], qa, ks, 16 * (lo + u));
             }}
             // mask (keys p - W ..= p at positions >= 0), base 2, the rows' max over the quad
             float mx[2] = {{neg_inf(), neg_inf()}};
@@ -278,25 +288,15 @@ extern "C" __global__ void {name}({sig}) {{
             for (int u = 0; u < NP; ++u)
     #pragma unroll
                 for (int e = 0; e < 8; ++e) p[u][e / 4][e % 4] *= sum[(e % 4) >> 1];
+            // the raw queries (in flight across the barrier below)
+            if (fast) load_a(qa, q + qoff, q + qoff + 8 * (H * D), ta < L, tb < L);
         }}
         if (round == 0) {{
             cp_async_wait<0>();
             __syncthreads();  // the recurrence's tiles
         }}
         if (!active) continue;  // warp-uniform; no barrier follows
-        unsigned qa[D / 16][4];  // q~ e^b mix_linear as A fragments over the head dim
         if (fast) {{
-            // the raw query rows (rows past L zero) through the staging tile: 16-byte loads
-            __syncwarp();  // the rotated queries are consumed
-    #pragma unroll
-            for (int it = 0; it < D / 16; ++it) {{
-                const int u = lane + 32 * it, r = u / (D / 8), c8 = u % (D / 8), t = 16 * ii + r;
-                const uint4 x = t < L ? *reinterpret_cast<const uint4*>(q + (row0 + t) * (H * D) + h * D + 8 * c8) : zero4;
-                *reinterpret_cast<uint4*>(stg + r * KLD + 8 * c8) = x;
-            }}
-            __syncwarp();
-    #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], stg + arow * KLD + 16 * kk + acol);
             // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
             float m[2] = {{neg_inf(), neg_inf()}}, s[2] = {{0.0f, 0.0f}};
     #pragma unroll
@@ -318,17 +318,21 @@ extern "C" __global__ void {name}({sig}) {{
                 s[x] += __shfl_xor_sync(0xffffffffu, s[x], 2);
                 s[x] = MIXL / s[x];
             }}
-            // ... times e^(b) and mix_linear, rounded to bf16
-            const int ta = 16 * ii + gid, tb = ta + 8;  // this lane's two rows
+            // ... times e^(b) (the same channel order) and mix_linear, rounded to bf16
     #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk)
+            for (int mm = 0; mm < D / 32; ++mm) {{
+                const uint4 e0 = *reinterpret_cast<const uint4*>(eb + ta * DK + 32 * mm + 8 * tig);
+                const uint4 e1 = *reinterpret_cast<const uint4*>(eb + tb * DK + 32 * mm + 8 * tig);
+                const unsigned ev[2][4] = {{{{e0.x, e1.x, e0.y, e1.y}}, {{e0.z, e1.z, e0.w, e1.w}}}};
     #pragma unroll
-                for (int r = 0; r < 4; ++r) {{
-                    const int x = r & 1, t = x ? tb : ta, cc = 16 * kk + 2 * tig + 8 * (r >> 1);
-                    const unsigned eu = *reinterpret_cast<const unsigned*>(eb + t * DK + cc);
-                    qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * s[x] * bf_lo(eu),
-                                          __expf(bf_hi(qa[kk][r]) - m[x]) * s[x] * bf_hi(eu));
-                }}
+                for (int hh = 0; hh < 2; ++hh)
+    #pragma unroll
+                    for (int r = 0; r < 4; ++r) {{
+                        const int x = r & 1, kk = 2 * mm + hh;
+                        qa[kk][r] = pack_bf16(__expf(bf_lo(qa[kk][r]) - m[x]) * s[x] * bf_lo(ev[hh][r]),
+                                              __expf(bf_hi(qa[kk][r]) - m[x]) * s[x] * bf_hi(ev[hh][r]));
+                    }}
+            }}
             // the chunk's scores (q~ e^b)(k~ e^-b)^T up to the diagonal, added to the window
             // weights of the same keys (stage tile WT + kt)
     #pragma unroll
@@ -336,13 +340,7 @@ extern "C" __global__ void {name}({sig}) {{
                 const int kt = lo + u - WT;  // warp-uniform
                 if (kt < 0 || kt > ii) continue;
                 float sc[2][4] = {{{{0.0f, 0.0f, 0.0f, 0.0f}}, {{0.0f, 0.0f, 0.0f, 0.0f}}}};
-    #pragma unroll
-                for (int kk = 0; kk < D / 16; ++kk) {{
-                    unsigned r[4];
-                    ldsm_x4(r, kb + (16 * kt + brow) * KLD + 16 * kk + bcol);
-                    mma_bf16(sc[0], qa[kk], r[0], r[1]);
-                    mma_bf16(sc[1], qa[kk], r[2], r[3]);
-                }}
+                key_scores(sc, qa, kb, 16 * kt);
     #pragma unroll
                 for (int e = 0; e < 8; ++e) {{
                     const int half = e / 4, r = e % 4;
@@ -358,20 +356,20 @@ extern "C" __global__ void {name}({sig}) {{
         for (int u = 0; u < NP; ++u)
     #pragma unroll
             for (int e = 0; e < 4; ++e) pa[u][e] = pack_bf16(p[u][e >> 1][2 * (e & 1)], p[u][e >> 1][2 * (e & 1) + 1]);
-        // out = P V + (q~ e^b mix_linear) S, CG columns at a time
+        // out = P V + (q~ e^b mix_linear) S, CG columns at a time, stored from the accumulators
+        bf16* oa = out + qoff;
     #pragma unroll 1
         for (int cg = 0; cg < DV; cg += CG) {{
             float o[CG / 8][4];
     #pragma unroll
             for (int nt = 0; nt < CG / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
             if (fast) {{
-                const bf16* sp = sb + arow * KLD + cg + acol;
     #pragma unroll
                 for (int kk = 0; kk < DK / 16; ++kk)
     #pragma unroll
                     for (int np = 0; np < CG / 16; ++np) {{
                         unsigned r[4];
-                        ldsm_x4_t(r, sp + 16 * kk * KLD + 16 * np);
+                        ldsm_x4_t(r, sb + soff(32 * (kk >> 1) + 4 * (kk & 1) + srow, cg + 16 * np + acol));
                         mma_bf16(o[2 * np], qa[kk], r[0], r[1]);
                         mma_bf16(o[2 * np + 1], qa[kk], r[2], r[3]);
                     }}
@@ -379,45 +377,32 @@ extern "C" __global__ void {name}({sig}) {{
     #pragma unroll
             for (int u = 0; u < NP; ++u) {{
                 if (lo + u >= hi) break;
-                const bf16* vp = vs + (16 * (lo + u) + arow) * KLD + cg + acol;
     #pragma unroll
                 for (int np = 0; np < CG / 16; ++np) {{
                     unsigned r[4];
-                    ldsm_x4_t(r, vp + 16 * np);
+                    ldsm_x4_t(r, vs + voff(16 * (lo + u) + arow, cg + 16 * np + acol));
                     mma_bf16(o[2 * np], pa[u], r[0], r[1]);
                     mma_bf16(o[2 * np + 1], pa[u], r[2], r[3]);
                 }}
             }}
-            // through the staging tile: 16-byte stores of the tile's rows
-            constexpr int VC = CG / 8;  // 16-byte pieces of a staged row
-            __syncwarp();  // the staging tile's previous contents are consumed
     #pragma unroll
-            for (int nt = 0; nt < CG / 8; ++nt)
-    #pragma unroll
-                for (int x = 0; x < 2; ++x)
-                    *reinterpret_cast<unsigned*>(stg + (gid + 8 * x) * KLD + 8 * nt + 2 * tig) = pack_bf16(o[nt][2 * x], o[nt][2 * x + 1]);
-            __syncwarp();
-    #pragma unroll
-            for (int it = 0; it < (16 * VC + 31) / 32; ++it) {{
-                const int e = lane + 32 * it, r = e / VC, c8 = e % VC, t = 16 * ii + r;
-                if (e < 16 * VC && t < L)
-                    *reinterpret_cast<uint4*>(out + (row0 + t) * (H * DV) + h * DV + cg + 8 * c8) = *reinterpret_cast<const uint4*>(stg + r * KLD + 8 * c8);
+            for (int nt = 0; nt < CG / 8; ++nt) {{
+                const int cc = cg + 8 * nt + 2 * tig;
+                if (ta < L) *reinterpret_cast<unsigned*>(oa + cc) = pack_bf16(o[nt][0], o[nt][1]);
+                if (tb < L) *reinterpret_cast<unsigned*>(oa + 8 * (H * DV) + cc) = pack_bf16(o[nt][2], o[nt][3]);
             }}
         }}
-        __syncwarp();  // the staging tile is free for the next round's queries
     }}
 }}
 "#,
         mma = MMA_PRELUDE,
         nw = t.nw,
-        pad = PAD,
         cg = t.cg,
         scale_log2 = float_lit(std::f64::consts::LOG2_E / (d as f64).sqrt()),
         mixw = float_lit(spec.mix_window),
         mixl = float_lit(spec.mix_linear),
         cp = CP_ASYNC,
         kv_row = KV_ROW,
-        stage = STAGE_DEVICE,
         form = CHUNK_FORM,
         minb = if t.smem <= TWO_BLOCKS { 2 } else { 1 },
     );
@@ -486,15 +471,15 @@ mod tests {
         }
     }
 
-    /// The benchmark shape (H 32, KV 8, D 128, W 64, C 64) takes 16 warps in 187 KiB (one
-    /// block an SM); SmolLM2's (H 9, KV 3, D 64) 8 warps in 72 KiB (two blocks an SM).
+    /// The benchmark shape (H 32, KV 8, D 128, W 64, C 64) and SmolLM2's (H 9, KV 3, D 64)
+    /// take 8 warps, two blocks an SM (112 KiB and 48 KiB).
     #[test]
     fn tilings() {
         let t = tile(&spec(32, 8, 128, 64), 64);
-        assert_eq!((t.nw, t.cg, t.smem), (16, 64, 191_488));
-        let t = tile(&spec(9, 3, 64, 64), 64);
-        assert_eq!((t.nw, t.cg, t.smem), (8, 64, 73_728));
+        assert_eq!((t.nw, t.cg, t.smem), (8, 64, 114_688));
         assert!(t.smem <= TWO_BLOCKS);
+        let t = tile(&spec(9, 3, 64, 64), 64);
+        assert_eq!((t.nw, t.cg, t.smem), (8, 64, 49_152));
     }
 
     /// Windows off the 16-key grid or past 64 keys, head dims past 128 and chunks past 64
@@ -503,7 +488,9 @@ mod tests {
     fn eligibility() {
         let limit = 227 * 1024;
         assert!(fused_eligible(&spec(32, 8, 128, 64), 64, limit));
-        assert!(fused_eligible(&spec(4, 2, 16, 0), 16, limit));
+        assert!(fused_eligible(&spec(4, 2, 64, 0), 16, limit));
+        assert!(!fused_eligible(&spec(4, 2, 16, 64), 64, limit));
+        assert!(!fused_eligible(&spec(4, 2, 96, 64), 64, limit));
         assert!(!fused_eligible(&spec(32, 8, 128, 60), 64, limit));
         assert!(!fused_eligible(&spec(32, 8, 128, 80), 64, limit));
         assert!(!fused_eligible(&spec(8, 8, 256, 64), 64, limit));

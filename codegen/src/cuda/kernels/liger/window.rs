@@ -230,10 +230,9 @@ __device__ __forceinline__ const bf16* kv_row(const bf16* cur, const bf16* ring,
 }
 "#;
 
-/// The staging functions of the tensor-core bodies (this one's and the fused step 3's;
-/// after the constants `H`, `D`, `KCT`, `KLD`, `NT`, [`KV_ROW`] and [`CP_ASYNC`]): a stage
-/// of keys and values, a warp's 16 query rows.
-pub(super) const STAGE_DEVICE: &str = r#"
+/// The tensor-core body's device functions (after its constants, [`KV_ROW`] and
+/// [`MMA_PRELUDE`], [`CP_ASYNC`]): staging, one softmax step, the output.
+const TC_DEVICE: &str = r#"
 // The 16 KCT key and value rows of a stage, positions first, first + 1, .., into ks / vs
 // (stride KLD), asynchronously; rows of positions below 0 or from `kend` on are zero.
 __device__ __forceinline__ void stage_kv(bf16* ks, bf16* vs, const bf16* k_rot, const bf16* v, const bf16* ring_k,
@@ -259,11 +258,7 @@ __device__ __forceinline__ void load_q(bf16* stg, const bf16* q_rot, long long r
         cp_async16(stg + r * KLD + 8 * c, ok ? q_rot + (row0 + t + r) * (H * D) + h * D + 8 * c : q_rot, ok);
     }
 }
-"#;
 
-/// The tensor-core body's device functions (after [`STAGE_DEVICE`]): one softmax step, the
-/// output.
-const TC_DEVICE: &str = r#"
 // One softmax step of the warp's 16 query rows (row tile ii, in the staging tile) over the
 // block's key tiles kt0 .. kt0 + NKC - 1 below `hi` (the stage holds tiles from sb on).
 // Fragment layouts (m16n8k16, gid = lane / 4, tig = lane % 4): A holds rows gid, gid + 8 at
@@ -470,7 +465,7 @@ fn window_prefill_tc(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     let body = format!(
         r#"{consts}
 {kv_row}
-{mma}{cp}{stage}{device}
+{mma}{cp}{device}
 // At most 128 registers a thread: 16 warps an SM.
 extern "C" __global__ void __launch_bounds__(NT, {min_blocks}) {name}({sig});
 
@@ -524,7 +519,6 @@ extern "C" __global__ void {name}({sig}) {{
         kv_row = KV_ROW,
         mma = MMA_PRELUDE,
         cp = CP_ASYNC,
-        stage = STAGE_DEVICE,
         device = TC_DEVICE,
         min_blocks = (16 / t.nw).max(1),
     );
