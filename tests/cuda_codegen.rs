@@ -183,7 +183,7 @@ fn fixtures_every_variant_and_hybrid_compile_with_nvrtc() {
     ));
     let names: Vec<&str> = all.keys().map(String::as_str).collect();
     for want in [
-        "liger_gla_prefill_fused",
+        "liger_gla_prefill",
         "liger_gla_chunk_prep",
         "liger_state_pass",
         "liger_gsa_chunk_states",
@@ -237,6 +237,13 @@ fn smollm2_compiles_with_nvrtc() {
         ],
         "smollm2-gsa",
     ));
+    // head dim 64, window 64: the window branch inside step 3
+    assert!(
+        all.keys()
+            .any(|n| n.starts_with("liger_gla_prefill_fused_h9_kv3_d64_w64")),
+        "no fused step 3 among {:?}",
+        all.keys().collect::<Vec<_>>()
+    );
     if let Some(inc) = include {
         compile_all(&all, &inc);
     }

@@ -223,7 +223,9 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
     } else {
         ""
     };
-    let gate = gate_expr(variant, d, dk, "i", "(kr + t * KRS)", "rowg[t]");
+    // the fast intrinsics: one gate per element of the chunk
+    let gate = gate_expr(variant, d, dk, "i", "(kr + t * KRS)", "rowg[t]")
+        .replace("logsigmoid(", "logsigmoid_fast(");
     let key_map = match (variant, in_place) {
         (LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear, false) => {
             "    // k~ = softmax over the head dim (in place in the raw tile: the gate is done with it)\n    \
@@ -303,7 +305,7 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
     __syncthreads();
 {key_map}
     __syncthreads();
-    cumsum_rows(bc, L, DK, KS);
+    cumsum_rows_par(bc, L, DK, KS);
     __syncthreads();
 "#
     )

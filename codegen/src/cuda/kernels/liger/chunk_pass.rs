@@ -81,6 +81,10 @@ pub fn chunk_prep(spec: &LigerSpec, chunk: usize, normalizer: f64) -> KernelSrc 
 constexpr bool ALTERNATE = {alternate};  // testing knob: every odd-numbered chunk slow as well
 {loader}
 {form}
+// Two floats as bf16, the first in the low half.
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {{
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16);
+}}
 // Eight floats as bf16, 16 bytes.
 __device__ __forceinline__ uint4 pack8_bf16(const float (&x)[8]) {{
     unsigned w[4];
@@ -106,18 +110,17 @@ extern "C" __global__ void {name}(const bf16* __restrict__ k, bf16* __restrict__
     const int is_slow = __syncthreads_or(!fast) || (ALTERNATE && (n & 1));  // block-uniform
     if (tid == 0) slow[bl] = is_slow;
     // k~_s e^(-b_s) (<= e^FAST where the chunk is not slow) and e^(b_t), bf16: the state pass
-    // and step 3 take these. 16-byte stores.
-    for (int e = tid; e < C * DK / 8; e += NT) {{
-        const int t = e / (DK / 8), i = 8 * (e % (DK / 8));
-        float m[8], x[8];
-    #pragma unroll
-        for (int u = 0; u < 8; ++u) {{
-            const float lb = bc[t * KS + i + u];
-            m[u] = kf[t * KS + i + u] * __expf(-lb);
-            x[u] = __expf(lb);
-        }}
-        *reinterpret_cast<uint4*>(kmap + bl * (C * DK) + t * DK + i) = pack8_bf16(m);
-        *reinterpret_cast<uint4*>(ebuf + bl * (C * DK) + t * DK + i) = pack8_bf16(x);
+    // and step 3 take these. Four channels a thread: 16-byte shared reads (a warp's eight-thread
+    // phases read 128 adjacent bytes: no bank conflicts), 8-byte stores (a warp: 256 adjacent
+    // bytes).
+    for (int e = tid; e < C * DK / 4; e += NT) {{
+        const int t = e / (DK / 4), i = 4 * (e % (DK / 4));
+        const float4 lb = *reinterpret_cast<const float4*>(bc + t * KS + i);
+        const float4 kv = *reinterpret_cast<const float4*>(kf + t * KS + i);
+        const uint2 m = {{pack_bf16x2(kv.x * __expf(-lb.x), kv.y * __expf(-lb.y)), pack_bf16x2(kv.z * __expf(-lb.z), kv.w * __expf(-lb.w))}};
+        const uint2 x = {{pack_bf16x2(__expf(lb.x), __expf(lb.y)), pack_bf16x2(__expf(lb.z), __expf(lb.w))}};
+        *reinterpret_cast<uint2*>(kmap + bl * (C * DK) + t * DK + i) = m;
+        *reinterpret_cast<uint2*>(ebuf + bl * (C * DK) + t * DK + i) = x;
     }}
     if (!is_slow) return;
     // the sub-chunk kernel's chunks: k~_s e^(b_L - b_s) <= 1 (rows past L are zero) as high and
