@@ -161,8 +161,8 @@ impl Lower<'_> {
             // a block per SUBCHUNK_CHUNKS chunks
             let grid = [
                 self.seq().ceil_div((c * liger::SUBCHUNK_CHUNKS) as u64),
-                grid[1].clone(),
-                grid[2].clone(),
+                grid[1],
+                grid[2],
             ];
             self.launch(src, nodes, grid, args, &[at_out], Some(layer));
         }
