@@ -190,6 +190,11 @@ constexpr float MIX = {mix};   // mix_linear
 constexpr int CPB = {cpb};     // chunks per block, in turn
 {loader}
 {form}
+// 16 warps, one block an SM: at most 128 registers a thread.
+extern "C" __global__ void __launch_bounds__(NT, 1) {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
+        const bf16* __restrict__ v, const float* __restrict__ states, const int* __restrict__ slow,
+        {window_param}bf16* __restrict__ out, int seq);
+
 extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __restrict__ k,
         const bf16* __restrict__ v, const float* __restrict__ states, const int* __restrict__ slow,
         {window_param}bf16* __restrict__ out, int seq) {{
