@@ -260,6 +260,29 @@ pub fn nvrtc_env() -> Option<Vec<PathBuf>> {
 /// Compiles every `(name, source)` for sm_90 on up to 4 threads (the NVRTC
 /// program is named by `name` up to an `@`); panics listing each failure or
 /// diagnostic.
+/// Whether a kernel compiled with `--ptxas-options=-v` can launch at the block size its
+/// header names: registers × threads within an SM's 65,536 (else the launch fails with
+/// `CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES`, which a compile alone does not show). `Some`
+/// message where it cannot.
+pub fn launch_resources(name: &str, src: &str, log: &str) -> Option<String> {
+    let Some(regs) = ligerc::codegen::cuda::nvrtc::ptxas_registers(log) else {
+        return Some(format!(
+            "{name}: no register count in the ptxas log:\n{log}"
+        ));
+    };
+    let threads: u32 = src
+        .lines()
+        .find_map(|l| l.strip_prefix("//   block ("))
+        .and_then(|r| r.split(|c| c == ',' || c == ')').next())
+        .and_then(|n| n.trim().parse().ok())?;
+    (regs * threads > 65_536).then(|| {
+        format!(
+            "{name}: {regs} registers × {threads} threads = {} > 65,536 a block: the launch would fail (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES)",
+            regs * threads
+        )
+    })
+}
+
 pub fn compile_all<'a>(
     kernels: impl IntoIterator<Item = (&'a String, &'a String)>,
     include: &[PathBuf],
@@ -277,12 +300,18 @@ pub fn compile_all<'a>(
                     let mut bad = Vec::new();
                     for (name, src) in part {
                         let label = name.split('@').next().unwrap_or(name);
-                        match ligerc::codegen::cuda::nvrtc::compile(label, src, "sm_90", include) {
+                        let ptxas = ["--ptxas-options=-v"];
+                        match ligerc::codegen::cuda::nvrtc::compile_with(
+                            label, src, "sm_90", include, &ptxas,
+                        ) {
                             Ok(c)
                                 if ligerc::codegen::cuda::nvrtc::log_diagnostics(&c.log)
                                     .is_empty() =>
                             {
                                 assert!(!c.image.is_empty() && c.cubin, "{name}: no cubin");
+                                if let Some(msg) = launch_resources(label, src, &c.log) {
+                                    bad.push(msg);
+                                }
                             }
                             Ok(c) => bad.push(format!("{name}: NVRTC diagnostics:\n{}", c.log)),
                             Err(e) => bad.push(format!("{name}: {e}")),

@@ -182,12 +182,25 @@ pub fn compile(
     arch: &str,
     include_dirs: &[PathBuf],
 ) -> Result<Compiled, NvrtcError> {
+    compile_with(name, source, arch, include_dirs, &[])
+}
+
+/// [`compile`] with `extra` options after the usual ones (e.g. `--ptxas-options=-v`, whose
+/// register counts [`ptxas_registers`] reads from the log).
+pub fn compile_with(
+    name: &str,
+    source: &str,
+    arch: &str,
+    include_dirs: &[PathBuf],
+    extra: &[&str],
+) -> Result<Compiled, NvrtcError> {
     ensure_nvrtc()?;
     let src = CString::new(source)
         .map_err(|_| NvrtcError::Input(format!("{name}: source holds a NUL byte")))?;
     let cname = CString::new(name)
         .map_err(|_| NvrtcError::Input(format!("{name}: name holds a NUL byte")))?;
-    let opts = options(arch, include_dirs);
+    let mut opts = options(arch, include_dirs);
+    opts.extend(extra.iter().map(|o| o.to_string()));
     if opts.iter().any(|o| o.contains('\0')) {
         return Err(NvrtcError::Input(format!(
             "{name}: an option holds a NUL byte"
@@ -240,6 +253,16 @@ pub fn compile_check(
     compile("kernel.cu", source, arch, include_dirs).map(|c| c.log)
 }
 
+/// The registers a thread of the log's (first) kernel uses, from ptxas' `Used N registers`
+/// line (compiled with `--ptxas-options=-v`); `None` without one.
+pub fn ptxas_registers(log: &str) -> Option<u32> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("Used ")? + 5..];
+        let (n, tail) = rest.split_once(' ')?;
+        tail.starts_with("registers").then(|| n.parse().ok())?
+    })
+}
+
 /// The warning and error lines of an NVRTC log (empty for a clean compile).
 pub fn log_diagnostics(log: &str) -> Vec<&str> {
     log.lines()
@@ -266,6 +289,17 @@ mod tests {
                 "--include-path=/x/include"
             ]
         );
+    }
+
+    #[test]
+    fn register_count_from_the_ptxas_log() {
+        let log = "ptxas info    : Compiling entry function 'k' for 'sm_90'\n\
+                   ptxas info    : Function properties for k\n\
+                   ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+                   ptxas info    : Used 128 registers, used 1 barriers, 114688 bytes smem\n";
+        assert_eq!(ptxas_registers(log), Some(128));
+        assert_eq!(ptxas_registers("ptxas info : Used 7 barriers"), None);
+        assert_eq!(ptxas_registers(""), None);
     }
 
     #[test]
