@@ -273,7 +273,7 @@ pub fn launch_resources(name: &str, src: &str, log: &str) -> Option<String> {
     let threads: u32 = src
         .lines()
         .find_map(|l| l.strip_prefix("//   block ("))
-        .and_then(|r| r.split(|c| c == ',' || c == ')').next())
+        .and_then(|r| r.split([',', ')']).next())
         .and_then(|n| n.trim().parse().ok())?;
     (regs * threads > 65_536).then(|| {
         format!(
