@@ -34,10 +34,11 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
         && chunk.is_multiple_of(16)
 }
 
-/// Chunks per block of the sub-chunk kernel, taken in turn: it takes few chunks or none
-/// (real gates: none), and its 202 KB of shared memory leave one block an SM, so a block
-/// per chunk would spend most of the launch on blocks that only read a flag.
-pub const SUBCHUNK_CHUNKS: usize = 8;
+/// Chunks per block of the sub-chunk kernel, taken in turn. More than one saves the
+/// launch most of its blocks where no chunk is slow (8: 0.008 against 0.013 ms at B 8,
+/// T 2k on an H100), but serializes a model's slow chunks within a block, and a real
+/// model's keys can make whole heads slow; one keeps the kernel's parallelism.
+pub const SUBCHUNK_CHUNKS: usize = 1;
 
 /// Threads per block of the sub-chunk kernel: 16 warps. Its tiles take 202 KB of shared
 /// memory, one block per SM, so the warps of one block must hide every latency.
