@@ -1,8 +1,8 @@
 //! Step 3 of the chunk-parallel prefill recurrence on bf16 tensor cores (`mma.sync`
 //! m16n8k16, f32 accumulation, fragments in registers), for the keyed variants at head dims
 //! and chunks that are multiples of 16 (steps 1 and 2: `chunk_pass.rs`). It takes every
-//! chunk whose decay over the chunk stays within `e^{−FAST}` in every channel (real gates:
-//! all of them; [`super::chunk_tc::prefill`] takes the rest).
+//! chunk whose decay over the chunk stays within `e^{−FAST}` in every channel (most of a
+//! real model's; [`super::chunk_tc::prefill`] takes the rest).
 //!
 //! Step 3 ([`prefill`]): one block per (chunk, KV head, row) copies three bf16 tiles into
 //! shared memory, shared by the KV head's `G` query heads: the key pass's `k̃ ⊙ e^{−b}`, the

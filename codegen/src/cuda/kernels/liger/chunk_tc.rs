@@ -163,7 +163,7 @@ pub(super) fn chunk_owner(one_product: bool) -> String {
 
 /// Step 3's sub-chunk kernel, on tensor cores (see [`super::gla_prefill`] for the contract;
 /// queries are raw bf16): the chunks that decay by more than `e^{−FAST}` in some channel
-/// (never, with real gates; the bf16 kernel [`super::chunk_mma`] takes the others), one block
+/// (SmolLM2's real keys make some; the bf16 kernels take the others), one block
 /// per (chunk, KV head, row) serving the KV head's query heads in turn: the keys' gate,
 /// feature map and scaling, the values and the state are shared by the `G` heads.
 pub(super) fn prefill(spec: &LigerSpec, chunk: usize, normalizer: f64, window: bool) -> KernelSrc {

@@ -28,8 +28,8 @@
 //! - `out = P V + (q̃ e^{b} mix_linear) S`, 64 columns at a time, stored from the
 //!   accumulators (bf16 pairs).
 //!
-//! Chunks the key pass flags *slow* (some channel decays by more than `e^{−40}`; never
-//! with real gates) get the window part alone here, and the sub-chunk kernel
+//! Chunks the key pass flags *slow* (some channel decays by more than `e^{−40}`; SmolLM2's
+//! real keys make some) get the window part alone here, and the sub-chunk kernel
 //! ([`super::chunk_tc::prefill`]) then adds `mix_linear · o` to the output in place.
 //!
 //! Precision: the window weights and the scores are rounded to bf16 once, after their

@@ -7,7 +7,8 @@
 //!    q, k (the IR's `Rope` nodes ran before), keys older than this call read
 //!    from the ring; one block per (tile of tokens, KV head, row) stages the
 //!    tile's keys and values in shared memory for all its query heads; writes
-//!    `mix_window · y` (bf16 scratch, or the final output for `swa-only`);
+//!    `mix_window · y` (bf16 scratch, or the final output for `swa-only`) — not
+//!    launched where step 3 takes the window branch ([`fused_prefill`], see 3);
 //! 2. GSA only: [`gsa_slots_prefill`] — the chunked slot pass, writing the
 //!    slot logits `q·Hk` (f32 scratch) and updating `Hk`;
 //! 3. the chunked gated recurrence, chunk-parallel, gate and feature maps computed
@@ -22,7 +23,9 @@
 //!    are multiples of 16 run step 1 on TF32 tensor cores (`chunk_tc.rs`) and step 3
 //!    as two launches: the bf16 `mma.sync` kernel (`chunk_mma.rs`) on every chunk
 //!    that decays by at most `e^{−40}`, the TF32 sub-chunk kernel
-//!    ([`gla_prefill_subchunk`]) on the others.
+//!    ([`gla_prefill_subchunk`]) on the others. Where [`fused_eligible`] holds (head dim
+//!    64 or 128, a window of at most 64 that is a multiple of 16), the first of the two is
+//!    [`fused_prefill`]: step 3 with the window branch inside, the layer's whole output.
 //!    For GSA it is the value pass (queries = softmax of the slot logits, keys
 //!    `s = 1 − α`, state `Hv`);
 //! 4. [`ring_store`] — the last `window + 1` rotated keys and values into the
