@@ -800,20 +800,7 @@ extern "C" __global__ void @P@_win_dkv(const float* __restrict__ q_rot,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ligerc_ir::LigerVariant;
-
-    fn spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
-        LigerSpec {
-            variant: LigerVariant::Gla,
-            heads: h,
-            kv_heads: kv,
-            head_dim: d,
-            window,
-            mix_window: 0.5,
-            mix_linear: 0.5,
-            slots: 0,
-        }
-    }
+    use crate::cuda::kernels::liger::test_spec as spec;
 
     /// The target shape (H 32, KV 8, D 128, W 64): every kernel in one stage
     /// of its 8 key tiles, two blocks an SM, 4 row / key tiles a block at

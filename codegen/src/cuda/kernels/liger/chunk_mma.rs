@@ -28,7 +28,7 @@ use ligerc_ir::LigerSpec;
 use super::super::{CP_ASYNC, KernelSrc, float_lit};
 use super::chunk::{CHUNK_FORM, StatesIn, prefill_params, step3_src};
 use super::chunk_tc::chunk_owner;
-use super::{MMA_PRELUDE, dims, vname};
+use super::{MMA_PRELUDE, dims, quad_softmax_src, vname};
 
 /// Row padding of the bf16 tiles in elements: rows of `D + 8` bf16 put `ldmatrix`'s eight
 /// row addresses on distinct banks.
@@ -154,28 +154,7 @@ extern "C" __global__ void {name}({sig}) {{
         unsigned qa[D / 16][4];
     #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], stg + lrow * BS + 16 * kk + lcol);
-        // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
-        float m[2] = {{neg_inf(), neg_inf()}}, sum[2] = {{0.0f, 0.0f}};
-    #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-    #pragma unroll
-            for (int r = 0; r < 4; ++r) m[r & 1] = fmaxf(m[r & 1], fmaxf(bf_lo(qa[kk][r]), bf_hi(qa[kk][r])));
-    #pragma unroll
-        for (int x = 0; x < 2; ++x) {{
-            m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 1));
-            m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 2));
-        }}
-    #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-    #pragma unroll
-            for (int r = 0; r < 4; ++r) sum[r & 1] += __expf(bf_lo(qa[kk][r]) - m[r & 1]) + __expf(bf_hi(qa[kk][r]) - m[r & 1]);
-    #pragma unroll
-        for (int x = 0; x < 2; ++x) {{
-            sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 1);
-            sum[x] += __shfl_xor_sync(0xffffffffu, sum[x], 2);
-            sum[x] = 1.0f / sum[x];
-        }}
-        // ... times e^(b), rounded to bf16: the A operand of the scores and of the state term
+{qmap}        // ... times e^(b), rounded to bf16: the A operand of the scores and of the state term
     #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
     #pragma unroll
@@ -270,6 +249,7 @@ extern "C" __global__ void {name}({sig}) {{
 }}
 "#,
         mma = MMA_PRELUDE,
+        qmap = quad_softmax_src("sum", "1.0f", "        "),
         nt = PREFILL_THREADS,
         bpad = BPAD,
         mix = float_lit(spec.mix_linear),

@@ -40,8 +40,8 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 
 use super::super::{CP_ASYNC, KernelSrc, float_lit};
 use super::chunk::CHUNK_FORM;
-use super::window::KV_ROW;
-use super::{MMA_PRELUDE, Recurrence, dims, vname};
+use super::window::{KV_ROW, window_inputs};
+use super::{MMA_PRELUDE, Recurrence, dims, quad_softmax_src, vname};
 
 /// Warps per block (or the block's tasks, if fewer): 128 registers a thread, two blocks
 /// an SM where the shared memory allows.
@@ -297,28 +297,7 @@ extern "C" __global__ void {name}({sig}) {{
         }}
         if (!active) continue;  // warp-uniform; no barrier follows
         if (fast) {{
-            // q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
-            float m[2] = {{neg_inf(), neg_inf()}}, s[2] = {{0.0f, 0.0f}};
-    #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk)
-    #pragma unroll
-                for (int r = 0; r < 4; ++r) m[r & 1] = fmaxf(m[r & 1], fmaxf(bf_lo(qa[kk][r]), bf_hi(qa[kk][r])));
-    #pragma unroll
-            for (int x = 0; x < 2; ++x) {{
-                m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 1));
-                m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 2));
-            }}
-    #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk)
-    #pragma unroll
-                for (int r = 0; r < 4; ++r) s[r & 1] += __expf(bf_lo(qa[kk][r]) - m[r & 1]) + __expf(bf_hi(qa[kk][r]) - m[r & 1]);
-    #pragma unroll
-            for (int x = 0; x < 2; ++x) {{
-                s[x] += __shfl_xor_sync(0xffffffffu, s[x], 1);
-                s[x] += __shfl_xor_sync(0xffffffffu, s[x], 2);
-                s[x] = MIXL / s[x];
-            }}
-            // ... times e^(b) (the same channel order) and mix_linear, rounded to bf16
+{qmap}            // ... times e^(b) (the same channel order) and mix_linear, rounded to bf16
     #pragma unroll
             for (int mm = 0; mm < D / 32; ++mm) {{
                 const uint4 e0 = *reinterpret_cast<const uint4*>(eb + ta * DK + 32 * mm + 8 * tig);
@@ -396,6 +375,7 @@ extern "C" __global__ void {name}({sig}) {{
 }}
 "#,
         mma = MMA_PRELUDE,
+        qmap = quad_softmax_src("s", "MIXL", "            "),
         nw = t.nw,
         cg = t.cg,
         scale_log2 = float_lit(std::f64::consts::LOG2_E / (d as f64).sqrt()),
@@ -430,18 +410,10 @@ extern "C" __global__ void {name}({sig}) {{
 /// The fused kernel's parameters, in order.
 fn params(spec: &LigerSpec, c: usize) -> Vec<String> {
     let (h, kv, _, d) = dims(spec);
-    let w = spec.window;
     let per_chunk = |what: &str| format!("{what} [batch, {kv}, ceil(seq/{c}), {c}, {d}] bf16");
-    vec![
-        format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d),
-        format!("q_rot [tokens, {}] bf16", h * d),
-        format!("k_rot [tokens, {}] bf16", kv * d),
-        format!("v [tokens, {}] bf16", kv * d),
-        format!(
-            "ring_k [batch, {kv}, {}, {d}] bf16 (keys of positions < pos0)",
-            w + 1
-        ),
-        format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
+    let mut p = vec![format!("q [tokens, {}] bf16 (raw, un-rotated)", h * d)];
+    p.extend(window_inputs(spec));
+    p.extend([
         per_chunk("kmap (the key pass's k̃ e^(−b))"),
         per_chunk("ebuf (the key pass's e^(b))"),
         format!(
@@ -451,25 +423,14 @@ fn params(spec: &LigerSpec, c: usize) -> Vec<String> {
         format!("out [tokens, {}] bf16 (out)", h * d),
         "seq".into(),
         "pos0 (const int*: device memory, read once)".into(),
-    ]
+    ]);
+    p
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_spec as spec;
     use super::*;
-
-    fn spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
-        LigerSpec {
-            variant: LigerVariant::Gla,
-            heads: h,
-            kv_heads: kv,
-            head_dim: d,
-            window,
-            mix_window: 0.5,
-            mix_linear: 0.5,
-            slots: 64,
-        }
-    }
 
     /// The benchmark shape (H 32, KV 8, D 128, W 64, C 64) and SmolLM2's (H 9, KV 3, D 64)
     /// take 8 warps, two blocks an SM (112 KiB and 48 KiB).

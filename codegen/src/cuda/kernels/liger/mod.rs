@@ -127,3 +127,49 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float bf_lo(unsigned u) { return __int_as_float((int)(u << 16)); }
 __device__ __forceinline__ float bf_hi(unsigned u) { return __int_as_float((int)(u & 0xffff0000u)); }
 "#;
+
+/// CUDA source: the softmax over the head dim of the 16 query rows in the A fragments `qa`
+/// (a row's channels on the four lanes of a quad) — the row max `m[x]` and `num / Σ e^(q−m)`
+/// into `sum[x]` for this lane's rows `x` = 0, 1 — with each line indented by `ind`.
+pub(super) fn quad_softmax_src(sum: &str, num: &str, ind: &str) -> String {
+    format!(
+        r#"{ind}// q~ = softmax over the head dim: a row's channels lie on the four lanes of a quad
+{ind}float m[2] = {{neg_inf(), neg_inf()}}, {sum}[2] = {{0.0f, 0.0f}};
+    #pragma unroll
+{ind}for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+{ind}    for (int r = 0; r < 4; ++r) m[r & 1] = fmaxf(m[r & 1], fmaxf(bf_lo(qa[kk][r]), bf_hi(qa[kk][r])));
+    #pragma unroll
+{ind}for (int x = 0; x < 2; ++x) {{
+{ind}    m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 1));
+{ind}    m[x] = fmaxf(m[x], __shfl_xor_sync(0xffffffffu, m[x], 2));
+{ind}}}
+    #pragma unroll
+{ind}for (int kk = 0; kk < D / 16; ++kk)
+    #pragma unroll
+{ind}    for (int r = 0; r < 4; ++r) {sum}[r & 1] += __expf(bf_lo(qa[kk][r]) - m[r & 1]) + __expf(bf_hi(qa[kk][r]) - m[r & 1]);
+    #pragma unroll
+{ind}for (int x = 0; x < 2; ++x) {{
+{ind}    {sum}[x] += __shfl_xor_sync(0xffffffffu, {sum}[x], 1);
+{ind}    {sum}[x] += __shfl_xor_sync(0xffffffffu, {sum}[x], 2);
+{ind}    {sum}[x] = {num} / {sum}[x];
+{ind}}}
+"#
+    )
+}
+
+/// A GLA layer of `h` query heads, `kv` KV heads, head dim `d` and window `window`, mix
+/// 0.5 / 0.5, 64 GSA slots: the shape the kernels' unit tests tile.
+#[cfg(test)]
+pub(crate) fn test_spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
+    LigerSpec {
+        variant: LigerVariant::Gla,
+        heads: h,
+        kv_heads: kv,
+        head_dim: d,
+        window,
+        mix_window: 0.5,
+        mix_linear: 0.5,
+        slots: 64,
+    }
+}

@@ -194,8 +194,9 @@ pub fn window_prefill(spec: &LigerSpec, out: WindowOut) -> KernelSrc {
     }
 }
 
-/// The kernel's parameters, in order (both bodies).
-fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
+/// The window branch's inputs, in order: the rotated queries and keys, the values, the ring
+/// (this kernel's first parameters, and the fused step 3's after `q`).
+pub(super) fn window_inputs(spec: &LigerSpec) -> Vec<String> {
     let (h, kv, _, d) = dims(spec);
     let w = spec.window;
     vec![
@@ -207,6 +208,15 @@ fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
             w + 1
         ),
         format!("ring_v [batch, {kv}, {}, {d}] bf16", w + 1),
+    ]
+}
+
+/// The kernel's parameters, in order (both bodies).
+fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
+    let h = spec.heads;
+    let d = spec.head_dim;
+    let mut p = window_inputs(spec);
+    p.extend([
         format!(
             "out [tokens, {}] bf16 (out: {})",
             h * d,
@@ -218,7 +228,8 @@ fn window_params(spec: &LigerSpec, out: WindowOut) -> Vec<String> {
         ),
         "seq".into(),
         "pos0 (const int*: device memory, read once)".into(),
-    ]
+    ]);
+    p
 }
 
 /// Key/value row of absolute position `p` (shared by both bodies; needs `HKV`, `D`, `NRING`).
@@ -731,21 +742,8 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q_rot, const bf16* __
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_spec as spec;
     use super::*;
-    use ligerc_ir::LigerVariant;
-
-    fn spec(h: usize, kv: usize, d: usize, window: usize) -> LigerSpec {
-        LigerSpec {
-            variant: LigerVariant::Gla,
-            heads: h,
-            kv_heads: kv,
-            head_dim: d,
-            window,
-            mix_window: 0.5,
-            mix_linear: 0.5,
-            slots: 64,
-        }
-    }
 
     /// The target shape (H 32, KV 8, D 128, W 64): 64 queries and 8 warps a block, a band
     /// of 5 key tiles, all 8 of the block's key tiles in one stage, a one-pass softmax, and
