@@ -418,14 +418,28 @@ pub(crate) fn gate_expr(
     kr: &str,
     row_mean: &str,
 ) -> String {
+    gate_expr_with(variant, head_dim, width, i, kr, row_mean, "logsigmoid")
+}
+
+/// [`gate_expr`] calling the device function `logsig` for `log(sigmoid(·))` (`logsigmoid`,
+/// or `logsigmoid_fast` from the fast intrinsics).
+pub(crate) fn gate_expr_with(
+    variant: LigerVariant,
+    head_dim: usize,
+    width: usize,
+    i: &str,
+    kr: &str,
+    row_mean: &str,
+    logsig: &str,
+) -> String {
     match variant {
         LigerVariant::Gsa => format!(
             "[&]() {{ const int lo = {i} * {head_dim} / {width}, hi = (({i} + 1) * {head_dim} + {width} - 1) / {width}; \
-             float s = 0.0f; for (int c = lo; c < hi; ++c) s += {kr}[c]; return logsigmoid(s / (float)(hi - lo)) / NORM; }}()"
+             float s = 0.0f; for (int c = lo; c < hi; ++c) s += {kr}[c]; return {logsig}(s / (float)(hi - lo)) / NORM; }}()"
         ),
-        LigerVariant::Retention => format!("logsigmoid({row_mean}) / NORM"),
+        LigerVariant::Retention => format!("{logsig}({row_mean}) / NORM"),
         LigerVariant::Linear | LigerVariant::SwaOnly => "0.0f".into(),
-        LigerVariant::Gla | LigerVariant::Hgrn2 => format!("logsigmoid({kr}[{i}]) / NORM"),
+        LigerVariant::Gla | LigerVariant::Hgrn2 => format!("{logsig}({kr}[{i}]) / NORM"),
     }
 }
 

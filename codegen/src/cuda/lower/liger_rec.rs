@@ -158,12 +158,6 @@ impl Lower<'_> {
         if let Some(src) = sub_src {
             let args: Vec<Arg> = [qs, k, v, states.clone()].into_iter().chain(tail).collect();
             let at_out = args.len() - 2;
-            // a block per SUBCHUNK_CHUNKS chunks
-            let grid = [
-                self.seq().ceil_div((c * liger::SUBCHUNK_CHUNKS) as u64),
-                grid[1],
-                grid[2],
-            ];
             self.launch(src, nodes, grid, args, &[at_out], Some(layer));
         }
         self.release(&states);

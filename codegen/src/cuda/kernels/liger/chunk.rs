@@ -2,7 +2,7 @@
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
-use super::super::basic::gate_expr;
+use super::super::basic::gate_expr_with;
 use super::super::{KernelSrc, float_lit};
 use super::{CHUNK_THREADS, Recurrence, chunk_mma, chunk_tc, dims, key_channels, vname};
 
@@ -224,8 +224,15 @@ pub(super) fn chunk_prologue(variant: LigerVariant, d: usize, dk: usize, tiles: 
         ""
     };
     // the fast intrinsics: one gate per element of the chunk
-    let gate = gate_expr(variant, d, dk, "i", "(kr + t * KRS)", "rowg[t]")
-        .replace("logsigmoid(", "logsigmoid_fast(");
+    let gate = gate_expr_with(
+        variant,
+        d,
+        dk,
+        "i",
+        "(kr + t * KRS)",
+        "rowg[t]",
+        "logsigmoid_fast",
+    );
     let key_map = match (variant, in_place) {
         (LigerVariant::Gla | LigerVariant::Retention | LigerVariant::Linear, false) => {
             "    // k~ = softmax over the head dim (in place in the raw tile: the gate is done with it)\n    \

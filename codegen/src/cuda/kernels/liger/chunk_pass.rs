@@ -89,8 +89,7 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {{
 __device__ __forceinline__ uint4 pack8_bf16(const float (&x)[8]) {{
     unsigned w[4];
     #pragma unroll
-    for (int u = 0; u < 4; ++u)
-        w[u] = (unsigned)__bfloat16_as_ushort(__float2bfloat16(x[2 * u])) | ((unsigned)__bfloat16_as_ushort(__float2bfloat16(x[2 * u + 1])) << 16);
+    for (int u = 0; u < 4; ++u) w[u] = pack_bf16x2(x[2 * u], x[2 * u + 1]);
     return uint4{{w[0], w[1], w[2], w[3]}};
 }}
 

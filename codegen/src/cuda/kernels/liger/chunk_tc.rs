@@ -34,12 +34,6 @@ pub(super) fn eligible(spec: &LigerSpec, rec: Recurrence, chunk: usize) -> bool 
         && chunk.is_multiple_of(16)
 }
 
-/// Chunks per block of the sub-chunk kernel, taken in turn. More than one saves the
-/// launch most of its blocks where no chunk is slow (8: 0.008 against 0.013 ms at B 8,
-/// T 2k on an H100), but serializes a model's slow chunks within a block, and a real
-/// model's keys can make whole heads slow; one keeps the kernel's parallelism.
-pub const SUBCHUNK_CHUNKS: usize = 1;
-
 /// Threads per block of the sub-chunk kernel: 16 warps. Its tiles take 202 KB of shared
 /// memory, one block per SM, so the warps of one block must hide every latency.
 pub(super) const TC_THREADS: usize = 512;
@@ -149,9 +143,8 @@ pub(super) fn alternate_slow() -> bool {
 pub(super) fn chunk_owner(one_product: bool) -> String {
     format!(
         r#"    // which step-3 kernel takes this chunk (block-uniform): {this}
-    if ({not}slow[(long long)(b * HKV + j) * ((seq + C - 1) / C) + n]) {exit};
+    if ({not}slow[(long long)(b * HKV + j) * ((seq + C - 1) / C) + n]) return;
 "#,
-        exit = if one_product { "return" } else { "continue" },
         this = if one_product {
             "the one-product kernel the chunks that keep e^-FAST in every channel"
         } else {
@@ -188,7 +181,6 @@ constexpr int G = {g};
 constexpr int NS = C / 16;     // sub-chunks of 16 rows
 constexpr int CA = C + 4;      // row stride of the score tile
 constexpr float MIX = {mix};   // mix_linear
-constexpr int CPB = {cpb};     // chunks per block, in turn
 {loader}
 {form}
 // 16 warps, one block an SM: at most 128 registers a thread.
@@ -200,12 +192,9 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         const bf16* __restrict__ v, const float* __restrict__ states, const int* __restrict__ slow,
         {window_param}bf16* __restrict__ out, int seq) {{
     extern __shared__ float smem[];
-    const int j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int n = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
     [[maybe_unused]] const int warp = tid >> 5, lane = tid & 31;
-    const int n_end = min((seq + C - 1) / C, ((int)blockIdx.x + 1) * CPB);
-    for (int n = blockIdx.x * CPB; n < n_end; ++n) {{  // block-uniform
-{owner}    __syncthreads();  // the previous chunk's tiles are consumed
-{prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
+{owner}{prologue}    float* qf = rowg + C;          // [C][KS] q~, then q~ * exp(b)
     float* A = qf + C * KS;        // [C][CA] intra-chunk scores (zero above the diagonal)
     float* qp = A + C * CA;        // [C-16][KS] queries scaled for one key sub-chunk
     float* kp = qp + (C - 16) * KS;  // [16][KS] that key sub-chunk, scaled to its last row
@@ -326,7 +315,6 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             }}
         }}
     }}  // query heads
-    }}  // chunks
 }}
 "#,
         tc = TC_PRELUDE,
@@ -335,7 +323,6 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         mix = float_lit(spec.mix_linear),
         form = CHUNK_FORM,
         owner = chunk_owner(false),
-        cpb = SUBCHUNK_CHUNKS,
         prologue = chunk_prologue(variant, d, d, Tiles::InPlace),
     );
     let params = prefill_params(
@@ -355,8 +342,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         (TC_THREADS, prefill_smem_floats(c, d) * 4),
         (
             format!(
-                "(ceil(seq/{}), {kv}, batch): one block per ({SUBCHUNK_CHUNKS} chunks, KV head, row), its chunks and their {g} query heads in turn; passes over the chunks the one-product kernel takes",
-                c * SUBCHUNK_CHUNKS
+                "(ceil(seq/{c}), {kv}, batch): one block per (chunk, KV head, row), its {g} query heads in turn; returns at once on chunks the one-product kernel takes"
             ),
             params,
         ),

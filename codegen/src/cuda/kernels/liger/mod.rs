@@ -49,7 +49,6 @@ pub use chunk::{
     gla_state_scan,
 };
 pub use chunk_pass::{chunk_prep, key_and_state_pass, state_pass, state_pass_slices};
-pub use chunk_tc::SUBCHUNK_CHUNKS;
 pub use decode::{decode_gsa, decode_keyed};
 pub use fused::{fused_eligible, fused_prefill};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
