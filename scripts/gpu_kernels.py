@@ -29,8 +29,8 @@ triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in 
 each launch of the layer is also timed alone (ligerc_steps_ms / ligerc_steps_us).
 LIGERC_BENCH_ONLY=prefill|decode runs that half alone; LIGERC_BENCH_SHAPES=8x2048,... picks
 the prefill shapes; LIGERC_BENCH_FLA=0 skips fla; LIGERC_BENCH_BASE=PATH times another
-ligerc build's prefill kernels in the same process on the same inputs (and their outputs'
-largest difference).
+ligerc build's prefill and decode kernels in the same process on the same inputs (and their
+outputs' largest difference).
 """
 import argparse
 import json
@@ -148,6 +148,9 @@ class Layer:
         self.k = names(prep)[0] if prep else rn[1]
         dn = names(self.dec[0])
         self.dnames = dict(zip(["q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v", "out"], dn[:9]))
+        # a cap on the grid of kernels that stride over it (None: blocks_per_sm x SMs), so that
+        # the checks run one block through many items
+        self.max_grid = None
 
     def func(self, name):
         if name not in self.fn:
@@ -190,6 +193,10 @@ class Layer:
             else:
                 args.append(np.uint64(tensors[next(iter(a.values()))].data_ptr()))
         grid = tuple(extent(e, env) for e in s["grid"])
+        if s.get("blocks_per_sm"):  # a kernel striding over its grid: at most its resident blocks
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            cap = self.max_grid or s["blocks_per_sm"] * sms
+            grid = (min(grid[0], cap),) + grid[1:]
         if 0 in grid:
             return
         self.func(s["kernel"])(grid, tuple(s["block"]), tuple(args), shared_mem=s["dynamic_smem"])
@@ -272,7 +279,11 @@ def check(args):
                     td[dn[key]].copy_(src[:, t].reshape(td[dn[key]].shape))
                 td[dn["out"]].fill_(float("nan"))
                 td["__pos0"].fill_(t)
+                # every other step with one block for a streaming decode kernel: it walks all the
+                # items, through both of its state buffers
+                L.max_grid = 1 if (t - T) % 2 else None
                 L.decode(env, td)
+                L.max_grid = None
                 outs.append(td[dn["out"]].reshape(B, 1, h, d).float())
             torch.cuda.synchronize()
             got = torch.cat(outs, 1)
@@ -387,6 +398,21 @@ def bench(args):
         r = {"kernel": "decode", "B": B, "ligerc_us": ours, "floor_us": floor, "pct_floor": 100 * floor / ours,
              "floor_all_us": floor_all, "pct_floor_all": 100 * floor_all / ours,
              "state_per": "kv_head", "ligerc_steps_us": steps_us}
+        if LB:  # the other build on the same inputs: its time, and one step of both from the same state
+            tb = LB.alloc(env, {}, "decode")
+            bn = LB.dnames
+            for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
+                tb[bn[key]].copy_(tp[dn[key]])
+            tb["__pos0"].fill_(1000)
+            r["base_us"] = med(lambda: LB.decode(env, tb)) * 1e3
+            r["base_steps_us"] = {s["kernel"]: med(lambda s=s: LB.launch(s, env, tb)) * 1e3 for s in LB.dec}
+            for key in ("state", "ring_k", "ring_v"):
+                tb[bn[key]].copy_(tp[dn[key]])
+            L.decode(env, tp)
+            LB.decode(env, tb)
+            torch.cuda.synchronize()
+            r["base_max_diff_out"] = (tp[dn["out"]].float() - tb[bn["out"]].float()).abs().max().item()
+            r["base_max_diff_state"] = (tp[dn["state"]] - tb[bn["state"]]).abs().max().item()
         if fused_recurrent_gla is not None:
             q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
