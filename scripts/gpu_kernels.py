@@ -148,9 +148,6 @@ class Layer:
         self.k = names(prep)[0] if prep else rn[1]
         dn = names(self.dec[0])
         self.dnames = dict(zip(["q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v", "out"], dn[:9]))
-        # a cap on the grid of kernels that stride over it (None: blocks_per_sm x SMs), so that
-        # the checks run one block through many items
-        self.max_grid = None
 
     def func(self, name):
         if name not in self.fn:
@@ -193,10 +190,6 @@ class Layer:
             else:
                 args.append(np.uint64(tensors[next(iter(a.values()))].data_ptr()))
         grid = tuple(extent(e, env) for e in s["grid"])
-        if s.get("blocks_per_sm"):  # a kernel striding over its grid: at most its resident blocks
-            sms = torch.cuda.get_device_properties(0).multi_processor_count
-            cap = self.max_grid or s["blocks_per_sm"] * sms
-            grid = (min(grid[0], cap),) + grid[1:]
         if 0 in grid:
             return
         self.func(s["kernel"])(grid, tuple(s["block"]), tuple(args), shared_mem=s["dynamic_smem"])
@@ -279,11 +272,7 @@ def check(args):
                     td[dn[key]].copy_(src[:, t].reshape(td[dn[key]].shape))
                 td[dn["out"]].fill_(float("nan"))
                 td["__pos0"].fill_(t)
-                # every other step with one block for a streaming decode kernel: it walks all the
-                # items, through both of its state buffers
-                L.max_grid = 1 if (t - T) % 2 else None
                 L.decode(env, td)
-                L.max_grid = None
                 outs.append(td[dn["out"]].reshape(B, 1, h, d).float())
             torch.cuda.synchronize()
             got = torch.cat(outs, 1)

@@ -30,9 +30,9 @@ static double logsig(double x) { return x < 0 ? x - log1p(exp(x)) : -log1p(exp(-
 // One decode step at position `pos` (variant: 0 GLA, 1 HGRN2, 2 retention, 3 linear, 4 swa-only;
 // `win`: the window branch is present) vs float64; prints `case ID out-err R out-ref R state-err R
 // state-ref R bad N` (bad: unwritten outputs and wrong ring entries).
-template <typename L>
-void run_case(int id, L launch, int variant, bool win, int H, int KV, int D, int W, double norm, double mix_win,
-              double mix_lin, int B, int pos) {
+template <typename K>
+void run_case(int id, K kernel, int variant, bool win, int H, int KV, int D, int W, double norm, double mix_win,
+              double mix_lin, int cs, int threads, size_t smem, int B, int pos) {
     const int G = H / KV, NR = W + 1;
     const bool grm = variant != 4;
     std::vector<__nv_bfloat16> q((size_t)B * H * D), qr(q.size()), k((size_t)B * KV * D), kr(k.size()), v(k.size());
@@ -61,9 +61,10 @@ void run_case(int id, L launch, int variant, bool win, int H, int KV, int D, int
     const std::vector<__nv_bfloat16> rk0 = rk, rv0 = rv;
     std::vector<__nv_bfloat16> out((size_t)B * H * D, bf_nan());
     int posv = pos;
-    launch(B, (const __nv_bfloat16*)q.data(), (const __nv_bfloat16*)k.data(), (const __nv_bfloat16*)v.data(),
-           (const __nv_bfloat16*)qr.data(), (const __nv_bfloat16*)kr.data(), st.data(), rk.data(), rv.data(),
-           out.data(), (const int*)&posv);
+    emu_launch(kernel, dim3{(unsigned)(D / cs), (unsigned)KV, (unsigned)B}, dim3{(unsigned)threads, 1, 1}, smem,
+               (const __nv_bfloat16*)q.data(), (const __nv_bfloat16*)k.data(), (const __nv_bfloat16*)v.data(),
+               (const __nv_bfloat16*)qr.data(), (const __nv_bfloat16*)kr.data(), st.data(), rk.data(), rv.data(),
+               out.data(), (const int*)&posv);
     double err = 0, ref = 0, serr = 0, sref = 0;
     long bad = 0;
     std::vector<double> qf(D), kf(D), al(D), s, sn(D * D);
@@ -160,10 +161,6 @@ fn decode_kernel_emulated_matches_reference() {
         ((Gla, 16, 2, 16, 0), 0.5, 4.0, 1, vec![3, 0]),
         ((Gla, 64, 8, 128, 64), 0.5, 4.0, 1, vec![80]),
         ((Hgrn2, 2, 1, 7, 4), 0.5, 1.0, 2, vec![6, 1]),
-        // streaming-kernel shapes: SmolLM2's (G 3), G 8 (two sums a lane), retention at D 32
-        ((Gla, 9, 3, 64, 64), 0.5, 16.0, 3, vec![100, 30]),
-        ((Gla, 16, 2, 64, 20), 0.5, 4.0, 2, vec![40, 7]),
-        ((Retention, 8, 2, 32, 5), 0.5, 4.0, 3, vec![9, 2]),
     ];
     let mut kernels = BTreeMap::new();
     let mut body = String::new();
@@ -180,6 +177,15 @@ fn decode_kernel_emulated_matches_reference() {
             mix_linear: 1.0 - mix_win,
             slots: 64,
         };
+        let k = liger::decode_keyed(&spec, *norm);
+        // The grid is `(1, KV, batch)`: one block per (KV head, row).
+        let slices: usize = k.grid[1..].split(',').next().unwrap().parse().unwrap();
+        let cs = d / slices;
+        let code = k.body.replace("#include <mma.h>", "").replace(
+            "extern __shared__ float smem[];",
+            "float* smem = ligerc_emu_dyn_smem();",
+        );
+        body.push_str(&format!("namespace k{i} {{\n{PRELUDE}\n{code}\n}}\n"));
         let code = match variant {
             Gla => 0,
             Hgrn2 => 1,
@@ -189,50 +195,25 @@ fn decode_kernel_emulated_matches_reference() {
             Gsa => unreachable!(),
         };
         let win = *mix_win != 0.0 || *variant == SwaOnly;
-        // The block-per-item kernel everywhere; the streaming one where it serves the layer,
-        // launched as on one SM (its blocks each take several items, both state buffers).
-        let mut variants = vec![(liger::decode_keyed(&spec, *norm), false)];
-        if liger::stream_eligible(&spec, 227 * 1024) {
-            variants.push((liger::decode_stream(&spec, *norm), true));
+        for pos in positions {
+            let id = labels.len();
+            labels.push(format!("{} (B {b}, pos {pos})", k.name));
+            driver.push_str(&format!(
+                "    run_case({id}, k{i}::{}, {code}, {win}, {h}, {kv}, {d}, {w}, {norm:?}, {mix_win:?}, {:?}, {cs}, {}, {}, {b}, {pos});\n",
+                k.name,
+                1.0 - mix_win,
+                k.block[0],
+                k.smem,
+            ));
         }
-        for (vi, (k, stream)) in variants.into_iter().enumerate() {
-            let ns = format!("k{i}_{vi}");
-            let src = k.body.replace("#include <mma.h>", "").replace(
-                "extern __shared__ float smem[];",
-                "float* smem = ligerc_emu_dyn_smem();",
-            );
-            body.push_str(&format!("namespace {ns} {{\n{PRELUDE}\n{src}\n}}\n"));
-            let launch = if stream {
-                let per_sm = liger::stream_blocks_per_sm(&spec);
-                format!(
-                    "[&](int B, auto... a) {{ emu_launch({ns}::{}, dim3{{(unsigned)std::min({kv} * B, {per_sm}), 1, 1}}, dim3{{{}, 1, 1}}, {}, a..., B); }}",
-                    k.name, k.block[0], k.smem
-                )
-            } else {
-                // The grid is `(1, KV, batch)`: one block per (KV head, row).
-                let slices: usize = k.grid[1..].split(',').next().unwrap().parse().unwrap();
-                format!(
-                    "[&](int B, auto... a) {{ emu_launch({ns}::{}, dim3{{{slices}, {kv}, (unsigned)B}}, dim3{{{}, 1, 1}}, {}, a...); }}",
-                    k.name, k.block[0], k.smem
-                )
-            };
-            for pos in positions {
-                let id = labels.len();
-                labels.push(format!("{} (B {b}, pos {pos})", k.name));
-                driver.push_str(&format!(
-                    "    run_case({id}, {launch}, {code}, {win}, {h}, {kv}, {d}, {w}, {norm:?}, {mix_win:?}, {:?}, {b}, {pos});\n",
-                    1.0 - mix_win,
-                ));
+        kernels.insert(
+            k.name.clone(),
+            KernelEntry {
+                src: k,
+                instances: vec!["decode kernel test".into()],
             }
-            kernels.insert(
-                k.name.clone(),
-                KernelEntry {
-                    src: k,
-                    instances: vec!["decode kernel test".into()],
-                }
-                .source(),
-            );
-        }
+            .source(),
+        );
     }
     driver.push_str("    return 0;\n}\n");
     if let Some(inc) = nvrtc_env() {

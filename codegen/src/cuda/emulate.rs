@@ -486,17 +486,11 @@ fn phase_fn(
                     .iter()
                     .map(|a| names.arg(a))
                     .collect::<Result<_, _>>()?;
-                // A kernel striding over its grid runs as on one SM: its blocks each take
-                // several items.
-                let gx = match l.blocks_per_sm {
-                    Some(n) => format!("std::min<long>({}, {})", extent(&l.grid[0]), n.max(1)),
-                    None => extent(&l.grid[0]),
-                };
                 let _ = writeln!(
                     s,
                     "    emu_launch(k{ns}::{}, dim3{{(unsigned)({}), (unsigned)({}), (unsigned)({})}}, dim3{{{}, {}, {}}}, {}, {});",
                     l.kernel,
-                    gx,
+                    extent(&l.grid[0]),
                     extent(&l.grid[1]),
                     extent(&l.grid[2]),
                     l.block[0],

@@ -619,7 +619,6 @@ impl<'a> Lower<'a> {
             writes: wr,
             nodes: descr,
             layer,
-            blocks_per_sm: None,
         }));
     }
 
@@ -1486,33 +1485,6 @@ impl<'a> Lower<'a> {
                         &[5, 6, 7, 8, 9],
                         Some(layer),
                     );
-                } else if liger::stream_eligible(&spec, self.opts.smem_limit) {
-                    let grid = [b.times(kv as u64), Extent::fixed(1), Extent::fixed(1)];
-                    let kernel = liger::decode_stream(&spec, normalizer);
-                    self.check_smem(&kernel.name, kernel.smem as usize)?;
-                    self.launch(
-                        kernel,
-                        &nodes,
-                        grid,
-                        vec![
-                            q.arg,
-                            k.arg,
-                            v.arg,
-                            q_rot.arg,
-                            k_rot.arg,
-                            state,
-                            ring_k,
-                            ring_v,
-                            out.arg,
-                            pos0,
-                            Arg::Scalar(Scalar::Batch),
-                        ],
-                        &[5, 6, 7, 8],
-                        Some(layer),
-                    );
-                    if let Some(Step::Launch(l)) = self.steps.last_mut() {
-                        l.blocks_per_sm = Some(liger::stream_blocks_per_sm(&spec));
-                    }
                 } else {
                     let grid = [Extent::fixed(1), kvx, b];
                     self.launch(

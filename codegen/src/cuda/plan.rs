@@ -376,11 +376,6 @@ pub struct LaunchStep {
     pub nodes: Vec<String>,
     /// The decoder layer, if the step belongs to one.
     pub layer: Option<usize>,
-    /// Set for a kernel that strides over its grid's x extent (block `x` takes the work
-    /// items `x, x + gridDim.x, …`): the runtime launches at most this many blocks an SM
-    /// in x (`min(grid.x, blocks_per_sm · SMs)`); any grid is correct.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks_per_sm: Option<u32>,
 }
 
 /// A cuBLAS `cublasGemmEx` call, column-major as cuBLAS sees it:

@@ -1009,15 +1009,11 @@ impl CudaSession {
                         .ok_or_else(|| CudaError::Plan(format!("unknown kernel `{}`", l.kernel)))?;
                     let params: Vec<Param> =
                         l.args.iter().map(&resolve).collect::<Result<_, _>>()?;
-                    let mut grid = [
+                    let grid = [
                         l.grid[0].eval(&b) as u32,
                         l.grid[1].eval(&b) as u32,
                         l.grid[2].eval(&b) as u32,
                     ];
-                    if let Some(per_sm) = l.blocks_per_sm {
-                        // A kernel striding over its grid: at most its resident blocks.
-                        grid[0] = grid[0].min(per_sm.max(1) * self.dev.sms.max(1) as u32);
-                    }
                     if grid.contains(&0) {
                         continue;
                     }

@@ -39,7 +39,6 @@ mod chunk_mma;
 mod chunk_pass;
 mod chunk_tc;
 mod decode;
-mod decode_stream;
 mod fused;
 mod gsa;
 mod ring;
@@ -51,9 +50,6 @@ pub use chunk::{
 };
 pub use chunk_pass::{chunk_prep, key_and_state_pass, state_pass, state_pass_slices};
 pub use decode::{decode_gsa, decode_keyed};
-pub use decode_stream::{
-    STREAM_BLOCKS_PER_SM, decode_stream, stream_blocks_per_sm, stream_eligible,
-};
 pub use fused::{fused_eligible, fused_prefill};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;
