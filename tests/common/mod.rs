@@ -257,9 +257,6 @@ pub fn nvrtc_env() -> Option<Vec<PathBuf>> {
     }
 }
 
-/// Compiles every `(name, source)` for sm_90 on up to 4 threads (the NVRTC
-/// program is named by `name` up to an `@`); panics listing each failure or
-/// diagnostic.
 /// Whether a kernel compiled with `--ptxas-options=-v` can launch at the block size its
 /// header names: registers × threads within an SM's 65,536 (else the launch fails with
 /// `CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES`, which a compile alone does not show). `Some`
@@ -283,6 +280,10 @@ pub fn launch_resources(name: &str, src: &str, log: &str) -> Option<String> {
     })
 }
 
+/// Compiles every `(name, source)` for sm_90 on up to 4 threads (the NVRTC
+/// program is named by `name` up to an `@`); panics listing each failure or
+/// diagnostic, and each kernel whose registers × block threads exceed an SM's
+/// ([`launch_resources`]).
 pub fn compile_all<'a>(
     kernels: impl IntoIterator<Item = (&'a String, &'a String)>,
     include: &[PathBuf],
