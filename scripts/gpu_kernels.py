@@ -295,6 +295,51 @@ def check(args):
 # ---------------------------------------------------------------- bench
 
 
+def graph_us(launch_all, n_layers, reps=30):
+    """µs per layer of `launch_all` (one launch per layer, each layer on its own buffers),
+    captured in one CUDA graph and replayed: the layers run back to back as in a model's decode
+    step, each reading what an earlier layer's traffic has long evicted from the L2 and paying,
+    in the steady state, for the write-back of as many dirty lines as it leaves. Median of
+    `reps` replays."""
+    import cupy as cp
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+
+    def run():
+        import warnings
+        with warnings.catch_warnings():  # CuPy 13 prefers Stream.from_external; both work
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ext = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        with ext:  # the CuPy launches go to torch's (capturing) stream
+            launch_all()
+    with torch.cuda.stream(side):
+        run()
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        run()
+    g.replay()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    del g
+    return float(np.median(ts)) * 1e3 / n_layers
+
+
+def seq_layers(bytes_per_layer, l2=64 << 20):
+    """Layers a sequence timing cycles through: their buffers together are ≥ 4 L2s (at least 8
+    layers, at most 512)."""
+    return int(min(512, max(8, -(-4 * l2 // max(1, bytes_per_layer)))))
+
+
 def bench(args):
     import triton.testing as tt
     med = lambda f: tt.do_bench(f, warmup=25, rep=200, return_mode="median")
@@ -402,6 +447,71 @@ def bench(args):
             torch.cuda.synchronize()
             r["base_max_diff_out"] = (tp[dn["out"]].float() - tb[bn["out"]].float()).abs().max().item()
             r["base_max_diff_state"] = (tp[dn["state"]] - tb[bn["state"]]).abs().max().item()
+        # The same step as one of NL layers run back to back in a CUDA graph (µs per layer;
+        # do_bench above flushes the L2 with a 256 MB memset before each call, so its figure also
+        # pays for writing back the flush's dirty lines that the step's reads evict), and a copy
+        # of the step's bytes (half read, half written) timed both ways.
+        layer_bytes = sbytes + io
+        nl = seq_layers(layer_bytes)
+        layers = [tp]
+        for _ in range(nl - 1):
+            t = L.alloc(env, {}, "decode")
+            for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
+                t[dn[key]].copy_(tp[dn[key]])
+            t["__pos0"].fill_(1000)
+            layers.append(t)
+        r["seq_layers"] = nl
+        r["seq_us"] = graph_us(lambda: [L.decode(env, t) for t in layers], nl)
+        r["seq_pct_floor_all"] = 100 * floor_all / r["seq_us"]
+        # LIGERC_DECODE_VARIANTS=a.cu,b.cu: other sources of the decode kernel (same name, launch
+        # and arguments), timed both ways on the same layers, and one step of each from the same
+        # state (at pos 1000 and pos 10) against the emitted kernel's.
+        for vp in filter(None, os.environ.get("LIGERC_DECODE_VARIANTS", "").split(",")):
+            V = Layer.__new__(Layer)
+            V.__dict__.update(L.__dict__)
+            V.src, V.fn = dict(L.src), {}
+            name = L.dec[0]["kernel"]
+            V.src[name] = open(vp).read()
+            m = re.search(r"VARIANT_SMEM=(\d+)", V.src[name])  # its dynamic shared memory, if other
+            if m:
+                n = int(m.group(1))
+                V.dec = [dict(s, dynamic_smem=n) if s["kernel"] == name else s for s in L.dec]
+                V.plan = dict(L.plan, kernels=[dict(k, dynamic_smem=n) if k["name"] == name else k for k in L.plan["kernels"]])
+            vr = {"us": med(lambda: V.decode(env, tp)) * 1e3,
+                  "seq_us": graph_us(lambda: [V.decode(env, t) for t in layers], nl)}
+            for p0 in (1000, 10):
+                res = []
+                for lay in (L, V):
+                    for key in ("state", "ring_k", "ring_v"):
+                        tp[dn[key]].copy_(layers[1][dn[key]])
+                    tp["__pos0"].fill_(p0)
+                    lay.decode(env, tp)
+                    res.append((tp[dn["out"]].float().clone(), tp[dn["state"]].clone(), tp[dn["ring_k"]].clone()))
+                (o0, s0_, k0), (o1, s1_, k1) = res
+                vr[f"pos{p0}_max_diff_out"] = (o0 - o1).abs().max().item()
+                vr[f"pos{p0}_max_out"] = o0.abs().max().item()
+                vr[f"pos{p0}_max_diff_state"] = (s0_ - s1_).abs().max().item()
+                vr[f"pos{p0}_ring_equal"] = bool(torch.equal(k0, k1))
+                vr[f"pos{p0}_finite"] = bool(torch.isfinite(o1).all().item())
+            tp["__pos0"].fill_(1000)
+            r.setdefault("variants", {})[os.path.basename(vp)] = vr
+        if LB:
+            bl = []
+            for t in layers:
+                u = LB.alloc(env, {}, "decode")
+                for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
+                    u[LB.dnames[key]].copy_(t[dn[key]])
+                u["__pos0"].fill_(1000)
+                bl.append(u)
+            r["base_seq_us"] = graph_us(lambda: [LB.decode(env, u) for u in bl], nl)
+            del bl
+        half = layer_bytes // 2
+        cx = [torch.empty(half, dtype=torch.uint8, device="cuda") for _ in range(nl)]
+        cy = [torch.empty(half, dtype=torch.uint8, device="cuda") for _ in range(nl)]
+        r["copy_same_bytes_us"] = med(lambda: cy[0].copy_(cx[0])) * 1e3
+        r["copy_same_bytes_seq_us"] = graph_us(lambda: [y.copy_(x) for x, y in zip(cx, cy)], nl)
+        del cx, cy, layers
+        torch.cuda.empty_cache()
         if fused_recurrent_gla is not None:
             q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
@@ -410,6 +520,13 @@ def bench(args):
             s0 = torch.randn(B, H, D, D, device="cuda")
             r["fla_fused_recurrent_us"] = med(lambda: fused_recurrent_gla(q, k, v, g, initial_state=s0, output_final_state=True)) * 1e3
             r["speedup_vs_fla"] = r["fla_fused_recurrent_us"] / ours
+            fl = []
+            for _ in range(seq_layers(s0.numel() * 4 * 2)):
+                fl.append((q.clone(), k.clone(), v.clone(), g.clone(), s0.clone()))
+            r["fla_seq_layers"] = len(fl)
+            r["fla_seq_us"] = graph_us(lambda: [fused_recurrent_gla(*x[:4], initial_state=x[4], output_final_state=True) for x in fl], len(fl))
+            del fl
+            torch.cuda.empty_cache()
         print(json.dumps(r), flush=True)
         rows.append(r)
     json.dump(rows, open(os.path.join(args.out, "kernel_bench.json"), "w"), indent=1)

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Where a decode step's time goes, block by block, on the GPU machine (no Rust there).
+
+    python3 scripts/decode_timeline.py [--ligerc .gpu/ligerc] [--src VARIANT.cu] [--batch 1,64,256]
+
+It emits the bench layer (H 32, KV 8, D 128, window 64) with `ligerc --emit cuda`, takes its
+decode kernel (or --src, a variant with the same name and arguments), and inserts a
+`%globaltimer` stamp (thread 0 of each block) at the phase boundaries the emitted source
+marks: entry, loads issued, window landed, token stored, feature maps + scores, softmax,
+p·V, each state pass, end. It then runs 8 layers back to back (as in a model's decode step, so
+the L2 holds what earlier layers left), three times, and prints for the last layer: the
+kernel's span, the blocks that started in the first wave and the start of the rest, and per
+group the median time of each phase (µs). The stamps cost a global store each; compare spans
+with `gpu_kernels.py bench`'s `seq_us`, not with a figure from an uninstrumented run.
+"""
+import argparse
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_kernels as gk  # noqa: E402
+
+PHASES = ["issue", "window landed", "token stored", "maps+scores", "softmax", "pV+wo",
+          "pass0", "pass1", "pass2", "pass3", "out"]
+# (anchor in the emitted source, stamp inserted after it)
+ANCHORS = [
+    ("tid = threadIdx.x;\n", "    STAMP(0);\n"),
+    ("    load_pass(1);", "    STAMP(1);\n"),
+    ("    cp_async_wait_all();  // the staged window (row cur is stored over below)\n    __syncthreads();\n", "    STAMP(2);\n"),
+    ("uint4{0u, 0u, 0u, 0u};  // rows G.. zero\n    __syncthreads();\n", "    STAMP(3);\n"),
+    ("    score(0);\n    __syncthreads();\n", "    STAMP(4);\n"),
+    ("                wm[g] = m;\n            }\n        }\n        __syncthreads();\n", "        STAMP(5);\n"),
+    ("    __syncthreads();  // wo is written; the keys (the per-warp sums' memory) are dead\n", "    STAMP(6);\n"),
+    ("        __syncthreads();  // (the other buffer's readers are past the previous pass's barrier)\n", "        STAMP(7 + cb);\n"),
+]
+
+
+def instrument(src):
+    """The source with the stamps; names the first anchor it cannot find."""
+    head = ("__device__ unsigned long long tstamp[4096 * 16];\n"
+            "__device__ __forceinline__ unsigned long long gtime() { unsigned long long t; "
+            "asm volatile(\"mov.u64 %0, %globaltimer;\" : \"=l\"(t)); return t; }\n"
+            "#define STAMP(i) do { if (threadIdx.x == 0) tstamp[(blockIdx.z * gridDim.y + blockIdx.y) * 16 + (i)] = gtime(); } while (0)\n")
+    m = re.search(r"^constexpr int H = ", src, re.M)
+    if not m:
+        raise SystemExit("decode_timeline: no `constexpr int H` in the kernel source")
+    src = src[:m.start()] + head + src[m.start():]
+    for anchor, stamp in ANCHORS:
+        if anchor not in src:
+            raise SystemExit(f"decode_timeline: the kernel source has no phase marker {anchor.strip()!r}")
+        at = src.index(anchor) + len(anchor)
+        if not anchor.endswith("\n"):  # after the rest of that line
+            at = src.index("\n", at) + 1
+        src = src[:at] + stamp + src[at:]
+    end = src.rindex("}")
+    return src[:end] + "    __syncthreads();\n    STAMP(11);\n}" + src[end + 1:]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ligerc", default=".gpu/ligerc")
+    ap.add_argument("--src", help="a variant of the decode kernel (same name and arguments)")
+    ap.add_argument("--batch", default="1,64,256")
+    ap.add_argument("--out", default="/tmp/ligerc-timeline")
+    a = ap.parse_args()
+    import cupy as cp
+    H, KV, D = 32, 8, 128
+    L = gk.Layer(gk.emit(a.ligerc, a.out, H, KV, D, 64))
+    name = L.dec[0]["kernel"]
+    src = instrument(open(a.src).read() if a.src else L.src[name])
+    m = re.search(r"VARIANT_SMEM=(\d+)", src)  # a variant's own dynamic shared memory
+    smem = int(m.group(1)) if m else L.dec[0]["dynamic_smem"]
+    L.dec = [dict(s, dynamic_smem=smem) if s["kernel"] == name else s for s in L.dec]
+    inc = tuple(f"-I{d}" for d in ("/usr/local/cuda/include",) if os.path.isdir(d))
+    mod = cp.RawModule(code=src, options=("-std=c++17",) + inc, backend="nvrtc")
+    f = mod.get_function(name)
+    f.max_dynamic_shared_size_bytes = smem
+    L.fn[name] = f
+    ts = cp.ndarray((4096 * 16,), dtype=cp.uint64, memptr=mod.get_global("tstamp"))
+    for B in (int(x) for x in a.batch.split(",")):
+        if B * KV > 4096:
+            raise SystemExit(f"decode_timeline: batch {B} has more than 4096 blocks")
+        env = {"batch": B, "seq": 1, "tokens": B, "max_seq": 1}
+        layers = []
+        for _ in range(8):
+            t = L.alloc(env, {}, "decode")
+            for key in ("q", "k", "v", "q_rot", "k_rot", "state"):
+                t[L.dnames[key]].normal_()
+            t["__pos0"].fill_(1000)
+            layers.append(t)
+        for _ in range(3):
+            ts.fill(0)
+            for t in layers:
+                L.decode(env, t)
+        torch.cuda.synchronize()
+        r = cp.asnumpy(ts).reshape(4096, 16)[: B * KV, :12].astype(np.int64)
+        r = (r - r[:, 0].min()) / 1000.0  # µs from the first block's entry
+        first = r[:, 0] < 0.5
+        rest = f"; the rest start at {np.median(r[~first, 0]):.2f} (median)" if (~first).any() else ""
+        print(f"B={B}: span {r[:, 11].max():.2f} us, {len(r)} blocks, {first.sum()} in the first wave{rest}")
+        for sel, lab in ((first, "first wave"), (~first, "later")):
+            if sel.any():
+                d = np.diff(r[sel], axis=1)
+                print(f"  {lab:10s} n={sel.sum():4d} end {np.median(r[sel, 11]):6.2f} (max {r[sel, 11].max():6.2f}) | "
+                      + " ".join(f"{n} {np.median(d[:, i]):.2f}" for i, n in enumerate(PHASES)))
+        del layers
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
