@@ -27,6 +27,12 @@ k/v repeated to 32 heads as upstream Liger) and SDPA causal; the decode step at 
 1/8/64/256 vs fla fused_recurrent_gla (state per query head). Medians of
 triton.testing.do_bench; % of the bytes floor at the copy bandwidth measured in the same run;
 each launch of the layer is also timed alone (ligerc_steps_ms / ligerc_steps_us).
+The decode step is also timed as one of N layers captured back to back in a CUDA graph
+(seq_us: µs per layer as in a model's decode step, without do_bench's L2-flushing memset),
+beside a copy of the step's bytes and fla timed both ways. LIGERC_DECODE_VARIANTS=a.cu,...
+times other sources of the decode kernel (same name and arguments; `VARIANT_SMEM=N` in the
+source if its dynamic shared memory differs) and steps each once from the emitted kernel's
+state (pos 1000 and 10) to print the largest differences.
 LIGERC_BENCH_ONLY=prefill|decode runs that half alone; LIGERC_BENCH_SHAPES=8x2048,... picks
 the prefill shapes; LIGERC_BENCH_FLA=0 skips fla; LIGERC_BENCH_BASE=PATH times another
 ligerc build's prefill and decode kernels in the same process on the same inputs (and their
