@@ -1,7 +1,9 @@
 //! The keyed Liger decode step (`liger_{variant}_decode_*`) alone, under the CPU
 //! emulation of CUDA (`ligerc::codegen::cuda::emulate::SHIM`, g++), against a float64
 //! reference: every variant (GLA, HGRN2, retention, linear, swa-only, and a layer
-//! without the window branch), the layouts the generator picks — D 128 (16-byte state
+//! without the window branch), the layouts the generator picks — the bulk layout at D 128
+//! (window and state by TMA bulk copies, for every key-gated variant, `p·V` all on tensor
+//! cores or with keys past the tiles in f32), the thread-loaded one at D 128 (16-byte state
 //! loads, 32-column passes, tensor-core scores), D 64 / 16, D 24 and 7 (f32 scores,
 //! 8- / 1-column passes), G 1–8, the per-warp sums in their own shared memory (W 0,
 //! G 8), a window staged in several chunks (W 200 at D 128) — at positions below and
@@ -149,24 +151,43 @@ fn decode_kernel_emulated_matches_reference() {
     use ligerc::codegen::cuda::lower::KernelEntry;
     use ligerc::ir::{LigerSpec, LigerVariant};
     type Shape = (LigerVariant, usize, usize, usize, usize); // (variant, H, KV, D, window)
-    type Config = (Shape, f64, f64, usize, Vec<usize>); // (shape, mix_window, normalizer, batch, positions)
+    // (shape, mix_window, normalizer, batch, positions, the thread-loaded layout even where the
+    // bulk one applies)
+    type Config = (Shape, f64, f64, usize, Vec<usize>, bool);
     let configs: Vec<Config> = vec![
-        ((Gla, 32, 8, 128, 64), 0.5, 16.0, 2, vec![100, 10]),
-        ((Gla, 4, 2, 16, 64), 0.5, 4.0, 2, vec![70, 0]),
-        ((Hgrn2, 9, 3, 64, 64), 0.6, 1.0, 1, vec![64, 65]),
-        ((Retention, 8, 2, 24, 5), 0.5, 4.0, 2, vec![9, 3]),
-        ((Linear, 4, 2, 128, 200), 0.3, 16.0, 1, vec![250, 150, 40]),
-        ((SwaOnly, 4, 2, 64, 3), 1.0, 16.0, 2, vec![7, 2]),
-        ((Gla, 4, 2, 32, 64), 0.0, 4.0, 2, vec![5]),
-        ((Gla, 16, 2, 16, 0), 0.5, 4.0, 1, vec![3, 0]),
-        ((Gla, 64, 8, 128, 64), 0.5, 4.0, 1, vec![80]),
-        ((Hgrn2, 2, 1, 7, 4), 0.5, 1.0, 2, vec![6, 1]),
+        ((Gla, 32, 8, 128, 64), 0.5, 16.0, 2, vec![100, 10], false),
+        ((Gla, 4, 2, 16, 64), 0.5, 4.0, 2, vec![70, 0], false),
+        ((Hgrn2, 9, 3, 64, 64), 0.6, 1.0, 1, vec![64, 65], false),
+        ((Retention, 8, 2, 24, 5), 0.5, 4.0, 2, vec![9, 3], false),
+        (
+            (Linear, 4, 2, 128, 200),
+            0.3,
+            16.0,
+            1,
+            vec![250, 150, 40],
+            false,
+        ),
+        ((SwaOnly, 4, 2, 64, 3), 1.0, 16.0, 2, vec![7, 2], false),
+        ((Gla, 4, 2, 32, 64), 0.0, 4.0, 2, vec![5], false),
+        ((Gla, 16, 2, 16, 0), 0.5, 4.0, 1, vec![3, 0], false),
+        ((Gla, 64, 8, 128, 64), 0.5, 4.0, 1, vec![80], false),
+        ((Hgrn2, 2, 1, 7, 4), 0.5, 1.0, 2, vec![6, 1], false),
+        // The bulk layout (D 128, a window, 16·G ≤ W+1) for every key-gated variant: p V all
+        // on tensor cores (W 31), with keys past the tiles in f32 (W 40, 64), positions below
+        // the window (stale ring rows zeroed for the tiles); the thread layout at the bench
+        // shape.
+        ((Hgrn2, 8, 2, 128, 64), 0.6, 1.0, 2, vec![64, 65, 3], false),
+        ((Retention, 4, 2, 128, 40), 0.5, 4.0, 2, vec![50, 20], false),
+        ((Linear, 2, 2, 128, 31), 0.3, 16.0, 1, vec![40, 5], false),
+        ((Gla, 32, 8, 128, 64), 0.5, 16.0, 2, vec![100, 10], true),
     ];
     let mut kernels = BTreeMap::new();
     let mut body = String::new();
     let mut driver = String::from(DRIVER);
     let mut labels = Vec::new();
-    for (i, ((variant, h, kv, d, w), mix_win, norm, b, positions)) in configs.iter().enumerate() {
+    for (i, ((variant, h, kv, d, w), mix_win, norm, b, positions, threads)) in
+        configs.iter().enumerate()
+    {
         let spec = LigerSpec {
             variant: *variant,
             heads: *h,
@@ -177,7 +198,11 @@ fn decode_kernel_emulated_matches_reference() {
             mix_linear: 1.0 - mix_win,
             slots: 64,
         };
-        let k = liger::decode_keyed(&spec, *norm);
+        let k = if *threads {
+            liger::decode_keyed_threads(&spec, *norm)
+        } else {
+            liger::decode_keyed(&spec, *norm)
+        };
         // The grid is `(1, KV, batch)`: one block per (KV head, row).
         let slices: usize = k.grid[1..].split(',').next().unwrap().parse().unwrap();
         let cs = d / slices;

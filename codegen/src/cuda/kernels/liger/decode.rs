@@ -5,6 +5,7 @@ use ligerc_ir::{LigerSpec, LigerVariant};
 use super::super::CP_ASYNC;
 use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit, value_tile};
+use super::decode_bulk::decode_keyed_bulk;
 use super::{dims, vname};
 
 const DECODE_THREADS: usize = 256;
@@ -185,6 +186,19 @@ impl KeyedLayout {
     }
 }
 
+/// The decode step of a key-gated (or swa-only) Liger layer: [`decode_keyed_bulk`] (the
+/// window and the state moved by sm_90 bulk copies) where it applies (a window, `D` 128,
+/// `G` ≤ 8 with `16·G ≤ W+1`), else [`decode_keyed_threads`]. `LIGERC_CUDA_DECODE=threads`
+/// at code generation keeps the latter everywhere (GPUs before sm_90 need it: the bulk
+/// kernel does not compile for them).
+pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
+    let threads = std::env::var("LIGERC_CUDA_DECODE").is_ok_and(|v| v == "threads");
+    match (threads, decode_keyed_bulk(spec, normalizer)) {
+        (false, Some(k)) => k,
+        _ => decode_keyed_threads(spec, normalizer),
+    }
+}
+
 /// One decode step of a key-gated (or swa-only) Liger layer: gate and feature maps,
 /// window branch over the ring plus the token, ring push, state update in place
 /// `S ← diag(α)S + k̃ᵀv`, `o = q̃S`, mix.
@@ -205,7 +219,7 @@ impl KeyedLayout {
 /// happens after a barrier that follows the block's only reads of that slot. Each
 /// pass's partial sums of its `G × CS` outputs are added over the warp's lanes by
 /// shuffles and over the warps through shared memory (two buffers: one barrier a pass).
-pub fn decode_keyed(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
+pub fn decode_keyed_threads(spec: &LigerSpec, normalizer: f64) -> KernelSrc {
     let (h, kv, g, d) = dims(spec);
     let variant = spec.variant;
     let w = spec.window;
@@ -764,19 +778,25 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         block: [nt as u32, 1, 1],
         smem: smem as u32,
         grid: format!("(1, {kv}, batch): one block per (KV head, row)"),
-        params: vec![
-            format!("q [batch, {}] bf16 (raw)", h * d),
-            format!("k [batch, {}] bf16 (raw)", kv * d),
-            format!("v [batch, {}] bf16", kv * d),
-            format!("q_rot [batch, {}] bf16", h * d),
-            format!("k_rot [batch, {}] bf16", kv * d),
-            format!("state [batch, {kv}, {d}, {d}] f32 (in/out)"),
-            format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
-            format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
-            format!("out [batch, {}] bf16 (out)", h * d),
-            "pos (const int*: device memory, the position of this token)".into(),
-        ],
+        params: keyed_params(h, kv, d, w),
     }
+}
+
+/// The parameters of a keyed decode step ([`decode_keyed_threads`], [`decode_keyed_bulk`]),
+/// one line each.
+pub(super) fn keyed_params(h: usize, kv: usize, d: usize, w: usize) -> Vec<String> {
+    vec![
+        format!("q [batch, {}] bf16 (raw)", h * d),
+        format!("k [batch, {}] bf16 (raw)", kv * d),
+        format!("v [batch, {}] bf16", kv * d),
+        format!("q_rot [batch, {}] bf16", h * d),
+        format!("k_rot [batch, {}] bf16", kv * d),
+        format!("state [batch, {kv}, {d}, {d}] f32 (in/out)"),
+        format!("ring_k [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+        format!("ring_v [batch, {kv}, {}, {d}] bf16 (in/out)", w + 1),
+        format!("out [batch, {}] bf16 (out)", h * d),
+        "pos (const int*: device memory, the position of this token)".into(),
+    ]
 }
 
 /// The window part of step 1 of [`decode_keyed`]: the helpers staging and scoring a chunk

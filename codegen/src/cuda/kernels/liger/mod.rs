@@ -32,13 +32,15 @@
 //!    ring the decode step reads.
 //!
 //! A decode step is one kernel: [`decode_keyed`] (GLA, HGRN2, retention,
-//! linear, swa-only) or [`decode_gsa`].
+//! linear, swa-only: [`decode_keyed_bulk`] where it applies, else
+//! [`decode_keyed_threads`]) or [`decode_gsa`].
 
 mod chunk;
 mod chunk_mma;
 mod chunk_pass;
 mod chunk_tc;
 mod decode;
+mod decode_bulk;
 mod fused;
 mod gsa;
 mod ring;
@@ -49,7 +51,8 @@ pub use chunk::{
     gla_state_scan,
 };
 pub use chunk_pass::{chunk_prep, key_and_state_pass, state_pass, state_pass_slices};
-pub use decode::{decode_gsa, decode_keyed};
+pub use decode::{decode_gsa, decode_keyed, decode_keyed_threads};
+pub use decode_bulk::decode_keyed_bulk;
 pub use fused::{fused_eligible, fused_prefill};
 pub use gsa::{gsa_slots_prefill, slots_chunk};
 pub use ring::ring_store;
