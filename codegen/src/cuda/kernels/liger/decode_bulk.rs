@@ -1,11 +1,13 @@
 //! The decode step with its window and state moved by the TMA engine: sm_90 bulk copies
 //! (`cp.async.bulk`), one instruction per contiguous block of memory, in and out.
 //!
-//! Why: in [`super::decode_keyed`]'s layout every thread loads its share of the state and
-//! the window, and a block of threads can only have so many loads outstanding. At batch 64
-//! (three blocks an SM, 512 blocks in 1.3 waves) its threads sit ~9 µs in their loads'
-//! issue; then the window's serial phase runs ~6 µs with nothing in flight; then a
-//! second, partial wave runs alone (docs/CUDA.md, "where the decode step's time goes").
+//! Why: in [`super::decode_keyed_threads`]'s layout every thread loads its share of the
+//! state and the window, and a block of threads can only have so many loads outstanding.
+//! At batch 64 (three blocks an SM, 512 blocks in 1.3 waves) its threads sit ~9 µs in
+//! their loads' issue; then the window's serial phase runs ~6 µs with nothing in flight;
+//! then a second, partial wave runs alone (docs/CUDA.md, "where the decode step's time
+//! goes, and the bulk-copy decode").
+//!
 //! Here one thread hands the engine the item's ring keys and values (contiguous, `W+1`
 //! rows each) and its fp32 state (contiguous, four chunks of rows, each on its own
 //! `mbarrier`) before anything else. The window is computed while the state lands, the
@@ -146,9 +148,10 @@ impl BulkLayout {
     }
 }
 
-/// [`super::decode_keyed`]'s step (same arguments, launch grid and results) with the
-/// window and the state moved by bulk copies, where [`BulkLayout::new`] applies: a
-/// key-gated variant with a window, `D` 128. `None` otherwise.
+/// [`super::decode_keyed_threads`]'s step (same arguments, launch grid and results) with the
+/// window and the state moved by bulk copies, where it applies: a key-gated variant with a
+/// window, `D` 128, `G` ≤ 8 with `16·G ≤ W+1`, `W+1` ≥ 16, and shared memory for two blocks
+/// an SM. `None` otherwise.
 ///
 /// One block of 256 threads per (KV head, row), two blocks an SM. Thread 0 first hands
 /// the TMA engine the ring's `W+1` keys and values (one barrier) and the state's four
