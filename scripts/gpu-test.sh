@@ -5,7 +5,8 @@
 #   scripts/gpu-test.sh [kernels] [fixtures] [smol] [bench] [kperf] [abtf32] (default: kernels fixtures smol bench)
 #
 # fixtures: the tiny ONNX fixtures, every Liger variant, the hybrid with LoRA and the key mask,
-#           window 3 — logits of `--backend cuda` (one prefill, and a prefill of 40 then
+#           window 3, random-weight models at head_dim 64 and 128 (the latter's decode on the
+#           bulk-copy kernel) — logits of `--backend cuda` (one prefill, and a prefill then
 #           teacher-forced decode steps) vs `--backend cpu`.
 # smol:     linearized SmolLM2-135M (/root/models/SmolLM2-135M-Instruct.Q4_1.gguf, or $SMOL):
 #           logits vs CPU, and greedy 32-token generations on a few prompts, identical text
@@ -89,6 +90,10 @@ if [[ $what == *fixtures* ]]; then
   check "d64-gla-recurrent-only" /tmp/d64 "--pass linearize --mix 1,0" "$(ids_rows 1 100 6 128)" 70
   check "d64-gla" /tmp/d64 "--pass linearize" "$(ids_rows 2 100 6 128)" 70
   check "d64-gsa" /tmp/d64 "--pass linearize --variant gsa" "$(ids_rows 2 100 6 128)" 70
+  # head_dim 128: the decode step on the bulk-copy kernel (liger_*_decode_bulk_*), from
+  # position 20 (below the window: stale ring rows) to 99.
+  python3 tests/gpu/make_d64_fixture.py tests/fixtures/hf/llama31 /tmp/d128 128
+  check "d128-gla" /tmp/d128 "--pass linearize" "$(ids_rows 2 100 6 128)" 20
 fi
 
 if [[ $what == *abtf32* && -f $SMOL ]]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Writes a tiny Llama HF directory with head_dim 64 (SmolLM2's), GQA 4/2, random weights:
-the shapes whose recurrence kernels need > 48 KiB of dynamic shared memory, which the
-repo's D=16 fixtures never reach.   usage: make_d64_fixture.py SRC_HF_DIR OUT_DIR"""
+"""Writes a tiny Llama HF directory with head_dim 64 (SmolLM2's; or D, the third argument),
+GQA 4/2, random weights: the shapes whose recurrence kernels need > 48 KiB of dynamic
+shared memory, which the repo's D=16 fixtures never reach; at D 128 the decode step takes
+the bulk-copy kernel.   usage: make_d64_fixture.py SRC_HF_DIR OUT_DIR [D]"""
 import json, os, shutil, struct, sys
 import array, math, random
 
@@ -11,7 +12,8 @@ for f in os.listdir(src):
     if f not in ("config.json", "model.safetensors"):
         shutil.copy(os.path.join(src, f), out)
 cfg = json.load(open(os.path.join(src, "config.json")))
-H, KV, D, HID, FF, V, L = 4, 2, 64, 256, 512, cfg["vocab_size"], 2
+D = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+H, KV, HID, FF, V, L = 4, 2, 256, 512, cfg["vocab_size"], 2
 cfg.update(hidden_size=HID, num_attention_heads=H, num_key_value_heads=KV, head_dim=D,
            intermediate_size=FF, num_hidden_layers=L, tie_word_embeddings=False)
 json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=1)
