@@ -77,7 +77,7 @@ fn decode_window_gsa() -> String {
     .to_string()
 }
 
-/// The launch shape and shared-memory layout of [`decode_keyed`].
+/// The launch shape and shared-memory layout of [`decode_keyed_threads`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KeyedLayout {
     /// State (and output) columns per pass: the value tile of `D`.
@@ -799,7 +799,7 @@ pub(super) fn keyed_params(h: usize, kv: usize, d: usize, w: usize) -> Vec<Strin
     ]
 }
 
-/// The window part of step 1 of [`decode_keyed`]: the helpers staging and scoring a chunk
+/// The window part of step 1 of [`decode_keyed_threads`]: the helpers staging and scoring a chunk
 /// of keys and values and the first chunk.
 fn window_prologue(tc: bool) -> String {
     let score = if tc {
