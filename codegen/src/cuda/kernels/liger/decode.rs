@@ -424,13 +424,8 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
             "k + bj * D",
             "D / BV",
             format!(
-                "for (int c = 0; c < BV; ++c) {{\n                    const float y = __bfloat162float(x.x[c]);{}{}\n                }}",
-                if raw_key { "\n                    kr[f + c] = y;" } else { "" },
-                if variant == LigerVariant::Hgrn2 {
-                    ""
-                } else {
-                    "\n                    qk[G * D + f + c] = y;  // the key map is its softmax"
-                }
+                "for (int c = 0; c < BV; ++c) {{\n                    const float y = __bfloat162float(x.x[c]);{}\n                }}",
+                key_stores(variant, "                    ")
             ),
         ));
     }
@@ -563,26 +558,7 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         ));
     }
     if grm {
-        if retention {
-            put(
-                "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n",
-            );
-        }
-        let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
-        let hgrn2 = variant == LigerVariant::Hgrn2;
-        put(&format!(
-            "    for (int i = tid; i < D; i += NT) {{\n        const float gm = {gexpr};\n        alpha[i] = expf(gm);{}\n    }}\n",
-            if hgrn2 {
-                "\n        qk[G * D + i] = -expm1f(gm);  // HGRN2's key map: 1 - alpha"
-            } else {
-                ""
-            }
-        ));
-        put(if hgrn2 {
-            "    softmax_rows(qk, G, D);\n"
-        } else {
-            "    softmax_rows(qk, G + 1, D);\n"
-        });
+        put(&gate_and_maps(variant, d));
     }
     if window {
         put("    score(0);\n");
@@ -780,6 +756,51 @@ extern "C" __global__ void {name}(const bf16* __restrict__ q, const bf16* __rest
         grid: format!("(1, {kv}, batch): one block per (KV head, row)"),
         params: keyed_params(h, kv, d, w),
     }
+}
+
+/// CUDA source, in a keyed decode step's loop over the raw key's `BV` channels at `f`
+/// (`y` the channel `c`): its stores to `kr` (where the gate reads it) and to the key map's
+/// row of `qk` (softmax-mapped later; HGRN2's map comes from the gate instead). Each line
+/// starts with a newline and `ind`.
+pub(super) fn key_stores(variant: LigerVariant, ind: &str) -> String {
+    let mut s = String::new();
+    if variant != LigerVariant::Linear {
+        s.push_str(&format!("\n{ind}kr[f + c] = y;"));
+    }
+    if variant != LigerVariant::Hgrn2 {
+        s.push_str(&format!(
+            "\n{ind}qk[G * D + f + c] = y;  // the key map is its softmax"
+        ));
+    }
+    s
+}
+
+/// CUDA source of a keyed decode step's gate and feature maps, once the raw key is in `kr`
+/// and the token's queries and key in `qk` (every thread of the block runs it): retention's
+/// row mean, `alpha = e^gate`, HGRN2's key map `1 − α`, and the softmax of the `qk` rows.
+pub(super) fn gate_and_maps(variant: LigerVariant, d: usize) -> String {
+    let mut s = String::new();
+    if variant == LigerVariant::Retention {
+        s.push_str(
+            "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n",
+        );
+    }
+    let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
+    let hgrn2 = variant == LigerVariant::Hgrn2;
+    s.push_str(&format!(
+        "    for (int i = tid; i < D; i += NT) {{\n        const float gm = {gexpr};\n        alpha[i] = expf(gm);{}\n    }}\n",
+        if hgrn2 {
+            "\n        qk[G * D + i] = -expm1f(gm);  // HGRN2's key map: 1 - alpha"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(if hgrn2 {
+        "    softmax_rows(qk, G, D);\n"
+    } else {
+        "    softmax_rows(qk, G + 1, D);\n"
+    });
+    s
 }
 
 /// The parameters of a keyed decode step ([`decode_keyed_threads`], [`decode_keyed_bulk`]),

@@ -16,9 +16,8 @@
 
 use ligerc_ir::{LigerSpec, LigerVariant};
 
-use super::super::basic::gate_expr;
 use super::super::{KernelSrc, float_lit};
-use super::decode::keyed_params;
+use super::decode::{gate_and_maps, key_stores, keyed_params};
 use super::{dims, vname};
 
 /// Threads per block.
@@ -172,7 +171,6 @@ pub fn decode_keyed_bulk(spec: &LigerSpec, normalizer: f64) -> Option<KernelSrc>
         return None;
     }
     let retention = variant == LigerVariant::Retention;
-    let hgrn2 = variant == LigerVariant::Hgrn2;
     let raw_key = variant != LigerVariant::Linear;
     let lay = BulkLayout::new(g, d, w, raw_key, retention)?;
     let BulkLayout {
@@ -183,28 +181,8 @@ pub fn decode_keyed_bulk(spec: &LigerSpec, normalizer: f64) -> Option<KernelSrc>
         ..
     } = lay;
     let name = format!("liger_{}_decode_bulk_h{h}_kv{kv}_d{d}_w{w}", vname(variant));
-    let kmap = if hgrn2 {
-        ""
-    } else {
-        "\n                qk[G * D + f + c] = y;  // the key map is its softmax"
-    };
-    let kraw = if raw_key {
-        "\n                kr[f + c] = y;"
-    } else {
-        ""
-    };
-    let mean = if retention {
-        "    __shared__ float scratch[32];\n    float part_sum = 0.0f;\n    for (int i = tid; i < D; i += NT) part_sum += kr[i];\n    const float mean = block_sum(part_sum, scratch) / (float)D;\n"
-    } else {
-        ""
-    };
-    let gexpr = gate_expr(variant, d, d, "i", "kr", "mean");
-    let hkey = if hgrn2 {
-        "\n        qk[G * D + i] = -expm1f(gm);  // HGRN2's key map: 1 - alpha"
-    } else {
-        ""
-    };
-    let maps = if hgrn2 { "G" } else { "G + 1" };
+    let kstores = key_stores(variant, "                ");
+    let gate_maps = gate_and_maps(variant, d);
     let kr_decl = if raw_key {
         "    __shared__ float kr[D];  // raw key\n"
     } else {
@@ -315,7 +293,7 @@ extern "C" __global__ void __launch_bounds__(NT, {BLOCKS_PER_SM}) {name}(const b
         }} else if (e < E3) {{
             const int f = (e - E2) * BV;
             for (int c = 0; c < BV; ++c) {{
-                const float y = __bfloat162float(x.x[c]);{kraw}{kmap}
+                const float y = __bfloat162float(x.x[c]);{kstores}
             }}
         }} else if (e >= E4 && e < E5) {{
             const int f = (e - E4) * BV;
@@ -324,12 +302,7 @@ extern "C" __global__ void __launch_bounds__(NT, {BLOCKS_PER_SM}) {name}(const b
     }}
     for (int e = tid; e < (QR - G) * DP / 8; e += NT) reinterpret_cast<uint4*>(qb + G * DP)[e] = uint4{{0u, 0u, 0u, 0u}};  // rows G.. zero
     __syncthreads();  // (also: the barriers are armed)
-{mean}    for (int i = tid; i < D; i += NT) {{
-        const float gm = {gexpr};
-        alpha[i] = expf(gm);{hkey}
-    }}
-    softmax_rows(qk, {maps}, D);
-
+{gate_maps}
     // 3. the window, once it is in
     bulk_wait(&bars[0]);
 #pragma unroll
