@@ -97,20 +97,13 @@ def main():
     a = ap.parse_args()
     import cupy as cp
     H, KV, D = 32, 8, 128
-    L = gk.Layer(gk.emit(a.ligerc, a.out, H, KV, D, 64))
-    name = L.dec[0]["kernel"]
-    raw = open(a.src).read() if a.src else L.src[name]
+    L0 = gk.Layer(gk.emit(a.ligerc, a.out, H, KV, D, 64))
+    name = L0.dec[0]["kernel"]
+    raw = open(a.src).read() if a.src else L0.src[name]
     phases = LAYOUTS[layout(raw)][0]
-    src = instrument(raw)
-    m = re.search(r"VARIANT_SMEM=(\d+)", src)  # a variant's own dynamic shared memory
-    smem = int(m.group(1)) if m else L.dec[0]["dynamic_smem"]
-    L.dec = [dict(s, dynamic_smem=smem) if s["kernel"] == name else s for s in L.dec]
-    inc = tuple(f"-I{d}" for d in ("/usr/local/cuda/include",) if os.path.isdir(d))
-    mod = cp.RawModule(code=src, options=("-std=c++17",) + inc, backend="nvrtc")
-    f = mod.get_function(name)
-    f.max_dynamic_shared_size_bytes = smem
-    L.fn[name] = f
-    ts = cp.ndarray((4096 * 16,), dtype=cp.uint64, memptr=mod.get_global("tstamp"))
+    L = L0.with_decode_source(instrument(raw))
+    L.func(name)
+    ts = cp.ndarray((4096 * 16,), dtype=cp.uint64, memptr=L.mod[name].get_global("tstamp"))
     for B in (int(x) for x in a.batch.split(",")):
         if B * KV > 4096:
             raise SystemExit(f"decode_timeline: batch {B} has more than 4096 blocks")

@@ -116,6 +116,7 @@ class Layer:
         self.plan = json.load(open(os.path.join(emit_dir, "plan.json")))
         self.src = {}
         self.fn = {}
+        self.mod = {}  # the NVRTC modules of `fn` (for their globals)
         for k in self.plan["kernels"]:
             self.src[k["name"]] = open(os.path.join(emit_dir, k["file"])).read()
         self.decl = {}
@@ -165,8 +166,32 @@ class Layer:
             k = next(k for k in self.plan["kernels"] if k["name"] == name)
             if k["dynamic_smem"] > 48 * 1024:
                 f.max_dynamic_shared_size_bytes = k["dynamic_smem"]
-            self.fn[name] = f
+            self.fn[name], self.mod[name] = f, m
         return self.fn[name]
+
+    def with_decode_source(self, src):
+        """This layer with another source of its decode kernel (same name, launch and
+        arguments; `VARIANT_SMEM=N` in it if its dynamic shared memory differs)."""
+        v = Layer.__new__(Layer)
+        v.__dict__.update(self.__dict__)
+        name = self.dec[0]["kernel"]
+        v.src, v.fn, v.mod = dict(self.src), {}, {}
+        v.src[name] = src
+        m = re.search(r"VARIANT_SMEM=(\d+)", src)
+        if m:
+            n = int(m.group(1))
+            v.dec = [dict(s, dynamic_smem=n) if s["kernel"] == name else s for s in self.dec]
+            v.plan = dict(self.plan, kernels=[dict(k, dynamic_smem=n) if k["name"] == name else k for k in self.plan["kernels"]])
+        return v
+
+    def decode_inputs_from(self, env, src, tensors, pos0=1000):
+        """This layer's decode tensors at bindings `env`, with the inputs, state and ring
+        copied from `src`'s decode tensors `tensors` (another build's layer, or this one's)."""
+        t = self.alloc(env, {}, "decode")
+        for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
+            t[self.dnames[key]].copy_(tensors[src.dnames[key]])
+        t["__pos0"].fill_(pos0)
+        return t
 
     def alloc(self, env, tensors, phase):
         """Allocates (if missing) every tensor the phase's layer steps name, at bindings `env`."""
@@ -439,11 +464,8 @@ def bench(args):
              "floor_all_us": floor_all, "pct_floor_all": 100 * floor_all / ours,
              "state_per": "kv_head", "ligerc_steps_us": steps_us}
         if LB:  # the other build on the same inputs: its time, and one step of both from the same state
-            tb = LB.alloc(env, {}, "decode")
+            tb = LB.decode_inputs_from(env, L, tp)
             bn = LB.dnames
-            for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
-                tb[bn[key]].copy_(tp[dn[key]])
-            tb["__pos0"].fill_(1000)
             r["base_us"] = med(lambda: LB.decode(env, tb)) * 1e3
             r["base_steps_us"] = {s["kernel"]: med(lambda s=s: LB.launch(s, env, tb)) * 1e3 for s in LB.dec}
             for key in ("state", "ring_k", "ring_v"):
@@ -459,13 +481,7 @@ def bench(args):
         # of the step's bytes (half read, half written) timed both ways.
         layer_bytes = sbytes + io
         nl = seq_layers(layer_bytes)
-        layers = [tp]
-        for _ in range(nl - 1):
-            t = L.alloc(env, {}, "decode")
-            for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
-                t[dn[key]].copy_(tp[dn[key]])
-            t["__pos0"].fill_(1000)
-            layers.append(t)
+        layers = [tp] + [L.decode_inputs_from(env, L, tp) for _ in range(nl - 1)]
         r["seq_layers"] = nl
         r["seq_us"] = graph_us(lambda: [L.decode(env, t) for t in layers], nl)
         r["seq_pct_floor_all"] = 100 * floor_all / r["seq_us"]
@@ -473,16 +489,7 @@ def bench(args):
         # and arguments), timed both ways on the same layers, and one step of each from the same
         # state (at pos 1000 and pos 10) against the emitted kernel's.
         for vp in filter(None, os.environ.get("LIGERC_DECODE_VARIANTS", "").split(",")):
-            V = Layer.__new__(Layer)
-            V.__dict__.update(L.__dict__)
-            V.src, V.fn = dict(L.src), {}
-            name = L.dec[0]["kernel"]
-            V.src[name] = open(vp).read()
-            m = re.search(r"VARIANT_SMEM=(\d+)", V.src[name])  # its dynamic shared memory, if other
-            if m:
-                n = int(m.group(1))
-                V.dec = [dict(s, dynamic_smem=n) if s["kernel"] == name else s for s in L.dec]
-                V.plan = dict(L.plan, kernels=[dict(k, dynamic_smem=n) if k["name"] == name else k for k in L.plan["kernels"]])
+            V = L.with_decode_source(open(vp).read())
             vr = {"us": med(lambda: V.decode(env, tp)) * 1e3,
                   "seq_us": graph_us(lambda: [V.decode(env, t) for t in layers], nl)}
             for p0 in (1000, 10):
@@ -502,13 +509,7 @@ def bench(args):
             tp["__pos0"].fill_(1000)
             r.setdefault("variants", {})[os.path.basename(vp)] = vr
         if LB:
-            bl = []
-            for t in layers:
-                u = LB.alloc(env, {}, "decode")
-                for key in ("q", "k", "v", "q_rot", "k_rot", "state", "ring_k", "ring_v"):
-                    u[LB.dnames[key]].copy_(t[dn[key]])
-                u["__pos0"].fill_(1000)
-                bl.append(u)
+            bl = [LB.decode_inputs_from(env, L, t) for t in layers]
             r["base_seq_us"] = graph_us(lambda: [LB.decode(env, u) for u in bl], nl)
             del bl
         half = layer_bytes // 2
