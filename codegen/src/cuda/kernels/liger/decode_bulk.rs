@@ -40,7 +40,7 @@ const SCH: usize = 4;
 /// src, bytes)`: shared to global, in this thread's bulk group; `bulk_store_drain()`: this
 /// thread's bulk stores have read their shared memory (the block may exit). The CPU
 /// emulation copies at once.
-pub(crate) const BULK: &str = r#"#if !defined(LIGERC_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+const BULK: &str = r#"#if !defined(LIGERC_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #error "this decode kernel moves memory by sm_90 bulk copies (TMA); for an older GPU emit with LIGERC_CUDA_DECODE=threads"
 #endif
 #ifndef LIGERC_EMULATION
