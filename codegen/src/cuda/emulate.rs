@@ -572,6 +572,10 @@ pub fn emulation(dir: &Path) -> Result<Emulation, CudaError> {
             .replace(
                 "extern __shared__ float smem[];",
                 "float* smem = ligerc_emu_dyn_smem();",
+            )
+            .replace(
+                "extern __shared__ __align__(1024) float smem[];",
+                "float* smem = ligerc_emu_dyn_smem();",
             );
         let _ = writeln!(src, "namespace k{i} {{\n{body}\n}} // namespace k{i}\n");
         kernel_ns.insert(k.name.clone(), i);
