@@ -206,17 +206,7 @@ fn decode_kernel_emulated_matches_reference() {
         // The grid is `(1, KV, batch)`: one block per (KV head, row).
         let slices: usize = k.grid[1..].split(',').next().unwrap().parse().unwrap();
         let cs = d / slices;
-        let code = k
-            .body
-            .replace("#include <mma.h>", "")
-            .replace(
-                "extern __shared__ float smem[];",
-                "float* smem = ligerc_emu_dyn_smem();",
-            )
-            .replace(
-                "extern __shared__ __align__(1024) float smem[];",
-                "float* smem = ligerc_emu_dyn_smem();",
-            );
+        let code = ligerc::codegen::cuda::emulate::emulation_body(&k.body);
         body.push_str(&format!("namespace k{i} {{\n{PRELUDE}\n{code}\n}}\n"));
         let code = match variant {
             Gla => 0,

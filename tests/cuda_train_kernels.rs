@@ -289,13 +289,7 @@ fn arg_expr(a: TrainArg) -> String {
 /// The kernel source as plain C++ for the shim, in namespace `ns`.
 fn emulated(ns: &str, src: &str) -> String {
     // C++ linkage, so that specs with equal kernel names coexist in one program.
-    let body = src
-        .replace("#include <cuda_bf16.h>", "")
-        .replace("extern \"C\" ", "")
-        .replace(
-            "extern __shared__ float smem[];",
-            "float* smem = ligerc_emu_dyn_smem();",
-        );
+    let body = ligerc::codegen::cuda::emulate::emulation_body(src).replace("extern \"C\" ", "");
     format!("namespace {ns} {{\n{body}\n}} // namespace {ns}\n")
 }
 

@@ -235,10 +235,7 @@ fn window_kernel_mma_emulated_matches_float64() {
             k.name
         );
         assert!(k.smem <= 113 * 1024, "{}: two blocks an SM", k.name);
-        let code = k.body.replace("#include <mma.h>", "").replace(
-            "extern __shared__ float smem[];",
-            "float* smem = ligerc_emu_dyn_smem();",
-        );
+        let code = ligerc::codegen::cuda::emulate::emulation_body(&k.body);
         body.push_str(&format!("namespace k{i} {{\n{PRELUDE}\n{code}\n}}\n"));
         let ot = "__nv_bfloat16";
         for (b, seq, pos0) in cases {

@@ -549,6 +549,17 @@ fn phase_fn(
     Ok(s)
 }
 
+/// An emitted kernel's source as plain C++ for [`SHIM`]: the CUDA headers dropped, and its
+/// dynamic shared memory (`extern __shared__ float smem[]`, aligned or not) taken from the
+/// shim's per-launch buffer.
+pub fn emulation_body(src: &str) -> String {
+    let dynamic = "float* smem = ligerc_emu_dyn_smem();";
+    src.replace("#include <cuda_bf16.h>", "")
+        .replace("#include <mma.h>", "")
+        .replace("extern __shared__ float smem[];", dynamic)
+        .replace("extern __shared__ __align__(1024) float smem[];", dynamic)
+}
+
 /// Reads the `--emit cuda` folder `dir` and builds the emulation program.
 pub fn emulation(dir: &Path) -> Result<Emulation, CudaError> {
     let io = |p: &Path, e: std::io::Error| CudaError::Io {
@@ -566,17 +577,7 @@ pub fn emulation(dir: &Path) -> Result<Emulation, CudaError> {
     for (i, k) in plan.kernels.iter().enumerate() {
         let p = dir.join(&k.file);
         let body = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-        let body = body
-            .replace("#include <cuda_bf16.h>", "")
-            .replace("#include <mma.h>", "")
-            .replace(
-                "extern __shared__ float smem[];",
-                "float* smem = ligerc_emu_dyn_smem();",
-            )
-            .replace(
-                "extern __shared__ __align__(1024) float smem[];",
-                "float* smem = ligerc_emu_dyn_smem();",
-            );
+        let body = emulation_body(&body);
         let _ = writeln!(src, "namespace k{i} {{\n{body}\n}} // namespace k{i}\n");
         kernel_ns.insert(k.name.clone(), i);
     }
